@@ -1,0 +1,107 @@
+/**
+ * What a snapshot holds, as the library sees it once decoded. spec/FORMAT.md
+ * defines the bytes; these are the values.
+ */
+import type { VcpuState } from '../guest/vm.js';
+
+/** A guest memory region as the snapshot records it (a KVM memslot and whether its tags are saved). */
+export interface SnapshotRegion {
+  /** Position in the metadata's region list; chunks name their region by it. */
+  readonly index: number;
+  readonly name: string;
+  readonly guestAddress: bigint;
+  readonly size: bigint;
+  /** Tags are saved for every page of this region. */
+  readonly mte: boolean;
+  readonly readOnly: boolean;
+  /** KVM slot number the region was saved from (restore reuses it). */
+  readonly slot: number;
+}
+
+/** A named opaque blob of VMM or device state. */
+export interface VmmBlob {
+  readonly name: string;
+  readonly data: Uint8Array;
+}
+
+export interface SnapshotMetadata {
+  /** 16 random bytes naming this snapshot; a diff snapshot's parent field refers to it. */
+  readonly snapshotId: Uint8Array;
+  /** Reserved for diff snapshots: the parent's snapshotId, or null. */
+  readonly parentId: Uint8Array | null;
+  /** Milliseconds since the Unix epoch. */
+  readonly createdMs: bigint;
+  /** The program that wrote the file ("vmsnap 0.1.0"). */
+  readonly tool: string;
+  readonly regions: readonly SnapshotRegion[];
+  /** Free-form string annotations (source backend, command line, host). */
+  readonly annotations: Readonly<Record<string, string>>;
+}
+
+/** The fixed header's values. */
+export interface SnapshotHeader {
+  readonly major: number;
+  readonly minor: number;
+  readonly pageSize: number;
+  readonly granuleSize: number;
+  readonly tagBits: number;
+  readonly codec: number;
+  readonly checksum: number;
+  readonly pagesPerChunk: number;
+}
+
+export type ChunkKind = 'ram' | 'tags';
+
+/** One chunk of a region's pages, as the index and the chunk header both describe it. */
+export interface ChunkLocation {
+  readonly kind: ChunkKind;
+  readonly region: number;
+  /** Page index inside the region. */
+  readonly firstPage: number;
+  readonly pageCount: number;
+  /** File offset of the chunk's section header. */
+  readonly offset: bigint;
+  /** Section header plus payload, in bytes. */
+  readonly length: bigint;
+}
+
+/** A decoded RAM chunk: every page of its range, absent (all-zero) pages filled with zeros. */
+export interface RamChunk extends ChunkLocation {
+  /** One bit per page, LSB first: set where the page was stored (not all zero). */
+  readonly present: Uint8Array;
+  /** pageCount * pageSize bytes. */
+  readonly data: Uint8Array;
+}
+
+/** A decoded tag chunk: one byte per 16-byte granule (the ioctl layout), zeros for absent pages. */
+export interface TagChunk extends ChunkLocation {
+  /** One bit per page, LSB first: set where the page has a nonzero tag. */
+  readonly present: Uint8Array;
+  /** pageCount * pageSize / 16 bytes, each 0..15. */
+  readonly tags: Uint8Array;
+}
+
+/**
+ * A snapshot opened for random access. Opening checks the header, trailer,
+ * index and metadata; every chunk read checks that chunk's checksums.
+ * Memory use is bounded by the chunk size, whatever the guest size.
+ */
+export interface SnapshotReader {
+  readonly path: string;
+  readonly header: SnapshotHeader;
+  readonly metadata: SnapshotMetadata;
+  readonly regions: readonly SnapshotRegion[];
+  /** Every chunk in file order. */
+  readonly chunks: readonly ChunkLocation[];
+  readonly fileSize: bigint;
+
+  readRamChunk(location: ChunkLocation): Promise<RamChunk>;
+  readTagChunk(location: ChunkLocation): Promise<TagChunk>;
+  /** Guest bytes of [guestAddress, guestAddress + length) inside one region. */
+  readMemory(guestAddress: bigint, length: number): Promise<Uint8Array>;
+  /** One tag per granule of [guestAddress, guestAddress + length), 16-byte aligned, inside one MTE region. */
+  readTags(guestAddress: bigint, length: number): Promise<Uint8Array>;
+  vcpus(): Promise<VcpuState[]>;
+  blobs(): Promise<VmmBlob[]>;
+  close(): Promise<void>;
+}

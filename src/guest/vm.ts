@@ -1,0 +1,168 @@
+/**
+ * The VM: what vmsnap checkpoints from and restores into.
+ *
+ * The interface is shaped after KVM so that the real backend is a thin layer
+ * over ioctls and the simulated backend can mirror the kernel row for row
+ * (shared/reference/kvm-mte-semantics.md):
+ *
+ *  - memory slots are KVM memslots: a guest physical address (IPA), a size,
+ *    read-only or not, backed by the VMM's own mapping;
+ *  - guest memory is read and written through that mapping, never through KVM;
+ *  - tags move only through `copyMteTags`, which has the exact semantics of
+ *    KVM_ARM_MTE_COPY_TAGS: page-aligned arguments, the return value counts
+ *    guest bytes, a partial copy returns a whole number of pages, and an error
+ *    before the first page throws `VmErrnoError` with the kernel's errno;
+ *  - vCPUs expose their registers as KVM ONE_REG ids and values.
+ *
+ * The writer and reader depend only on this file; they know nothing of the
+ * backends, and the backends know nothing of the snapshot format.
+ */
+
+/** A guest physical address (IPA). */
+export type GuestAddress = bigint;
+
+/** KVM_ARM_TAGS_TO_GUEST: write tags from the buffer into guest tag memory. */
+export const TAGS_TO_GUEST = 0n;
+/** KVM_ARM_TAGS_FROM_GUEST: read guest tags into the buffer. */
+export const TAGS_FROM_GUEST = 1n;
+
+/** Bytes of guest memory that carry one allocation tag. */
+export const MTE_GRANULE_SIZE = 16;
+/** Host page sizes arm64 Linux runs with, and so the only ones vmsnap accepts. */
+export const HOST_PAGE_SIZES: readonly number[] = [4096, 16384, 65536];
+
+/** How the VMM backs a memslot; it decides whether KVM accepts it on an MTE VM. */
+export type MemoryBacking = 'anonymous-private' | 'anonymous-shared' | 'memfd';
+
+export interface MemorySlotSpec {
+  /** KVM slot number. */
+  readonly slot: number;
+  /** A name for people and for the snapshot ("ram", "flash0"). */
+  readonly name: string;
+  readonly guestAddress: GuestAddress;
+  /** Bytes; a multiple of the host page size. */
+  readonly size: bigint;
+  /** KVM_MEM_READONLY. */
+  readonly readOnly?: boolean;
+  /** Defaults to 'anonymous-private', which every kernel accepts on an MTE VM. */
+  readonly backing?: MemoryBacking;
+}
+
+export interface MemorySlot extends Required<MemorySlotSpec> {
+  readonly dirtyLogging: boolean;
+}
+
+/** The argument of KVM_ARM_MTE_COPY_TAGS (struct kvm_arm_copy_mte_tags). */
+export interface CopyMteTagsRequest {
+  guestIpa: GuestAddress;
+  /** Guest bytes; the kernel wants a multiple of the host page size. */
+  length: bigint;
+  /** TAGS_TO_GUEST or TAGS_FROM_GUEST; anything else is EINVAL. */
+  flags: bigint;
+  /** Must be [0n, 0n]. */
+  reserved: readonly [bigint, bigint];
+  /**
+   * The user buffer `addr`: one byte per 16-byte granule, `length / 16` bytes.
+   * `null` is a NULL pointer. Only `buffer.length` bytes are mapped: an access
+   * past the end faults, as a user buffer followed by an unmapped page does
+   * (the real backend builds exactly that with a guard page).
+   */
+  buffer: Uint8Array | null;
+}
+
+/** errno values the KVM paths vmsnap uses can return. */
+export const ERRNO = {
+  EPERM: 1,
+  ENOENT: 2,
+  EIO: 5,
+  EBADF: 9,
+  ENOMEM: 12,
+  EFAULT: 14,
+  EBUSY: 16,
+  EEXIST: 17,
+  ENODEV: 19,
+  EINVAL: 22,
+  ENOTTY: 25,
+  E2BIG: 7,
+  ENOSPC: 28,
+  ENXIO: 6,
+} as const;
+export type ErrnoName = keyof typeof ERRNO;
+
+/** A KVM call failed with an errno, before it did any work. */
+export class VmErrnoError extends Error {
+  readonly errno: number;
+  constructor(
+    readonly code: ErrnoName,
+    readonly operation: string,
+    detail?: string,
+  ) {
+    super(`${operation}: ${code}${detail ? ` (${detail})` : ''}`);
+    this.name = 'VmErrnoError';
+    this.errno = ERRNO[code];
+  }
+}
+
+/** One ONE_REG register: its KVM id and its value, little-endian, of the size the id encodes. */
+export interface RegisterValue {
+  readonly id: bigint;
+  readonly value: Uint8Array;
+}
+
+/** A vCPU's register state as KVM_GET_REG_LIST / KVM_GET_ONE_REG give it. */
+export interface VcpuState {
+  readonly id: number;
+  readonly registers: readonly RegisterValue[];
+}
+
+export interface Vcpu {
+  readonly id: number;
+  /** KVM_GET_REG_LIST. */
+  registerIds(): bigint[];
+  /** KVM_GET_ONE_REG. */
+  getRegister(id: bigint): Uint8Array;
+  /** KVM_SET_ONE_REG. */
+  setRegister(id: bigint, value: Uint8Array): void;
+}
+
+/** The bytes of a ONE_REG value: KVM_REG_SIZE_MASK (bits 52..55) holds log2 of it. */
+export function registerSize(id: bigint): number {
+  return 1 << Number((id >> 52n) & 0xfn);
+}
+
+export interface Vm {
+  /** 'simulated', 'kvm', 'raw-files', ... */
+  readonly backend: string;
+  /** The host page size: the unit of memslots and of copyMteTags. */
+  readonly pageSize: number;
+  readonly mteEnabled: boolean;
+
+  /** KVM_ENABLE_CAP(KVM_CAP_ARM_MTE). EINVAL once a vCPU exists. */
+  enableMte(): void;
+  /** KVM_SET_USER_MEMORY_REGION with memory the backend maps for the VMM. */
+  addMemorySlot(spec: MemorySlotSpec): void;
+  memorySlots(): readonly MemorySlot[];
+  /** KVM_MEM_LOG_DIRTY_PAGES on or off for a slot. */
+  setDirtyLogging(slot: number, enabled: boolean): void;
+
+  /** Reads guest memory through the VMM's mapping. The range must lie in one slot. */
+  readMemory(guestAddress: GuestAddress, destination: Uint8Array): void;
+  /** Writes guest memory through the VMM's mapping (allowed on read-only slots: the VMM owns the mapping). */
+  writeMemory(guestAddress: GuestAddress, source: Uint8Array): void;
+
+  /** KVM_ARM_MTE_COPY_TAGS: returns guest bytes done; throws VmErrnoError if nothing was done. */
+  copyMteTags(request: CopyMteTagsRequest): number;
+
+  /** KVM_CREATE_VCPU (and KVM_ARM_VCPU_INIT). */
+  createVcpu(id: number): Vcpu;
+  vcpus(): readonly Vcpu[];
+
+  close(): void;
+}
+
+/** Makes fresh VMs to restore into. */
+export interface VmFactory {
+  readonly backend: string;
+  readonly pageSize: number;
+  createVm(): Vm;
+}
