@@ -1,0 +1,260 @@
+/**
+ * RAM and tag chunks (spec/FORMAT.md, "Chunks"). A chunk covers a fixed range
+ * of one region's pages; RAMC holds their bytes and TAGC their tags, and both
+ * share this payload layout:
+ *
+ *   0 region u32          4 page_count u32       8 first_page u64
+ *  16 encoding u8        17 reserved[3]         20 present_count u32
+ *  24 content_length u64 32 content_xxh64 u64   40 bitmap[ceil(page_count / 8)]
+ *  40 + bitmap: stored content (raw, or one zstd frame) to the end of the payload
+ *
+ * The bitmap has one bit per page, LSB first; a clear bit leaves the page out
+ * (RAM all zero, or tags all zero). The content is the present pages in order:
+ * page_size bytes each for RAMC, page_size / 32 bytes each for TAGC (two tags
+ * per byte, low nibble = lower address). content_xxh64 is over the content
+ * uncompressed, so it also proves the decompressor right.
+ */
+import { view } from './bytes.js';
+import { checksum } from './checksum.js';
+import { CHUNK_HEADER_LENGTH, ENCODING, GRANULE_SIZE, GUEST_BYTES_PER_TAG_BYTE } from './constants.js';
+import type { ChunkKind } from './model.js';
+import type { ZstdCodec } from './zstd.js';
+
+export interface ChunkHeader {
+  readonly region: number;
+  readonly pageCount: number;
+  readonly firstPage: number;
+  readonly encoding: number;
+  readonly presentCount: number;
+  readonly contentLength: number;
+  readonly contentChecksum: bigint;
+}
+
+export function bitmapLength(pageCount: number): number {
+  return (pageCount + 7) >>> 3;
+}
+
+/** Bytes of content one present page contributes. */
+export function contentBytesPerPage(kind: ChunkKind, pageSize: number): number {
+  return kind === 'ram' ? pageSize : pageSize / GUEST_BYTES_PER_TAG_BYTE;
+}
+
+export function isPagePresent(bitmap: Uint8Array, page: number): boolean {
+  return ((bitmap[page >>> 3] >>> (page & 7)) & 1) === 1;
+}
+
+export interface ChunkRange {
+  readonly region: number;
+  readonly firstPage: number;
+  readonly pageCount: number;
+  readonly pageSize: number;
+}
+
+export interface CompressionChoice {
+  readonly codec: ZstdCodec | null;
+  readonly level: number;
+}
+
+/** Pages of `ram` that are not all zero: the bitmap, and their bytes packed in order. */
+function gatherRamPages(range: ChunkRange, ram: Uint8Array): { bitmap: Uint8Array; content: Uint8Array; present: number } {
+  const { pageCount, pageSize } = range;
+  const bitmap = new Uint8Array(bitmapLength(pageCount));
+  const words = new Uint32Array(ram.buffer, ram.byteOffset, ram.byteLength >>> 2);
+  const wordsPerPage = pageSize >>> 2;
+  const presentPages: number[] = [];
+  for (let page = 0; page < pageCount; page++) {
+    const start = page * wordsPerPage;
+    const end = start + wordsPerPage;
+    for (let w = start; w < end; w++) {
+      if (words[w] !== 0) {
+        bitmap[page >>> 3] |= 1 << (page & 7);
+        presentPages.push(page);
+        break;
+      }
+    }
+  }
+  if (presentPages.length === pageCount) return { bitmap, content: ram, present: pageCount };
+  const content = new Uint8Array(presentPages.length * pageSize);
+  presentPages.forEach((page, i) => content.set(ram.subarray(page * pageSize, (page + 1) * pageSize), i * pageSize));
+  return { bitmap, content, present: presentPages.length };
+}
+
+/** Pages with a nonzero tag: the bitmap, and their tags packed two per byte, low nibble first. */
+function gatherTagPages(range: ChunkRange, tags: Uint8Array): { bitmap: Uint8Array; content: Uint8Array; present: number } {
+  const { pageCount, pageSize } = range;
+  const granulesPerPage = pageSize / GRANULE_SIZE;
+  const packedPerPage = granulesPerPage / 2;
+  const bitmap = new Uint8Array(bitmapLength(pageCount));
+  const content = new Uint8Array(pageCount * packedPerPage);
+  let present = 0;
+  for (let page = 0; page < pageCount; page++) {
+    const granules = page * granulesPerPage;
+    let any = 0;
+    for (let g = 0; g < granulesPerPage; g++) any |= tags[granules + g] & 0xf;
+    if (any === 0) continue;
+    bitmap[page >>> 3] |= 1 << (page & 7);
+    const out = present * packedPerPage;
+    for (let b = 0; b < packedPerPage; b++) {
+      content[out + b] = (tags[granules + 2 * b] & 0xf) | ((tags[granules + 2 * b + 1] & 0xf) << 4);
+    }
+    present++;
+  }
+  return { bitmap, content: content.subarray(0, present * packedPerPage), present };
+}
+
+/**
+ * Builds a chunk payload from a page range's bytes (RAMC) or its tags, one
+ * byte per granule as KVM returns them (TAGC). Compresses when a codec is
+ * given and compression saves space; stores raw otherwise.
+ */
+export function encodeChunkPayload(kind: ChunkKind, range: ChunkRange, input: Uint8Array, compression: CompressionChoice): Uint8Array {
+  const { bitmap, content, present } = kind === 'ram' ? gatherRamPages(range, input) : gatherTagPages(range, input);
+  let stored = content;
+  let encoding: number = ENCODING.raw;
+  if (compression.codec && content.length > 0) {
+    const frame = compression.codec.compress(content, compression.level);
+    if (frame.length < content.length) {
+      stored = frame;
+      encoding = ENCODING.compressed;
+    }
+  }
+  const payload = new Uint8Array(CHUNK_HEADER_LENGTH + bitmap.length + stored.length);
+  const dv = view(payload);
+  dv.setUint32(0, range.region, true);
+  dv.setUint32(4, range.pageCount, true);
+  dv.setBigUint64(8, BigInt(range.firstPage), true);
+  payload[16] = encoding;
+  dv.setUint32(20, present, true);
+  dv.setBigUint64(24, BigInt(content.length), true);
+  dv.setBigUint64(32, checksum(content), true);
+  payload.set(bitmap, CHUNK_HEADER_LENGTH);
+  payload.set(stored, CHUNK_HEADER_LENGTH + bitmap.length);
+  return payload;
+}
+
+/** Reads the chunk header fields; the caller checks them against the file's layout (decodeChunkPayload does). */
+export function readChunkHeader(payload: Uint8Array): ChunkHeader {
+  if (payload.length < CHUNK_HEADER_LENGTH) {
+    throw new ChunkDecodeError(`payload of ${payload.length} bytes is shorter than the ${CHUNK_HEADER_LENGTH}-byte chunk header`, 0);
+  }
+  const dv = view(payload);
+  if (payload[17] !== 0 || payload[18] !== 0 || payload[19] !== 0) throw new ChunkDecodeError('reserved bytes of the chunk header are not zero', 17);
+  const firstPage = dv.getBigUint64(8, true);
+  const contentLength = dv.getBigUint64(24, true);
+  if (firstPage > 0xffff_ffffn) throw new ChunkDecodeError(`first_page ${firstPage} is out of range`, 8);
+  if (contentLength > 0xffff_ffffn) throw new ChunkDecodeError(`content_length ${contentLength} is out of range`, 24);
+  return {
+    region: dv.getUint32(0, true),
+    pageCount: dv.getUint32(4, true),
+    firstPage: Number(firstPage),
+    encoding: payload[16],
+    presentCount: dv.getUint32(20, true),
+    contentLength: Number(contentLength),
+    contentChecksum: dv.getBigUint64(32, true),
+  };
+}
+
+export interface DecodedChunk {
+  readonly header: ChunkHeader;
+  readonly bitmap: Uint8Array;
+  /** RAMC: pageCount * pageSize bytes. TAGC: one byte per granule, pageCount * pageSize / 16 bytes. */
+  readonly expanded: Uint8Array;
+}
+
+/** What the reader already knows a chunk must be, from the header, metadata and grid. */
+export interface ChunkExpectation {
+  readonly kind: ChunkKind;
+  readonly pageSize: number;
+  /** The codec for compressed content, or null when the file's codec is "none". */
+  readonly codec: ZstdCodec | null;
+}
+
+export class ChunkDecodeError extends Error {
+  override name = 'ChunkDecodeError';
+  constructor(message: string, readonly fieldOffset: number) {
+    super(message);
+  }
+}
+
+function popcount(bitmap: Uint8Array): number {
+  let count = 0;
+  for (let byte of bitmap) {
+    while (byte) {
+      count += byte & 1;
+      byte >>>= 1;
+    }
+  }
+  return count;
+}
+
+/**
+ * Checks a chunk payload's internal consistency and expands it to every page
+ * of its range. Lengths are checked before anything is allocated. Errors carry
+ * the offset of the bad field inside the payload; the caller adds the section.
+ */
+export function decodeChunkPayload(payload: Uint8Array, expect: ChunkExpectation, header: ChunkHeader): DecodedChunk {
+  const { pageSize, kind } = expect;
+  const perPage = contentBytesPerPage(kind, pageSize);
+  const bitmapBytes = bitmapLength(header.pageCount);
+  if (CHUNK_HEADER_LENGTH + bitmapBytes > payload.length) throw new ChunkDecodeError('bitmap runs past the end of the payload', CHUNK_HEADER_LENGTH);
+  const bitmap = payload.subarray(CHUNK_HEADER_LENGTH, CHUNK_HEADER_LENGTH + bitmapBytes);
+  if (header.pageCount % 8 && bitmap[bitmapBytes - 1] >>> (header.pageCount % 8)) {
+    throw new ChunkDecodeError('bitmap has bits set past page_count', CHUNK_HEADER_LENGTH + bitmapBytes - 1);
+  }
+  const present = popcount(bitmap);
+  if (present !== header.presentCount) throw new ChunkDecodeError(`present_count ${header.presentCount} but the bitmap has ${present} pages`, 20);
+  if (header.contentLength !== present * perPage) {
+    throw new ChunkDecodeError(`content_length ${header.contentLength} is not ${present} pages of ${perPage} bytes`, 24);
+  }
+  const stored = payload.subarray(CHUNK_HEADER_LENGTH + bitmapBytes);
+  const content = decodeContent(stored, header, expect);
+  if (checksum(content) !== header.contentChecksum) throw new ChunkDecodeError('content checksum mismatch', 32);
+  const expanded = kind === 'ram' ? expandRam(bitmap, header.pageCount, content, pageSize) : expandTags(bitmap, header.pageCount, content, pageSize);
+  return { header, bitmap, expanded };
+}
+
+function decodeContent(stored: Uint8Array, header: ChunkHeader, expect: ChunkExpectation): Uint8Array {
+  if (header.encoding === ENCODING.raw) {
+    if (stored.length !== header.contentLength) {
+      throw new ChunkDecodeError(`raw content is ${stored.length} bytes, content_length says ${header.contentLength}`, 24);
+    }
+    return stored;
+  }
+  if (header.encoding !== ENCODING.compressed) throw new ChunkDecodeError(`unknown encoding ${header.encoding}`, 16);
+  if (!expect.codec) throw new ChunkDecodeError('compressed chunk in a file whose codec is "none"', 16);
+  try {
+    return expect.codec.decompress(stored, header.contentLength);
+  } catch (error) {
+    throw new ChunkDecodeError(`content does not decompress: ${(error as Error).message}`, CHUNK_HEADER_LENGTH);
+  }
+}
+
+function expandRam(bitmap: Uint8Array, pageCount: number, content: Uint8Array, pageSize: number): Uint8Array {
+  const out = new Uint8Array(pageCount * pageSize);
+  let next = 0;
+  for (let page = 0; page < pageCount; page++) {
+    if (!isPagePresent(bitmap, page)) continue;
+    out.set(content.subarray(next * pageSize, (next + 1) * pageSize), page * pageSize);
+    next++;
+  }
+  return out;
+}
+
+function expandTags(bitmap: Uint8Array, pageCount: number, content: Uint8Array, pageSize: number): Uint8Array {
+  const packedPerPage = pageSize / GUEST_BYTES_PER_TAG_BYTE;
+  const granulesPerPage = pageSize / GRANULE_SIZE;
+  const out = new Uint8Array(pageCount * granulesPerPage);
+  let next = 0;
+  for (let page = 0; page < pageCount; page++) {
+    if (!isPagePresent(bitmap, page)) continue;
+    const from = next * packedPerPage;
+    const to = page * granulesPerPage;
+    for (let b = 0; b < packedPerPage; b++) {
+      const byte = content[from + b];
+      out[to + 2 * b] = byte & 0xf;
+      out[to + 2 * b + 1] = byte >>> 4;
+    }
+    next++;
+  }
+  return out;
+}

@@ -1,0 +1,61 @@
+/**
+ * The format's constants, all in one place, in the order spec/FORMAT.md
+ * introduces them. Every limit below exists so that a hostile file cannot make
+ * a reader allocate or loop without bound: a reader checks a declared length
+ * against its limit before it allocates anything.
+ */
+
+/** File magic: 0x89 (catches 7-bit transfers), "VMS", CR LF (catches newline conversion), ^Z, LF. */
+export const FILE_MAGIC = Uint8Array.of(0x89, 0x56, 0x4d, 0x53, 0x0d, 0x0a, 0x1a, 0x0a);
+/** Trailer magic: "VMSNAPND" marks a complete file. */
+export const TRAILER_MAGIC = Uint8Array.of(0x56, 0x4d, 0x53, 0x4e, 0x41, 0x50, 0x4e, 0x44);
+
+export const FORMAT_MAJOR = 1;
+export const FORMAT_MINOR = 0;
+
+export const HEADER_LENGTH = 64;
+export const SECTION_HEADER_LENGTH = 32;
+export const CHUNK_HEADER_LENGTH = 40;
+export const INDEX_ENTRY_LENGTH = 48;
+export const TRAILER_LENGTH = 32;
+
+export const GRANULE_SIZE = 16;
+export const TAG_BITS = 4;
+/** Tags are stored two per byte: a page of `pageSize` bytes has pageSize / 32 tag bytes. */
+export const GUEST_BYTES_PER_TAG_BYTE = GRANULE_SIZE * 2;
+export const PAGE_SIZES: readonly number[] = [4096, 16384, 65536];
+
+export const CODEC = { none: 0, zstd: 1 } as const;
+export const CHECKSUM = { xxh64: 1 } as const;
+export const ENCODING = { raw: 0, compressed: 1 } as const;
+
+/** Section types. An uppercase first letter marks a critical section (see isCritical). */
+export const SECTION = {
+  metadata: 'META',
+  ramChunk: 'RAMC',
+  tagChunk: 'TAGC',
+  vcpu: 'VCPU',
+  blob: 'BLOB',
+  index: 'INDX',
+} as const;
+
+/** A chunk's uncompressed content never exceeds this: it keeps every zstd frame decodable by the 16 MiB-heap wasm codec. */
+export const MAX_CHUNK_CONTENT = 4 * 1024 * 1024;
+/** The highest zstd level a writer may use: higher levels need windows the wasm codec cannot hold. */
+export const MAX_ZSTD_LEVEL = 9;
+
+/** Upper bounds on payload lengths, checked before any allocation. */
+export const LIMITS = {
+  metadata: 16 * 1024 * 1024,
+  vcpu: 4 * 1024 * 1024,
+  blob: 256 * 1024 * 1024,
+  /** An unknown ancillary section is skipped, never read whole, so it needs no limit beyond the file. */
+  regions: 65_536,
+  vcpus: 4_096,
+  registersPerVcpu: 65_536,
+  /** 2^50 bytes of guest memory per region is more than any arm64 IPA space. */
+  regionSize: 1n << 52n,
+} as const;
+
+/** Region index written in index entries of sections that belong to no region. */
+export const NO_REGION = 0xffff_ffff;

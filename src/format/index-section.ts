@@ -1,0 +1,92 @@
+/**
+ * The index (INDX section, always the last section) and the trailer that
+ * locates it (spec/FORMAT.md, "Index" and "Trailer").
+ *
+ * Index entry, 48 bytes:
+ *   0 type[4]  4 region u32 (0xFFFFFFFF: none)  8 first_page u64  16 offset u64
+ *  24 length u64 (section header + payload)     32 page_count u32  36 reserved u32
+ *  40 payload_xxh64 u64 (the section header's)
+ *
+ * Trailer, 32 bytes at the very end of the file:
+ *   0 index_offset u64  8 file_length u64  16 magic "VMSNAPND"  24 trailer_xxh64 u64 (over 0..23)
+ */
+import { ascii, equalBytes, view } from './bytes.js';
+import { checksum } from './checksum.js';
+import { INDEX_ENTRY_LENGTH, TRAILER_LENGTH, TRAILER_MAGIC } from './constants.js';
+import { SnapshotFormatError } from './errors.js';
+
+export interface IndexEntry {
+  readonly type: string;
+  readonly region: number;
+  readonly firstPage: number;
+  readonly offset: bigint;
+  readonly length: bigint;
+  readonly pageCount: number;
+  readonly payloadChecksum: bigint;
+}
+
+export function encodeIndex(entries: readonly IndexEntry[]): Uint8Array {
+  const bytes = new Uint8Array(entries.length * INDEX_ENTRY_LENGTH);
+  const dv = view(bytes);
+  entries.forEach((entry, i) => {
+    const at = i * INDEX_ENTRY_LENGTH;
+    for (let c = 0; c < 4; c++) bytes[at + c] = entry.type.charCodeAt(c);
+    dv.setUint32(at + 4, entry.region, true);
+    dv.setBigUint64(at + 8, BigInt(entry.firstPage), true);
+    dv.setBigUint64(at + 16, entry.offset, true);
+    dv.setBigUint64(at + 24, entry.length, true);
+    dv.setUint32(at + 32, entry.pageCount, true);
+    dv.setBigUint64(at + 40, entry.payloadChecksum, true);
+  });
+  return bytes;
+}
+
+export function decodeIndex(payload: Uint8Array, offset: bigint): IndexEntry[] {
+  if (payload.length % INDEX_ENTRY_LENGTH !== 0) {
+    throw new SnapshotFormatError('bad-index', `index payload of ${payload.length} bytes is not a whole number of ${INDEX_ENTRY_LENGTH}-byte entries`, { section: 'INDX', offset });
+  }
+  const dv = view(payload);
+  const entries: IndexEntry[] = [];
+  for (let at = 0; at < payload.length; at += INDEX_ENTRY_LENGTH) {
+    const firstPage = dv.getBigUint64(at + 8, true);
+    if (firstPage > 0xffff_ffffn || dv.getUint32(at + 36, true) !== 0) {
+      throw new SnapshotFormatError('bad-index', `index entry ${at / INDEX_ENTRY_LENGTH} has a bad first_page or reserved field`, { section: 'INDX', offset: offset + BigInt(at) });
+    }
+    entries.push({
+      type: ascii(payload.subarray(at, at + 4)),
+      region: dv.getUint32(at + 4, true),
+      firstPage: Number(firstPage),
+      offset: dv.getBigUint64(at + 16, true),
+      length: dv.getBigUint64(at + 24, true),
+      pageCount: dv.getUint32(at + 32, true),
+      payloadChecksum: dv.getBigUint64(at + 40, true),
+    });
+  }
+  return entries;
+}
+
+export interface Trailer {
+  readonly indexOffset: bigint;
+  readonly fileLength: bigint;
+}
+
+export function encodeTrailer(trailer: Trailer): Uint8Array {
+  const bytes = new Uint8Array(TRAILER_LENGTH);
+  const dv = view(bytes);
+  dv.setBigUint64(0, trailer.indexOffset, true);
+  dv.setBigUint64(8, trailer.fileLength, true);
+  bytes.set(TRAILER_MAGIC, 16);
+  dv.setBigUint64(24, checksum(bytes.subarray(0, 24)), true);
+  return bytes;
+}
+
+/** `offset` is where the trailer was read, so errors point at it. */
+export function decodeTrailer(bytes: Uint8Array, offset: bigint): Trailer {
+  const where = { section: 'trailer', offset };
+  if (bytes.length !== TRAILER_LENGTH || !equalBytes(bytes.subarray(16, 24), TRAILER_MAGIC)) {
+    throw new SnapshotFormatError('bad-trailer', 'no trailer at the end of the file: it is truncated, or was not written to the end', where);
+  }
+  const dv = view(bytes);
+  if (dv.getBigUint64(24, true) !== checksum(bytes.subarray(0, 24))) throw new SnapshotFormatError('checksum-mismatch', 'trailer checksum mismatch', where);
+  return { indexOffset: dv.getBigUint64(0, true), fileLength: dv.getBigUint64(8, true) };
+}

@@ -1,0 +1,15 @@
+/**
+ * A snapshot read front to back is a sequence of events, the same whether it
+ * comes from a file or a pipe: first the header and metadata, then every
+ * chunk in grid order, then vCPUs and blobs. Restore and verify consume it.
+ */
+import type { VcpuState } from '../guest/vm.js';
+import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
+
+export type SnapshotEvent =
+  | { readonly type: 'start'; readonly header: SnapshotHeader; readonly metadata: SnapshotMetadata }
+  | { readonly type: 'chunk'; readonly chunk: RamChunk | TagChunk }
+  | { readonly type: 'vcpu'; readonly vcpu: VcpuState }
+  | { readonly type: 'blob'; readonly blob: VmmBlob }
+  /** A section this reader does not know and was allowed to skip. */
+  | { readonly type: 'skipped'; readonly sectionType: string; readonly offset: bigint };

@@ -1,0 +1,130 @@
+/**
+ * Where a snapshot's bytes go. A file is written under a temporary name in the
+ * same directory, fsynced, then renamed over the target, so that a save that
+ * fails or is killed never leaves a half-written file where a good snapshot is
+ * expected and never damages an existing one. Mode 0600: guest RAM holds
+ * secrets. A stream (standard output, a pipe) is written in order with
+ * backpressure.
+ */
+import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync, constants as fsConstants } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Writable } from 'node:stream';
+
+export interface SnapshotOutput {
+  /** Bytes written so far: the file offset of the next write. */
+  readonly position: bigint;
+  readonly description: string;
+  write(bytes: Uint8Array): Promise<void>;
+  /** Makes the snapshot durable and visible at its final place. */
+  commit(): Promise<void>;
+  /** Throws the partial output away; the target is left as it was. */
+  abort(): void;
+}
+
+/** Temporary files still open, removed if the process is interrupted. */
+const openTemporaries = new Set<string>();
+let signalHandlersInstalled = false;
+
+function removeTemporariesOnSignal(): void {
+  if (signalHandlersInstalled) return;
+  signalHandlersInstalled = true;
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      for (const path of openTemporaries) {
+        try {
+          unlinkSync(path);
+        } catch {
+          // Already gone.
+        }
+      }
+      process.kill(process.pid, signal);
+    });
+  }
+}
+
+export class FileOutput implements SnapshotOutput {
+  private fd: number;
+  private written = 0n;
+  private readonly temporary: string;
+  private finished = false;
+
+  constructor(readonly target: string) {
+    this.temporary = join(dirname(target), `.${basename(target)}.vmsnap.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+    // O_EXCL: never write through a file or link someone else placed at the temporary name.
+    this.fd = openSync(this.temporary, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+    openTemporaries.add(this.temporary);
+    removeTemporariesOnSignal();
+  }
+
+  get position(): bigint {
+    return this.written;
+  }
+
+  get description(): string {
+    return this.target;
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < bytes.length) done += writeSync(this.fd, bytes, done, bytes.length - done);
+    this.written += BigInt(bytes.length);
+  }
+
+  async commit(): Promise<void> {
+    fsyncSync(this.fd);
+    closeSync(this.fd);
+    this.finished = true;
+    renameSync(this.temporary, this.target);
+    openTemporaries.delete(this.temporary);
+    // Make the rename itself durable.
+    const directory = openSync(dirname(this.target), fsConstants.O_RDONLY);
+    try {
+      fsyncSync(directory);
+    } finally {
+      closeSync(directory);
+    }
+  }
+
+  abort(): void {
+    if (this.finished) return;
+    this.finished = true;
+    try {
+      closeSync(this.fd);
+    } finally {
+      openTemporaries.delete(this.temporary);
+      try {
+        unlinkSync(this.temporary);
+      } catch {
+        // Nothing to remove.
+      }
+    }
+  }
+}
+
+export class StreamOutput implements SnapshotOutput {
+  private written = 0n;
+
+  constructor(private readonly stream: Writable | NodeJS.WritableStream, readonly description = 'stream') {}
+
+  get position(): bigint {
+    return this.written;
+  }
+
+  write(bytes: Uint8Array): Promise<void> {
+    this.written += BigInt(bytes.length);
+    return new Promise((resolve, reject) => {
+      const onError = (error: Error) => reject(error);
+      this.stream.once('error', onError);
+      const flushed = this.stream.write(bytes, () => this.stream.removeListener('error', onError));
+      if (flushed) resolve();
+      else this.stream.once('drain', () => resolve());
+    });
+  }
+
+  async commit(): Promise<void> {
+    // Standard output is never ended: the process may still print to it.
+  }
+
+  abort(): void {}
+}

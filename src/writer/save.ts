@@ -1,0 +1,218 @@
+/**
+ * The writer: checkpoints a stopped VM into a snapshot file or stream.
+ *
+ * It streams. The calling thread reads one chunk of guest pages and their tags
+ * at a time and hands them to the chunk executor (one worker per core); at
+ * most a few chunks are in flight, so memory is bounded by the chunk size and
+ * not by the guest size. Sections are written in the order chunkGrid gives.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Writable } from 'node:stream';
+import type { Vm } from '../guest/vm.js';
+import { readGuestTags } from '../guest/tag-copy.js';
+import { CODEC, GRANULE_SIZE, MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL, NO_REGION, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
+import { encodeHeader } from '../format/header.js';
+import { encodeIndex, encodeTrailer, type IndexEntry } from '../format/index-section.js';
+import { checkRegions, chunkGrid, type GridChunk } from '../format/layout.js';
+import { encodeBlob, encodeMetadata, encodeVcpu } from '../format/metadata.js';
+import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from '../format/model.js';
+import { encodeSectionHeader } from '../format/section.js';
+import { checksum } from '../format/checksum.js';
+import { createChunkExecutor, type ChunkExecutor } from '../parallel/chunk-pool.js';
+import type { EncodedChunk } from '../parallel/chunk-jobs.js';
+import { VERSION } from '../version.js';
+import { FileOutput, StreamOutput, type SnapshotOutput } from './output.js';
+import { vcpuStates } from './vcpu-state.js';
+
+/** Chunks of this many guest bytes by default: small enough to pipeline, big enough for zstd. */
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
+
+export interface SaveProgress {
+  readonly guestBytesDone: bigint;
+  readonly guestBytesTotal: bigint;
+  readonly fileBytes: bigint;
+}
+
+export interface SaveOptions {
+  /** Pages per chunk; default DEFAULT_CHUNK_BYTES / page size. At most 4 MiB of guest memory. */
+  pagesPerChunk?: number;
+  /** zstd level 1..9, or 0 for no compression. Default 1. */
+  level?: number;
+  blobs?: readonly VmmBlob[];
+  annotations?: Readonly<Record<string, string>>;
+  /** Fixed for reproducible files (test vectors); random by default. */
+  snapshotId?: Uint8Array;
+  /** Default: now. */
+  createdMs?: bigint;
+  parentId?: Uint8Array | null;
+  /** Worker threads; 0 runs inline. Default: one per core. */
+  threads?: number;
+  onProgress?: (progress: SaveProgress) => void;
+}
+
+export interface SaveSummary {
+  readonly destination: string;
+  readonly fileBytes: bigint;
+  readonly guestBytes: bigint;
+  readonly regions: readonly SnapshotRegion[];
+  readonly chunks: number;
+  /** Bytes of the file taken by TAGC sections. */
+  readonly tagBytes: bigint;
+  readonly vcpus: number;
+  readonly durationMs: number;
+}
+
+export class SaveError extends Error {
+  override name = 'SaveError';
+}
+
+/** The regions a VM's memslots become: tags are saved for every slot of an MTE VM except read-only ones. */
+export function regionsOf(vm: Vm): SnapshotRegion[] {
+  const slots = [...vm.memorySlots()].sort((a, b) => (a.guestAddress < b.guestAddress ? -1 : 1));
+  // A read-only slot's tags cannot be restored (TO_GUEST on it is EFAULT) and the guest cannot store tags there.
+  return slots.map((slot, index) => ({
+    index,
+    name: slot.name,
+    guestAddress: slot.guestAddress,
+    size: slot.size,
+    mte: vm.mteEnabled && !slot.readOnly,
+    readOnly: slot.readOnly,
+    slot: slot.slot,
+  }));
+}
+
+function chooseChunking(vm: Vm, options: SaveOptions): { pagesPerChunk: number; level: number } {
+  const pagesPerChunk = options.pagesPerChunk ?? Math.max(1, DEFAULT_CHUNK_BYTES / vm.pageSize);
+  if (!Number.isInteger(pagesPerChunk) || pagesPerChunk < 1 || pagesPerChunk * vm.pageSize > MAX_CHUNK_CONTENT) {
+    throw new SaveError(`pages per chunk must be 1..${MAX_CHUNK_CONTENT / vm.pageSize} for ${vm.pageSize}-byte pages, got ${pagesPerChunk}`);
+  }
+  const level = options.level ?? 1;
+  if (!Number.isInteger(level) || level < 0 || level > MAX_ZSTD_LEVEL) throw new SaveError(`compression level must be 0..${MAX_ZSTD_LEVEL}, got ${level}`);
+  return { pagesPerChunk, level };
+}
+
+/** Writes sections and remembers where each one went, for the index. */
+class SectionWriter {
+  readonly entries: IndexEntry[] = [];
+  tagBytes = 0n;
+
+  constructor(private readonly output: SnapshotOutput) {}
+
+  async write(type: string, payload: Uint8Array | EncodedChunk, chunk?: GridChunk): Promise<void> {
+    const bytes = payload instanceof Uint8Array ? payload : payload.payload;
+    const payloadChecksum = payload instanceof Uint8Array ? checksum(payload) : payload.payloadChecksum;
+    const header = encodeSectionHeader(type, { length: bytes.length, checksum: payloadChecksum });
+    const offset = this.output.position;
+    const length = BigInt(SECTION_HEADER_LENGTH + bytes.length);
+    await this.output.write(header);
+    await this.output.write(bytes);
+    if (type === SECTION.tagChunk) this.tagBytes += length;
+    this.entries.push({
+      type,
+      region: chunk?.region ?? NO_REGION,
+      firstPage: chunk?.firstPage ?? 0,
+      offset,
+      length,
+      pageCount: chunk?.pageCount ?? 0,
+      payloadChecksum,
+    });
+  }
+}
+
+/** Reads a chunk's guest input: its RAM, or its tags through KVM_ARM_MTE_COPY_TAGS. */
+function readChunkInput(vm: Vm, region: SnapshotRegion, chunk: GridChunk): Uint8Array {
+  const address = region.guestAddress + BigInt(chunk.firstPage) * BigInt(vm.pageSize);
+  const bytes = chunk.pageCount * vm.pageSize;
+  if (chunk.kind === 'ram') {
+    const ram = new Uint8Array(bytes);
+    vm.readMemory(address, ram);
+    return ram;
+  }
+  const tags = new Uint8Array(bytes / GRANULE_SIZE);
+  readGuestTags(vm, address, tags);
+  return tags;
+}
+
+async function writeChunks(vm: Vm, regions: SnapshotRegion[], pagesPerChunk: number, level: number, sections: SectionWriter, executor: ChunkExecutor, progress: (chunk: GridChunk) => void): Promise<number> {
+  // Enough in flight to keep every worker busy while the oldest result is written.
+  const maxInFlight = Math.max(2, executor.threads * 2 + 1);
+  const inFlight: Array<{ chunk: GridChunk; result: Promise<unknown> }> = [];
+  let count = 0;
+  const drainOne = async () => {
+    const { chunk, result } = inFlight.shift()!;
+    await sections.write(chunk.kind === 'ram' ? SECTION.ramChunk : SECTION.tagChunk, (await result) as EncodedChunk, chunk);
+    progress(chunk);
+  };
+  for (const chunk of chunkGrid(regions, vm.pageSize, pagesPerChunk)) {
+    const input = readChunkInput(vm, regions[chunk.region], chunk);
+    const range = { region: chunk.region, firstPage: chunk.firstPage, pageCount: chunk.pageCount, pageSize: vm.pageSize };
+    inFlight.push({ chunk, result: executor.run({ op: 'encode', kind: chunk.kind, range, input, level }) });
+    count++;
+    if (inFlight.length >= maxInFlight) await drainOne();
+  }
+  while (inFlight.length) await drainOne();
+  return count;
+}
+
+function openOutput(destination: string | Writable | NodeJS.WritableStream): SnapshotOutput {
+  if (typeof destination !== 'string') return new StreamOutput(destination);
+  if (destination === '-') return new StreamOutput(process.stdout, 'standard output');
+  return new FileOutput(destination);
+}
+
+/**
+ * Saves `vm` (stopped: its memory, tags and registers must not change while
+ * this runs) to a file path, '-' for standard output, or a writable stream.
+ */
+export async function saveSnapshot(vm: Vm, destination: string | Writable | NodeJS.WritableStream, options: SaveOptions = {}): Promise<SaveSummary> {
+  const started = performance.now();
+  const { pagesPerChunk, level } = chooseChunking(vm, options);
+  const regions = regionsOf(vm);
+  checkRegions(regions, vm.pageSize);
+  const metadata: SnapshotMetadata = {
+    snapshotId: options.snapshotId ?? randomBytes(16),
+    parentId: options.parentId ?? null,
+    createdMs: options.createdMs ?? BigInt(Date.now()),
+    tool: `vmsnap ${VERSION}`,
+    regions,
+    annotations: { backend: vm.backend, ...options.annotations },
+  };
+  const guestBytesTotal = regions.reduce((sum, region) => sum + region.size, 0n);
+  const output = openOutput(destination);
+  const executor = createChunkExecutor(options.threads);
+  try {
+    const sections = new SectionWriter(output);
+    await output.write(encodeHeader(vm.pageSize, pagesPerChunk, level > 0 ? CODEC.zstd : CODEC.none));
+    await sections.write(SECTION.metadata, encodeMetadata(metadata));
+    let guestBytesDone = 0n;
+    const chunks = await writeChunks(vm, regions, pagesPerChunk, level, sections, executor, (chunk) => {
+      if (chunk.kind !== 'ram') return;
+      guestBytesDone += BigInt(chunk.pageCount * vm.pageSize);
+      options.onProgress?.({ guestBytesDone, guestBytesTotal, fileBytes: output.position });
+    });
+    const vcpus = vcpuStates(vm);
+    for (const vcpu of vcpus) await sections.write(SECTION.vcpu, encodeVcpu(vcpu));
+    for (const blob of options.blobs ?? []) await sections.write(SECTION.blob, encodeBlob(blob));
+    const indexOffset = output.position;
+    const index = encodeIndex(sections.entries);
+    await output.write(encodeSectionHeader(SECTION.index, index));
+    await output.write(index);
+    await output.write(encodeTrailer({ indexOffset, fileLength: output.position + BigInt(TRAILER_LENGTH) }));
+    await output.commit();
+    return {
+      destination: output.description,
+      fileBytes: output.position,
+      guestBytes: guestBytesTotal,
+      regions,
+      chunks,
+      tagBytes: sections.tagBytes,
+      vcpus: vcpus.length,
+      durationMs: performance.now() - started,
+    };
+  } catch (error) {
+    output.abort();
+    throw error;
+  } finally {
+    await executor.close();
+  }
+}

@@ -1,0 +1,9 @@
+/** A VM's vCPU register state, read as KVM_GET_REG_LIST and KVM_GET_ONE_REG give it. */
+import type { VcpuState, Vm } from '../guest/vm.js';
+
+export function vcpuStates(vm: Vm): VcpuState[] {
+  return vm.vcpus().map((vcpu) => ({
+    id: vcpu.id,
+    registers: vcpu.registerIds().map((id) => ({ id, value: vcpu.getRegister(id) })),
+  }));
+}
