@@ -141,7 +141,7 @@ class FileSnapshotReader implements SnapshotReader {
     return read;
   }
 
-  readChunk(location: ChunkLocation): Promise<RamChunk | TagChunk> {
+  async readChunk(location: ChunkLocation): Promise<RamChunk | TagChunk> {
     const { section, payload } = this.readSection(location.offset, location.length, chunkType(location.kind));
     return decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk);
   }
