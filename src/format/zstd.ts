@@ -39,6 +39,7 @@ export function frameContentSize(frame: Uint8Array): number {
   const singleSegment = (descriptor >> 5) & 1;
   const dictionaryFlag = descriptor & 3;
   if ((descriptor >> 3) & 1) throw new ZstdFrameError('zstd frame header has its reserved bit set');
+  if (dictionaryFlag !== 0) throw new ZstdFrameError('zstd frame names a dictionary; the format uses none');
   let at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][dictionaryFlag];
   const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag];
   if (fcsBytes === 0) throw new ZstdFrameError('zstd frame does not declare its content size');

@@ -150,6 +150,14 @@ export interface Vm {
   /** Writes guest memory through the VMM's mapping (allowed on read-only slots: the VMM owns the mapping). */
   writeMemory(guestAddress: GuestAddress, source: Uint8Array): void;
 
+  /**
+   * Whether a snapshot keeps this slot's tags. Optional: by default every
+   * writable slot of an MTE VM is tagged. A VMM may leave out slots whose tags
+   * mean nothing to it; the raw-files backend leaves out regions its layout
+   * marks untagged.
+   */
+  isSlotTagged?(slot: number): boolean;
+
   /** KVM_ARM_MTE_COPY_TAGS: returns guest bytes done; throws VmErrnoError if nothing was done. */
   copyMteTags(request: CopyMteTagsRequest): number;
 

@@ -45,6 +45,8 @@ export interface SaveOptions {
   /** Default: now. */
   createdMs?: bigint;
   parentId?: Uint8Array | null;
+  /** The writer's name in the metadata; default "vmsnap <version>". A VMM embedding the library names itself. */
+  tool?: string;
   /** Worker threads; 0 runs inline. Default: one per core. */
   threads?: number;
   onProgress?: (progress: SaveProgress) => void;
@@ -66,7 +68,7 @@ export class SaveError extends Error {
   override name = 'SaveError';
 }
 
-/** The regions a VM's memslots become: tags are saved for every slot of an MTE VM except read-only ones. */
+/** The regions a VM's memslots become: tags are saved for the tagged slots of an MTE VM, never for read-only ones. */
 export function regionsOf(vm: Vm): SnapshotRegion[] {
   const slots = [...vm.memorySlots()].sort((a, b) => (a.guestAddress < b.guestAddress ? -1 : 1));
   // A read-only slot's tags cannot be restored (TO_GUEST on it is EFAULT) and the guest cannot store tags there.
@@ -75,7 +77,7 @@ export function regionsOf(vm: Vm): SnapshotRegion[] {
     name: slot.name,
     guestAddress: slot.guestAddress,
     size: slot.size,
-    mte: vm.mteEnabled && !slot.readOnly,
+    mte: vm.mteEnabled && !slot.readOnly && (vm.isSlotTagged?.(slot.slot) ?? true),
     readOnly: slot.readOnly,
     slot: slot.slot,
   }));
@@ -173,7 +175,7 @@ export async function saveSnapshot(vm: Vm, destination: string | Writable | Node
     snapshotId: options.snapshotId ?? randomBytes(16),
     parentId: options.parentId ?? null,
     createdMs: options.createdMs ?? BigInt(Date.now()),
-    tool: `vmsnap ${VERSION}`,
+    tool: options.tool ?? `vmsnap ${VERSION}`,
     regions,
     annotations: { backend: vm.backend, ...options.annotations },
   };
