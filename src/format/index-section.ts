@@ -25,20 +25,47 @@ export interface IndexEntry {
   readonly payloadChecksum: bigint;
 }
 
+function encodeEntry(entry: IndexEntry, bytes: Uint8Array, at: number): void {
+  const dv = view(bytes);
+  for (let c = 0; c < 4; c++) bytes[at + c] = entry.type.charCodeAt(c);
+  dv.setUint32(at + 4, entry.region, true);
+  dv.setBigUint64(at + 8, BigInt(entry.firstPage), true);
+  dv.setBigUint64(at + 16, entry.offset, true);
+  dv.setBigUint64(at + 24, entry.length, true);
+  dv.setUint32(at + 32, entry.pageCount, true);
+  dv.setBigUint64(at + 40, entry.payloadChecksum, true);
+}
+
 export function encodeIndex(entries: readonly IndexEntry[]): Uint8Array {
   const bytes = new Uint8Array(entries.length * INDEX_ENTRY_LENGTH);
-  const dv = view(bytes);
-  entries.forEach((entry, i) => {
-    const at = i * INDEX_ENTRY_LENGTH;
-    for (let c = 0; c < 4; c++) bytes[at + c] = entry.type.charCodeAt(c);
-    dv.setUint32(at + 4, entry.region, true);
-    dv.setBigUint64(at + 8, BigInt(entry.firstPage), true);
-    dv.setBigUint64(at + 16, entry.offset, true);
-    dv.setBigUint64(at + 24, entry.length, true);
-    dv.setUint32(at + 32, entry.pageCount, true);
-    dv.setBigUint64(at + 40, entry.payloadChecksum, true);
-  });
+  entries.forEach((entry, i) => encodeEntry(entry, bytes, i * INDEX_ENTRY_LENGTH));
   return bytes;
+}
+
+/**
+ * Builds the index payload as sections are written, already encoded: the
+ * index is the one part of a save that grows with the guest, so it costs the
+ * 48 bytes an entry takes in the file and no more (about 96 KiB per GiB of
+ * guest with 1 MiB chunks and tags).
+ */
+export class IndexBuilder {
+  private bytes = new Uint8Array(64 * INDEX_ENTRY_LENGTH);
+  private count = 0;
+
+  add(entry: IndexEntry): void {
+    const at = this.count * INDEX_ENTRY_LENGTH;
+    if (at + INDEX_ENTRY_LENGTH > this.bytes.length) {
+      const grown = new Uint8Array(this.bytes.length * 2);
+      grown.set(this.bytes);
+      this.bytes = grown;
+    }
+    encodeEntry(entry, this.bytes, at);
+    this.count++;
+  }
+
+  payload(): Uint8Array {
+    return this.bytes.subarray(0, this.count * INDEX_ENTRY_LENGTH);
+  }
 }
 
 export function decodeIndex(payload: Uint8Array, offset: bigint): IndexEntry[] {

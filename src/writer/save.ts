@@ -12,7 +12,7 @@ import type { Vm } from '../guest/vm.js';
 import { readGuestTags } from '../guest/tag-copy.js';
 import { CODEC, GRANULE_SIZE, MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL, NO_REGION, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { encodeHeader } from '../format/header.js';
-import { encodeIndex, encodeTrailer, type IndexEntry } from '../format/index-section.js';
+import { encodeTrailer, IndexBuilder } from '../format/index-section.js';
 import { checkRegions, chunkGrid, type GridChunk } from '../format/layout.js';
 import { encodeBlob, encodeMetadata, encodeVcpu } from '../format/metadata.js';
 import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from '../format/model.js';
@@ -95,7 +95,7 @@ function chooseChunking(vm: Vm, options: SaveOptions): { pagesPerChunk: number; 
 
 /** Writes sections and remembers where each one went, for the index. */
 class SectionWriter {
-  readonly entries: IndexEntry[] = [];
+  readonly index = new IndexBuilder();
   tagBytes = 0n;
 
   constructor(private readonly output: SnapshotOutput) {}
@@ -109,7 +109,7 @@ class SectionWriter {
     await this.output.write(header);
     await this.output.write(bytes);
     if (type === SECTION.tagChunk) this.tagBytes += length;
-    this.entries.push({
+    this.index.add({
       type,
       region: chunk?.region ?? NO_REGION,
       firstPage: chunk?.firstPage ?? 0,
@@ -196,7 +196,7 @@ export async function saveSnapshot(vm: Vm, destination: string | Writable | Node
     for (const vcpu of vcpus) await sections.write(SECTION.vcpu, encodeVcpu(vcpu));
     for (const blob of options.blobs ?? []) await sections.write(SECTION.blob, encodeBlob(blob));
     const indexOffset = output.position;
-    const index = encodeIndex(sections.entries);
+    const index = sections.index.payload();
     await output.write(encodeSectionHeader(SECTION.index, index));
     await output.write(index);
     await output.write(encodeTrailer({ indexOffset, fileLength: output.position + BigInt(TRAILER_LENGTH) }));
