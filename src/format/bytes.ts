@@ -14,18 +14,6 @@ export function ascii(bytes: Uint8Array): string {
   return String.fromCharCode(...bytes);
 }
 
-export function isAllZero(bytes: Uint8Array): boolean {
-  // Four bytes at a time where alignment allows: this runs over every page saved.
-  const { byteOffset, byteLength } = bytes;
-  let i = 0;
-  if (byteOffset % 4 === 0) {
-    const words = new Uint32Array(bytes.buffer, byteOffset, byteLength >>> 2);
-    for (let w = 0; w < words.length; w++) if (words[w] !== 0) return false;
-    i = words.length * 4;
-  }
-  for (; i < byteLength; i++) if (bytes[i] !== 0) return false;
-  return true;
-}
 
 /** Parses sizes like "256MiB", "4G", "0x1000" or "4096". */
 export function parseSize(text: string): bigint {

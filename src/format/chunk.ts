@@ -17,6 +17,7 @@
 import { view } from './bytes.js';
 import { checksum } from './checksum.js';
 import { CHUNK_HEADER_LENGTH, ENCODING, GRANULE_SIZE, GUEST_BYTES_PER_TAG_BYTE } from './constants.js';
+import { packTags, unpackTags } from '../guest/tag-packing.js';
 import type { ChunkKind } from './model.js';
 import type { ZstdCodec } from './zstd.js';
 
@@ -83,23 +84,19 @@ function gatherRamPages(range: ChunkRange, ram: Uint8Array): { bitmap: Uint8Arra
 function gatherTagPages(range: ChunkRange, tags: Uint8Array): { bitmap: Uint8Array; content: Uint8Array; present: number } {
   const { pageCount, pageSize } = range;
   const granulesPerPage = pageSize / GRANULE_SIZE;
-  const packedPerPage = granulesPerPage / 2;
   const bitmap = new Uint8Array(bitmapLength(pageCount));
-  const content = new Uint8Array(pageCount * packedPerPage);
+  const content = new Uint8Array((pageCount * granulesPerPage) / 2);
   let present = 0;
   for (let page = 0; page < pageCount; page++) {
-    const granules = page * granulesPerPage;
+    const pageTags = tags.subarray(page * granulesPerPage, (page + 1) * granulesPerPage);
     let any = 0;
-    for (let g = 0; g < granulesPerPage; g++) any |= tags[granules + g] & 0xf;
+    for (let g = 0; g < granulesPerPage; g++) any |= pageTags[g] & 0xf;
     if (any === 0) continue;
     bitmap[page >>> 3] |= 1 << (page & 7);
-    const out = present * packedPerPage;
-    for (let b = 0; b < packedPerPage; b++) {
-      content[out + b] = (tags[granules + 2 * b] & 0xf) | ((tags[granules + 2 * b + 1] & 0xf) << 4);
-    }
+    packTags(pageTags, content, present * granulesPerPage);
     present++;
   }
-  return { bitmap, content: content.subarray(0, present * packedPerPage), present };
+  return { bitmap, content: content.subarray(0, (present * granulesPerPage) / 2), present };
 }
 
 /**
@@ -241,19 +238,12 @@ function expandRam(bitmap: Uint8Array, pageCount: number, content: Uint8Array, p
 }
 
 function expandTags(bitmap: Uint8Array, pageCount: number, content: Uint8Array, pageSize: number): Uint8Array {
-  const packedPerPage = pageSize / GUEST_BYTES_PER_TAG_BYTE;
   const granulesPerPage = pageSize / GRANULE_SIZE;
   const out = new Uint8Array(pageCount * granulesPerPage);
   let next = 0;
   for (let page = 0; page < pageCount; page++) {
     if (!isPagePresent(bitmap, page)) continue;
-    const from = next * packedPerPage;
-    const to = page * granulesPerPage;
-    for (let b = 0; b < packedPerPage; b++) {
-      const byte = content[from + b];
-      out[to + 2 * b] = byte & 0xf;
-      out[to + 2 * b + 1] = byte >>> 4;
-    }
+    unpackTags(content, next * granulesPerPage, out.subarray(page * granulesPerPage, (page + 1) * granulesPerPage));
     next++;
   }
   return out;

@@ -53,6 +53,13 @@ export function readGuestTags(vm: Vm, guestAddress: GuestAddress, tags: Uint8Arr
   copyTags(vm, guestAddress, tags, TAGS_FROM_GUEST);
 }
 
+/** The tags of `length` guest bytes at `guestAddress`, one per granule, in a new buffer. */
+export function guestTags(vm: Vm, guestAddress: GuestAddress, length: number): Uint8Array {
+  const tags = new Uint8Array(length / MTE_GRANULE_SIZE);
+  readGuestTags(vm, guestAddress, tags);
+  return tags;
+}
+
 /** Writes one tag per granule from `tags` to [guestAddress, guestAddress + tags.length * 16). */
 export function writeGuestTags(vm: Vm, guestAddress: GuestAddress, tags: Uint8Array): void {
   copyTags(vm, guestAddress, tags, TAGS_TO_GUEST);

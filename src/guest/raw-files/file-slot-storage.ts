@@ -1,0 +1,146 @@
+/**
+ * A memslot stored in plain files: its bytes at `fileOffset` in the RAM file,
+ * its tags at the matching offset of the tag file (layout.ts), read and
+ * written with positioned reads and writes so memory use stays bounded
+ * whatever the guest size. The "MTE tagged" page flags live in memory: a
+ * region opened from existing files starts all tagged (the file holds its
+ * tags), a region created for a restore starts untagged, as KVM's pages do.
+ */
+import { readSync, writeSync } from 'node:fs';
+import type { SlotOffset, SlotPage, SlotStorage, TagAccess } from '../sim/slot-storage.js';
+import { packTags, unpackTags } from '../tag-packing.js';
+import { MTE_GRANULE_SIZE, VmErrnoError } from '../vm.js';
+import { tagFileOffset, type RawRegion, type TagFileLayout } from './layout.js';
+
+export interface RawFileHandles {
+  readonly ramFd: number;
+  readonly ramPath: string;
+  /** Absent when there is no tag file. */
+  readonly tagFd?: number;
+  readonly tagPath?: string;
+  readonly tagLayout: TagFileLayout;
+  readonly writable: boolean;
+}
+
+/** A positioned read that must fill `destination`; a file shorter than its layout is an error. */
+export function readFully(fd: number, destination: Uint8Array, position: number, path: string): void {
+  let done = 0;
+  while (done < destination.length) {
+    const n = readSync(fd, destination, done, destination.length - done, position + done);
+    if (n === 0) throw new RangeError(`${path}: ends at ${position + done}, before ${position + destination.length}`);
+    done += n;
+  }
+}
+
+export function writeFully(fd: number, source: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < source.length) done += writeSync(fd, source, done, source.length - done, position + done);
+}
+
+export class FileSlotStorage implements SlotStorage {
+  readonly pageCount: number;
+  readonly tagAccess: TagAccess;
+  private readonly ramBase: number;
+  private readonly tagBase: number;
+  private readonly granulesPerPage: number;
+  private readonly tagged: Uint8Array;
+  /** Read-modify-write space for packed tags that start or end mid-byte. */
+  private readonly scratch: Uint8Array;
+  private anyTagged = false;
+
+  constructor(
+    readonly region: RawRegion,
+    private readonly files: RawFileHandles,
+    pageSize: number,
+    startsTagged: boolean,
+  ) {
+    this.pageCount = Number(region.size) / pageSize;
+    this.granulesPerPage = pageSize / MTE_GRANULE_SIZE;
+    this.ramBase = Number(region.fileOffset);
+    this.tagBase = Number(tagFileOffset(files.tagLayout, region.fileOffset));
+    const hasTags = region.mte && files.tagFd !== undefined;
+    this.tagAccess = !hasTags ? 'none' : files.writable ? 'read-write' : 'read';
+    this.tagged = new Uint8Array(Math.ceil(this.pageCount / 8)).fill(startsTagged && hasTags ? 0xff : 0);
+    this.anyTagged = startsTagged && hasTags;
+    this.scratch = new Uint8Array(this.granulesPerPage);
+  }
+
+  /** Whether any page got tags (a created region records mte from this). */
+  get hasTaggedPages(): boolean {
+    return this.anyTagged;
+  }
+
+  readMemory(offset: SlotOffset, destination: Uint8Array): void {
+    readFully(this.files.ramFd, destination, this.ramBase + offset, this.files.ramPath);
+  }
+
+  writeMemory(offset: SlotOffset, source: Uint8Array): void {
+    if (!this.files.writable) {
+      throw new VmErrnoError('EBADF', 'writeMemory', `${this.files.ramPath} is open read-only (region ${this.region.name})`);
+    }
+    writeFully(this.files.ramFd, source, this.ramBase + offset);
+  }
+
+  isPageTagged(page: SlotPage): boolean {
+    return (this.tagged[page >> 3] & (1 << (page & 7))) !== 0;
+  }
+
+  markPageTagged(page: SlotPage): void {
+    this.tagged[page >> 3] |= 1 << (page & 7);
+    this.anyTagged = true;
+  }
+
+  readTags(page: SlotPage, firstGranule: number, destination: Uint8Array): void {
+    const tagFd = this.tagFd();
+    const granule = page * this.granulesPerPage + firstGranule;
+    if (this.files.tagLayout === 'byte') {
+      readFully(tagFd, destination, this.tagBase + granule, this.files.tagPath ?? '');
+      // A VMM's file may carry junk in the high nibble; a tag is 4 bits.
+      for (let i = 0; i < destination.length; i++) destination[i] &= 0x0f;
+      return;
+    }
+    const { start, packed } = this.packedSpan(granule, destination.length);
+    readFully(tagFd, packed, this.tagBase + start, this.files.tagPath ?? '');
+    unpackTags(packed, granule - start * 2, destination);
+  }
+
+  writeTags(page: SlotPage, firstGranule: number, source: Uint8Array): void {
+    const tagFd = this.tagFd();
+    const granule = page * this.granulesPerPage + firstGranule;
+    if (this.files.tagLayout === 'byte') {
+      writeFully(tagFd, source, this.tagBase + granule);
+      return;
+    }
+    const { start, packed } = this.packedSpan(granule, source.length);
+    // Only the edge bytes hold a neighbour's nibble; read them so it survives.
+    if ((granule & 1) !== 0 || ((granule + source.length) & 1) !== 0) {
+      readFully(tagFd, packed, this.tagBase + start, this.files.tagPath ?? '');
+    }
+    packTags(source, packed, granule - start * 2);
+    writeFully(tagFd, packed, this.tagBase + start);
+  }
+
+  clearPageTags(page: SlotPage): void {
+    const bytes = this.files.tagLayout === 'byte' ? this.granulesPerPage : this.granulesPerPage / 2;
+    const position = this.tagBase + page * bytes;
+    writeFully(this.tagFd(), this.scratch.fill(0).subarray(0, bytes), position);
+  }
+
+  /** The tag-file bytes covering granules [granule, granule + count) in the packed layout. */
+  private packedSpan(granule: number, count: number): { start: number; packed: Uint8Array } {
+    const start = granule >> 1;
+    const end = (granule + count + 1) >> 1;
+    return { start, packed: this.scratch.subarray(0, end - start) };
+  }
+
+  private tagFd(): number {
+    if (this.files.tagFd === undefined || !this.region.mte) {
+      throw new VmErrnoError('EFAULT', 'tag access', `region ${this.region.name} has no tags in the raw files`);
+    }
+    return this.files.tagFd;
+  }
+
+  /** The RAM and tag files are shared by all regions; the VM syncs and closes them. */
+  flush(): void {}
+  close(): void {}
+}
