@@ -1,0 +1,102 @@
+/**
+ * Snapshot -> ELF core: a PT_LOAD per region at its guest physical address,
+ * a PT_AARCH64_MEMTAG_MTE per MTE region with the tags packed as Linux packs
+ * them, the Linux notes GDB needs (PRSTATUS from the vCPU core registers,
+ * AUXV with HWCAP2_MTE), and the VMSNAP note that lets import rebuild the
+ * snapshot. Regions are streamed window by window; zero pages and zero tag
+ * runs become holes (see elf-core-writer.ts).
+ */
+import { stat } from 'node:fs/promises';
+import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
+import { packTags } from '../guest/tag-packing.js';
+import { linuxCoreNotes } from './core-notes.js';
+import { GUEST_BYTES_PER_TAG_BYTE, PF_R, PF_W, PF_X, PT_AARCH64_MEMTAG_MTE, PT_LOAD } from './elf-constants.js';
+import { encodeNotes } from './elf-notes.js';
+import { ElfCoreWriter, layoutCore, type CoreSegmentSpec } from './elf-core-writer.js';
+import { pageWindows } from './region-cursor.js';
+import { encodeVmsnapNote, vmsnapStateFrom } from './vmsnap-note.js';
+
+export interface CoreExportSummary {
+  readonly path: string;
+  /** The file's length. */
+  readonly fileSize: bigint;
+  /** Bytes the file takes on disk (holes excluded), as the file system reports. */
+  readonly diskBytes: bigint;
+  readonly bytesWritten: bigint;
+  readonly zeroBytesSkipped: bigint;
+  readonly loads: number;
+  readonly memtagSegments: number;
+  readonly vcpus: number;
+  readonly programHeaders: number;
+}
+
+function segmentSpecs(regions: readonly SnapshotRegion[], pageSize: number): CoreSegmentSpec[] {
+  const loads = regions.map<CoreSegmentSpec>((r) => ({
+    type: PT_LOAD,
+    flags: PF_R | PF_X | (r.readOnly ? 0 : PF_W),
+    address: r.guestAddress,
+    memSize: r.size,
+    fileSize: r.size,
+    align: BigInt(pageSize),
+  }));
+  const memtags = regions
+    .filter((r) => r.mte)
+    .map<CoreSegmentSpec>((r) => ({
+      type: PT_AARCH64_MEMTAG_MTE,
+      flags: 0,
+      address: r.guestAddress,
+      physicalAddress: 0n,
+      memSize: r.size,
+      fileSize: r.size / BigInt(GUEST_BYTES_PER_TAG_BYTE),
+      align: 0n,
+    }));
+  return [...loads, ...memtags];
+}
+
+async function writeRegion(reader: SnapshotReader, writer: ElfCoreWriter, region: SnapshotRegion, loadIndex: number, memtagIndex: number | null): Promise<void> {
+  const pageSize = reader.header.pageSize;
+  const pages = Number(region.size / BigInt(pageSize));
+  for await (const window of pageWindows(reader, region, 0, pages, { data: true, tags: memtagIndex !== null })) {
+    const offset = BigInt(window.firstPage * pageSize);
+    await writer.writeSegment(loadIndex, offset, window.data!);
+    if (memtagIndex === null || !window.tags) continue;
+    const packed = new Uint8Array(window.tags.length / 2);
+    packTags(window.tags, packed, 0);
+    await writer.writeSegment(memtagIndex, offset / BigInt(GUEST_BYTES_PER_TAG_BYTE), packed);
+  }
+}
+
+export async function exportCore(reader: SnapshotReader, path: string): Promise<CoreExportSummary> {
+  const pageSize = reader.header.pageSize;
+  const vcpus = await reader.vcpus();
+  const blobs = await reader.blobs();
+  const notes = encodeNotes([
+    ...linuxCoreNotes(vcpus, pageSize, 'vmsnap-guest'),
+    encodeVmsnapNote(vmsnapStateFrom(reader.metadata, reader.header, vcpus, blobs)),
+  ]);
+  const specs = segmentSpecs(reader.regions, pageSize);
+  const layout = layoutCore(notes.length, specs);
+  const writer = await ElfCoreWriter.create(path, layout, notes, pageSize);
+  try {
+    let nextMemtag = 1 + reader.regions.length;
+    for (const [i, region] of reader.regions.entries()) {
+      await writeRegion(reader, writer, region, 1 + i, region.mte ? nextMemtag++ : null);
+    }
+  } catch (error) {
+    await writer.abort();
+    throw error;
+  }
+  const written = await writer.finish();
+  const info = await stat(path, { bigint: true });
+  return {
+    path,
+    fileSize: written.fileSize,
+    diskBytes: info.blocks * 512n,
+    bytesWritten: written.bytesWritten,
+    zeroBytesSkipped: written.zeroBytesSkipped,
+    loads: reader.regions.length,
+    memtagSegments: reader.regions.filter((r) => r.mte).length,
+    vcpus: vcpus.length,
+    programHeaders: layout.segments.length,
+  };
+}

@@ -1,0 +1,53 @@
+/**
+ * ELF core -> snapshot: open the core as a read-only VM and save it with the
+ * ordinary writer. A core we exported carries the original snapshot's
+ * identity, annotations, blobs and chunking in its VMSNAP note, so import
+ * writes that snapshot again; a Linux process core gets annotations saying
+ * where it came from.
+ */
+import { basename } from 'node:path';
+import { saveSnapshot, type SaveOptions, type SaveSummary } from '../writer/save.js';
+import { openCoreVm, type CoreVmOptions } from './core-vm.js';
+import { ElfCore } from './elf-core-reader.js';
+
+export interface CoreImportSummary {
+  readonly save: SaveSummary;
+  /** True when the core carried a VMSNAP note (exported by vmsnap). */
+  readonly fromVmsnap: boolean;
+  readonly regions: number;
+  readonly vcpus: number;
+  /** PT_LOADs left out because they hold neither bytes nor tags. */
+  readonly skippedLoads: { address: bigint; size: bigint }[];
+}
+
+export interface CoreImportOptions extends CoreVmOptions {
+  readonly threads?: number;
+}
+
+export async function importCore(corePath: string, destination: string, options: CoreImportOptions = {}): Promise<CoreImportSummary> {
+  const core = ElfCore.open(corePath);
+  try {
+    const { vm, state, regions, skippedLoads } = openCoreVm(core, options);
+    const saveOptions: SaveOptions = state
+      ? {
+          blobs: state.blobs,
+          annotations: state.annotations,
+          snapshotId: state.snapshotId,
+          parentId: state.parentId,
+          createdMs: state.createdMs,
+          pagesPerChunk: state.pagesPerChunk,
+        }
+      : { annotations: { source: 'elf-core', core: basename(corePath), 'core-skipped-loads': String(skippedLoads.length) } };
+    const save = await saveSnapshot(vm, destination, { ...saveOptions, threads: options.threads });
+    vm.close();
+    return {
+      save,
+      fromVmsnap: state !== null,
+      regions: regions.length,
+      vcpus: vm.vcpus().length,
+      skippedLoads: skippedLoads.map((s) => ({ address: s.address, size: s.memSize })),
+    };
+  } finally {
+    core.close();
+  }
+}

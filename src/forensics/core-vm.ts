@@ -1,0 +1,136 @@
+/**
+ * A read-only `Vm` over an ELF core, so import is "save this VM": the
+ * writer reads memory, tags (through KVM_ARM_MTE_COPY_TAGS semantics, from
+ * the kernel model in src/guest/sim) and vCPU registers as from any backend.
+ *
+ * Regions come from the VMSNAP note when the core is one of ours (names,
+ * slots, flags, every register), else from the PT_LOADs of a Linux process
+ * core: one region per load ("load<N>"), MTE where a memtag segment covers
+ * it, registers from the PRSTATUS/FPREGSET notes. Loads with no bytes in the
+ * file and no tags (p_filesz 0: guard pages, PROT_NONE reservations) hold
+ * nothing and are left out unless asked for.
+ */
+import { KernelModelVm } from '../guest/sim/kernel-model-vm.js';
+import { DEFAULT_IPA_BITS, MAX_USER_MEMSLOTS } from '../guest/sim/memslot-table.js';
+import { HOST_PAGE_SIZES, VmErrnoError, type Vcpu, type VcpuState } from '../guest/vm.js';
+import { hwcap2FromNotes, vcpusFromNotes } from './core-notes.js';
+import { CoreSlotStorageFactory, type CoreRegionSource } from './core-slot-storage.js';
+import { AT_PAGESZ, HWCAP2_MTE, NT_AUXV, PF_W } from './elf-constants.js';
+import type { ElfCore, ElfSegment } from './elf-core-reader.js';
+import { ElfCoreFormatError, hex } from './errors.js';
+import { decodeVmsnapNote, type VmsnapRegionInfo, type VmsnapState } from './vmsnap-note.js';
+
+/** A vCPU whose registers are the core's; setting one is refused. */
+class CoreVcpu implements Vcpu {
+  private readonly values: Map<bigint, Uint8Array>;
+  constructor(readonly id: number, state: VcpuState) {
+    this.values = new Map(state.registers.map((r) => [r.id, r.value]));
+  }
+  registerIds(): bigint[] {
+    return [...this.values.keys()];
+  }
+  getRegister(id: bigint): Uint8Array {
+    const value = this.values.get(id);
+    if (!value) throw new VmErrnoError('ENOENT', 'KVM_GET_ONE_REG', `register 0x${id.toString(16)} is not in the core`);
+    return value.slice();
+  }
+  setRegister(): void {
+    throw new VmErrnoError('EPERM', 'KVM_SET_ONE_REG', 'a VM over an ELF core is read-only');
+  }
+}
+
+export class CoreVm extends KernelModelVm {
+  private readonly coreVcpus: CoreVcpu[];
+  constructor(core: ElfCore, sources: readonly CoreRegionSource[], pageSize: number, ipaBits: number, vcpus: readonly VcpuState[]) {
+    super('elf-core', new CoreSlotStorageFactory(core, sources), { pageSize, ipaBits });
+    this.coreVcpus = vcpus.map((v) => new CoreVcpu(v.id, v));
+  }
+  override vcpus(): readonly Vcpu[] {
+    return this.coreVcpus;
+  }
+  override createVcpu(): Vcpu {
+    throw new VmErrnoError('EPERM', 'KVM_CREATE_VCPU', 'a VM over an ELF core is read-only');
+  }
+  /** A region keeps tags only where the core has a memtag segment for it. */
+  isSlotTagged(slot: number): boolean {
+    return this.slotStorages().find((entry) => entry.info.slot === slot)?.storage.tagAccess !== 'none';
+  }
+}
+
+export interface CoreVmOptions {
+  /** Page size for a core without a VMSNAP note; default AT_PAGESZ from NT_AUXV, else 4096. */
+  readonly pageSize?: number;
+  /** Keep PT_LOADs that hold no bytes and no tags (default: leave them out). */
+  readonly keepEmptyLoads?: boolean;
+}
+
+export interface OpenedCoreVm {
+  readonly vm: CoreVm;
+  /** The VMSNAP note's state (blobs, annotations, identity), or null for a Linux process core. */
+  readonly state: VmsnapState | null;
+  readonly regions: readonly VmsnapRegionInfo[];
+  readonly skippedLoads: ElfSegment[];
+}
+
+function auxvPageSize(core: ElfCore): number | null {
+  const auxv = core.notes.find((n) => n.type === NT_AUXV);
+  if (!auxv) return null;
+  const view = Buffer.from(auxv.desc.buffer, auxv.desc.byteOffset, auxv.desc.length);
+  for (let at = 0; at + 16 <= view.length; at += 16) if (view.readBigUInt64LE(at) === AT_PAGESZ) return Number(view.readBigUInt64LE(at + 8));
+  return null;
+}
+
+function memtagFor(core: ElfCore, load: ElfSegment): ElfSegment | undefined {
+  const memtag = core.memtagAt(load.address);
+  if (!memtag) return undefined;
+  if (memtag.address !== load.address || memtag.memSize !== load.memSize) {
+    throw new ElfCoreFormatError(core.path, 0, `memtag segment ${memtag.index} [${hex(memtag.address)}, +${hex(memtag.memSize)}) does not cover exactly PT_LOAD ${load.index} [${hex(load.address)}, +${hex(load.memSize)})`);
+  }
+  return memtag;
+}
+
+function linuxRegions(core: ElfCore, keepEmpty: boolean): { regions: VmsnapRegionInfo[]; skipped: ElfSegment[] } {
+  const regions: VmsnapRegionInfo[] = [];
+  const skipped: ElfSegment[] = [];
+  core.loads.forEach((load, i) => {
+    const memtag = memtagFor(core, load);
+    if (load.memSize === 0n || (!keepEmpty && load.fileSize === 0n && !(memtag && memtag.fileSize > 0n))) {
+      skipped.push(load);
+      return;
+    }
+    regions.push({ name: `load${i}`, slot: regions.length, guestAddress: load.address, size: load.memSize, mte: memtag !== undefined, readOnly: (load.flags & PF_W) === 0 });
+  });
+  return { regions, skipped };
+}
+
+function checkRegion(core: ElfCore, region: VmsnapRegionInfo, pageSize: number): void {
+  const page = BigInt(pageSize);
+  if (region.guestAddress % page !== 0n || region.size % page !== 0n) {
+    throw new ElfCoreFormatError(core.path, 0, `region ${region.name} [${hex(region.guestAddress)}, +${hex(region.size)}) is not aligned to the ${pageSize}-byte page; try --page-size 4096`);
+  }
+}
+
+function bitsFor(end: bigint): number {
+  return Math.max(DEFAULT_IPA_BITS, end.toString(2).length);
+}
+
+export function openCoreVm(core: ElfCore, options: CoreVmOptions = {}): OpenedCoreVm {
+  const state = decodeVmsnapNote(core.notes, core.path);
+  const pageSize = state?.pageSize ?? options.pageSize ?? auxvPageSize(core) ?? 4096;
+  if (!HOST_PAGE_SIZES.includes(pageSize)) throw new ElfCoreFormatError(core.path, 0, `page size ${pageSize} is not one of ${HOST_PAGE_SIZES.join(', ')}`);
+  const { regions, skipped } = state ? { regions: state.regions, skipped: [] } : linuxRegions(core, options.keepEmptyLoads ?? false);
+  if (regions.length > MAX_USER_MEMSLOTS) throw new ElfCoreFormatError(core.path, 0, `${regions.length} regions exceed KVM's ${MAX_USER_MEMSLOTS} memslots`);
+  const sources = regions.map((region) => {
+    checkRegion(core, region, pageSize);
+    const load = core.loads.find((l) => l.address === region.guestAddress && l.memSize === region.size);
+    if (!load) throw new ElfCoreFormatError(core.path, 0, `the VMSNAP note names region ${region.name} at ${hex(region.guestAddress)}, but no PT_LOAD matches it`);
+    return { load, memtag: region.mte ? memtagFor(core, load) : undefined };
+  });
+  const maxEnd = regions.reduce((m, r) => (r.guestAddress + r.size > m ? r.guestAddress + r.size : m), 0n);
+  const vcpus = state?.vcpus ?? vcpusFromNotes(core.notes);
+  const vm = new CoreVm(core, sources, pageSize, bitsFor(maxEnd), vcpus);
+  const hasTags = regions.some((r) => r.mte) || ((hwcap2FromNotes(core.notes) ?? 0n) & HWCAP2_MTE) !== 0n;
+  if (hasTags) vm.enableMte();
+  for (const region of regions) vm.addMemorySlot({ slot: region.slot, name: region.name, guestAddress: region.guestAddress, size: region.size, readOnly: region.readOnly });
+  return { vm, state, regions, skippedLoads: skipped };
+}

@@ -1,0 +1,103 @@
+/**
+ * The "VMSNAP" note: what a core has no Linux note for, so that import gives
+ * back the snapshot that was exported: region names, slots and flags, every
+ * vCPU register (not only the core ones), VMM blobs and annotations.
+ *
+ * GDB and other readers skip notes whose type they do not know. The payload
+ * is JSON (bigints as hex strings, bytes as base64): small, and readable with
+ * `readelf -n`-style tools.
+ */
+import type { SnapshotHeader, SnapshotMetadata, VmmBlob } from '../format/model.js';
+import type { VcpuState } from '../guest/vm.js';
+import type { ElfNote } from './elf-notes.js';
+import { ElfCoreFormatError } from './errors.js';
+
+export const VMSNAP_NOTE_NAME = 'VMSNAP';
+/** "VS" + version 1: outside every type GDB's core reader knows. */
+export const NT_VMSNAP_STATE = 0x56530001;
+
+export interface VmsnapRegionInfo {
+  readonly name: string;
+  readonly slot: number;
+  readonly guestAddress: bigint;
+  readonly size: bigint;
+  readonly mte: boolean;
+  readonly readOnly: boolean;
+}
+
+export interface VmsnapState {
+  readonly pageSize: number;
+  readonly pagesPerChunk: number;
+  readonly regions: VmsnapRegionInfo[];
+  readonly vcpus: VcpuState[];
+  readonly blobs: VmmBlob[];
+  readonly annotations: Record<string, string>;
+  /** The exported snapshot's identity, kept so import can write the same snapshot again. */
+  readonly snapshotId: Uint8Array;
+  readonly parentId: Uint8Array | null;
+  readonly createdMs: bigint;
+}
+
+export function vmsnapStateFrom(metadata: SnapshotMetadata, header: SnapshotHeader, vcpus: VcpuState[], blobs: VmmBlob[]): VmsnapState {
+  return {
+    pageSize: header.pageSize,
+    pagesPerChunk: header.pagesPerChunk,
+    regions: metadata.regions.map((r) => ({ name: r.name, slot: r.slot, guestAddress: r.guestAddress, size: r.size, mte: r.mte, readOnly: r.readOnly })),
+    vcpus,
+    blobs,
+    annotations: { ...metadata.annotations },
+    snapshotId: metadata.snapshotId,
+    parentId: metadata.parentId,
+    createdMs: metadata.createdMs,
+  };
+}
+
+export function encodeVmsnapNote(state: VmsnapState): ElfNote {
+  const json = {
+    pageSize: state.pageSize,
+    pagesPerChunk: state.pagesPerChunk,
+    regions: state.regions.map((r) => ({ ...r, guestAddress: r.guestAddress.toString(16), size: r.size.toString(16) })),
+    vcpus: state.vcpus.map((v) => ({ id: v.id, registers: v.registers.map((r) => [r.id.toString(16), Buffer.from(r.value).toString('hex')]) })),
+    blobs: state.blobs.map((b) => ({ name: b.name, data: Buffer.from(b.data).toString('base64') })),
+    annotations: state.annotations,
+    snapshotId: Buffer.from(state.snapshotId).toString('hex'),
+    parentId: state.parentId ? Buffer.from(state.parentId).toString('hex') : null,
+    createdMs: state.createdMs.toString(),
+  };
+  return { name: VMSNAP_NOTE_NAME, type: NT_VMSNAP_STATE, desc: Buffer.from(JSON.stringify(json), 'utf8') };
+}
+
+interface VmsnapJson {
+  pageSize: number;
+  pagesPerChunk: number;
+  regions: { name: string; slot: number; guestAddress: string; size: string; mte: boolean; readOnly: boolean }[];
+  vcpus: { id: number; registers: [string, string][] }[];
+  blobs: { name: string; data: string }[];
+  annotations: Record<string, string>;
+  snapshotId: string;
+  parentId: string | null;
+  createdMs: string;
+}
+
+/** The state from the VMSNAP note, or null when the core has none (a Linux process core). */
+export function decodeVmsnapNote(notes: readonly ElfNote[], path: string): VmsnapState | null {
+  const note = notes.find((n) => n.name === VMSNAP_NOTE_NAME && n.type === NT_VMSNAP_STATE);
+  if (!note) return null;
+  let json: VmsnapJson;
+  try {
+    json = JSON.parse(Buffer.from(note.desc).toString('utf8')) as VmsnapJson;
+  } catch (error) {
+    throw new ElfCoreFormatError(path, 0, `the VMSNAP note is not valid JSON (${(error as Error).message})`);
+  }
+  return {
+    pageSize: json.pageSize,
+    pagesPerChunk: json.pagesPerChunk,
+    regions: json.regions.map((r) => ({ ...r, guestAddress: BigInt(`0x${r.guestAddress}`), size: BigInt(`0x${r.size}`) })),
+    vcpus: json.vcpus.map((v) => ({ id: v.id, registers: v.registers.map(([id, value]) => ({ id: BigInt(`0x${id}`), value: Uint8Array.from(Buffer.from(value, 'hex')) })) })),
+    blobs: json.blobs.map((b) => ({ name: b.name, data: Uint8Array.from(Buffer.from(b.data, 'base64')) })),
+    annotations: json.annotations,
+    snapshotId: Uint8Array.from(Buffer.from(json.snapshotId, 'hex')),
+    parentId: json.parentId === null ? null : Uint8Array.from(Buffer.from(json.parentId, 'hex')),
+    createdMs: BigInt(json.createdMs),
+  };
+}

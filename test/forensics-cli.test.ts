@@ -1,0 +1,138 @@
+/**
+ * The forensics commands run in-process as `vmsnap` would run them: their
+ * output (text and --json), exit codes and --help examples.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { registerCommands } from '../tools/commands/index.js';
+import { runMain } from '../tools/cli-support.js';
+import { saveGuest, SCENARIO_A, SCENARIO_B, temporaryDirectory } from './forensics-fixtures.js';
+
+const dir = temporaryDirectory();
+let a: string;
+let b: string;
+
+beforeAll(async () => {
+  a = await saveGuest(SCENARIO_A, join(dir.path, 'a.vmsnap'));
+  b = await saveGuest(SCENARIO_B, join(dir.path, 'b.vmsnap'));
+});
+afterAll(() => dir.remove());
+
+/** Runs `vmsnap ARGS...`; returns what it printed and its exit code. */
+async function vmsnap(...args: string[]): Promise<{ out: string; err: string; code: number }> {
+  const program = new Command('vmsnap');
+  // Set before the subcommands exist, so they inherit them (as `vmsnap --help` output and exits do).
+  program.exitOverride().configureOutput({ writeOut: (s) => void (out += s), writeErr: (s) => void (err += s) });
+  registerCommands(program);
+  let out = '';
+  let err = '';
+  const stdout = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    out += chunk.toString();
+    return true;
+  });
+  const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    err += chunk.toString();
+    return true;
+  });
+  process.exitCode = undefined;
+  try {
+    await runMain(program, ['node', 'vmsnap', ...args]);
+  } finally {
+    stdout.mockRestore();
+    stderr.mockRestore();
+  }
+  const code = Number(process.exitCode ?? 0);
+  process.exitCode = undefined;
+  return { out, err, code };
+}
+
+describe('vmsnap tags', () => {
+  it('stats --json gives per-region and overall figures', async () => {
+    const { out, code } = await vmsnap('tags', 'stats', a, '--region', 'ram', '--json');
+    expect(code).toBe(0);
+    const report = JSON.parse(out);
+    expect(report.regions.map((r: { region: string }) => r.region)).toEqual(['ram']);
+    expect(report.overall.taggedPages).toBe(4);
+    expect(report.overall.tagHistogram[7]).toBe(256);
+  });
+
+  it('dump prints tags per granule, with data when asked, and JSON', async () => {
+    expect((await vmsnap('tags', 'dump', a, '--ipa', '0x40000000', '--length', '64')).out).toBe('0x0000000040000000:  3 3 3 3\n');
+    const withData = await vmsnap('tags', 'dump', a, '--ipa', '0x40000040', '--length', '16', '--data');
+    expect(withData.out).toMatch(/^0x0000000040000040 {2}tag 5 {2}/);
+    const json = JSON.parse((await vmsnap('tags', 'dump', a, '--ipa', '0x40001000', '--length', '32', '--json')).out);
+    expect(json).toEqual([
+      { address: '0x40001000', tag: 7 },
+      { address: '0x40001010', tag: 7 },
+    ]);
+  });
+
+  it('dump outside every region is a usage error (exit 2) naming the address', async () => {
+    const { err, code } = await vmsnap('tags', 'dump', a, '--ipa', '0x30000000', '--length', '16');
+    expect(code).toBe(2);
+    expect(err).toMatch(/0x30000000/);
+  });
+
+  it('diff lists changed pages and exits 4 with --fail-on-diff', async () => {
+    const listed = await vmsnap('tags', 'diff', a, b, '--list', '--fail-on-diff');
+    expect(listed.code).toBe(4);
+    expect(listed.out).toContain('ram 0x40001000  tags: 0x40001000+4096 7->9');
+    expect(listed.out).toContain('ram 0x40020000  data: 2 granules');
+    expect((await vmsnap('tags', 'diff', a, a, '--fail-on-diff')).code).toBe(0);
+    const json = JSON.parse((await vmsnap('tags', 'diff', a, b, '--list', '--limit', '1', '--json')).out);
+    expect(json.pages).toHaveLength(1);
+    expect(json.unlistedPages).toBe(3);
+  });
+
+  it('map writes an SVG', async () => {
+    const output = join(dir.path, 'map.svg');
+    const { out, code } = await vmsnap('tags', 'map', b, '--against', a, '-o', output, '--json');
+    expect(code).toBe(0);
+    expect(JSON.parse(out).regions[1].pagesInState['tags changed']).toBe(3);
+    expect(readFileSync(output, 'utf8')).toContain('<svg');
+  });
+});
+
+describe('vmsnap check-pointer', () => {
+  it('exits 0 on a match and 4 on a mismatch, saying which', async () => {
+    const match = await vmsnap('check-pointer', a, '0x0700000040001000');
+    expect(match.code).toBe(0);
+    expect(match.out).toMatch(/match \(0x7\)/);
+    const mismatch = await vmsnap('check-pointer', a, '0x0200000040001000', '--json');
+    expect(mismatch.code).toBe(4);
+    expect(JSON.parse(mismatch.out)).toMatchObject({ logicalTag: 2, allocationTag: 7, match: false });
+    expect((await vmsnap('check-pointer', a, '0x0200000000001000')).code).toBe(2);
+  });
+});
+
+describe('vmsnap export core / import core', () => {
+  it('round-trips a snapshot through a sparse core', async () => {
+    const core = join(dir.path, 'a.core');
+    const exported = await vmsnap('export', 'core', a, '-o', core, '--json');
+    expect(exported.code).toBe(0);
+    const summary = JSON.parse(exported.out);
+    expect(summary.memtagSegments).toBe(2);
+    expect(statSync(core).size).toBe(summary.fileSize);
+    const back = join(dir.path, 'back.vmsnap');
+    const imported = await vmsnap('import', 'core', core, '-o', back);
+    expect(imported.code).toBe(0);
+    expect(readFileSync(back).equals(readFileSync(a))).toBe(true);
+  });
+
+  it('refuses a file that is not an ELF core with exit 1', async () => {
+    const { code, err } = await vmsnap('import', 'core', a, '-o', join(dir.path, 'x.vmsnap'));
+    expect(code).toBe(1);
+    expect(err).toMatch(/not an ELF file/);
+    expect(existsSync(join(dir.path, 'x.vmsnap'))).toBe(false);
+  });
+});
+
+describe('help', () => {
+  it.each(['tags stats', 'tags dump', 'tags diff', 'tags map', 'check-pointer', 'export core', 'import core'])('%s --help shows examples', async (words) => {
+    const { out, code } = await vmsnap(...words.split(' '), '--help');
+    expect(code).toBe(0);
+    expect(out).toMatch(/Examples:\n {2}\$ vmsnap /);
+  });
+});

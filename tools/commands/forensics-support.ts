@@ -1,0 +1,55 @@
+/**
+ * What the forensics commands share: opening snapshots, the `tags`, `export`
+ * and `import` command groups, and turning argument errors of the forensics
+ * library (bad address, address outside every region) into usage errors.
+ */
+import type { Command } from 'commander';
+import type { SnapshotReader } from '../../src/format/model.js';
+import { openSnapshot } from '../../src/reader/open.js';
+import { CliError, EXIT, toJson } from '../cli-support.js';
+
+const ARGUMENT_ERRORS = new Set(['AddressNotMappedError', 'RegionNotTaggedError', 'ForensicsArgumentError']);
+
+/** The subcommand `name` of `program`, created on first use so several modules can add to it. */
+export function commandGroup(program: Command, name: string, description: string): Command {
+  return program.commands.find((c) => c.name() === name) ?? program.command(name).description(description);
+}
+
+/** Runs a command body; forensics argument errors become exit code 2. */
+export async function runForensics(body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (error) {
+    const name = (error as { name?: string })?.name ?? '';
+    if (ARGUMENT_ERRORS.has(name)) throw new CliError((error as Error).message, EXIT.usage);
+    throw error;
+  }
+}
+
+export async function withSnapshot<T>(path: string, use: (reader: SnapshotReader) => Promise<T>): Promise<T> {
+  const reader = await openSnapshot(path);
+  try {
+    return await use(reader);
+  } finally {
+    await reader.close();
+  }
+}
+
+export function printLine(text = ''): void {
+  process.stdout.write(`${text}\n`);
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${toJson(value)}\n`);
+}
+
+export function examples(lines: readonly string[]): string {
+  return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
+}
+
+export const EXIT_CODES_HELP = '\nExit codes: 0 ok, 1 invalid snapshot or core, 2 usage (bad argument, address outside the regions), 3 I/O error';
+
+export function parseCount(text: string, what: string): number {
+  if (!/^\d+$/.test(text)) throw new CliError(`${what} must be a whole number (got "${text}")`, EXIT.usage);
+  return Number(text);
+}
