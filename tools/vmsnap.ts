@@ -11,7 +11,9 @@ import { runMain } from './cli-support.js';
 const program = new Command('vmsnap')
   .description('Snapshots of arm64 KVM guests with their MTE allocation tags')
   .version(VERSION)
-  .showHelpAfterError('(run with --help for usage and examples)');
+  .showHelpAfterError('(run with --help for usage and examples)')
+  // Set before the subcommands exist so that they inherit it: their usage errors then exit 2 through runMain, not 1 from commander.
+  .exitOverride();
 
 registerCommands(program);
 

@@ -18,6 +18,7 @@ import { view } from './bytes.js';
 import { checksum } from './checksum.js';
 import { CHUNK_HEADER_LENGTH, ENCODING, GRANULE_SIZE, GUEST_BYTES_PER_TAG_BYTE } from './constants.js';
 import { packTags, unpackTags } from '../guest/tag-packing.js';
+import { forEachRun } from '../guest/page-runs.js';
 import type { ChunkKind } from './model.js';
 import type { ZstdCodec } from './zstd.js';
 
@@ -56,47 +57,63 @@ export interface CompressionChoice {
   readonly level: number;
 }
 
+/** All-zero buffers to compare against, one per length, so zero tests run in native memcmp. */
+const zeroBuffers = new Map<number, Uint8Array>();
+
+function zeros(length: number): Uint8Array {
+  let buffer = zeroBuffers.get(length);
+  if (!buffer) zeroBuffers.set(length, (buffer = new Uint8Array(length)));
+  return buffer;
+}
+
+/** True when bytes[start, start + length) are all zero. */
+function isZeroRange(bytes: Uint8Array, start: number, length: number): boolean {
+  // Most data pages have a nonzero first byte: answer those without a call.
+  if (bytes[start] !== 0) return false;
+  return Buffer.compare(bytes.subarray(start, start + length), zeros(length)) === 0;
+}
+
+
 /** Pages of `ram` that are not all zero: the bitmap, and their bytes packed in order. */
 function gatherRamPages(range: ChunkRange, ram: Uint8Array): { bitmap: Uint8Array; content: Uint8Array; present: number } {
   const { pageCount, pageSize } = range;
   const bitmap = new Uint8Array(bitmapLength(pageCount));
-  const words = new Uint32Array(ram.buffer, ram.byteOffset, ram.byteLength >>> 2);
-  const wordsPerPage = pageSize >>> 2;
-  const presentPages: number[] = [];
+  let present = 0;
   for (let page = 0; page < pageCount; page++) {
-    const start = page * wordsPerPage;
-    const end = start + wordsPerPage;
-    for (let w = start; w < end; w++) {
-      if (words[w] !== 0) {
-        bitmap[page >>> 3] |= 1 << (page & 7);
-        presentPages.push(page);
-        break;
-      }
-    }
+    if (isZeroRange(ram, page * pageSize, pageSize)) continue;
+    bitmap[page >>> 3] |= 1 << (page & 7);
+    present++;
   }
-  if (presentPages.length === pageCount) return { bitmap, content: ram, present: pageCount };
-  const content = new Uint8Array(presentPages.length * pageSize);
-  presentPages.forEach((page, i) => content.set(ram.subarray(page * pageSize, (page + 1) * pageSize), i * pageSize));
-  return { bitmap, content, present: presentPages.length };
+  if (present === pageCount) return { bitmap, content: ram, present };
+  const content = new Uint8Array(present * pageSize);
+  let at = 0;
+  forEachRun(pageCount, (page) => isPagePresent(bitmap, page), (first, count) => {
+    content.set(ram.subarray(first * pageSize, (first + count) * pageSize), at);
+    at += count * pageSize;
+  });
+  return { bitmap, content, present };
 }
 
 /** Pages with a nonzero tag: the bitmap, and their tags packed two per byte, low nibble first. */
 function gatherTagPages(range: ChunkRange, tags: Uint8Array): { bitmap: Uint8Array; content: Uint8Array; present: number } {
   const { pageCount, pageSize } = range;
   const granulesPerPage = pageSize / GRANULE_SIZE;
+  const packedPerPage = granulesPerPage / 2;
   const bitmap = new Uint8Array(bitmapLength(pageCount));
-  const content = new Uint8Array((pageCount * granulesPerPage) / 2);
+  const content = new Uint8Array(pageCount * packedPerPage);
   let present = 0;
   for (let page = 0; page < pageCount; page++) {
-    const pageTags = tags.subarray(page * granulesPerPage, (page + 1) * granulesPerPage);
+    const granules = page * granulesPerPage;
+    // Tags are 4 bits: only the low nibble of each byte counts.
+    if (isZeroRange(tags, granules, granulesPerPage)) continue;
     let any = 0;
-    for (let g = 0; g < granulesPerPage; g++) any |= pageTags[g] & 0xf;
+    for (let g = 0; g < granulesPerPage; g++) any |= tags[granules + g] & 0xf;
     if (any === 0) continue;
     bitmap[page >>> 3] |= 1 << (page & 7);
-    packTags(pageTags, content, present * granulesPerPage);
+    packTags(tags.subarray(granules, granules + granulesPerPage), content, present * granulesPerPage);
     present++;
   }
-  return { bitmap, content: content.subarray(0, (present * granulesPerPage) / 2), present };
+  return { bitmap, content: content.subarray(0, present * packedPerPage), present };
 }
 
 /**
@@ -227,13 +244,14 @@ function decodeContent(stored: Uint8Array, header: ChunkHeader, expect: ChunkExp
 }
 
 function expandRam(bitmap: Uint8Array, pageCount: number, content: Uint8Array, pageSize: number): Uint8Array {
+  // Every page present: the content already is the chunk (a fresh buffer when it was decompressed).
+  if (content.length === pageCount * pageSize) return content;
   const out = new Uint8Array(pageCount * pageSize);
   let next = 0;
-  for (let page = 0; page < pageCount; page++) {
-    if (!isPagePresent(bitmap, page)) continue;
-    out.set(content.subarray(next * pageSize, (next + 1) * pageSize), page * pageSize);
-    next++;
-  }
+  forEachRun(pageCount, (page) => isPagePresent(bitmap, page), (first, count) => {
+    out.set(content.subarray(next * pageSize, (next + count) * pageSize), first * pageSize);
+    next += count;
+  });
   return out;
 }
 

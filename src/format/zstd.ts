@@ -64,12 +64,17 @@ function checkLevel(level: number): void {
   }
 }
 
+/** The library hands out plain Uint8Arrays, whatever the binding returns (zstd-napi returns Buffers). */
+function plain(bytes: Uint8Array): Uint8Array {
+  return Buffer.isBuffer(bytes) ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes;
+}
+
 function checkedDecode(frame: Uint8Array, contentSize: number, decode: () => Uint8Array): Uint8Array {
   const declared = frameContentSize(frame);
   if (declared !== contentSize) {
     throw new ZstdFrameError(`zstd frame declares ${declared} bytes, the chunk ${contentSize}`);
   }
-  const out = decode();
+  const out = plain(decode());
   if (out.length !== contentSize) throw new ZstdFrameError(`zstd frame decoded to ${out.length} bytes, expected ${contentSize}`);
   return out;
 }
@@ -89,7 +94,7 @@ export function loadNativeZstd(): ZstdCodec {
         compressor.setParameters({ compressionLevel: level, contentSizeFlag: true, checksumFlag: false });
         currentLevel = level;
       }
-      return compressor.compress(Buffer.from(content.buffer, content.byteOffset, content.byteLength));
+      return plain(compressor.compress(Buffer.from(content.buffer, content.byteOffset, content.byteLength)));
     },
     decompress(frame, contentSize) {
       return checkedDecode(frame, contentSize, () =>

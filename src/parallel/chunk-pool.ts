@@ -40,6 +40,8 @@ class WorkerPool implements ChunkExecutor {
   private readonly slots: WorkerSlot[];
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
+  /** Set by close(): results still arriving must not unref a worker whose exit close() awaits. */
+  private closing = false;
 
   constructor(script: URL, readonly threads: number) {
     this.slots = Array.from({ length: threads }, () => {
@@ -54,7 +56,8 @@ class WorkerPool implements ChunkExecutor {
   run(job: ChunkJob): Promise<ChunkJobResult> {
     const slot = this.slots.reduce((best, s) => (s.busy < best.busy ? s : best));
     const id = this.nextId++;
-    slot.busy++;
+    // A worker with work keeps the process alive; idle ones do not hold it open at exit.
+    if (slot.busy++ === 0) slot.worker.ref();
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, worker: slot });
       slot.worker.postMessage({ id, job }, transferables(job));
@@ -65,7 +68,7 @@ class WorkerPool implements ChunkExecutor {
     const pending = this.pending.get(message.id);
     if (!pending) return;
     this.pending.delete(message.id);
-    pending.worker.busy--;
+    if (--pending.worker.busy === 0 && !this.closing) pending.worker.worker.unref();
     if (message.error !== undefined) pending.reject(new Error(message.error));
     else pending.resolve(message.result!);
   }
@@ -76,7 +79,14 @@ class WorkerPool implements ChunkExecutor {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.slots.map((slot) => slot.worker.terminate()));
+    // An unref'd worker's exit does not hold the event loop, so terminate() could be left pending as the process exits.
+    this.closing = true;
+    await Promise.all(
+      this.slots.map((slot) => {
+        slot.worker.ref();
+        return slot.worker.terminate();
+      }),
+    );
   }
 }
 

@@ -19,6 +19,7 @@ import { writeGuestTags } from '../guest/tag-copy.js';
 import type { Vm, VmFactory } from '../guest/vm.js';
 import { GRANULE_SIZE } from '../format/constants.js';
 import { isPagePresent } from '../format/chunk.js';
+import { forEachRun } from '../guest/page-runs.js';
 import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
 import type { VcpuState } from '../guest/vm.js';
 import type { SnapshotEvent } from './events.js';
@@ -66,19 +67,6 @@ function createTarget(factory: VmFactory, header: SnapshotHeader, metadata: Snap
   }
 }
 
-/** Writes the chunk's present pages, in runs so that consecutive pages take one call. */
-function forEachPresentRun(present: Uint8Array, pageCount: number, visit: (firstPage: number, pages: number) => void): void {
-  let page = 0;
-  while (page < pageCount) {
-    if (!isPagePresent(present, page)) {
-      page++;
-      continue;
-    }
-    const start = page;
-    while (page < pageCount && isPagePresent(present, page)) page++;
-    visit(start, page - start);
-  }
-}
 
 class RestoreTarget {
   ramPagesWritten = 0;
@@ -96,7 +84,7 @@ class RestoreTarget {
     const base = this.chunkAddress(chunk);
     const pageSize = this.header.pageSize;
     // Absent pages are zero, as a fresh VM's memory is: only present pages are written.
-    forEachPresentRun(chunk.present, chunk.pageCount, (firstPage, pages) => {
+    forEachRun(chunk.pageCount, (page) => isPagePresent(chunk.present, page), (firstPage, pages) => {
       this.vm.writeMemory(base + BigInt(firstPage * pageSize), chunk.data.subarray(firstPage * pageSize, (firstPage + pages) * pageSize));
       this.ramPagesWritten += pages;
     });
@@ -106,7 +94,7 @@ class RestoreTarget {
     const base = this.chunkAddress(chunk);
     const granulesPerPage = this.header.pageSize / GRANULE_SIZE;
     // Snapshot pages are whole host pages (the host page size divides the snapshot's), so every run is host-page aligned.
-    forEachPresentRun(chunk.present, chunk.pageCount, (firstPage, pages) => {
+    forEachRun(chunk.pageCount, (page) => isPagePresent(chunk.present, page), (firstPage, pages) => {
       writeGuestTags(this.vm, base + BigInt(firstPage * this.header.pageSize), chunk.tags.subarray(firstPage * granulesPerPage, (firstPage + pages) * granulesPerPage));
       this.tagCalls++;
       this.taggedBytes += BigInt(pages * this.header.pageSize);

@@ -29,7 +29,8 @@ class StreamBytes {
   }
 
   private async fill(length: number): Promise<void> {
-    const parts: Uint8Array[] = [this.buffer];
+    // An empty remainder may be a view of a buffer already transferred to a worker (detached): leave it out.
+    const parts: Uint8Array[] = this.buffer.length ? [this.buffer] : [];
     let have = this.buffer.length;
     while (have < length && !this.ended) {
       const next = await this.iterator.next();
@@ -40,6 +41,7 @@ class StreamBytes {
       }
     }
     if (parts.length > 1) this.buffer = Buffer.concat(parts);
+    else if (parts.length === 1) this.buffer = parts[0];
   }
 
   async read(length: number, section: string): Promise<Uint8Array> {

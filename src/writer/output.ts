@@ -104,27 +104,64 @@ export class FileOutput implements SnapshotOutput {
 
 export class StreamOutput implements SnapshotOutput {
   private written = 0n;
+  /** The first write error; later writes fail with it at once. */
+  private failure: Error | undefined;
+  /** Rejects the write waiting for 'drain', if any. */
+  private waiting: ((error: Error) => void) | undefined;
+  private readonly onError = (error: Error) => this.fail(error);
+  /** Settles when the last write so far has been handed to the OS (or failed). */
+  private lastWrite: Promise<void> = Promise.resolve();
 
-  constructor(private readonly stream: Writable | NodeJS.WritableStream, readonly description = 'stream') {}
+  constructor(private readonly stream: Writable | NodeJS.WritableStream, readonly description = 'stream') {
+    // One listener for the output's lifetime, not one per write (which piled up past MaxListeners).
+    stream.on('error', this.onError);
+  }
 
   get position(): bigint {
     return this.written;
   }
 
+  private fail(error: Error): void {
+    this.failure ??= error;
+    this.waiting?.(error);
+    this.waiting = undefined;
+  }
+
   write(bytes: Uint8Array): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
     this.written += BigInt(bytes.length);
+    let written!: () => void;
+    this.lastWrite = new Promise((settle) => (written = settle));
     return new Promise((resolve, reject) => {
-      const onError = (error: Error) => reject(error);
-      this.stream.once('error', onError);
-      const flushed = this.stream.write(bytes, () => this.stream.removeListener('error', onError));
+      // A failed write (the reader of a pipe went away) reports through the callback before any 'error' event;
+      // when this write already resolved, the failure surfaces on the next one.
+      const flushed = this.stream.write(bytes, (error?: Error | null) => {
+        if (error) this.fail(error);
+        written();
+      });
       if (flushed) resolve();
-      else this.stream.once('drain', () => resolve());
+      else {
+        this.waiting = reject;
+        this.stream.once('drain', () => {
+          this.waiting = undefined;
+          resolve();
+        });
+      }
     });
   }
 
-  async commit(): Promise<void> {
-    // Standard output is never ended: the process may still print to it.
+  private detach(): void {
+    this.stream.removeListener('error', this.onError);
   }
 
-  abort(): void {}
+  async commit(): Promise<void> {
+    // Standard output is never ended: the process may still print to it. A write that failed after it resolved fails the save here.
+    await Promise.race([this.lastWrite, new Promise((settle) => this.stream.once('close', settle))]);
+    this.detach();
+    if (this.failure) throw this.failure;
+  }
+
+  abort(): void {
+    this.detach();
+  }
 }

@@ -5,6 +5,7 @@
  * skipped because a fresh VM already reads them as zero).
  */
 import { writeGuestTags } from '../tag-copy.js';
+import { forEachRun } from '../page-runs.js';
 import { isAllZero } from '../tag-packing.js';
 import { MTE_GRANULE_SIZE, type Vm } from '../vm.js';
 import { generateRegionChunks, type GeneratedPages } from './generate.js';
@@ -45,7 +46,7 @@ export function fillVm(vm: Vm, workload: Workload, pagesPerChunk = 1024): FillSt
 function writeChunkMemory(vm: Vm, workload: Workload, region: WorkloadRegion, chunk: GeneratedPages): number {
   const bytes = workload.pageSize;
   const pageData = (page: number): Uint8Array => chunk.data.subarray(page * bytes, (page + 1) * bytes);
-  return forEachRun(chunk, (page) => !isAllZero(pageData(page)), (first, count) => {
+  return forEachRun(chunk.pageCount, (page) => !isAllZero(pageData(page)), (first, count) => {
     vm.writeMemory(pageAddress(workload, region, chunk.firstPage + first), chunk.data.subarray(first * bytes, (first + count) * bytes));
   });
 }
@@ -54,7 +55,7 @@ function writeChunkMemory(vm: Vm, workload: Workload, region: WorkloadRegion, ch
 function writeChunkTags(vm: Vm, workload: Workload, region: WorkloadRegion, chunk: GeneratedPages): number {
   const perPage = workload.pageSize / MTE_GRANULE_SIZE;
   const pageTags = (page: number): Uint8Array => chunk.tags.subarray(page * perPage, (page + 1) * perPage);
-  return forEachRun(chunk, (page) => !isAllZero(pageTags(page)), (first, count) => {
+  return forEachRun(chunk.pageCount, (page) => !isAllZero(pageTags(page)), (first, count) => {
     writeGuestTags(vm, pageAddress(workload, region, chunk.firstPage + first), chunk.tags.subarray(first * perPage, (first + count) * perPage));
   });
 }
@@ -63,22 +64,3 @@ function pageAddress(workload: Workload, region: WorkloadRegion, page: number): 
   return region.guestAddress + BigInt(page) * BigInt(workload.pageSize);
 }
 
-/** Calls `write` once per run of consecutive pages that `needed` selects; returns how many pages that was. */
-function forEachRun(
-  chunk: GeneratedPages,
-  needed: (page: number) => boolean,
-  write: (firstPage: number, pageCount: number) => void,
-): number {
-  let written = 0;
-  let runStart = -1;
-  for (let page = 0; page <= chunk.pageCount; page++) {
-    const take = page < chunk.pageCount && needed(page);
-    if (take && runStart < 0) runStart = page;
-    if (!take && runStart >= 0) {
-      write(runStart, page - runStart);
-      written += page - runStart;
-      runStart = -1;
-    }
-  }
-  return written;
-}

@@ -1,0 +1,69 @@
+/**
+ * Runs one benchmark step as a child process under GNU time, so vmsnap and
+ * the tools it is compared with are measured the same way: wall-clock time
+ * around the process, and its peak resident set size (the largest process of
+ * the step, worker threads included, as the kernel's ru_maxrss counts it).
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+
+export interface StepResult {
+  readonly name: string;
+  readonly command: string;
+  readonly ms: number;
+  readonly maxRssBytes: number;
+  /** Every run's time; `ms` is their median. */
+  readonly runsMs: readonly number[];
+}
+
+export class BenchStepError extends Error {
+  override name = 'BenchStepError';
+}
+
+const TIME = '/usr/bin/time';
+
+export function checkTools(): void {
+  if (!existsSync(TIME)) throw new BenchStepError(`${TIME} (GNU time) is needed to measure peak memory; install the "time" package`);
+  const zstd = spawnSync('zstd', ['--version'], { encoding: 'utf8' });
+  if (zstd.status !== 0) throw new BenchStepError('the zstd command is needed as the baseline; install the "zstd" package');
+}
+
+/** Writes dirty pages out between steps, so one step's writeback is not billed to the next. */
+export function settle(): void {
+  spawnSync('sync');
+}
+
+/** Runs `command` with sh (for redirections) and measures it, after removing `outputs`. */
+export function measure(name: string, command: string, outputs: readonly string[] = []): StepResult {
+  for (const path of outputs) rmSync(path, { recursive: true, force: true });
+  settle();
+  const started = performance.now();
+  const run = spawnSync(TIME, ['-v', 'sh', '-c', command], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const ms = performance.now() - started;
+  if (run.status !== 0) throw new BenchStepError(`${name} failed (exit ${run.status}): ${command}\n${run.stderr}`);
+  const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(run.stderr);
+  if (!rss) throw new BenchStepError(`${name}: no peak memory in the output of ${TIME} -v`);
+  return { name, command, ms, maxRssBytes: Number(rss[1]) * 1024, runsMs: [ms] };
+}
+
+export interface StepPlan {
+  readonly name: string;
+  readonly command: string;
+  /** Files the step writes: removed (untimed) before each run, so no run pays for freeing the last run's blocks. */
+  readonly outputs: readonly string[];
+}
+
+/**
+ * Runs the whole plan `repeat` times, step after step, so that a burst of
+ * load on the host hits vmsnap and its baseline alike; reports each step's
+ * median time and its highest peak RSS.
+ */
+export function measureInterleaved(plan: readonly StepPlan[], repeat: number): StepResult[] {
+  const runs: StepResult[][] = plan.map(() => []);
+  for (let round = 0; round < Math.max(1, repeat); round++) plan.forEach((step, i) => runs[i].push(measure(step.name, step.command, step.outputs)));
+  return plan.map((step, i) => {
+    const times = runs[i].map((r) => r.ms);
+    const sorted = [...times].sort((a, b) => a - b);
+    return { name: step.name, command: step.command, ms: sorted[Math.floor(sorted.length / 2)], maxRssBytes: Math.max(...runs[i].map((r) => r.maxRssBytes)), runsMs: times };
+  });
+}

@@ -1,0 +1,141 @@
+/**
+ * `vmsnap restore FILE|-`: a snapshot into a fresh simulated VM (optionally
+ * compared page for page and granule for granule with the regenerated
+ * original), or into raw RAM and tag files.
+ */
+import { rmSync } from 'node:fs';
+import type { Command } from 'commander';
+import type { Readable } from 'node:stream';
+import type { Vm, VmFactory } from '../../src/guest/vm.js';
+import { SimulatedVmFactory } from '../../src/guest/sim/index.js';
+import { TagCopyError } from '../../src/guest/tag-copy.js';
+import { restoreSnapshot, type RestoreSummary } from '../../src/reader/restore.js';
+import { compareVms, type VmComparison } from '../../src/validate/compare.js';
+import { CliError, EXIT, toJson } from '../cli-support.js';
+import { reportingSystemErrors } from '../errors.js';
+import { helpAfter, printLine } from '../help.js';
+import { createProgress } from '../progress.js';
+import { rawTargetFactory, type RawTargetOptions } from '../raw-files-options.js';
+import { buildSimGuest, parseSimGuest, simSpecFromAnnotations, type SimGuestSpec } from '../sim-guest.js';
+import { peekSnapshot } from '../snapshot-source.js';
+import { formatBytes, formatRate, hex, integerOption } from '../units.js';
+
+export interface RestoreCommandOptions extends RawTargetOptions {
+  compareSim?: boolean;
+  seed?: string;
+  size?: string;
+  threads?: number;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+/** Restores with a progress bar; shared with `demo`. */
+export async function runRestore(source: string | Readable, factory: VmFactory, options: { threads?: number; quiet?: boolean }) {
+  const progress = createProgress('restore', options);
+  try {
+    return await restoreSnapshot(source, factory, { threads: options.threads, onProgress: (p) => progress.update(p.guestBytesDone, p.guestBytesTotal) });
+  } finally {
+    progress.done();
+  }
+}
+
+export function describeRestore(summary: RestoreSummary, target: string): string {
+  return [
+    `restored ${formatBytes(summary.guestBytes)} of guest memory into ${target}: ${summary.ramPagesWritten} pages written, ${formatBytes(summary.taggedBytes)} tagged in ${summary.tagCalls} tag copies, ${summary.vcpus} vCPUs`,
+    `  ${(summary.durationMs / 1000).toFixed(2)} s, ${formatRate(summary.guestBytes, summary.durationMs)}`,
+  ].join('\n');
+}
+
+export function describeComparison(comparison: VmComparison): string {
+  const head = `compare: ${comparison.pagesCompared} pages and ${comparison.granulesCompared} tag granules, ${comparison.equal ? 'identical' : 'DIFFERENT'}`;
+  const lines = comparison.differences.map((d) => `  ${d.kind}${d.guestAddress === undefined ? '' : ` at IPA ${hex(d.guestAddress)}`}: ${d.message}`);
+  return [head, ...lines].join('\n');
+}
+
+/** The guest to compare with: the one the snapshot's annotations describe, with any option given overriding it. */
+function comparisonSpec(options: RestoreCommandOptions, annotations: Readonly<Record<string, string>>, pageSize: number): SimGuestSpec {
+  const recorded = simSpecFromAnnotations(annotations);
+  if (!recorded && (options.seed === undefined || options.size === undefined)) {
+    throw new CliError('--compare-sim: the snapshot does not record a simulated guest; give --seed and --size', EXIT.usage);
+  }
+  return parseSimGuest({
+    size: options.size ?? `${recorded!.sizeMiB}MiB`,
+    seed: options.seed ?? String(recorded!.seed),
+    pageSize: String(recorded?.pageSize ?? pageSize),
+  });
+}
+
+function removeFiles(paths: ReadonlyArray<string | undefined>): void {
+  for (const path of paths) if (path) rmSync(path, { force: true });
+}
+
+function checkTargetOptions(options: RestoreCommandOptions): void {
+  if (options.ramOut) return;
+  const stray = options.tagsOut ? '--tags-out' : options.layoutOut ? '--layout-out' : options.tagLayout ? '--tag-layout' : options.force ? '--force' : undefined;
+  if (stray) throw new CliError(`${stray} needs --ram-out FILE`, EXIT.usage);
+}
+
+/** A snapshot without vCPUs (saved from raw files) is compared with a guest without vCPUs: memory and tags only. */
+function compareWithSim(vm: Vm, spec: SimGuestSpec): VmComparison {
+  const original = buildSimGuest(spec, vm.vcpus().length === 0 ? 0 : undefined);
+  try {
+    return compareVms(original.vm, vm);
+  } finally {
+    original.vm.close();
+  }
+}
+
+export function registerRestore(program: Command): void {
+  program
+    .command('restore')
+    .description('Restore a snapshot into a fresh simulated VM or into raw RAM and tag files, optionally comparing it with the regenerated original')
+    .argument('<source>', 'snapshot file, or - for standard input')
+    .option('--ram-out <file>', 'restore into raw files: the RAM image to create (default: a simulated VM)')
+    .option('--tags-out <file>', 'with --ram-out: the tag file to create')
+    .option('--tag-layout <layout>', 'with --tags-out: byte (one tag per byte) or packed (two per byte); default byte')
+    .option('--layout-out <file>', 'with --ram-out: write the layout JSON (for `save --ram ... --layout`)')
+    .option('--force', 'with --ram-out: replace existing files')
+    .option('--compare-sim', 'compare the restored VM with the simulated guest regenerated from its seed (recorded in the snapshot, or --seed/--size)')
+    .option('--seed <n>', 'with --compare-sim: the workload seed (default: the one the snapshot records)')
+    .option('--size <bytes>', 'with --compare-sim: the guest RAM size (default: the one the snapshot records)')
+    .option('--threads <n>', 'decompression threads (default: one per core; 0 decodes on the main thread)', integerOption('--threads', 0, 256))
+    .option('--json', 'print the summary (and comparison) as JSON')
+    .option('-q, --quiet', 'no progress bar and no summary')
+    .addHelpText(
+      'after',
+      helpAfter([
+        'vmsnap restore guest.vmsnap --compare-sim',
+        'vmsnap save --sim --seed 7 -o - | vmsnap restore - --compare-sim',
+        'vmsnap restore guest.vmsnap --ram-out guest.ram --tags-out guest.tags --layout-out guest.layout.json',
+      ]),
+    )
+    .action(
+      reportingSystemErrors(async (name: string, options: RestoreCommandOptions) => {
+        checkTargetOptions(options);
+        const peeked = await peekSnapshot(name);
+        const pageSize = peeked.header.pageSize;
+        const factory = options.ramOut ? rawTargetFactory({ ...options, ramOut: options.ramOut }, pageSize) : new SimulatedVmFactory({ pageSize });
+        const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
+        const restored = await runRestore(peeked.source, factory, options).catch((error: unknown) => {
+          // restoreSnapshot closed the half-written target; files it created must not pass for a restored guest.
+          if (options.ramOut) removeFiles([options.ramOut, options.tagsOut, options.layoutOut]);
+          if (error instanceof TagCopyError && options.ramOut && !options.tagsOut) {
+            throw new CliError(`the snapshot holds MTE tags (the first at IPA ${hex(error.guestAddress)}); give --tags-out FILE to restore them`, EXIT.usage);
+          }
+          throw error;
+        });
+        try {
+          const comparison = options.compareSim ? compareWithSim(restored.vm, comparisonSpec(options, restored.metadata.annotations, peeked.header.pageSize)) : undefined;
+          if (options.json) printLine(toJson({ source: peeked.description, target, summary: restored.summary, comparison }));
+          else if (!options.quiet) {
+            printLine(describeRestore(restored.summary, target));
+            if (comparison) printLine(describeComparison(comparison));
+            if (comparison && restored.summary.vcpus === 0) printLine('  (the snapshot holds no vCPU state, as from raw files: registers were not compared)');
+          }
+          if (comparison && !comparison.equal) process.exitCode = EXIT.differs;
+        } finally {
+          restored.vm.close();
+        }
+      }),
+    );
+}

@@ -1,0 +1,92 @@
+/**
+ * `vmsnap save`: a guest (simulated, or raw RAM and tag files) to a snapshot
+ * file or to standard output. A file is written under a temporary name and
+ * renamed when complete, so an interrupted save leaves the target untouched.
+ */
+import type { Command } from 'commander';
+import type { Vm } from '../../src/guest/vm.js';
+import { saveSnapshot, type SaveOptions, type SaveSummary } from '../../src/writer/save.js';
+import { CliError, EXIT, toJson } from '../cli-support.js';
+import { reportingSystemErrors } from '../errors.js';
+import { helpAfter } from '../help.js';
+import { createProgress } from '../progress.js';
+import { collect, writerOptions, type WriterFlags } from '../save-options.js';
+import { planSaveSource, type SourceOptions } from '../sources.js';
+import { formatBytes, formatRate, integerOption, percent, sizeOption } from '../units.js';
+
+export interface SaveCommandOptions extends SourceOptions, WriterFlags {
+  output: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+/** Saves with a progress bar; shared with `demo`. */
+export async function runSave(vm: Vm, output: string, options: SaveOptions, flags: { quiet?: boolean }): Promise<SaveSummary> {
+  const progress = createProgress('save', flags);
+  try {
+    return await saveSnapshot(vm, output, { ...options, onProgress: (p) => progress.update(p.guestBytesDone, p.guestBytesTotal) });
+  } finally {
+    progress.done();
+  }
+}
+
+export function describeSave(summary: SaveSummary): string {
+  const ratio = Number(summary.guestBytes) / Number(summary.fileBytes);
+  return [
+    `saved ${formatBytes(summary.guestBytes)} of guest memory (${summary.regions.length} regions, ${summary.vcpus} vCPUs) to ${summary.destination}`,
+    `  ${formatBytes(summary.fileBytes)} in ${summary.chunks} chunks, ${ratio.toFixed(2)}:1, tags ${formatBytes(summary.tagBytes)} = ${percent(summary.tagBytes, summary.guestBytes)} of RAM`,
+    `  ${(summary.durationMs / 1000).toFixed(2)} s, ${formatRate(summary.guestBytes, summary.durationMs)}`,
+  ].join('\n');
+}
+
+export function registerSave(program: Command): void {
+  program
+    .command('save')
+    .description('Save a guest with its MTE tags to a snapshot file or standard output')
+    .option('--sim', 'source: a generated simulated guest (see --size, --seed, --page-size)')
+    .option('--size <bytes>', 'simulated guest RAM size (default 256MiB)')
+    .option('--seed <n>', 'simulated guest workload seed (default 1)')
+    .option('--page-size <bytes>', 'host page size: 4096, 16384 or 65536 (default 4096; a --layout file gives its own)')
+    .option('--ram <file>', 'source: a raw RAM image (regions from --layout or --region)')
+    .option('--tags <file>', 'with --ram: the tag file (enables MTE)')
+    .option('--tag-layout <layout>', 'with --tags: byte (one tag per byte, as KVM copies them) or packed (two per byte, as ELF cores); default byte')
+    .option('--layout <file>', 'with --ram: layout JSON (pageSize, tagLayout, regions; see docs)')
+    .option('--region <name:ipa:size[:mte][:ro]>', 'with --ram: a region, in RAM file order (repeatable), e.g. ram:0x40000000:512MiB:mte', collect, [])
+    .requiredOption('-o, --output <file>', 'snapshot file to write, or - for standard output')
+    .option('--level <n>', 'zstd level 1..9, 0 to store uncompressed (default 1)', integerOption('--level', 0, 99))
+    .option('--chunk-size <bytes>', 'guest bytes per chunk, a multiple of the page size, at most 4MiB (default 1MiB)', sizeOption('--chunk-size'))
+    .option('--threads <n>', 'compression threads (default: one per core; 0 compresses on the main thread)', integerOption('--threads', 0, 256))
+    .option('--annotate <key=value>', 'record an annotation in the snapshot (repeatable)', collect, [])
+    .option('--json', 'print the summary as JSON (to standard error when the snapshot goes to standard output)')
+    .option('-q, --quiet', 'no progress bar and no summary')
+    .addHelpText(
+      'after',
+      helpAfter([
+        'vmsnap save --sim --size 512MiB --seed 7 -o guest.vmsnap',
+        'vmsnap save --sim --page-size 65536 --level 3 --annotate host=lab1 -o guest.vmsnap',
+        'vmsnap save --ram guest.ram --tags guest.tags --region flash0:0:4MiB:ro --region ram:0x40000000:512MiB:mte -o guest.vmsnap',
+        'vmsnap save --ram guest.ram --tags guest.tags --layout guest.layout.json -o guest.vmsnap',
+        'vmsnap save --sim -o - | ssh backup "cat > guest.vmsnap"',
+      ]),
+    )
+    .action(
+      reportingSystemErrors(async (options: SaveCommandOptions) => {
+        if (options.output === '-' && process.stdout.isTTY) throw new CliError('-o -: standard output is a terminal; redirect it to a file or a pipe', EXIT.usage);
+        // A reader that goes away surfaces as a rejected write (EPIPE, exit 3), not as an unhandled 'error' event.
+        if (options.output === '-') process.stdout.on('error', () => {});
+        const planned = planSaveSource(options);
+        // Every option is checked before the source is built: a typo must not cost a guest generation.
+        const saveOptions = writerOptions(options, planned.pageSize, {});
+        const source = planned.open();
+        try {
+          const summary = await runSave(source.vm, options.output, { ...saveOptions, annotations: { ...source.annotations, ...saveOptions.annotations } }, options);
+          if (options.quiet) return;
+          // Standard output may be carrying the snapshot itself.
+          const report = options.output === '-' ? process.stderr : process.stdout;
+          report.write(`${options.json ? toJson({ source: source.description, ...summary }) : `${source.description}\n${describeSave(summary)}`}\n`);
+        } finally {
+          source.close();
+        }
+      }),
+    );
+}

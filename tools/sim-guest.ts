@@ -1,0 +1,64 @@
+/**
+ * The simulated guest on the command line: `--sim --size 512MiB --seed N
+ * --page-size 4096` builds the seeded workload guest (src/guest/workload.ts).
+ * Its parameters go into the snapshot's annotations so that `restore
+ * --compare-sim` can regenerate the very same guest to compare against.
+ */
+import { createSimulatedGuest, type SimulatedGuest } from '../src/guest/workload.js';
+import { HOST_PAGE_SIZES } from '../src/guest/vm.js';
+import { CliError, EXIT } from './cli-support.js';
+import { parseByteSize, parseInteger } from './units.js';
+
+const MiB = 1024n * 1024n;
+
+export interface SimGuestSpec {
+  readonly sizeMiB: number;
+  readonly seed: number;
+  readonly pageSize: number;
+}
+
+/** Raw option text as commander hands it over. */
+export interface SimGuestOptions {
+  size?: string;
+  seed?: string;
+  pageSize?: string;
+}
+
+export const SIM_DEFAULTS = { size: '256MiB', seed: '1', pageSize: '4096' } as const;
+
+export function parsePageSize(text: string): number {
+  const pageSize = Number(parseByteSize(text, '--page-size'));
+  if (!HOST_PAGE_SIZES.includes(pageSize)) throw new CliError(`--page-size: ${text} is not an arm64 page size (${HOST_PAGE_SIZES.join(', ')})`, EXIT.usage);
+  return pageSize;
+}
+
+export function parseSimGuest(options: SimGuestOptions): SimGuestSpec {
+  const size = parseByteSize(options.size ?? SIM_DEFAULTS.size, '--size');
+  const pageSize = parsePageSize(options.pageSize ?? SIM_DEFAULTS.pageSize);
+  if (size === 0n || size % MiB !== 0n) throw new CliError(`--size: the simulated guest is sized in whole MiB, got ${size} bytes`, EXIT.usage);
+  if (size % BigInt(pageSize) !== 0n) throw new CliError(`--size: ${size} bytes is not a whole number of ${pageSize}-byte pages`, EXIT.usage);
+  // The simulator keeps guest memory in one ArrayBuffer per slot.
+  if (size > 4095n * MiB) throw new CliError('--size: the simulated guest holds at most 4095 MiB (use raw files for larger guests)', EXIT.usage);
+  return { sizeMiB: Number(size / MiB), seed: parseInteger(options.seed ?? SIM_DEFAULTS.seed, '--seed', 0, 0xffff_ffff), pageSize };
+}
+
+/** `vcpus`: how many vCPUs to create (default: the generator's). */
+export function buildSimGuest(spec: SimGuestSpec, vcpus?: number): SimulatedGuest {
+  return createSimulatedGuest({ sizeMiB: spec.sizeMiB, seed: spec.seed, pageSize: spec.pageSize, vcpus });
+}
+
+/** Annotation keys that record how to regenerate the guest. */
+const KEYS = { size: 'sim.size-mib', seed: 'sim.seed', pageSize: 'sim.page-size' } as const;
+
+export function simAnnotations(spec: SimGuestSpec): Record<string, string> {
+  return { [KEYS.size]: String(spec.sizeMiB), [KEYS.seed]: String(spec.seed), [KEYS.pageSize]: String(spec.pageSize) };
+}
+
+/** The guest spec a snapshot of a simulated guest recorded, or undefined for other sources. */
+export function simSpecFromAnnotations(annotations: Readonly<Record<string, string>>): SimGuestSpec | undefined {
+  const size = annotations[KEYS.size];
+  const seed = annotations[KEYS.seed];
+  const pageSize = annotations[KEYS.pageSize];
+  if (size === undefined || seed === undefined || pageSize === undefined) return undefined;
+  return { sizeMiB: Number(size), seed: Number(seed), pageSize: Number(pageSize) };
+}
