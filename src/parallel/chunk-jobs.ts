@@ -22,6 +22,8 @@ export interface EncodeJob {
 export interface EncodedChunk {
   readonly payload: Uint8Array;
   readonly payloadChecksum: bigint;
+  /** The job's input, handed back so the writer can reuse its memory for the next chunk. */
+  readonly input: Uint8Array;
 }
 
 export interface DecodeJob {
@@ -55,7 +57,7 @@ export async function runChunkJob(job: ChunkJob): Promise<ChunkJobResult> {
   const codec = job.op === 'encode' ? (job.level > 0 ? await defaultZstd() : null) : job.zstd ? await defaultZstd() : null;
   if (job.op === 'encode') {
     const payload = encodeChunkPayload(job.kind, job.range, job.input, { codec, level: job.level });
-    return { payload, payloadChecksum: checksum(payload) };
+    return { payload, payloadChecksum: checksum(payload), input: job.input };
   }
   if (checksum(job.payload) !== job.payloadChecksum) return { failed: true, message: `${job.kind === 'ram' ? 'RAMC' : 'TAGC'} payload checksum mismatch`, fieldOffset: -1 };
   try {
@@ -73,6 +75,6 @@ export function transferables(result: ChunkJobResult | ChunkJob): ArrayBuffer[] 
   const owned = (bytes: Uint8Array) => (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? [bytes.buffer as ArrayBuffer] : []);
   if ('failed' in result) return [];
   if ('op' in result) return owned(result.op === 'encode' ? result.input : result.payload);
-  if ('payload' in result) return owned(result.payload);
+  if ('payload' in result) return [...owned(result.payload), ...owned(result.input)];
   return owned(result.expanded);
 }

@@ -121,16 +121,37 @@ class SectionWriter {
   }
 }
 
+/**
+ * Chunk input buffers, reused once a worker hands them back: a fresh buffer
+ * per chunk costs a zero fill and a page fault per page, about as much as
+ * reading the guest memory itself.
+ */
+class InputBuffers {
+  private readonly spare = new Map<number, Uint8Array[]>();
+
+  take(length: number): Uint8Array {
+    return this.spare.get(length)?.pop() ?? new Uint8Array(length);
+  }
+
+  giveBack(buffer: Uint8Array): void {
+    // Only whole buffers come back from workers (views were copied, not moved).
+    if (buffer.byteOffset !== 0 || buffer.byteLength !== buffer.buffer.byteLength) return;
+    const list = this.spare.get(buffer.length) ?? [];
+    list.push(buffer);
+    this.spare.set(buffer.length, list);
+  }
+}
+
 /** Reads a chunk's guest input: its RAM, or its tags through KVM_ARM_MTE_COPY_TAGS. */
-function readChunkInput(vm: Vm, region: SnapshotRegion, chunk: GridChunk): Uint8Array {
+function readChunkInput(vm: Vm, region: SnapshotRegion, chunk: GridChunk, buffers: InputBuffers): Uint8Array {
   const address = region.guestAddress + BigInt(chunk.firstPage) * BigInt(vm.pageSize);
   const bytes = chunk.pageCount * vm.pageSize;
   if (chunk.kind === 'ram') {
-    const ram = new Uint8Array(bytes);
+    const ram = buffers.take(bytes);
     vm.readMemory(address, ram);
     return ram;
   }
-  const tags = new Uint8Array(bytes / GRANULE_SIZE);
+  const tags = buffers.take(bytes / GRANULE_SIZE);
   readGuestTags(vm, address, tags);
   return tags;
 }
@@ -139,14 +160,17 @@ async function writeChunks(vm: Vm, regions: SnapshotRegion[], pagesPerChunk: num
   // Enough in flight to keep every worker busy while the oldest result is written.
   const maxInFlight = Math.max(2, executor.threads * 2 + 1);
   const inFlight: Array<{ chunk: GridChunk; result: Promise<unknown> }> = [];
+  const buffers = new InputBuffers();
   let count = 0;
   const drainOne = async () => {
     const { chunk, result } = inFlight.shift()!;
-    await sections.write(chunk.kind === 'ram' ? SECTION.ramChunk : SECTION.tagChunk, (await result) as EncodedChunk, chunk);
+    const encoded = (await result) as EncodedChunk;
+    await sections.write(chunk.kind === 'ram' ? SECTION.ramChunk : SECTION.tagChunk, encoded, chunk);
+    buffers.giveBack(encoded.input);
     progress(chunk);
   };
   for (const chunk of chunkGrid(regions, vm.pageSize, pagesPerChunk)) {
-    const input = readChunkInput(vm, regions[chunk.region], chunk);
+    const input = readChunkInput(vm, regions[chunk.region], chunk, buffers);
     const range = { region: chunk.region, firstPage: chunk.firstPage, pageCount: chunk.pageCount, pageSize: vm.pageSize };
     inFlight.push({ chunk, result: executor.run({ op: 'encode', kind: chunk.kind, range, input, level }) });
     count++;
