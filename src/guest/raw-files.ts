@@ -13,6 +13,7 @@
  * Memory stays bounded: files are read and written at offsets, never whole.
  */
 import { closeSync, fstatSync, fsyncSync, openSync, writeFileSync } from 'node:fs';
+import { WritebackPacer } from '../io/writeback.js';
 import { KernelModelVm } from './sim/kernel-model-vm.js';
 import type { KernelVersion } from './sim/kernel-version.js';
 import type { FileSlotStorage, RawFileHandles } from './raw-files/file-slot-storage.js';
@@ -83,6 +84,7 @@ export class RawFilesVm extends KernelModelVm {
 
   override flush(): void {
     if (!this.files.writable || this.filesClosed) return;
+    super.flush();
     fsyncSync(this.files.ramFd);
     if (this.files.tagFd !== undefined) fsyncSync(this.files.tagFd);
   }
@@ -176,7 +178,7 @@ export class RawFilesVmFactory implements VmFactory {
     const flags = overwrite ? 'w+' : 'wx+';
     const ramFd = openFile(paths.ram, flags);
     const tagFd = paths.tags === undefined ? undefined : openFile(paths.tags, flags, ramFd);
-    const files: RawFileHandles = { ramFd, ramPath: paths.ram, tagFd, tagPath: paths.tags, tagLayout, writable: true };
+    const files: RawFileHandles = { ramFd, ramPath: paths.ram, tagFd, tagPath: paths.tags, tagLayout, writable: true, ramWriteback: new WritebackPacer(ramFd) };
     return new RawFilesVm(files, new NewFilesStorageFactory(files), tagLayout, this.options);
   }
 }

@@ -147,6 +147,12 @@ export interface Vm {
 
   /** Reads guest memory through the VMM's mapping. The range must lie in one slot. */
   readMemory(guestAddress: GuestAddress, destination: Uint8Array): void;
+  /**
+   * The same read, asynchronous. Optional: a backend whose memory sits in
+   * files implements it so the writer can read ahead while it compresses; the
+   * writer falls back to readMemory otherwise.
+   */
+  readMemoryAsync?(guestAddress: GuestAddress, destination: Uint8Array): Promise<void>;
   /** Writes guest memory through the VMM's mapping (allowed on read-only slots: the VMM owns the mapping). */
   writeMemory(guestAddress: GuestAddress, source: Uint8Array): void;
 

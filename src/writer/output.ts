@@ -10,6 +10,7 @@ import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync, cons
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Writable } from 'node:stream';
+import { WritebackPacer } from '../io/writeback.js';
 
 export interface SnapshotOutput {
   /** Bytes written so far: the file offset of the next write. */
@@ -48,11 +49,13 @@ export class FileOutput implements SnapshotOutput {
   private written = 0n;
   private readonly temporary: string;
   private finished = false;
+  private readonly writeback: WritebackPacer;
 
   constructor(readonly target: string) {
     this.temporary = join(dirname(target), `.${basename(target)}.vmsnap.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
     // O_EXCL: never write through a file or link someone else placed at the temporary name.
     this.fd = openSync(this.temporary, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+    this.writeback = new WritebackPacer(this.fd);
     openTemporaries.add(this.temporary);
     removeTemporariesOnSignal();
   }
@@ -69,6 +72,7 @@ export class FileOutput implements SnapshotOutput {
     let done = 0;
     while (done < bytes.length) done += writeSync(this.fd, bytes, done, bytes.length - done);
     this.written += BigInt(bytes.length);
+    this.writeback.wrote(bytes.length);
   }
 
   async commit(): Promise<void> {

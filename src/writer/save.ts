@@ -142,13 +142,17 @@ class InputBuffers {
   }
 }
 
-/** Reads a chunk's guest input: its RAM, or its tags through KVM_ARM_MTE_COPY_TAGS. */
-function readChunkInput(vm: Vm, region: SnapshotRegion, chunk: GridChunk, buffers: InputBuffers): Uint8Array {
+/**
+ * Reads a chunk's guest input: its RAM (asynchronously where the backend can,
+ * so reads overlap compression), or its tags through KVM_ARM_MTE_COPY_TAGS.
+ */
+async function readChunkInput(vm: Vm, region: SnapshotRegion, chunk: GridChunk, buffers: InputBuffers): Promise<Uint8Array> {
   const address = region.guestAddress + BigInt(chunk.firstPage) * BigInt(vm.pageSize);
   const bytes = chunk.pageCount * vm.pageSize;
   if (chunk.kind === 'ram') {
     const ram = buffers.take(bytes);
-    vm.readMemory(address, ram);
+    if (vm.readMemoryAsync) await vm.readMemoryAsync(address, ram);
+    else vm.readMemory(address, ram);
     return ram;
   }
   const tags = buffers.take(bytes / GRANULE_SIZE);
@@ -170,9 +174,10 @@ async function writeChunks(vm: Vm, regions: SnapshotRegion[], pagesPerChunk: num
     progress(chunk);
   };
   for (const chunk of chunkGrid(regions, vm.pageSize, pagesPerChunk)) {
-    const input = readChunkInput(vm, regions[chunk.region], chunk, buffers);
     const range = { region: chunk.region, firstPage: chunk.firstPage, pageCount: chunk.pageCount, pageSize: vm.pageSize };
-    inFlight.push({ chunk, result: executor.run({ op: 'encode', kind: chunk.kind, range, input, level }) });
+    const result = readChunkInput(vm, regions[chunk.region], chunk, buffers).then((input) => executor.run({ op: 'encode', kind: chunk.kind, range, input, level }));
+    result.catch(() => {}); // Observed in order by drainOne; avoids an unhandled rejection meanwhile.
+    inFlight.push({ chunk, result });
     count++;
     if (inFlight.length >= maxInFlight) await drainOne();
   }

@@ -103,6 +103,12 @@ export class KernelModelVm implements Vm {
     slot.storage.readMemory(offset, destination);
   }
 
+  async readMemoryAsync(guestAddress: GuestAddress, destination: Uint8Array): Promise<void> {
+    const { slot, offset } = this.mapping(guestAddress, destination.length, 'readMemory');
+    if (slot.storage.readMemoryAsync) await slot.storage.readMemoryAsync(offset, destination);
+    else slot.storage.readMemory(offset, destination);
+  }
+
   writeMemory(guestAddress: GuestAddress, source: Uint8Array): void {
     const { slot, offset } = this.mapping(guestAddress, source.length, 'writeMemory');
     slot.storage.writeMemory(offset, source);

@@ -31,6 +31,8 @@ export interface SlotStorage {
   readonly tagAccess: TagAccess;
 
   readMemory(offset: SlotOffset, destination: Uint8Array): void;
+  /** Optional asynchronous read, for stores backed by files. */
+  readMemoryAsync?(offset: SlotOffset, destination: Uint8Array): Promise<void>;
   writeMemory(offset: SlotOffset, source: Uint8Array): void;
 
   /** The kernel's per-page "MTE tagged" flag (PG_mte_tagged): untagged pages read back as zero tags. */
