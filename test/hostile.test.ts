@@ -187,11 +187,14 @@ describe('a failed save leaves nothing behind and damages nothing', () => {
     const vm = new SimulatedVm({ pageSize: 4096 });
     vm.addMemorySlot({ slot: 0, name: 'ram', guestAddress: 0n, size: 64n * 4096n });
     let reads = 0;
+    const readMemory = (address: bigint, destination: Uint8Array) => {
+      if (++reads > 3) throw new Error('host memory went away');
+      vm.readMemory(address, destination);
+    };
+    // Both read paths fail: the writer uses the asynchronous one where a backend has it.
     const failing = Object.assign(Object.create(Object.getPrototypeOf(vm)), vm, {
-      readMemory(address: bigint, destination: Uint8Array) {
-        if (++reads > 3) throw new Error('host memory went away');
-        vm.readMemory(address, destination);
-      },
+      readMemory,
+      readMemoryAsync: async (address: bigint, destination: Uint8Array) => readMemory(address, destination),
     });
     await expect(saveSnapshot(failing, target, { pagesPerChunk: 4, threads: 0 })).rejects.toThrow('host memory went away');
     expect(readFileSync(target)).toEqual(Buffer.from(original));
