@@ -186,3 +186,16 @@ describe('tag packing', () => {
     expect(isAllZero(bytes.subarray(0, 4098))).toBe(true);
   });
 });
+
+describe('vCPUs restored from another CPU', () => {
+  it('refuse a register this CPU lacks, as KVM does, unless told to adopt the saved register list', () => {
+    const firmwareRegister = 0x6030000000140001n;
+    const strict = new SimulatedVm({ pageSize: 4096 }).createVcpu(0);
+    expect(errnoOf(() => strict.setRegister(firmwareRegister, new Uint8Array(8)))).toBe('ENOENT');
+    const adopting = new SimulatedVm({ pageSize: 4096, adoptRegisters: true }).createVcpu(0);
+    adopting.setRegister(firmwareRegister, Uint8Array.of(1, 0, 0, 0, 0, 0, 0, 0));
+    expect(adopting.registerIds()).toContain(firmwareRegister);
+    expect(adopting.getRegister(firmwareRegister)[0]).toBe(1);
+    expect(errnoOf(() => adopting.setRegister(firmwareRegister, new Uint8Array(4)))).toBe('EINVAL');
+  });
+});

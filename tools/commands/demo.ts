@@ -72,7 +72,7 @@ export function registerDemo(program: Command): void {
           const saveOptions = writerOptions({ threads: options.threads }, spec.pageSize, simAnnotations(spec));
           const saved = await timed(steps, 'save', guestBytes, () => runSave(guest.vm, path, saveOptions, { quiet }), (s) => `${formatBytes(s.fileBytes)} in ${s.chunks} chunks`);
           const verified = await timed(steps, 'verify', guestBytes, () => runVerify(path, { threads: options.threads, quiet }), (r) => (r.ok ? 'every checksum good' : `${r.problems.length} problems`));
-          const factory = new SimulatedVmFactory({ pageSize: spec.pageSize });
+          const factory = new SimulatedVmFactory({ pageSize: spec.pageSize, adoptRegisters: true });
           const restored = await timed(steps, 'restore', guestBytes, () => runRestore(path, factory, { threads: options.threads, quiet }), (r) => `${r.summary.ramPagesWritten} pages, ${r.summary.tagCalls} tag copies`);
           const comparison = await timed(steps, 'compare', guestBytes, () => compareVms(guest.vm, restored.vm), (c) => (c.equal ? 'identical' : `${c.differences.length} differences`));
           restored.vm.close();

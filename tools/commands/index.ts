@@ -12,8 +12,10 @@ import { registerTagsMap } from './tags-map.js';
 import { registerCheckPointer } from './check-pointer.js';
 import { registerExportCore } from './core-export.js';
 import { registerImportCore } from './core-import.js';
+import { registerRun } from './run.js';
 
 export function registerCommands(program: Command): void {
+  void program;
   registerSave(program);
   registerRestore(program);
   registerInfo(program);
@@ -26,4 +28,5 @@ export function registerCommands(program: Command): void {
   registerCheckPointer(program);
   registerExportCore(program);
   registerImportCore(program);
+  registerRun(program);
 }

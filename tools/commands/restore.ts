@@ -114,7 +114,7 @@ export function registerRestore(program: Command): void {
         checkTargetOptions(options);
         const peeked = await peekSnapshot(name);
         const pageSize = peeked.header.pageSize;
-        const factory = options.ramOut ? rawTargetFactory({ ...options, ramOut: options.ramOut }, pageSize) : new SimulatedVmFactory({ pageSize });
+        const factory = options.ramOut ? rawTargetFactory({ ...options, ramOut: options.ramOut }, pageSize) : new SimulatedVmFactory({ pageSize, adoptRegisters: true });
         const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
         const restored = await runRestore(peeked.source, factory, options).catch((error: unknown) => {
           // restoreSnapshot closed the half-written target; files it created must not pass for a restored guest.

@@ -38,6 +38,8 @@ export interface KernelModelOptions {
   readonly owner?: ProcessId;
   /** IPA size in bits; default 40 (KVM's default VM type). */
   readonly ipaBits?: number;
+  /** vCPUs take the register list they are given (restoring a snapshot of another CPU); default false, as KVM. */
+  readonly adoptRegisters?: boolean;
 }
 
 /** The VM ioctls a given process may issue; from any process but the owner they fail with EIO. */
@@ -55,6 +57,7 @@ export class KernelModelVm implements Vm {
   private closed = false;
   private readonly memslots: MemslotTable;
   private readonly vcpuList: SimulatedVcpu[] = [];
+  private readonly adoptRegisters: boolean;
 
   constructor(
     readonly backend: string,
@@ -69,6 +72,7 @@ export class KernelModelVm implements Vm {
     this.behaviour = kernelBehaviour(this.kernelVersion);
     this.owner = options.owner ?? process.pid;
     this.memslots = new MemslotTable(this.pageSize, options.ipaBits ?? DEFAULT_IPA_BITS);
+    this.adoptRegisters = options.adoptRegisters ?? false;
   }
 
   get mteEnabled(): boolean {
@@ -152,7 +156,7 @@ export class KernelModelVm implements Vm {
     if (this.vcpuList.some((vcpu) => vcpu.id === id)) {
       throw new VmErrnoError('EEXIST', 'KVM_CREATE_VCPU', `vCPU ${id} exists`);
     }
-    const vcpu = new SimulatedVcpu(id);
+    const vcpu = new SimulatedVcpu(id, this.adoptRegisters);
     this.vcpuList.push(vcpu);
     return vcpu;
   }

@@ -36,7 +36,12 @@ export class SimulatedVcpu implements Vcpu {
   private readonly values = new Map<bigint, Uint8Array>();
   private readonly invariant = new Set<bigint>([namedSysRegisterId('MIDR_EL1')]);
 
-  constructor(readonly id: number) {
+  /**
+   * `adoptRegisters`: take any register list set on it, as the vCPU of the
+   * CPU a snapshot was taken on would (a real KVM lists firmware registers and
+   * ID registers of its own host, which this model's CPU does not have).
+   */
+  constructor(readonly id: number, private readonly adoptRegisters = false) {
     for (const registerId of arm64RegisterList()) this.values.set(registerId, new Uint8Array(registerSize(registerId)));
     this.reset(PSTATE_ID, RESET_PSTATE);
     this.reset(namedSysRegisterId('SCTLR_EL1'), RESET_SCTLR_EL1);
@@ -58,6 +63,13 @@ export class SimulatedVcpu implements Vcpu {
   }
 
   setRegister(id: bigint, value: Uint8Array): void {
+    if (this.adoptRegisters) {
+      if (value.length !== registerSize(id)) {
+        throw new VmErrnoError('EINVAL', 'KVM_SET_ONE_REG', `${registerName(id)} is ${registerSize(id)} bytes, got ${value.length}`);
+      }
+      this.values.set(id, value.slice());
+      return;
+    }
     const current = this.stored(id, 'KVM_SET_ONE_REG');
     if (value.length !== current.length) {
       throw new VmErrnoError('EINVAL', 'KVM_SET_ONE_REG', `${registerName(id)} on vCPU ${this.id} is ${current.length} bytes, got ${value.length}`);

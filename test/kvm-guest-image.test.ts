@@ -1,0 +1,39 @@
+/**
+ * The shipped MTE test guest bytes are the assembled source: by the source's
+ * SHA-256 everywhere, and byte for byte where aarch64-linux-gnu-as exists.
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { describe, expect, test } from 'vitest';
+import { MTE_TEST_GUEST_IMAGE, MTE_TEST_GUEST_SOURCE_SHA256 } from '../src/kvm/guest/mte-test-image.js';
+
+const root = resolve(import.meta.dirname, '..');
+const source = join(root, 'src/kvm/guest/mte-test.S');
+const image = join(root, 'src/kvm/guest/mte-test-image.ts');
+const assembler = spawnSync('aarch64-linux-gnu-as', ['--version']).status === 0;
+
+describe('MTE test guest image', () => {
+  test('was generated from the current mte-test.S (run scripts/kvm-lab/build-mte-guest.sh after editing it)', () => {
+    expect(createHash('sha256').update(readFileSync(source)).digest('hex')).toBe(MTE_TEST_GUEST_SOURCE_SHA256);
+  });
+
+  test('is whole instructions, with the 2 KiB-aligned vector table inside it', () => {
+    expect(MTE_TEST_GUEST_IMAGE.length % 4).toBe(0);
+    expect(MTE_TEST_GUEST_IMAGE.length).toBeGreaterThanOrEqual(0x800 + 16 * 0x80);
+  });
+
+  test.skipIf(!assembler)('matches the bytes aarch64-linux-gnu-as makes of the source today', () => {
+    const work = mkdtempSync(join(tmpdir(), 'vmsnap-guest-'));
+    try {
+      const output = join(work, 'image.ts');
+      const build = spawnSync('bash', [join(root, 'scripts/kvm-lab/build-mte-guest.sh'), output], { encoding: 'utf8' });
+      expect(build.status, build.stderr).toBe(0);
+      expect(readFileSync(output, 'utf8')).toBe(readFileSync(image, 'utf8'));
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+});
