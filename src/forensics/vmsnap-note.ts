@@ -11,19 +11,14 @@ import type { SnapshotHeader, SnapshotMetadata, VmmBlob } from '../format/model.
 import type { VcpuState } from '../guest/vm.js';
 import type { ElfNote } from './elf-notes.js';
 import { ElfCoreFormatError } from './errors.js';
+import type { SnapshotRegion } from '../format/model.js';
 
 export const VMSNAP_NOTE_NAME = 'VMSNAP';
 /** "VS" + version 1: outside every type GDB's core reader knows. */
 export const NT_VMSNAP_STATE = 0x56530001;
 
-export interface VmsnapRegionInfo {
-  readonly name: string;
-  readonly slot: number;
-  readonly guestAddress: bigint;
-  readonly size: bigint;
-  readonly mte: boolean;
-  readonly readOnly: boolean;
-}
+/** A region as the note records it: the snapshot's region without its list position. */
+export type VmsnapRegionInfo = Omit<SnapshotRegion, 'index'>;
 
 export interface VmsnapState {
   readonly pageSize: number;
