@@ -154,6 +154,15 @@ describe('hostile lengths with valid checksums allocate nothing large', () => {
     await expectRefusedCheaply(seal(header, sections), ['bad-index', 'bad-chunk']);
   });
 
+  it('a read-only region marked MTE, whose tags could never be restored', async () => {
+    const { header, sections } = takeApart(original);
+    const meta = packr.unpack(sections[0].payload);
+    meta.regions[0].mte = true; // "rom", read-only
+    sections[0].payload = new Packr({ useRecords: false, useBigInt64: true } as never).pack(meta);
+    const [report] = await expectRefusedCheaply(seal(header, sections), ['bad-metadata']);
+    expect(report.problems[0].message).toMatch(/read-only and MTE/);
+  });
+
   it('a vCPU whose register value claims a 4 GiB binary', async () => {
     const { header, sections } = takeApart(original);
     const vcpu = sections.find((s) => s.type === 'VCPU')!;

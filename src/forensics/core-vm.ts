@@ -98,7 +98,9 @@ function linuxRegions(core: ElfCore, keepEmpty: boolean): { regions: VmsnapRegio
       skipped.push(load);
       return;
     }
-    regions.push({ name: `load${i}`, slot: regions.length, guestAddress: load.address, size: load.memSize, mte: memtag !== undefined, readOnly: (load.flags & PF_W) === 0 });
+    // A snapshot's read-only regions carry no tags (they could not be restored into a read-only memslot),
+    // so a tagged mapping is kept writable: its tags matter more than its write bit.
+    regions.push({ name: `load${i}`, slot: regions.length, guestAddress: load.address, size: load.memSize, mte: memtag !== undefined, readOnly: (load.flags & PF_W) === 0 && memtag === undefined });
   });
   return { regions, skipped };
 }

@@ -33,6 +33,8 @@ export function checkRegions(regions: readonly SnapshotRegion[], pageSize: numbe
     if (region.guestAddress % page || region.size % page) fail(region, `is not aligned to the ${pageSize}-byte page size`);
     if (region.guestAddress + region.size > 1n << 64n) fail(region, 'runs past the end of the address space');
     if (regionPageCount(region, pageSize) > 0xffff_ffff) fail(region, 'has more than 2^32 - 1 pages');
+    // TO_GUEST on a read-only memslot is EFAULT: such tags could never be restored.
+    if (region.readOnly && region.mte) fail(region, 'is read-only and MTE; read-only regions carry no tags');
   }
   for (let i = 1; i < sorted.length; i++) {
     const before = sorted[i - 1];
