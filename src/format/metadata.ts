@@ -9,7 +9,7 @@ import { Packr } from 'msgpackr';
 import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from './model.js';
 import type { RegisterValue, VcpuState } from '../guest/vm.js';
 import { registerSize } from '../guest/vm.js';
-import { LIMITS, PAGE_SIZES } from './constants.js';
+import { LIMITS } from './constants.js';
 import { SnapshotFormatError } from './errors.js';
 
 const packr = new Packr({ useRecords: false, int64AsType: 'bigint', mapsAsObjects: true, variableMapSize: false });
@@ -97,7 +97,7 @@ export function encodeMetadata(metadata: SnapshotMetadata): Uint8Array {
   });
 }
 
-export function decodeMetadata(payload: Uint8Array, offset: bigint, pageSize: number): SnapshotMetadata {
+export function decodeMetadata(payload: Uint8Array, offset: bigint): SnapshotMetadata {
   const fields = new FieldReader('META', offset);
   const raw = unpack('META', offset, payload);
   const parent = raw.parent_id;
@@ -105,7 +105,6 @@ export function decodeMetadata(payload: Uint8Array, offset: bigint, pageSize: nu
   const annotationsRaw = fields.map(raw.annotations ?? {}, 'annotations');
   const annotations: Record<string, string> = {};
   for (const [key, value] of Object.entries(annotationsRaw)) annotations[key] = fields.string(value, `annotations.${key}`, 65_536);
-  if (!PAGE_SIZES.includes(pageSize)) throw new RangeError(`page size ${pageSize}`);
   return {
     snapshotId: fields.bytes(raw.snapshot_id, 'snapshot_id', 16),
     parentId: parent === null || parent === undefined ? null : fields.bytes(parent, 'parent_id', 16),

@@ -250,7 +250,7 @@ export async function openSnapshot(path: string, options: OpenOptions = {}): Pro
     }
     const metaPayload = file.read(metaEntry.offset + BigInt(SECTION_HEADER_LENGTH), checkPayloadLength(metaSection, header), SECTION.metadata);
     checkPayload(metaSection, metaPayload);
-    const metadata = decodeMetadata(metaPayload, metaEntry.offset + BigInt(SECTION_HEADER_LENGTH), header.pageSize);
+    const metadata = decodeMetadata(metaPayload, metaEntry.offset + BigInt(SECTION_HEADER_LENGTH));
     checkRegions(metadata.regions, header.pageSize);
     const { chunks, others } = checkIndexAgainstGrid(entries, metadata.regions, header);
     return new FileSnapshotReader(path, file, header, metadata, chunks, others, createChunkExecutor(options.threads));

@@ -13,7 +13,6 @@
  * last and is checked when it arrives. Either way every chunk's checksums are
  * checked before that chunk is written to the guest.
  */
-import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { writeGuestTags } from '../guest/tag-copy.js';
 import type { Vm, VmFactory } from '../guest/vm.js';
@@ -118,7 +117,7 @@ function eventsFrom(source: string | Readable | NodeJS.ReadableStream, threads?:
       close: async () => (await opened.catch(() => null))?.close(),
     };
   }
-  const stream = source === '-' ? process.stdin : typeof source === 'string' ? createReadStream(source) : source;
+  const stream = source === '-' ? process.stdin : (source as Readable | NodeJS.ReadableStream);
   return { events: readSnapshotStream(stream, { threads }), close: async () => {} };
 }
 

@@ -98,7 +98,7 @@ export async function* readSnapshotStream(stream: Readable | NodeJS.ReadableStre
   const first = await readSection(bytes, header);
   if (first.section.type !== SECTION.metadata || !first.payload) throw new SnapshotFormatError('bad-section', 'the first section is not META', { section: first.section.type, offset: first.section.offset });
   checkPayload(first.section, first.payload);
-  const metadata = decodeMetadata(first.payload, first.section.offset + BigInt(SECTION_HEADER_LENGTH), header.pageSize);
+  const metadata = decodeMetadata(first.payload, first.section.offset + BigInt(SECTION_HEADER_LENGTH));
   checkRegions(metadata.regions, header.pageSize);
   yield { type: 'start', header, metadata };
 
