@@ -120,6 +120,14 @@ describe('pipes', () => {
     expect(JSON.parse(run.stdout)).toMatchObject({ ok: true, source: 'standard input' });
   });
 
+  it('a reader that closes the pipe early is no error: exit 0, no stack trace', () => {
+    // A 1 MiB dump is 65,536 lines: far more than a pipe holds, so head closes it mid-output.
+    const run = pipeline(`$V tags dump ${SNAP} --ipa 0x40000000 --length 1MiB | head -1`);
+    expect(run.status).toBe(0);
+    expect(run.stdout).toMatch(/^0x0*40000000:/);
+    expect(run.stderr).not.toMatch(/EPIPE|at .*\.js/);
+  });
+
   it('restore --compare-sim against another seed finds differences: exit code 4', () => {
     const run = vmsnap('restore', SNAP, '--compare-sim', '--seed', '8');
     expect(run.status).toBe(4);

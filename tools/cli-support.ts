@@ -41,7 +41,20 @@ export function exitCodeFor(error: unknown): number {
   return EXIT.io;
 }
 
+/**
+ * A reader that closes our standard output early (`vmsnap info F | head -1`)
+ * is not an error worth a stack trace: further output is dropped. A snapshot
+ * written to standard output sees the same error through its own stream
+ * handling, and fails with exit code 3.
+ */
+function ignoreClosedStdout(): void {
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
+}
+
 export async function runMain(program: Command, argv: string[]): Promise<void> {
+  ignoreClosedStdout();
   program.exitOverride();
   try {
     await program.parseAsync(argv);
