@@ -7,6 +7,8 @@ import { SimulatedVm } from '../src/guest/sim/index.js';
 import { writeGuestTags } from '../src/guest/tag-copy.js';
 import { encodeSectionHeader } from '../src/format/section.js';
 import { verifyBytes, verifySnapshot, type VerifyReport } from '../src/validate/verify.js';
+import { readSnapshotStream } from '../src/reader/stream.js';
+import type { SnapshotFormatError } from '../src/format/errors.js';
 import { saveSnapshot } from '../src/writer/save.js';
 import { seal, takeApart } from './support/forge.js';
 
@@ -178,6 +180,31 @@ describe('hostile lengths with valid checksums allocate nothing large', () => {
     const withCritical = [...sections];
     withCritical.splice(1, 0, { type: 'DIFF', payload: Uint8Array.of(1), region: 0xffffffff, firstPage: 0, pageCount: 0 });
     await expectRefusedCheaply(seal(header, withCritical), ['unknown-critical-section']);
+  });
+
+  it('a stream whose index claims 2^40 bytes and then never ends is refused before it is buffered', async () => {
+    const { header, sections } = takeApart(original);
+    const body = seal(header, sections);
+    const indexOffset = Number(new DataView(body.buffer, body.byteOffset).getBigUint64(body.length - 32, true));
+    const prefix = Buffer.concat([body.subarray(0, indexOffset), encodeSectionHeader('INDX', { length: 2 ** 40, checksum: 0n })]);
+    let pulled = 0;
+    async function* endless() {
+      yield prefix;
+      for (;;) {
+        pulled++;
+        yield new Uint8Array(1 << 20);
+      }
+    }
+    const before = process.memoryUsage().arrayBuffers;
+    let failure: unknown;
+    try {
+      for await (const _event of readSnapshotStream(endless(), { threads: 0 })) void _event;
+    } catch (error) {
+      failure = error;
+    }
+    expect((failure as SnapshotFormatError).code).toBe('bad-index');
+    expect(pulled).toBeLessThan(4);
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 * 1024 * 1024);
   });
 
   it('a newer major version is refused with a clear message', async () => {

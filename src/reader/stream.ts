@@ -5,7 +5,7 @@
  * checked against what was read, and the trailer against the byte count.
  */
 import type { Readable } from 'node:stream';
-import { HEADER_LENGTH, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
+import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { SnapshotFormatError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
 import { decodeIndex, decodeTrailer, type IndexEntry } from '../format/index-section.js';
@@ -71,7 +71,12 @@ class StreamBytes {
   }
 }
 
-async function readSection(bytes: StreamBytes, header: SnapshotHeader): Promise<{ section: SectionHeader; payload: Uint8Array | null }> {
+/**
+ * Reads the next section. `indexEntries` is how many sections came before:
+ * an index must list exactly those, so its length is known before it is read
+ * (a hostile stream cannot make the reader buffer more).
+ */
+async function readSection(bytes: StreamBytes, header: SnapshotHeader, indexEntries: number): Promise<{ section: SectionHeader; payload: Uint8Array | null }> {
   const offset = bytes.position;
   const section = decodeSectionHeader(await bytes.read(SECTION_HEADER_LENGTH, 'section header'), offset);
   const known = [SECTION.metadata, SECTION.ramChunk, SECTION.tagChunk, SECTION.vcpu, SECTION.blob, SECTION.index] as string[];
@@ -82,8 +87,13 @@ async function readSection(bytes: StreamBytes, header: SnapshotHeader): Promise<
     await bytes.skip(section.payloadLength, section.type);
     return { section, payload: null };
   }
-  // The index has no fixed limit; it is bounded by the chunk grid, checked once it is read.
-  const length = section.type === SECTION.index ? Number(section.payloadLength) : checkPayloadLength(section, header);
+  if (section.type === SECTION.index && section.payloadLength !== BigInt(indexEntries * INDEX_ENTRY_LENGTH)) {
+    throw new SnapshotFormatError('bad-index', `index declares ${section.payloadLength} bytes; ${indexEntries} sections came before it, so it must be ${indexEntries * INDEX_ENTRY_LENGTH}`, {
+      section: 'INDX',
+      offset: offset + 8n,
+    });
+  }
+  const length = section.type === SECTION.index ? indexEntries * INDEX_ENTRY_LENGTH : checkPayloadLength(section, header);
   return { section, payload: await bytes.read(length, section.type) };
 }
 
@@ -95,7 +105,7 @@ export interface StreamReadOptions {
 export async function* readSnapshotStream(stream: Readable | NodeJS.ReadableStream | AsyncIterable<Uint8Array>, options: StreamReadOptions = {}): AsyncGenerator<SnapshotEvent> {
   const bytes = new StreamBytes(stream);
   const header = decodeHeader(await bytes.read(HEADER_LENGTH, 'header'));
-  const first = await readSection(bytes, header);
+  const first = await readSection(bytes, header, 0);
   if (first.section.type !== SECTION.metadata || !first.payload) throw new SnapshotFormatError('bad-section', 'the first section is not META', { section: first.section.type, offset: first.section.offset });
   checkPayload(first.section, first.payload);
   const metadata = decodeMetadata(first.payload, first.section.offset + BigInt(SECTION_HEADER_LENGTH));
@@ -108,7 +118,7 @@ export async function* readSnapshotStream(stream: Readable | NodeJS.ReadableStre
   const executor = createChunkExecutor(options.threads);
   try {
     for (;;) {
-      const { section, payload } = await readSection(bytes, header);
+      const { section, payload } = await readSection(bytes, header, seen.length);
       if (section.type === SECTION.index) {
         if (!expected.done) throw new SnapshotFormatError('truncated', `the index came before ${chunkType(expected.value.kind)} region ${expected.value.region} page ${expected.value.firstPage}`, { section: 'INDX', offset: section.offset });
         checkPayload(section, payload!);
