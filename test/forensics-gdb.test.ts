@@ -4,8 +4,8 @@
  * (`memory-tag print-allocation-tag`, `x/…m`), memory and pointer checks;
  * every answer must equal vmsnap's own, over many granules of every region.
  *
- * gdb-multiarch must be installed (CI installs it). Without it this suite
- * fails, unless VMSNAP_SKIP_GDB=1 says to skip it.
+ * Needs gdb-multiarch: skipped, saying so, where it is missing, except in CI
+ * (VMSNAP_REQUIRE_TOOLS=1), which installs it and fails without it.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -18,9 +18,10 @@ import { checkPointer } from '../src/forensics/pointer-check.js';
 import { createSimulatedGuest } from '../src/guest/workload.js';
 import { saveSnapshot } from '../src/writer/save.js';
 import { saveGuest, SCENARIO_A, temporaryDirectory } from './forensics-fixtures.js';
+import { externalTool, titled } from './support/external-tool.js';
 
 const GDB = process.env.VMSNAP_GDB ?? 'gdb-multiarch';
-const SKIP = process.env.VMSNAP_SKIP_GDB === '1';
+const gdb = externalTool(GDB, [GDB, '--version'], 'apt-get install -y gdb-multiarch');
 const GDB_TIMEOUT_MS = 120_000;
 /** Granules asked one by one per MTE region, besides the first and last. */
 const SAMPLED_GRANULES = 150;
@@ -30,10 +31,6 @@ const X_WINDOWS = 12;
 
 const dir = temporaryDirectory();
 afterAll(() => dir.remove());
-
-function gdbAvailable(): boolean {
-  return spawnSync(GDB, ['--version'], { stdio: 'ignore' }).status === 0;
-}
 
 /** Runs gdb in batch mode on a command file; SIGKILL on timeout (GDB 13 can ignore SIGTERM). */
 function runGdb(core: string, commands: string[]): Promise<string> {
@@ -133,9 +130,9 @@ async function compareWithGdb(snapshotPath: string, label: string): Promise<void
   }
 }
 
-describe.skipIf(SKIP)('GDB reads the tags of exported cores', () => {
-  it('finds gdb-multiarch (install it, or set VMSNAP_SKIP_GDB=1 to skip this suite)', () => {
-    expect(gdbAvailable(), `${GDB} is not installed: apt-get install -y gdb-multiarch`).toBe(true);
+describe.skipIf(gdb.skip)(titled('GDB reads the tags of exported cores', gdb), () => {
+  it('finds gdb-multiarch', () => {
+    expect(gdb.available, gdb.reason).toBe(true);
   });
 
   it('loads a core quietly: threads from PRSTATUS, registers, no signal', async () => {

@@ -9,11 +9,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { MTE_TEST_GUEST_IMAGE, MTE_TEST_GUEST_SOURCE_SHA256 } from '../src/kvm/guest/mte-test-image.js';
+import { externalTool, titled } from './support/external-tool.js';
 
 const root = resolve(import.meta.dirname, '..');
 const source = join(root, 'src/kvm/guest/mte-test.S');
 const image = join(root, 'src/kvm/guest/mte-test-image.ts');
-const assembler = spawnSync('aarch64-linux-gnu-as', ['--version']).status === 0;
+const assembler = externalTool('aarch64-linux-gnu-as', ['aarch64-linux-gnu-as', '--version'], 'apt-get install -y binutils-aarch64-linux-gnu');
 
 describe('MTE test guest image', () => {
   test('was generated from the current mte-test.S (run scripts/kvm-lab/build-mte-guest.sh after editing it)', () => {
@@ -25,7 +26,8 @@ describe('MTE test guest image', () => {
     expect(MTE_TEST_GUEST_IMAGE.length).toBeGreaterThanOrEqual(0x800 + 16 * 0x80);
   });
 
-  test.skipIf(!assembler)('matches the bytes aarch64-linux-gnu-as makes of the source today', () => {
+  test.skipIf(assembler.skip)(titled('matches the bytes aarch64-linux-gnu-as makes of the source today', assembler), () => {
+    expect(assembler.available, assembler.reason).toBe(true);
     const work = mkdtempSync(join(tmpdir(), 'vmsnap-guest-'));
     try {
       const output = join(work, 'image.ts');

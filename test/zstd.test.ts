@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeChunkPayload, encodeChunkPayload, readChunkHeader } from '../src/format/chunk.js';
 import { MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL } from '../src/format/constants.js';
 import { frameContentSize, loadNativeZstd, loadWasmZstd, type ZstdCodec } from '../src/format/zstd.js';
+import { externalTool, titled } from './support/external-tool.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmsnap-zstd-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -27,7 +28,13 @@ beforeAll(async () => {
   codecs = [loadNativeZstd(), await loadWasmZstd()];
 });
 
-describe('zstd codecs agree with each other and with the zstd CLI', () => {
+const zstdCli = externalTool('the zstd CLI', ['zstd', '--version'], 'apt-get install -y zstd');
+
+describe.skipIf(zstdCli.skip)(titled('zstd codecs agree with each other and with the zstd CLI', zstdCli), () => {
+  it('finds the zstd CLI', () => {
+    expect(zstdCli.available, zstdCli.reason).toBe(true);
+  });
+
   for (const size of [1, 4096, 1 << 20, MAX_CHUNK_CONTENT]) {
     for (const level of [1, MAX_ZSTD_LEVEL]) {
       it(`${size} bytes at level ${level}: every codec decodes every codec's frame, and the CLI does too`, () => {
