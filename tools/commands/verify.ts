@@ -23,7 +23,7 @@ function printReport(report: VerifyReport): void {
   const errors = report.problems.filter((p) => p.severity === 'error').length;
   const warnings = report.problems.length - errors;
   const verdict = report.ok ? 'OK' : 'INVALID';
-  printLine(`${report.source}: ${verdict}${report.formatVersion ? ` (format ${report.formatVersion})` : ''}, ${errors} errors, ${warnings} warnings`);
+  printLine(`${report.source}: ${verdict}${report.formatVersion ? ` (format ${report.formatVersion})` : ''}, ${count(errors, 'error')}, ${count(warnings, 'warning')}`);
   printLine(`  ${s.regions} regions, ${s.chunks} chunks checked, ${formatBytes(s.fileBytes)}`);
   printLine(`  RAM pages: ${s.ramPagesStored} stored, ${s.ramPagesZero} zero; tag pages: ${s.tagPagesStored} stored, ${s.tagPagesZero} all-zero`);
   printLine(`  ${s.vcpus} vCPUs, ${s.blobs} blobs`);
@@ -60,4 +60,8 @@ export function registerVerify(program: Command): void {
         if (!report.ok) process.exitCode = EXIT.invalid;
       }),
     );
+}
+
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? '' : 's'}`;
 }
