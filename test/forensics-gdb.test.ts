@@ -7,7 +7,7 @@
  * Needs gdb-multiarch: skipped, saying so, where it is missing, except in CI
  * (VMSNAP_REQUIRE_TOOLS=1), which installs it and fails without it.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';

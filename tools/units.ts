@@ -5,6 +5,8 @@
  */
 import { CliError, EXIT } from './cli-support.js';
 
+export { formatBytes } from '../src/units.js';
+
 const MULTIPLIERS: Record<string, bigint> = {
   '': 1n,
   k: 1024n,
@@ -53,19 +55,6 @@ export function sizeOption(what: string): (text: string) => bigint {
   return (text) => parseByteSize(text, what);
 }
 
-/** 268435456 -> "256 MiB"; binary units, as guest memory is sized. */
-export function formatBytes(bytes: bigint | number): string {
-  const value = Number(bytes);
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let scaled = value;
-  let unit = 0;
-  while (Math.abs(scaled) >= 1024 && unit < units.length - 1) {
-    scaled /= 1024;
-    unit++;
-  }
-  if (unit === 0) return `${value} B`;
-  return `${scaled.toFixed(scaled >= 100 || Number.isInteger(scaled) ? 0 : 1)} ${units[unit]}`;
-}
 
 /** Throughput in MB/s (10^6 bytes per second, as disks and zstd report it). */
 export function megabytesPerSecond(bytes: bigint | number, milliseconds: number): number {

@@ -7,7 +7,7 @@
  */
 import { PAGE_STATE_COUNT, PAGE_STATE_NAMES, PageState } from './page-states.js';
 import type { RegionMap, TagMap } from './tag-map.js';
-import { humanBytes } from './units.js';
+import { formatBytes } from '../units.js';
 
 export const STATE_COLOURS: Record<PageState, string> = {
   [PageState.UntaggedRegion]: '#9c9c9c',
@@ -84,7 +84,7 @@ function regionSvg(region: RegionMap, map: TagMap, top: number): string[] {
   const out: string[] = [];
   const compared = map.against ? (region.compared ? '' : ' (not in the second snapshot)') : '';
   out.push(
-    `<text x="${LEFT}" y="${top + 13}" font-size="13" font-weight="bold" ${FONT}>${escapeXml(region.name)}  [${address(region.guestAddress)}, ${address(region.guestAddress + region.size)})  ${humanBytes(region.size)}, ${region.pages} pages${region.mte ? '' : ', not MTE'}${escapeXml(compared)}</text>`,
+    `<text x="${LEFT}" y="${top + 13}" font-size="13" font-weight="bold" ${FONT}>${escapeXml(region.name)}  [${address(region.guestAddress)}, ${address(region.guestAddress + region.size)})  ${formatBytes(region.size)}, ${region.pages} pages${region.mte ? '' : ', not MTE'}${escapeXml(compared)}</text>`,
     `<text x="${LEFT}" y="${top + 26}" font-size="11" fill="#444" ${FONT}>${shareText(region)}</text>`,
   );
   const gridTop = top + REGION_LABEL;
@@ -120,8 +120,8 @@ function headerSvg(map: TagMap): string[] {
   const { pagesPerCell } = map.scale;
   const cell =
     pagesPerCell === 1
-      ? `1 cell = 1 page (${humanBytes(map.pageSize)})`
-      : `1 cell = ${pagesPerCell} pages (${humanBytes(pagesPerCell * map.pageSize)}), coloured by the state most of its pages are in${map.against ? '; changed if any page changed' : ''}`;
+      ? `1 cell = 1 page (${formatBytes(map.pageSize)})`
+      : `1 cell = ${pagesPerCell} pages (${formatBytes(pagesPerCell * map.pageSize)}), coloured by the state most of its pages are in${map.against ? '; changed if any page changed' : ''}`;
   const title = map.against ? `MTE tag map of ${map.source}, changes since ${map.against}` : `MTE tag map of ${map.source}`;
   return [
     `<text x="${LEFT}" y="22" font-size="15" font-weight="bold" ${FONT}>${escapeXml(title)}</text>`,

@@ -1,7 +1,7 @@
 /** `vmsnap export core FILE -o guest.core`: an AArch64 ELF core that GDB reads, tags included. */
 import type { Command } from 'commander';
 import { exportCore } from '../../src/forensics/core-export.js';
-import { humanBytes } from '../../src/forensics/units.js';
+import { formatBytes } from '../../src/units.js';
 import { commandGroup, examples, EXIT_CODES_HELP, printJson, printLine, runForensics, withSnapshot } from './forensics-support.js';
 
 export function registerExportCore(program: Command): void {
@@ -26,7 +26,7 @@ export function registerExportCore(program: Command): void {
         if (options.json) printJson(summary);
         else {
           printLine(`wrote ${summary.path}: ${summary.loads} PT_LOAD, ${summary.memtagSegments} memtag segments, ${summary.vcpus} vCPUs`);
-          printLine(`  file length ${humanBytes(summary.fileSize)}, on disk ${humanBytes(summary.diskBytes)} (${humanBytes(summary.zeroBytesSkipped)} of zero pages and tags left as holes)`);
+          printLine(`  file length ${formatBytes(summary.fileSize)}, on disk ${formatBytes(summary.diskBytes)} (${formatBytes(summary.zeroBytesSkipped)} of zero pages and tags left as holes)`);
         }
       }),
     );

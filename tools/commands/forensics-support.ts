@@ -6,7 +6,15 @@
 import type { Command } from 'commander';
 import type { SnapshotReader } from '../../src/format/model.js';
 import { openSnapshot } from '../../src/reader/open.js';
-import { CliError, EXIT, toJson } from '../cli-support.js';
+import { CliError, EXIT } from '../cli-support.js';
+import { parseInteger } from '../units.js';
+
+export { examples, EXIT_CODES_HELP, printJson, printLine } from '../help.js';
+
+/** A whole number of items (a count, a page size). */
+export function parseCount(text: string, what: string): number {
+  return parseInteger(text, what, 0, Number.MAX_SAFE_INTEGER);
+}
 
 const ARGUMENT_ERRORS = new Set(['AddressNotMappedError', 'RegionNotTaggedError', 'ForensicsArgumentError']);
 
@@ -35,21 +43,7 @@ export async function withSnapshot<T>(path: string, use: (reader: SnapshotReader
   }
 }
 
-export function printLine(text = ''): void {
-  process.stdout.write(`${text}\n`);
-}
 
-export function printJson(value: unknown): void {
-  process.stdout.write(`${toJson(value)}\n`);
-}
 
-export function examples(lines: readonly string[]): string {
-  return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
-}
 
-export const EXIT_CODES_HELP = '\nExit codes: 0 ok, 1 invalid snapshot or core, 2 usage (bad argument, address outside the regions), 3 I/O error';
 
-export function parseCount(text: string, what: string): number {
-  if (!/^\d+$/.test(text)) throw new CliError(`${what} must be a whole number (got "${text}")`, EXIT.usage);
-  return Number(text);
-}

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { parseIpaRange } from '../../src/forensics/addresses.js';
 import { TAG_VALUES, tagStatistics, type TagStats, type TagStatsReport } from '../../src/forensics/tag-stats.js';
-import { humanBytes } from '../../src/forensics/units.js';
+import { formatBytes } from '../../src/units.js';
 import { commandGroup, examples, EXIT_CODES_HELP, printJson, printLine, runForensics, withSnapshot } from './forensics-support.js';
 
 function percent(part: number, whole: number): string {
@@ -18,7 +18,7 @@ function printStats(title: string, s: TagStats): void {
   printLine(`  granules ${s.granules}, by tag: ${histogram}`);
   const distinct = s.distinctTagsPerPage.map((n, k) => (n ? `${k}:${n}` : '')).filter(Boolean).join(' ');
   printLine(`  distinct tags per page (count:pages): ${distinct}`);
-  printLine(`  runs of equal nonzero tags (allocations): ${s.runs.count}, ${humanBytes(s.runs.granules * 16)} in all, largest ${humanBytes(s.runs.largestBytes)}`);
+  printLine(`  runs of equal nonzero tags (allocations): ${s.runs.count}, ${formatBytes(s.runs.granules * 16)} in all, largest ${formatBytes(s.runs.largestBytes)}`);
   for (const b of s.runs.buckets) printLine(`    ${String(b.minBytes).padStart(10)} .. ${String(b.maxBytes).padEnd(10)} bytes: ${b.count}`);
 }
 
