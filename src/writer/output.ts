@@ -54,7 +54,12 @@ export class FileOutput implements SnapshotOutput {
   constructor(readonly target: string) {
     this.temporary = join(dirname(target), `.${basename(target)}.vmsnap.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
     // O_EXCL: never write through a file or link someone else placed at the temporary name.
-    this.fd = openSync(this.temporary, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+    try {
+      this.fd = openSync(this.temporary, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
+    } catch (error) {
+      // Name the user's target, not the temporary name they never asked for.
+      throw Object.assign(error as NodeJS.ErrnoException, { syscall: 'create', path: target });
+    }
     this.writeback = new WritebackPacer(this.fd);
     openTemporaries.add(this.temporary);
     removeTemporariesOnSignal();
