@@ -1,5 +1,5 @@
 /**
- * Writes a generated guest (src/guest/workload.ts) as the raw files a VMM
+ * Writes a generated guest (src/workload) as the raw files a VMM
  * would dump: a RAM image with the regions one after another, a tag file in
  * the byte layout (one tag per granule, at RAM offset / 16), and the layout
  * JSON. Pages are generated a chunk at a time, so memory stays bounded
@@ -7,8 +7,8 @@
  * of guest memory is, so that cp and zstd see the same files vmsnap does.
  */
 import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs';
-import { formatRawLayout, resolveRawLayout, tagFileOffset, type RawLayout } from '../src/guest/raw-files.js';
-import { generateRegionChunks, planWorkload, type Workload } from '../src/guest/workload.js';
+import { formatRawLayout, resolveRawLayout, tagFileOffset, type RawLayout } from '../src/backends/raw-files/raw-files-vm.js';
+import { generateRegionChunks, planWorkload, type Workload } from '../src/workload/index.js';
 
 export interface RawGuestFiles {
   readonly ram: string;

@@ -3,9 +3,8 @@
  * kernel and page size, and proof that the suite fails wrong backends.
  */
 import { describe, expect, it } from 'vitest';
-import { conformanceRows, formatConformanceReport, runConformance, runConformanceRow, type ConformanceTarget } from '../src/conformance/index.js';
-import { simulatedConformanceTarget } from '../src/guest/sim/index.js';
-import type { CopyMteTagsRequest, Vm } from '../src/guest/vm.js';
+import { conformanceRows, formatConformanceReport, runConformance, runConformanceRow, simulatedConformanceTarget, type ConformanceTarget } from '../testkit/conformance/index.js';
+import type { CopyMteTagsRequest, Vm } from '../src/vm/vm.js';
 
 const KERNELS: [number, number][] = [
   [6, 1],

@@ -15,7 +15,7 @@ import { ElfCoreWriter, layoutCore, type CoreSegmentSpec } from '../src/forensic
 import { encodeNotes } from '../src/forensics/elf-notes.js';
 import { auxvDesc, fpregsetDesc, prstatusDesc } from '../src/forensics/core-notes.js';
 import { NT_ARM_TAGGED_ADDR_CTRL, NT_AUXV, NT_FPREGSET, NT_PRSTATUS, PF_R, PF_W, PF_X, PT_AARCH64_MEMTAG_MTE, PT_LOAD, PT_NOTE } from '../src/forensics/elf-constants.js';
-import { xRegisterId } from '../src/guest/arm64-registers.js';
+import { xRegisterId } from '../src/vm/arm64-registers.js';
 import { saveGuest, SCENARIO_A, temporaryDirectory } from './forensics-fixtures.js';
 
 const dir = temporaryDirectory();

@@ -5,10 +5,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SimulatedVm } from '../src/guest/sim/index.js';
-import { PC_ID, xRegisterId } from '../src/guest/arm64-registers.js';
-import { readGuestTags, writeGuestTags } from '../src/guest/tag-copy.js';
-import { MTE_GRANULE_SIZE } from '../src/guest/vm.js';
+import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { PC_ID, xRegisterId } from '../src/vm/arm64-registers.js';
+import { readGuestTags, writeGuestTags } from '../src/vm/tag-copy.js';
+import { MTE_GRANULE_SIZE } from '../src/vm/vm.js';
 import { saveSnapshot, type SaveOptions } from '../src/writer/save.js';
 
 export interface RegionSpec {

@@ -15,7 +15,7 @@ import type { SnapshotReader, SnapshotRegion } from '../src/format/model.js';
 import { openSnapshot } from '../src/reader/open.js';
 import { exportCore } from '../src/forensics/core-export.js';
 import { checkPointer } from '../src/forensics/pointer-check.js';
-import { createSimulatedGuest } from '../src/guest/workload.js';
+import { createSimulatedGuest } from '../src/workload/index.js';
 import { saveSnapshot } from '../src/writer/save.js';
 import { saveGuest, SCENARIO_A, temporaryDirectory } from './forensics-fixtures.js';
 import { externalTool, titled } from './support/external-tool.js';

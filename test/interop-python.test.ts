@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createSimulatedGuest } from '../src/guest/workload.js';
+import { createSimulatedGuest } from '../src/workload/index.js';
 import { openSnapshot } from '../src/reader/open.js';
 import { verifySnapshot } from '../src/validate/verify.js';
 import { saveSnapshot } from '../src/writer/save.js';

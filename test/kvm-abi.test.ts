@@ -1,10 +1,10 @@
 /**
- * The ioctl numbers and struct layouts of src/kvm/kvm-abi.ts against the
+ * The ioctl numbers and struct layouts of src/backends/kvm/kvm-abi.ts against the
  * values the Linux uapi headers give on arm64 (and x86_64: same _IOC layout,
  * same LP64 structs).
  */
 import { describe, expect, test } from 'vitest';
-import * as abi from '../src/kvm/kvm-abi.js';
+import * as abi from '../src/backends/kvm/kvm-abi.js';
 
 describe('ioctl numbers', () => {
   const known: Record<string, number> = {

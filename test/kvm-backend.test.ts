@@ -6,22 +6,22 @@
  * arm64 host of `npm run test:kvm` runs them for real.
  */
 import { describe, expect, test } from 'vitest';
-import { conformanceRows, runConformanceRow } from '../src/conformance/index.js';
-import { PC_ID, xRegisterId } from '../src/guest/arm64-registers.js';
-import { SimulatedVm } from '../src/guest/sim/index.js';
-import { guestTags, writeGuestTags } from '../src/guest/tag-copy.js';
-import { GuardedBuffer, mapGuestMemory } from '../src/kvm/host-memory.js';
-import { KVM_EXIT_REASON, KVM_RUN_STRUCT } from '../src/kvm/kvm-abi.js';
-import { parseKernelRelease, kvmConformanceTarget } from '../src/kvm/kvm-conformance-target.js';
-import { kvmMteUnavailableReason, KvmVmFactory } from '../src/kvm/kvm-factory.js';
-import { hostPageSize } from '../src/kvm/libc.js';
-import { deserialiseCopyRequest, serialiseCopyRequest } from '../src/kvm/other-process-copy.js';
-import { decodeExit } from '../src/kvm/vcpu-exit.js';
-import { expectedTags, forEachGranule } from '../src/kvm/vmm/mte-guest-pattern.js';
-import { checkLayout, decodeReport, DEFAULT_LAYOUT, GuestLayoutError, GuestProtocolError, STATUS } from '../src/kvm/vmm/mte-guest-protocol.js';
-import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../src/kvm/vmm/mte-guest-vmm.js';
-import { transferVmState } from '../src/kvm/vmm/state-transfer.js';
-import { TagCorruptingVm, type TagCorruption } from '../src/kvm/vmm/tag-corruption.js';
+import { conformanceRows, runConformanceRow } from '../testkit/conformance/index.js';
+import { PC_ID, xRegisterId } from '../src/vm/arm64-registers.js';
+import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { guestTags, writeGuestTags } from '../src/vm/tag-copy.js';
+import { GuardedBuffer, mapGuestMemory } from '../src/backends/kvm/host-memory.js';
+import { KVM_EXIT_REASON, KVM_RUN_STRUCT } from '../src/backends/kvm/kvm-abi.js';
+import { parseKernelRelease, kvmConformanceTarget } from '../testkit/conformance/kvm-target.js';
+import { kvmMteUnavailableReason, KvmVmFactory } from '../src/backends/kvm/kvm-factory.js';
+import { hostPageSize } from '../src/backends/kvm/libc.js';
+import { deserialiseCopyRequest, serialiseCopyRequest } from '../testkit/conformance/other-process-copy.js';
+import { decodeExit } from '../src/backends/kvm/vcpu-exit.js';
+import { expectedTags, forEachGranule } from '../src/backends/kvm/test-guest/mte-guest-pattern.js';
+import { checkLayout, decodeReport, DEFAULT_LAYOUT, GuestLayoutError, GuestProtocolError, STATUS } from '../src/backends/kvm/test-guest/mte-guest-protocol.js';
+import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../src/backends/kvm/test-guest/mte-guest-vmm.js';
+import { transferVmState } from '../testkit/kvm-lab/state-transfer.js';
+import { TagCorruptingVm, type TagCorruption } from '../testkit/tag-corruption.js';
 
 const pageSize = hostPageSize();
 

@@ -8,16 +8,16 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { MTE_TEST_GUEST_IMAGE, MTE_TEST_GUEST_SOURCE_SHA256 } from '../src/kvm/guest/mte-test-image.js';
+import { MTE_TEST_GUEST_IMAGE, MTE_TEST_GUEST_SOURCE_SHA256 } from '../src/backends/kvm/test-guest/mte-test-image.js';
 import { externalTool, titled } from './support/external-tool.js';
 
 const root = resolve(import.meta.dirname, '..');
-const source = join(root, 'src/kvm/guest/mte-test.S');
-const image = join(root, 'src/kvm/guest/mte-test-image.ts');
+const source = join(root, 'testkit/mte-test-guest/mte-test.S');
+const image = join(root, 'src/backends/kvm/test-guest/mte-test-image.ts');
 const assembler = externalTool('aarch64-linux-gnu-as', ['aarch64-linux-gnu-as', '--version'], 'apt-get install -y binutils-aarch64-linux-gnu');
 
 describe('MTE test guest image', () => {
-  test('was generated from the current mte-test.S (run scripts/kvm-lab/build-mte-guest.sh after editing it)', () => {
+  test('was generated from the current mte-test.S (run testkit/mte-test-guest/build-mte-guest.sh after editing it)', () => {
     expect(createHash('sha256').update(readFileSync(source)).digest('hex')).toBe(MTE_TEST_GUEST_SOURCE_SHA256);
   });
 
@@ -31,7 +31,7 @@ describe('MTE test guest image', () => {
     const work = mkdtempSync(join(tmpdir(), 'vmsnap-guest-'));
     try {
       const output = join(work, 'image.ts');
-      const build = spawnSync('bash', [join(root, 'scripts/kvm-lab/build-mte-guest.sh'), output], { encoding: 'utf8' });
+      const build = spawnSync('bash', [join(root, 'testkit/mte-test-guest/build-mte-guest.sh'), output], { encoding: 'utf8' });
       expect(build.status, build.stderr).toBe(0);
       expect(readFileSync(output, 'utf8')).toBe(readFileSync(image, 'utf8'));
     } finally {

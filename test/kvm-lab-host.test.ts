@@ -7,10 +7,10 @@ import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { findDebianMirror, parseDeb822, parseOneLine } from '../scripts/kvm-lab/apt-sources.js';
-import { CpioWriter } from '../scripts/kvm-lab/cpio.js';
-import { arm64NativePackages } from '../scripts/kvm-lab/lab-packages.js';
-import { formatResult, parseResults } from '../src/kvm/lab/lab-report.js';
+import { findDebianMirror, parseDeb822, parseOneLine } from '../testkit/kvm-lab/host/apt-sources.js';
+import { CpioWriter } from '../testkit/kvm-lab/host/cpio.js';
+import { arm64NativePackages } from '../testkit/kvm-lab/host/lab-packages.js';
+import { formatResult, parseResults } from '../testkit/kvm-lab/lab-report.js';
 
 const work = mkdtempSync(join(tmpdir(), 'vmsnap-lab-host-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));

@@ -7,8 +7,8 @@
  */
 import { resolve } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { runKvmLab, type LabRun } from '../scripts/kvm-lab/run-lab.js';
-import { expectedLabCheckNames } from '../src/kvm/lab/lab-plan.js';
+import { runKvmLab, type LabRun } from '../testkit/kvm-lab/host/run-lab.js';
+import { expectedLabCheckNames } from '../testkit/kvm-lab/lab-plan.js';
 
 const repositoryRoot = resolve(import.meta.dirname, '..');
 const enabled = process.env.VMSNAP_KVM_LAB === '1';

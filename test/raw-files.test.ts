@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { conformanceRows, runConformanceRow, type ConformanceTarget } from '../src/conformance/index.js';
+import { conformanceRows, runConformanceRow, type ConformanceTarget } from '../testkit/conformance/index.js';
 import {
   openRawFiles,
   parseByteCount,
@@ -15,10 +15,10 @@ import {
   readRawLayoutFile,
   resolveRawLayout,
   type TagFileLayout,
-} from '../src/guest/raw-files.js';
-import { guestTags, writeGuestTags } from '../src/guest/tag-copy.js';
-import { TAGS_TO_GUEST, VmErrnoError } from '../src/guest/vm.js';
-import { addWorkloadSlots, createSimulatedGuest, fillVm } from '../src/guest/workload.js';
+} from '../src/backends/raw-files/raw-files-vm.js';
+import { guestTags, writeGuestTags } from '../src/vm/tag-copy.js';
+import { TAGS_TO_GUEST, VmErrnoError } from '../src/vm/vm.js';
+import { addWorkloadSlots, createSimulatedGuest, fillVm } from '../src/workload/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmsnap-raw-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -12,11 +12,11 @@ import {
   SP_ID,
   vRegisterId,
   xRegisterId,
-} from '../src/guest/arm64-registers.js';
-import { SimulatedVm, SimulatedVmFactory } from '../src/guest/sim/index.js';
-import { packTags, unpackTags, isAllZero } from '../src/guest/tag-packing.js';
-import { guestTags, TagCopyError, writeGuestTags } from '../src/guest/tag-copy.js';
-import { registerSize, TAGS_FROM_GUEST, VmErrnoError } from '../src/guest/vm.js';
+} from '../src/vm/arm64-registers.js';
+import { SimulatedVm, SimulatedVmFactory } from '../src/backends/simulated/index.js';
+import { packTags, unpackTags, isAllZero } from '../src/format/tag-packing.js';
+import { guestTags, TagCopyError, writeGuestTags } from '../src/vm/tag-copy.js';
+import { registerSize, TAGS_FROM_GUEST, VmErrnoError } from '../src/vm/vm.js';
 
 function errnoOf(call: () => unknown): string | undefined {
   try {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { SimulatedVm } from '../src/guest/sim/index.js';
-import { MAX_TAG_COPY_BYTES, readGuestTags, TagCopyError, writeGuestTags } from '../src/guest/tag-copy.js';
-import type { CopyMteTagsRequest, Vm } from '../src/guest/vm.js';
+import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { MAX_TAG_COPY_BYTES, readGuestTags, TagCopyError, writeGuestTags } from '../src/vm/tag-copy.js';
+import type { CopyMteTagsRequest, Vm } from '../src/vm/vm.js';
 
 function mteVm(pages: number): SimulatedVm {
   const vm = new SimulatedVm({ pageSize: 4096 });

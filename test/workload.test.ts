@@ -1,10 +1,10 @@
 /** The workload generator: reproducible, random access, shaped like a real MTE guest, fast. */
 import { describe, expect, it } from 'vitest';
 import { compress } from 'zstd-napi';
-import { namedSysRegisterId } from '../src/guest/arm64-registers.js';
-import { SimulatedVm } from '../src/guest/sim/index.js';
-import { isAllZero } from '../src/guest/tag-packing.js';
-import { guestTags } from '../src/guest/tag-copy.js';
+import { namedSysRegisterId } from '../src/vm/arm64-registers.js';
+import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { isAllZero } from '../src/format/tag-packing.js';
+import { guestTags } from '../src/vm/tag-copy.js';
 import {
   addWorkloadSlots,
   createSimulatedGuest,
@@ -14,7 +14,7 @@ import {
   generateRegionChunks,
   planWorkload,
   type Workload,
-} from '../src/guest/workload.js';
+} from '../src/workload/index.js';
 
 const MiB = 1024 * 1024;
 

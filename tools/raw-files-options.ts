@@ -1,5 +1,5 @@
 /**
- * Raw RAM and tag files on the command line (src/guest/raw-files.ts):
+ * Raw RAM and tag files on the command line (src/backends/raw-files):
  *
  *  - as a save source: --ram FILE [--tags FILE] [--tag-layout byte|packed]
  *    with --layout layout.json or --region name:ipa:size[:mte][:ro] ...;
@@ -22,7 +22,7 @@ import {
   type RawLayout,
   type RawRegionSpec,
   type TagFileLayout,
-} from '../src/guest/raw-files.js';
+} from '../src/backends/raw-files/raw-files-vm.js';
 import { CliError, EXIT } from './cli-support.js';
 import { parseByteSize, parseGuestAddress } from './units.js';
 

@@ -1,11 +1,11 @@
 /**
  * The simulated guest on the command line: `--sim --size 512MiB --seed N
- * --page-size 4096` builds the seeded workload guest (src/guest/workload.ts).
+ * --page-size 4096` builds the seeded workload guest (src/workload).
  * Its parameters go into the snapshot's annotations so that `restore
  * --compare-sim` can regenerate the very same guest to compare against.
  */
-import { createSimulatedGuest, type SimulatedGuest } from '../src/guest/workload.js';
-import { HOST_PAGE_SIZES } from '../src/guest/vm.js';
+import { createSimulatedGuest, type SimulatedGuest } from '../src/workload/index.js';
+import { HOST_PAGE_SIZES } from '../src/vm/vm.js';
 import { CliError, EXIT } from './cli-support.js';
 import { parseByteSize, parseInteger } from './units.js';
 

@@ -3,7 +3,7 @@
  * files (--ram and friends). Each becomes a `Vm`, so the writer never knows
  * which; the source's own description goes into the snapshot's annotations.
  */
-import type { Vm } from '../src/guest/vm.js';
+import type { Vm } from '../src/vm/vm.js';
 import { CliError, EXIT } from './cli-support.js';
 import { openRawSource, rawSourceLayout, type RawSourceOptions } from './raw-files-options.js';
 import { buildSimGuest, parsePageSize, parseSimGuest, simAnnotations, SIM_DEFAULTS, type SimGuestOptions } from './sim-guest.js';

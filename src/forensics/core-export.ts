@@ -8,7 +8,7 @@
  */
 import { stat } from 'node:fs/promises';
 import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
-import { packTags } from '../guest/tag-packing.js';
+import { packTags } from '../format/tag-packing.js';
 import { linuxCoreNotes } from './core-notes.js';
 import { GUEST_BYTES_PER_TAG_BYTE, PF_R, PF_W, PF_X, PT_AARCH64_MEMTAG_MTE, PT_LOAD } from './elf-constants.js';
 import { encodeNotes } from './elf-notes.js';

@@ -7,8 +7,8 @@
  * written as zero. One PRSTATUS (thread) per vCPU, pid = vCPU id + 1 (GDB
  * treats lwp 0 as "no thread").
  */
-import type { RegisterValue, VcpuState } from '../guest/vm.js';
-import { FPCR_ID, FPSR_ID, PC_ID, PSTATE_ID, SP_ID, vRegisterId, xRegisterId } from '../guest/arm64-registers.js';
+import type { RegisterValue, VcpuState } from '../vm/vm.js';
+import { FPCR_ID, FPSR_ID, PC_ID, PSTATE_ID, SP_ID, vRegisterId, xRegisterId } from '../vm/arm64-registers.js';
 import {
   AT_HWCAP,
   AT_HWCAP2,

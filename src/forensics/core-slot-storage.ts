@@ -1,10 +1,10 @@
 /**
  * A read-only memslot store over one PT_LOAD of an ELF core (and its memtag
- * segment, if any), so that the kernel model (src/guest/sim) serves the
+ * segment, if any), so that the kernel model (src/kernel-model) serves the
  * core's memory and tags with exactly the KVM tag-copy semantics.
  */
-import type { SlotOffset, SlotPage, SlotStorage, SlotStorageFactory } from '../guest/sim/slot-storage.js';
-import { MTE_GRANULE_SIZE, type MemorySlotSpec } from '../guest/vm.js';
+import type { SlotOffset, SlotPage, SlotStorage, SlotStorageFactory } from '../kernel-model/slot-storage.js';
+import { MTE_GRANULE_SIZE, type MemorySlotSpec } from '../vm/vm.js';
 import type { ElfCore, ElfSegment } from './elf-core-reader.js';
 import { hex } from './errors.js';
 

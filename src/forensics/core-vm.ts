@@ -1,7 +1,7 @@
 /**
  * A read-only `Vm` over an ELF core, so import is "save this VM": the
  * writer reads memory, tags (through KVM_ARM_MTE_COPY_TAGS semantics, from
- * the kernel model in src/guest/sim) and vCPU registers as from any backend.
+ * the kernel model in src/kernel-model) and vCPU registers as from any backend.
  *
  * Regions come from the VMSNAP note when the core is one of ours (names,
  * slots, flags, every register), else from the PT_LOADs of a Linux process
@@ -10,9 +10,9 @@
  * file and no tags (p_filesz 0: guard pages, PROT_NONE reservations) hold
  * nothing and are left out unless asked for.
  */
-import { KernelModelVm } from '../guest/sim/kernel-model-vm.js';
-import { DEFAULT_IPA_BITS, MAX_USER_MEMSLOTS } from '../guest/sim/memslot-table.js';
-import { HOST_PAGE_SIZES, VmErrnoError, type Vcpu, type VcpuState } from '../guest/vm.js';
+import { KernelModelVm } from '../kernel-model/kernel-model-vm.js';
+import { DEFAULT_IPA_BITS, MAX_USER_MEMSLOTS } from '../kernel-model/memslot-table.js';
+import { HOST_PAGE_SIZES, VmErrnoError, type Vcpu, type VcpuState } from '../vm/vm.js';
 import { hwcap2FromNotes, vcpusFromNotes } from './core-notes.js';
 import { CoreSlotStorageFactory, type CoreRegionSource } from './core-slot-storage.js';
 import { AT_PAGESZ, HWCAP2_MTE, NT_AUXV, PF_W } from './elf-constants.js';

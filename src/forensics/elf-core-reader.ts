@@ -9,7 +9,7 @@
  * them; so do tags of a memtag segment with p_filesz 0.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { unpackTags } from '../guest/tag-packing.js';
+import { unpackTags } from '../format/tag-packing.js';
 import {
   ELF_HEADER_SIZE,
   ELFCLASS64,
@@ -27,7 +27,7 @@ import {
 } from './elf-constants.js';
 import { decodeNotes, type ElfNote } from './elf-notes.js';
 import { ElfCoreFormatError, hex } from './errors.js';
-import { MTE_GRANULE_SIZE } from '../guest/vm.js';
+import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 
 export interface ElfSegment {
   /** Position in the program header table. */

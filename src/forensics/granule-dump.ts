@@ -6,7 +6,7 @@
  * any length runs in bounded memory.
  */
 import type { SnapshotReader } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../guest/vm.js';
+import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { regionHoldingRange } from './addresses.js';
 import { ForensicsArgumentError } from './errors.js';
 

@@ -8,7 +8,7 @@
  * to the granule of its last byte.
  */
 import type { SnapshotReader } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../guest/vm.js';
+import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { regionHoldingRange } from './addresses.js';
 import { ForensicsArgumentError, RegionNotTaggedError } from './errors.js';
 

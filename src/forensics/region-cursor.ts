@@ -8,7 +8,7 @@
  * pages do.
  */
 import type { ChunkKind, ChunkLocation, SnapshotReader, SnapshotRegion } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../guest/vm.js';
+import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 
 /** Tag bytes (one per granule) of one page. */
 export function granulesPerPage(pageSize: number): number {

@@ -11,7 +11,7 @@
  * bounded; changed pages are handed to a callback as they are found.
  */
 import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../guest/vm.js';
+import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { SnapshotMismatchError } from './errors.js';
 import { granulesPerPage, pageWindows, type PageWindow } from './region-cursor.js';
 

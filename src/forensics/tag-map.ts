@@ -9,7 +9,7 @@
  * map itself holds one byte per cell, at most MAX_CELLS of them.
  */
 import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../guest/vm.js';
+import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { granulesPerPage, pageWindows, type PageWindow } from './region-cursor.js';
 import { changeStateOfPage, PAGE_STATE_COUNT, PageState, tagStateOfPage } from './page-states.js';
 

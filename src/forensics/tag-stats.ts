@@ -8,7 +8,7 @@
  * page boundaries but not across regions or the edges of an IPA filter.
  */
 import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../guest/vm.js';
+import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { type IpaRange, pagesInRange, selectRegions } from './addresses.js';
 import { granulesPerPage, pageWindows, popcount16, tagMask } from './region-cursor.js';
 

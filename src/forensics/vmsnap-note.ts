@@ -8,7 +8,7 @@
  * `readelf -n`-style tools.
  */
 import type { SnapshotHeader, SnapshotMetadata, VmmBlob } from '../format/model.js';
-import type { VcpuState } from '../guest/vm.js';
+import type { VcpuState } from '../vm/vm.js';
 import type { ElfNote } from './elf-notes.js';
 import { ElfCoreFormatError } from './errors.js';
 import type { SnapshotRegion } from '../format/model.js';

@@ -17,8 +17,8 @@
 import { view } from './bytes.js';
 import { checksum } from './checksum.js';
 import { CHUNK_HEADER_LENGTH, ENCODING, GRANULE_SIZE, GUEST_BYTES_PER_TAG_BYTE } from './constants.js';
-import { packTags, unpackTags } from '../guest/tag-packing.js';
-import { forEachRun } from '../guest/page-runs.js';
+import { packTags, unpackTags } from './tag-packing.js';
+import { forEachRun } from './page-runs.js';
 import type { ChunkKind } from './model.js';
 import type { ZstdCodec } from './zstd.js';
 

@@ -7,8 +7,8 @@
  */
 import { Packr } from 'msgpackr';
 import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from './model.js';
-import type { RegisterValue, VcpuState } from '../guest/vm.js';
-import { registerSize } from '../guest/vm.js';
+import type { RegisterValue, VcpuState } from '../vm/vm.js';
+import { registerSize } from '../vm/vm.js';
 import { LIMITS } from './constants.js';
 import { SnapshotFormatError } from './errors.js';
 

@@ -3,7 +3,7 @@
  * comes from a file or a pipe: first the header and metadata, then every
  * chunk in grid order, then vCPUs and blobs. Restore and verify consume it.
  */
-import type { VcpuState } from '../guest/vm.js';
+import type { VcpuState } from '../vm/vm.js';
 import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
 
 export type SnapshotEvent =

@@ -6,12 +6,12 @@
  * in order. Chunk payloads are checked when read.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import type { VcpuState } from '../guest/vm.js';
+import type { VcpuState } from '../vm/vm.js';
 import { GRANULE_SIZE, HEADER_LENGTH, INDEX_ENTRY_LENGTH, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { SnapshotFormatError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
 import { decodeIndex, decodeTrailer, type IndexEntry } from '../format/index-section.js';
-import { checkRegions, chunkGrid, type GridChunk } from '../format/layout.js';
+import { checkRegions, chunkGrid, type GridChunk } from '../format/chunk-grid.js';
 import { decodeBlob, decodeMetadata, decodeVcpu } from '../format/metadata.js';
 import type { ChunkLocation, RamChunk, SnapshotHeader, SnapshotMetadata, SnapshotReader, SnapshotRegion, TagChunk, VmmBlob } from '../format/model.js';
 import { checkPayload, decodeSectionHeader, isCritical, type SectionHeader } from '../format/section.js';

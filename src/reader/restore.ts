@@ -14,13 +14,13 @@
  * checked before that chunk is written to the guest.
  */
 import type { Readable } from 'node:stream';
-import { writeGuestTags } from '../guest/tag-copy.js';
-import type { Vm, VmFactory } from '../guest/vm.js';
+import { writeGuestTags } from '../vm/tag-copy.js';
+import type { Vm, VmFactory } from '../vm/vm.js';
 import { GRANULE_SIZE } from '../format/constants.js';
 import { isPagePresent } from '../format/chunk.js';
-import { forEachRun } from '../guest/page-runs.js';
+import { forEachRun } from '../format/page-runs.js';
 import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
-import type { VcpuState } from '../guest/vm.js';
+import type { VcpuState } from '../vm/vm.js';
 import type { SnapshotEvent } from './events.js';
 import { openSnapshot } from './open.js';
 import { readSnapshotStream } from './stream.js';

@@ -7,7 +7,7 @@
 import { bitmapLength, contentBytesPerPage } from '../format/chunk.js';
 import { CHUNK_HEADER_LENGTH, LIMITS, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
 import { SnapshotFormatError } from '../format/errors.js';
-import type { GridChunk } from '../format/layout.js';
+import type { GridChunk } from '../format/chunk-grid.js';
 import type { ChunkLocation, RamChunk, SnapshotHeader, SnapshotRegion, TagChunk } from '../format/model.js';
 import type { SectionHeader } from '../format/section.js';
 import type { ChunkExecutor } from '../parallel/chunk-pool.js';

@@ -9,7 +9,7 @@ import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, SECTION, SECTION_HEADER_LENGTH, TRAI
 import { SnapshotFormatError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
 import { decodeIndex, decodeTrailer, type IndexEntry } from '../format/index-section.js';
-import { checkRegions, chunkGrid } from '../format/layout.js';
+import { checkRegions, chunkGrid } from '../format/chunk-grid.js';
 import { decodeBlob, decodeMetadata, decodeVcpu } from '../format/metadata.js';
 import type { SnapshotHeader } from '../format/model.js';
 import { checkPayload, decodeSectionHeader, isCritical, type SectionHeader } from '../format/section.js';

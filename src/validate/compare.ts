@@ -3,8 +3,8 @@
  * restore reproduced the guest. Reads a chunk at a time, so memory stays
  * bounded whatever the guest size.
  */
-import { readGuestTags } from '../guest/tag-copy.js';
-import { MTE_GRANULE_SIZE, type Vm } from '../guest/vm.js';
+import { readGuestTags } from '../vm/tag-copy.js';
+import { MTE_GRANULE_SIZE, type Vm } from '../vm/vm.js';
 import { equalBytes } from '../format/bytes.js';
 
 export interface VmDifference {

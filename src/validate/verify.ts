@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 import { SnapshotFormatError } from '../format/errors.js';
 import { isPagePresent } from '../format/chunk.js';
 import type { RamChunk, SnapshotRegion, TagChunk, VmmBlob } from '../format/model.js';
-import type { VcpuState } from '../guest/vm.js';
+import type { VcpuState } from '../vm/vm.js';
 import { openSnapshot, type FileSnapshot } from '../reader/open.js';
 import { readSnapshotStream } from '../reader/stream.js';
 import type { SnapshotEvent } from '../reader/events.js';

@@ -8,12 +8,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Writable } from 'node:stream';
-import type { Vm } from '../guest/vm.js';
-import { readGuestTags } from '../guest/tag-copy.js';
+import type { Vm } from '../vm/vm.js';
+import { readGuestTags } from '../vm/tag-copy.js';
 import { CODEC, GRANULE_SIZE, MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL, NO_REGION, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { encodeHeader } from '../format/header.js';
 import { encodeTrailer, IndexBuilder } from '../format/index-section.js';
-import { checkRegions, chunkGrid, type GridChunk } from '../format/layout.js';
+import { checkRegions, chunkGrid, type GridChunk } from '../format/chunk-grid.js';
 import { encodeBlob, encodeMetadata, encodeVcpu } from '../format/metadata.js';
 import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from '../format/model.js';
 import { encodeSectionHeader } from '../format/section.js';

@@ -1,5 +1,5 @@
 /** A VM's vCPU register state, read as KVM_GET_REG_LIST and KVM_GET_ONE_REG give it. */
-import type { VcpuState, Vm } from '../guest/vm.js';
+import type { VcpuState, Vm } from '../vm/vm.js';
 
 export function vcpuStates(vm: Vm): VcpuState[] {
   return vm.vcpus().map((vcpu) => ({

@@ -6,9 +6,9 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { SimulatedVm } from '../../src/guest/sim/index.js';
-import { writeGuestTags } from '../../src/guest/tag-copy.js';
-import type { Vcpu, Vm } from '../../src/guest/vm.js';
+import { SimulatedVm } from '../../src/backends/simulated/index.js';
+import { writeGuestTags } from '../../src/vm/tag-copy.js';
+import type { Vcpu, Vm } from '../../src/vm/vm.js';
 
 export const VECTOR_DIR = new URL('../../spec/vectors/', import.meta.url).pathname;
 

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { SimulatedVmFactory } from '../../src/guest/sim/index.js';
+import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
 import { compareVms } from '../../src/validate/compare.js';
 import { EXIT } from '../cli-support.js';
 import { reportingSystemErrors } from '../errors.js';

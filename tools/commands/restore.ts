@@ -6,9 +6,9 @@
 import { rmSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Readable } from 'node:stream';
-import type { Vm, VmFactory } from '../../src/guest/vm.js';
-import { SimulatedVmFactory } from '../../src/guest/sim/index.js';
-import { TagCopyError } from '../../src/guest/tag-copy.js';
+import type { Vm, VmFactory } from '../../src/vm/vm.js';
+import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
+import { TagCopyError } from '../../src/vm/tag-copy.js';
 import { restoreSnapshot, type RestoreSummary } from '../../src/reader/restore.js';
 import { compareVms, type VmComparison } from '../../src/validate/compare.js';
 import { CliError, EXIT, toJson } from '../cli-support.js';

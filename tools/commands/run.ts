@@ -10,11 +10,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import type { VmFactory } from '../../src/guest/vm.js';
-import { KvmVmFactory } from '../../src/kvm/kvm-factory.js';
-import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/kvm/vmm/live-checkpoint.js';
-import { DEFAULT_LAYOUT, describeReport, type GuestReport, type MteGuestLayout } from '../../src/kvm/vmm/mte-guest-protocol.js';
-import { tagCorruptingFactory, type TagCorruption } from '../../src/kvm/vmm/tag-corruption.js';
+import type { Vm } from '../../src/vm/vm.js';
+import { KvmVmFactory } from '../../src/backends/kvm/kvm-factory.js';
+import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/backends/kvm/test-guest/live-checkpoint.js';
+import { DEFAULT_LAYOUT, describeReport, type GuestReport, type MteGuestLayout } from '../../src/backends/kvm/test-guest/mte-guest-protocol.js';
+import { damageTag, type TagDamage } from '../../src/backends/kvm/test-guest/tag-damage.js';
 import { CliError, EXIT, toJson } from '../cli-support.js';
 import { reportingSystemErrors } from '../errors.js';
 import { helpAfter, printLine } from '../help.js';
@@ -52,16 +52,10 @@ function openKvm(): KvmVmFactory {
   }
 }
 
-function restoreFactory(kvm: KvmVmFactory, options: RunOptions): { factory: VmFactory; corruption?: TagCorruption } {
-  if (options.corruptTag === undefined) return { factory: kvm };
-  return tagCorruptingFactory(kvm, parseGuestAddress(options.corruptTag, '--corrupt-tag'));
-}
-
-function verdict(report: GuestReport, corruption: TagCorruption | undefined, json: boolean): void {
-  if (corruption && corruption.original === null) throw new CliError(`--corrupt-tag ${hex(corruption.guestAddress)}: the snapshot holds no tags there`, EXIT.usage);
+function verdict(report: GuestReport, corruption: TagDamage | undefined, json: boolean): void {
   if (json) printLine(toJson({ report, corruption }));
   else {
-    if (corruption) printLine(`damaged the tag of granule ${hex(corruption.guestAddress)} on restore: ${corruption.original} -> ${corruption.corrupted}`);
+    if (corruption) printLine(`damaged the tag of granule ${hex(corruption.guestAddress)} after restore: ${corruption.original} -> ${corruption.damaged}`);
     printLine(`guest: ${describeReport(report)}`);
   }
   if (report.status !== 'verified') process.exitCode = EXIT.differs;
@@ -88,8 +82,10 @@ async function run(options: RunOptions): Promise<void> {
       say('VM destroyed');
       if (options.checkpointOnly) return;
     }
-    const { factory, corruption } = restoreFactory(kvm, options);
-    const { report, restore } = await resumeFromSnapshot(file, factory);
+    const damageAt = options.corruptTag === undefined ? undefined : parseGuestAddress(options.corruptTag, '--corrupt-tag');
+    let corruption: TagDamage | undefined;
+    const beforeResume = damageAt === undefined ? undefined : (vm: Vm) => void (corruption = damageTag(vm, damageAt));
+    const { report, restore } = await resumeFromSnapshot(file, kvm, { beforeResume });
     say(describeRestore(restore, 'a new KVM VM, resumed'));
     verdict(report, corruption, quiet);
   } finally {
@@ -104,7 +100,7 @@ export function registerRun(program: Command): void {
     .option('--snapshot <file>', 'keep the checkpoint in this file (default: a temporary file)')
     .option('--checkpoint-only', 'stop after saving the checkpoint (with --snapshot)')
     .option('--resume <file>', 'restore a checkpoint saved by vmsnap run and resume the guest')
-    .option('--corrupt-tag <ipa>', 'damage the tag of the granule at this IPA on restore, to see the guest catch it')
+    .option('--corrupt-tag <ipa>', 'damage the tag of the granule at this IPA after restore, to see the guest catch it')
     .option('--seed <n>', 'seed of the guest\'s pattern (default 0x9e3779b97f4a7c15)')
     .option('--fill <bytes>', 'how much memory the guest fills, 1MiB..512MiB (default 4MiB)')
     .option('--json', 'print the guest\'s report as JSON')

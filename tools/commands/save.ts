@@ -4,7 +4,7 @@
  * renamed when complete, so an interrupted save leaves the target untouched.
  */
 import type { Command } from 'commander';
-import type { Vm } from '../../src/guest/vm.js';
+import type { Vm } from '../../src/vm/vm.js';
 import { saveSnapshot, type SaveOptions, type SaveSummary } from '../../src/writer/save.js';
 import { CliError, EXIT, toJson } from '../cli-support.js';
 import { reportingSystemErrors } from '../errors.js';

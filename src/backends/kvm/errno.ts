@@ -1,0 +1,36 @@
+/**
+ * errno from a failed libc call, turned into the typed errors the rest of
+ * vmsnap understands: `VmErrnoError` (src/vm/vm.ts) for the errnos the
+ * KVM paths are known to return, `HostCallError` for anything else.
+ */
+import { ERRNO, VmErrnoError, type ErrnoName } from '../../vm/vm.js';
+import { lastErrno } from './libc.js';
+
+/** errno values the backend tests by number but the Vm interface does not name. */
+export const EINTR = 4;
+export const EAGAIN = 11;
+
+const NAME_BY_NUMBER = new Map<number, ErrnoName>(Object.entries(ERRNO).map(([name, value]) => [value, name as ErrnoName]));
+
+/** A libc call failed with an errno the KVM interface does not name. */
+export class HostCallError extends Error {
+  constructor(
+    readonly errno: number,
+    readonly operation: string,
+    detail?: string,
+  ) {
+    super(`${operation}: errno ${errno}${detail ? ` (${detail})` : ''}`);
+    this.name = 'HostCallError';
+  }
+}
+
+export function errnoError(errno: number, operation: string, detail?: string): VmErrnoError | HostCallError {
+  const name = NAME_BY_NUMBER.get(errno);
+  return name ? new VmErrnoError(name, operation, detail) : new HostCallError(errno, operation, detail);
+}
+
+/** Throws the typed error for the current errno when a libc call returned -1. */
+export function check(result: number, operation: string, detail?: string): number {
+  if (result < 0) throw errnoError(lastErrno(), operation, detail);
+  return result;
+}

@@ -1,0 +1,169 @@
+/**
+ * A VM on the host's real KVM: the `Vm` interface (src/vm/vm.ts) as the
+ * ioctls it was modelled on. Each method is one KVM call, or a copy through
+ * the VMM's own mapping of guest RAM; the kernel's answers, errnos included,
+ * come through unchanged so the conformance suite can compare them with the
+ * simulated backend.
+ *
+ * A VM fd only works in the process that created it (the kernel checks
+ * kvm->mm and answers EIO otherwise; the other-process-eio conformance row
+ * hands the fd to a child to show it), so saving and restoring happen in the
+ * VMM's own process. A VMM in another language makes the same ioctls itself
+ * (docs/vmm-guide.md).
+ */
+import {
+  VmErrnoError,
+  type CopyMteTagsRequest,
+  type GuestAddress,
+  type MemorySlot,
+  type MemorySlotSpec,
+  type Vm,
+} from '../../vm/vm.js';
+import { check } from './errno.js';
+import { mapGuestMemory, type HostMapping } from './host-memory.js';
+import {
+  KVM_ARM_PREFERRED_TARGET,
+  KVM_CAP_ARM_MTE,
+  KVM_ENABLE_CAP,
+  KVM_ENABLE_CAP_STRUCT,
+  KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MEM_READONLY,
+  KVM_SET_USER_MEMORY_REGION,
+  KVM_USERSPACE_MEMORY_REGION_STRUCT,
+  KVM_VCPU_INIT_STRUCT,
+} from './kvm-abi.js';
+import type { KvmSystem } from './kvm-system.js';
+import { KvmVcpu } from './kvm-vcpu.js';
+import { close, ioctlBuffer } from './libc.js';
+import { issueCopyMteTags } from './mte-copy-ioctl.js';
+
+/** A guest range the VMM tried to read or write lies outside every memslot. */
+export class GuestRangeError extends Error {
+  constructor(
+    readonly guestAddress: GuestAddress,
+    readonly length: number,
+  ) {
+    super(`guest range 0x${guestAddress.toString(16)}+0x${length.toString(16)} is not inside one memory slot`);
+    this.name = 'GuestRangeError';
+  }
+}
+
+interface SlotState {
+  spec: MemorySlot;
+  mapping: HostMapping;
+}
+
+export class KvmVm implements Vm {
+  readonly backend = 'kvm';
+  private mte = false;
+  private readonly slots = new Map<number, SlotState>();
+  private readonly vcpuList: KvmVcpu[] = [];
+  private preferredTarget: Buffer | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly system: KvmSystem,
+    /** The VM fd: valid only in this process. */
+    readonly fd: number,
+    readonly pageSize: number,
+  ) {}
+
+  get mteEnabled(): boolean {
+    return this.mte;
+  }
+
+  enableMte(): void {
+    const request = KVM_ENABLE_CAP_STRUCT.allocate();
+    KVM_ENABLE_CAP_STRUCT.write(request, 'cap', KVM_CAP_ARM_MTE);
+    check(ioctlBuffer(this.fd, KVM_ENABLE_CAP, request), 'KVM_ENABLE_CAP', 'KVM_CAP_ARM_MTE');
+    this.mte = true;
+  }
+
+  addMemorySlot(spec: MemorySlotSpec): void {
+    const slot: MemorySlot = { readOnly: false, backing: 'anonymous-private', ...spec, dirtyLogging: false };
+    const mapping = mapGuestMemory(Number(slot.size), slot.backing);
+    try {
+      this.setUserMemoryRegion(slot, mapping);
+    } catch (error) {
+      mapping.unmap();
+      throw error;
+    }
+    this.slots.set(slot.slot, { spec: slot, mapping });
+  }
+
+  memorySlots(): readonly MemorySlot[] {
+    return [...this.slots.values()].map((state) => state.spec);
+  }
+
+  setDirtyLogging(slot: number, enabled: boolean): void {
+    const state = this.slots.get(slot);
+    if (!state) throw new VmErrnoError('EINVAL', 'KVM_SET_USER_MEMORY_REGION', `no memory slot ${slot}`);
+    const updated = { ...state.spec, dirtyLogging: enabled };
+    this.setUserMemoryRegion(updated, state.mapping);
+    state.spec = updated;
+  }
+
+  readMemory(guestAddress: GuestAddress, destination: Uint8Array): void {
+    destination.set(this.hostBytes(guestAddress, destination.length));
+  }
+
+  writeMemory(guestAddress: GuestAddress, source: Uint8Array): void {
+    this.hostBytes(guestAddress, source.length).set(source);
+  }
+
+  /** One KVM_ARM_MTE_COPY_TAGS call (mte-copy-ioctl.ts). */
+  copyMteTags(request: CopyMteTagsRequest): number {
+    return issueCopyMteTags(this.fd, request, this.pageSize);
+  }
+
+  createVcpu(id: number): KvmVcpu {
+    const vcpu = KvmVcpu.create(this.fd, id, this.vcpuInit(), this.system.vcpuMmapSize(), this.pageSize);
+    this.vcpuList.push(vcpu);
+    return vcpu;
+  }
+
+  vcpus(): readonly KvmVcpu[] {
+    return this.vcpuList;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const vcpu of this.vcpuList) vcpu.close();
+    // The VM fd goes first: the kernel drops its memslots before the VMM unmaps what backed them.
+    close(this.fd);
+    for (const state of this.slots.values()) state.mapping.unmap();
+    this.system.close();
+  }
+
+  /** KVM_ARM_PREFERRED_TARGET, asked once: every vCPU of a VM is initialised alike. */
+  private vcpuInit(): Buffer {
+    if (!this.preferredTarget) {
+      const init = KVM_VCPU_INIT_STRUCT.allocate();
+      check(ioctlBuffer(this.fd, KVM_ARM_PREFERRED_TARGET, init), 'KVM_ARM_PREFERRED_TARGET');
+      this.preferredTarget = init;
+    }
+    return this.preferredTarget;
+  }
+
+  private setUserMemoryRegion(slot: MemorySlot, mapping: HostMapping): void {
+    const region = KVM_USERSPACE_MEMORY_REGION_STRUCT.allocate();
+    const flags = (slot.readOnly ? KVM_MEM_READONLY : 0) | (slot.dirtyLogging ? KVM_MEM_LOG_DIRTY_PAGES : 0);
+    KVM_USERSPACE_MEMORY_REGION_STRUCT.write(region, 'slot', slot.slot);
+    KVM_USERSPACE_MEMORY_REGION_STRUCT.write(region, 'flags', flags);
+    KVM_USERSPACE_MEMORY_REGION_STRUCT.write(region, 'guest_phys_addr', BigInt.asUintN(64, slot.guestAddress));
+    KVM_USERSPACE_MEMORY_REGION_STRUCT.write(region, 'memory_size', BigInt.asUintN(64, slot.size));
+    KVM_USERSPACE_MEMORY_REGION_STRUCT.write(region, 'userspace_addr', mapping.address);
+    const where = `slot ${slot.slot} "${slot.name}" at IPA 0x${slot.guestAddress.toString(16)}, ${slot.backing}`;
+    check(ioctlBuffer(this.fd, KVM_SET_USER_MEMORY_REGION, region), 'KVM_SET_USER_MEMORY_REGION', where);
+  }
+
+  /** The VMM's bytes for a guest range that lies inside one slot. */
+  private hostBytes(guestAddress: GuestAddress, length: number): Uint8Array {
+    for (const { spec, mapping } of this.slots.values()) {
+      const offset = guestAddress - spec.guestAddress;
+      if (offset >= 0n && offset + BigInt(length) <= spec.size) return mapping.bytes.subarray(Number(offset), Number(offset) + length);
+    }
+    throw new GuestRangeError(guestAddress, length);
+  }
+}

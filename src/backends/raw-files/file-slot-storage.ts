@@ -1,0 +1,247 @@
+/**
+ * A memslot stored in plain files: its bytes at `fileOffset` in the RAM file,
+ * its tags at the matching offset of the tag file (layout.ts), read and
+ * written with positioned reads and writes so memory use stays bounded
+ * whatever the guest size. The "MTE tagged" page flags live in memory: a
+ * region opened from existing files starts all tagged (the file holds its
+ * tags), a region created for a restore starts untagged, as KVM's pages do.
+ */
+import { read, readSync, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
+
+const readAsync = promisify(read);
+import type { SlotOffset, SlotPage, SlotStorage, TagAccess } from '../../kernel-model/slot-storage.js';
+import { packTags, unpackTags } from '../../format/tag-packing.js';
+import { MTE_GRANULE_SIZE, VmErrnoError } from '../../vm/vm.js';
+import { tagFileOffset, type RawRegion, type TagFileLayout } from './raw-layout.js';
+import { WritebackPacer } from '../../io/writeback.js';
+
+export interface RawFileHandles {
+  readonly ramFd: number;
+  readonly ramPath: string;
+  /** Absent when there is no tag file. */
+  readonly tagFd?: number;
+  readonly tagPath?: string;
+  readonly tagLayout: TagFileLayout;
+  readonly writable: boolean;
+  /** Paces writeback of the RAM file while a restore writes it. */
+  readonly ramWriteback?: WritebackPacer;
+}
+
+/** A positioned read that must fill `destination`; a file shorter than its layout is an error. */
+export function readFully(fd: number, destination: Uint8Array, position: number, path: string): void {
+  let done = 0;
+  while (done < destination.length) {
+    const n = readSync(fd, destination, done, destination.length - done, position + done);
+    if (n === 0) throw new RangeError(`${path}: ends at ${position + done}, before ${position + destination.length}`);
+    done += n;
+  }
+}
+
+export function writeFully(fd: number, source: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < source.length) done += writeSync(fd, source, done, source.length - done, position + done);
+}
+
+/**
+ * Tag writes come one page at a time (the kernel's TO_GUEST loop): 256 bytes
+ * a page. Consecutive ones are gathered and written together, instead of one
+ * pwrite each; anything that reads the tag file flushes first.
+ */
+class TagWriteCombiner {
+  private readonly buffer = new Uint8Array(256 * 1024);
+  private fd = -1;
+  private position = 0;
+  private length = 0;
+
+  write(fd: number, position: number, bytes: Uint8Array): void {
+    const follows = fd === this.fd && position === this.position + this.length;
+    if (!follows || this.length + bytes.length > this.buffer.length) {
+      this.flush();
+      if (bytes.length > this.buffer.length) {
+        writeFully(fd, bytes, position);
+        return;
+      }
+      this.fd = fd;
+      this.position = position;
+    }
+    this.buffer.set(bytes, this.length);
+    this.length += bytes.length;
+  }
+
+  flush(): void {
+    if (this.length > 0) writeFully(this.fd, this.buffer.subarray(0, this.length), this.position);
+    this.length = 0;
+  }
+}
+
+/**
+ * Tag reads also come one page at a time (the kernel's FROM_GUEST loop). A
+ * block of the tag file is read ahead and pages are served from it; any tag
+ * write drops the block.
+ */
+class TagReadAhead {
+  private readonly block = new Uint8Array(256 * 1024);
+  private fd = -1;
+  private start = 0;
+  private length = 0;
+
+  read(fd: number, destination: Uint8Array, position: number, path: string): void {
+    if (destination.length > this.block.length) {
+      readFully(fd, destination, position, path);
+      return;
+    }
+    const inside = fd === this.fd && position >= this.start && position + destination.length <= this.start + this.length;
+    if (!inside) this.fill(fd, position, destination.length, path);
+    destination.set(this.block.subarray(position - this.start, position - this.start + destination.length));
+  }
+
+  /** Reads a block from `position`: as much as the file has, at least `needed` bytes. */
+  private fill(fd: number, position: number, needed: number, path: string): void {
+    let got = 0;
+    while (got < this.block.length) {
+      const n = readSync(fd, this.block, got, this.block.length - got, position + got);
+      if (n === 0) break;
+      got += n;
+    }
+    if (got < needed) throw new RangeError(`${path}: ends at ${position + got}, before ${position + needed}`);
+    this.fd = fd;
+    this.start = position;
+    this.length = got;
+  }
+
+  invalidate(): void {
+    this.length = 0;
+  }
+}
+
+export class FileSlotStorage implements SlotStorage {
+  readonly pageCount: number;
+  readonly tagAccess: TagAccess;
+  private readonly ramBase: number;
+  private readonly tagBase: number;
+  private readonly granulesPerPage: number;
+  private readonly tagged: Uint8Array;
+  /** Read-modify-write space for packed tags that start or end mid-byte. */
+  private readonly scratch: Uint8Array;
+  private anyTagged = false;
+
+  constructor(
+    readonly region: RawRegion,
+    private readonly files: RawFileHandles,
+    pageSize: number,
+    startsTagged: boolean,
+  ) {
+    this.pageCount = Number(region.size) / pageSize;
+    this.granulesPerPage = pageSize / MTE_GRANULE_SIZE;
+    this.ramBase = Number(region.fileOffset);
+    this.tagBase = Number(tagFileOffset(files.tagLayout, region.fileOffset));
+    const hasTags = region.mte && files.tagFd !== undefined;
+    this.tagAccess = !hasTags ? 'none' : files.writable ? 'read-write' : 'read';
+    this.tagged = new Uint8Array(Math.ceil(this.pageCount / 8)).fill(startsTagged && hasTags ? 0xff : 0);
+    this.anyTagged = startsTagged && hasTags;
+    this.scratch = new Uint8Array(this.granulesPerPage);
+  }
+
+  private readonly pendingTags = new TagWriteCombiner();
+  private readonly tagBlock = new TagReadAhead();
+
+  /** Whether any page got tags (a created region records mte from this). */
+  get hasTaggedPages(): boolean {
+    return this.anyTagged;
+  }
+
+  readMemory(offset: SlotOffset, destination: Uint8Array): void {
+    readFully(this.files.ramFd, destination, this.ramBase + offset, this.files.ramPath);
+  }
+
+  /** On libuv's thread pool, so that a save reads ahead while it compresses. */
+  async readMemoryAsync(offset: SlotOffset, destination: Uint8Array): Promise<void> {
+    const position = this.ramBase + offset;
+    let done = 0;
+    while (done < destination.length) {
+      const { bytesRead } = await readAsync(this.files.ramFd, destination, done, destination.length - done, position + done);
+      if (bytesRead === 0) throw new RangeError(`${this.files.ramPath}: ends at ${position + done}, before ${position + destination.length}`);
+      done += bytesRead;
+    }
+  }
+
+  writeMemory(offset: SlotOffset, source: Uint8Array): void {
+    if (!this.files.writable) {
+      throw new VmErrnoError('EBADF', 'writeMemory', `${this.files.ramPath} is open read-only (region ${this.region.name})`);
+    }
+    writeFully(this.files.ramFd, source, this.ramBase + offset);
+    this.files.ramWriteback?.wrote(source.length);
+  }
+
+  isPageTagged(page: SlotPage): boolean {
+    return (this.tagged[page >> 3] & (1 << (page & 7))) !== 0;
+  }
+
+  markPageTagged(page: SlotPage): void {
+    this.tagged[page >> 3] |= 1 << (page & 7);
+    this.anyTagged = true;
+  }
+
+  readTags(page: SlotPage, firstGranule: number, destination: Uint8Array): void {
+    const tagFd = this.tagFd();
+    this.pendingTags.flush();
+    const granule = page * this.granulesPerPage + firstGranule;
+    if (this.files.tagLayout === 'byte') {
+      this.tagBlock.read(tagFd, destination, this.tagBase + granule, this.files.tagPath ?? '');
+      // A VMM's file may carry junk in the high nibble; a tag is 4 bits.
+      for (let i = 0; i < destination.length; i++) destination[i] &= 0x0f;
+      return;
+    }
+    const { start, packed } = this.packedSpan(granule, destination.length);
+    this.tagBlock.read(tagFd, packed, this.tagBase + start, this.files.tagPath ?? '');
+    unpackTags(packed, granule - start * 2, destination);
+  }
+
+  writeTags(page: SlotPage, firstGranule: number, source: Uint8Array): void {
+    const tagFd = this.tagFd();
+    this.tagBlock.invalidate();
+    const granule = page * this.granulesPerPage + firstGranule;
+    if (this.files.tagLayout === 'byte') {
+      this.pendingTags.write(tagFd, this.tagBase + granule, source);
+      return;
+    }
+    const { start, packed } = this.packedSpan(granule, source.length);
+    // Only the edge bytes hold a neighbour's nibble; read them so it survives.
+    if ((granule & 1) !== 0 || ((granule + source.length) & 1) !== 0) {
+      this.pendingTags.flush();
+      readFully(tagFd, packed, this.tagBase + start, this.files.tagPath ?? '');
+    }
+    packTags(source, packed, granule - start * 2);
+    this.pendingTags.write(tagFd, this.tagBase + start, packed);
+  }
+
+  clearPageTags(page: SlotPage): void {
+    const bytes = this.files.tagLayout === 'byte' ? this.granulesPerPage : this.granulesPerPage / 2;
+    const position = this.tagBase + page * bytes;
+    this.tagBlock.invalidate();
+    this.pendingTags.write(this.tagFd(), position, this.scratch.fill(0).subarray(0, bytes));
+  }
+
+  /** The tag-file bytes covering granules [granule, granule + count) in the packed layout. */
+  private packedSpan(granule: number, count: number): { start: number; packed: Uint8Array } {
+    const start = granule >> 1;
+    const end = (granule + count + 1) >> 1;
+    return { start, packed: this.scratch.subarray(0, end - start) };
+  }
+
+  private tagFd(): number {
+    if (this.files.tagFd === undefined || !this.region.mte) {
+      throw new VmErrnoError('EFAULT', 'tag access', `region ${this.region.name} has no tags in the raw files`);
+    }
+    return this.files.tagFd;
+  }
+
+  /** The RAM and tag files are shared by all regions; the VM syncs and closes them. */
+  flush(): void {
+    this.pendingTags.flush();
+  }
+  close(): void {
+    this.pendingTags.flush();
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * The simulated backend: the kernel model over process memory. It answers
+ * every row of the conformance suite the way the kernel it names does, so the
+ * writer and reader can be tested without /dev/kvm.
+ */
+import type { VmFactory } from '../../vm/vm.js';
+import { KernelModelVm, type KernelModelOptions } from '../../kernel-model/kernel-model-vm.js';
+import { InMemorySlotStorage, InMemorySlotStorageFactory } from './memory-slot-storage.js';
+import type { SlotStorageFactory } from '../../kernel-model/slot-storage.js';
+
+export interface SimulatedVmOptions extends KernelModelOptions {
+  /** Another store (an ELF core, files); default: memory. */
+  readonly storage?: SlotStorageFactory;
+  /** The backend name the VM reports; default 'simulated'. */
+  readonly backend?: string;
+}
+
+export class SimulatedVm extends KernelModelVm {
+  constructor(options: SimulatedVmOptions) {
+    super(options.backend ?? 'simulated', options.storage ?? new InMemorySlotStorageFactory(), options);
+  }
+
+  /** The in-memory bytes of a slot, for bulk fills and tests; undefined for other stores. */
+  slotMemory(slot: number): Uint8Array | undefined {
+    const entry = this.slotStorages().find((s) => s.info.slot === slot);
+    return entry?.storage instanceof InMemorySlotStorage ? entry.storage.view() : undefined;
+  }
+}
+
+export class SimulatedVmFactory implements VmFactory {
+  readonly backend: string;
+  readonly pageSize: number;
+
+  constructor(private readonly options: SimulatedVmOptions) {
+    this.backend = options.backend ?? 'simulated';
+    this.pageSize = options.pageSize;
+  }
+
+  createVm(): SimulatedVm {
+    return new SimulatedVm(this.options);
+  }
+}

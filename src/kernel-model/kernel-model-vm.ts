@@ -1,0 +1,186 @@
+/**
+ * A `Vm` that behaves like a KVM arm64 VM, over a pluggable store.
+ *
+ * The VM-level rules live here (MTE only before the first vCPU, EIO for a
+ * caller outside the creating process, EBADF once closed); memslot rules in
+ * memslot-table.ts; the tag ioctl in copy-mte-tags.ts; bytes and tags in a
+ * SlotStorage. The simulator, the raw-files backend and any other store-backed
+ * backend are this class with a different store.
+ */
+import {
+  VmErrnoError,
+  type CopyMteTagsRequest,
+  type GuestAddress,
+  type MemorySlot,
+  type MemorySlotSpec,
+  type Vcpu,
+  type Vm,
+  HOST_PAGE_SIZES,
+} from '../vm/vm.js';
+import { copyMteTags } from './copy-mte-tags.js';
+import { checkKernelVersion, DEFAULT_KERNEL_VERSION, kernelBehaviour, type KernelBehaviour, type KernelVersion } from './kernel-version.js';
+import { DEFAULT_IPA_BITS, hex, MemslotTable, type ModelSlot } from './memslot-table.js';
+import { SimulatedVcpu } from './simulated-vcpu.js';
+import type { SlotStorageFactory } from './slot-storage.js';
+
+/** KVM_MAX_VCPUS on arm64. */
+export const MAX_VCPUS = 512;
+
+/** The process a VM ioctl comes from; KVM compares it with the creator (`kvm->mm`). */
+export type ProcessId = number;
+
+export interface KernelModelOptions {
+  /** Host page size: 4096, 16384 or 65536. */
+  readonly pageSize: number;
+  /** The kernel whose behaviour to reproduce; default [6, 1]. */
+  readonly kernelVersion?: KernelVersion;
+  /** The process that created the VM; default this process. */
+  readonly owner?: ProcessId;
+  /** IPA size in bits; default 40 (KVM's default VM type). */
+  readonly ipaBits?: number;
+  /** vCPUs take the register list they are given (restoring a snapshot of another CPU); default false, as KVM. */
+  readonly adoptRegisters?: boolean;
+}
+
+/** The VM ioctls a given process may issue; from any process but the owner they fail with EIO. */
+export interface VmIoctlHandle {
+  readonly caller: ProcessId;
+  copyMteTags(request: CopyMteTagsRequest): number;
+}
+
+export class KernelModelVm implements Vm {
+  readonly pageSize: number;
+  readonly kernelVersion: KernelVersion;
+  readonly behaviour: KernelBehaviour;
+  readonly owner: ProcessId;
+  private mte = false;
+  private closed = false;
+  private readonly memslots: MemslotTable;
+  private readonly vcpuList: SimulatedVcpu[] = [];
+  private readonly adoptRegisters: boolean;
+
+  constructor(
+    readonly backend: string,
+    private readonly storageFactory: SlotStorageFactory,
+    options: KernelModelOptions,
+  ) {
+    if (!HOST_PAGE_SIZES.includes(options.pageSize)) {
+      throw new RangeError(`page size ${options.pageSize}: arm64 hosts use ${HOST_PAGE_SIZES.join(', ')}`);
+    }
+    this.pageSize = options.pageSize;
+    this.kernelVersion = checkKernelVersion(options.kernelVersion ?? DEFAULT_KERNEL_VERSION);
+    this.behaviour = kernelBehaviour(this.kernelVersion);
+    this.owner = options.owner ?? process.pid;
+    this.memslots = new MemslotTable(this.pageSize, options.ipaBits ?? DEFAULT_IPA_BITS);
+    this.adoptRegisters = options.adoptRegisters ?? false;
+  }
+
+  get mteEnabled(): boolean {
+    return this.mte;
+  }
+
+  enableMte(): void {
+    this.checkOpen('KVM_ENABLE_CAP');
+    if (this.vcpuList.length > 0) {
+      throw new VmErrnoError('EINVAL', 'KVM_ENABLE_CAP', `KVM_CAP_ARM_MTE after ${this.vcpuList.length} vCPU(s) exist`);
+    }
+    this.mte = true;
+  }
+
+  addMemorySlot(spec: MemorySlotSpec): void {
+    this.checkOpen('KVM_SET_USER_MEMORY_REGION');
+    this.memslots.validate(spec, this.mte, this.behaviour);
+    this.memslots.insert(spec, this.storageFactory.createSlotStorage(spec, this.pageSize));
+  }
+
+  memorySlots(): readonly MemorySlot[] {
+    return this.memslots.list();
+  }
+
+  setDirtyLogging(slot: number, enabled: boolean): void {
+    this.checkOpen('KVM_SET_USER_MEMORY_REGION');
+    this.memslots.setDirtyLogging(slot, enabled);
+  }
+
+  readMemory(guestAddress: GuestAddress, destination: Uint8Array): void {
+    const { slot, offset } = this.mapping(guestAddress, destination.length, 'readMemory');
+    slot.storage.readMemory(offset, destination);
+  }
+
+  async readMemoryAsync(guestAddress: GuestAddress, destination: Uint8Array): Promise<void> {
+    const { slot, offset } = this.mapping(guestAddress, destination.length, 'readMemory');
+    if (slot.storage.readMemoryAsync) await slot.storage.readMemoryAsync(offset, destination);
+    else slot.storage.readMemory(offset, destination);
+  }
+
+  writeMemory(guestAddress: GuestAddress, source: Uint8Array): void {
+    const { slot, offset } = this.mapping(guestAddress, source.length, 'writeMemory');
+    slot.storage.writeMemory(offset, source);
+  }
+
+  /** The VMM's mapping of a guest range: it must lie inside one memslot. */
+  private mapping(guestAddress: GuestAddress, length: number, operation: string): { slot: ModelSlot; offset: number } {
+    this.checkOpen(operation);
+    const slot = this.memslots.find(guestAddress);
+    const end = guestAddress + BigInt(length);
+    if (!slot || end > slot.info.guestAddress + slot.info.size) {
+      const where = slot ? `crosses the end of slot ${slot.info.slot} (${slot.info.name})` : 'has no memslot';
+      throw new VmErrnoError('EFAULT', operation, `guest range ${hex(guestAddress)}..${hex(end)} ${where}`);
+    }
+    return { slot, offset: Number(guestAddress - slot.info.guestAddress) };
+  }
+
+  copyMteTags(request: CopyMteTagsRequest): number {
+    return this.copyMteTagsAs(this.owner, request);
+  }
+
+  /** The VM fd as seen from process `caller`, e.g. a helper process that inherited it. */
+  fromProcess(caller: ProcessId): VmIoctlHandle {
+    return { caller, copyMteTags: (request) => this.copyMteTagsAs(caller, request) };
+  }
+
+  private copyMteTagsAs(caller: ProcessId, request: CopyMteTagsRequest): number {
+    this.checkOpen('KVM_ARM_MTE_COPY_TAGS');
+    // kvm_vm_ioctl: "if (kvm->mm != current->mm) return -EIO", before any argument is looked at.
+    if (caller !== this.owner) {
+      throw new VmErrnoError('EIO', 'KVM_ARM_MTE_COPY_TAGS', `process ${caller} did not create this VM (process ${this.owner} did)`);
+    }
+    return copyMteTags({ pageSize: this.pageSize, behaviour: this.behaviour, mteEnabled: this.mte, memslots: this.memslots }, request);
+  }
+
+  createVcpu(id: number): Vcpu {
+    this.checkOpen('KVM_CREATE_VCPU');
+    if (!Number.isInteger(id) || id < 0 || id >= MAX_VCPUS) {
+      throw new VmErrnoError('EINVAL', 'KVM_CREATE_VCPU', `vCPU id ${id} outside 0..${MAX_VCPUS - 1}`);
+    }
+    if (this.vcpuList.some((vcpu) => vcpu.id === id)) {
+      throw new VmErrnoError('EEXIST', 'KVM_CREATE_VCPU', `vCPU ${id} exists`);
+    }
+    const vcpu = new SimulatedVcpu(id, this.adoptRegisters);
+    this.vcpuList.push(vcpu);
+    return vcpu;
+  }
+
+  vcpus(): readonly Vcpu[] {
+    return this.vcpuList;
+  }
+
+  /** Makes what was written durable (file-backed stores). */
+  flush(): void {
+    for (const slot of this.memslots.all()) slot.storage.flush();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const slot of this.memslots.all()) slot.storage.close();
+  }
+
+  protected slotStorages(): readonly ModelSlot[] {
+    return this.memslots.all();
+  }
+
+  private checkOpen(operation: string): void {
+    if (this.closed) throw new VmErrnoError('EBADF', operation, 'the VM is closed');
+  }
+}
