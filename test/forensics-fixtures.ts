@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { SimulatedVm } from '../src/backends/simulated/index.js';
 import { PC_ID, xRegisterId } from '../src/vm/arm64-registers.js';
 import { readGuestTags, writeGuestTags } from '../src/vm/tag-copy.js';
-import { MTE_GRANULE_SIZE } from '../src/vm/vm.js';
 import { saveSnapshot, type SaveOptions } from '../src/writer/save.js';
+import { GRANULE_SIZE } from '../src/format/constants.js';
 
 export interface RegionSpec {
   readonly slot: number;
@@ -76,10 +76,10 @@ function applyAllocation(vm: SimulatedVm, allocation: Allocation): void {
   const end = allocation.address + BigInt(allocation.bytes);
   while (address < end) {
     const page = address - (address % pageSize);
-    const tags = new Uint8Array(vm.pageSize / MTE_GRANULE_SIZE);
+    const tags = new Uint8Array(vm.pageSize / GRANULE_SIZE);
     readGuestTags(vm, page, tags);
-    for (; address < end && address < page + pageSize; address += BigInt(MTE_GRANULE_SIZE)) {
-      tags[Number((address - page) / BigInt(MTE_GRANULE_SIZE))] = allocation.tag;
+    for (; address < end && address < page + pageSize; address += BigInt(GRANULE_SIZE)) {
+      tags[Number((address - page) / BigInt(GRANULE_SIZE))] = allocation.tag;
     }
     writeGuestTags(vm, page, tags);
   }

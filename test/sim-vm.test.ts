@@ -14,9 +14,11 @@ import {
   xRegisterId,
 } from '../src/vm/arm64-registers.js';
 import { SimulatedVm, SimulatedVmFactory } from '../src/backends/simulated/index.js';
-import { packTags, unpackTags, isAllZero } from '../src/format/tag-packing.js';
+import { packTags, unpackTags } from '../src/format/tag-packing.js';
+import { isAllZero } from '../src/format/bytes.js';
 import { guestTags, TagCopyError, writeGuestTags } from '../src/vm/tag-copy.js';
-import { registerSize, TAGS_FROM_GUEST, VmErrnoError } from '../src/vm/vm.js';
+import { TAGS_FROM_GUEST, VmErrnoError } from '../src/vm/vm.js';
+import { registerSize } from '../src/format/registers.js';
 
 function errnoOf(call: () => unknown): string | undefined {
   try {

@@ -3,7 +3,6 @@ import { describe, expect, it } from 'vitest';
 import { compress } from 'zstd-napi';
 import { namedSysRegisterId } from '../src/vm/arm64-registers.js';
 import { SimulatedVm } from '../src/backends/simulated/index.js';
-import { isAllZero } from '../src/format/tag-packing.js';
 import { guestTags } from '../src/vm/tag-copy.js';
 import {
   addWorkloadSlots,
@@ -15,6 +14,7 @@ import {
   planWorkload,
   type Workload,
 } from '../src/workload/index.js';
+import { isAllZero } from '../src/format/bytes.js';
 
 const MiB = 1024 * 1024;
 

@@ -4,17 +4,8 @@
  * its way into the guest (TO_GUEST). Restoring through it is restoring a
  * snapshot in which exactly one granule's tag was damaged.
  */
-import {
-  MTE_GRANULE_SIZE,
-  TAGS_TO_GUEST,
-  type CopyMteTagsRequest,
-  type GuestAddress,
-  type MemorySlot,
-  type MemorySlotSpec,
-  type Vcpu,
-  type Vm,
-  type VmFactory,
-} from '../src/vm/vm.js';
+import { TAGS_TO_GUEST, type CopyMteTagsRequest, type GuestAddress, type MemorySlot, type MemorySlotSpec, type Vcpu, type Vm, type VmFactory } from '../src/vm/vm.js';
+import { GRANULE_SIZE } from '../src/format/constants.js';
 
 export interface TagCorruption {
   readonly guestAddress: GuestAddress;
@@ -83,14 +74,14 @@ export class TagCorruptingVm implements Vm {
     if (request.flags !== TAGS_TO_GUEST || !request.buffer) return null;
     const offset = this.corruption.guestAddress - request.guestIpa;
     if (offset < 0n || offset >= request.length) return null;
-    const index = Number(offset / BigInt(MTE_GRANULE_SIZE));
+    const index = Number(offset / BigInt(GRANULE_SIZE));
     return index < request.buffer.length ? index : null;
   }
 }
 
 /** A factory whose VMs damage the tag of the granule at `guestAddress` when tags are restored into them. */
 export function tagCorruptingFactory(factory: VmFactory, guestAddress: GuestAddress): { factory: VmFactory; corruption: TagCorruption } {
-  const corruption: TagCorruption = { guestAddress: guestAddress - (guestAddress % BigInt(MTE_GRANULE_SIZE)), original: null, corrupted: null };
+  const corruption: TagCorruption = { guestAddress: guestAddress - (guestAddress % BigInt(GRANULE_SIZE)), original: null, corrupted: null };
   return {
     corruption,
     factory: {

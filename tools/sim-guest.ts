@@ -5,9 +5,9 @@
  * --compare-sim` can regenerate the very same guest to compare against.
  */
 import { createSimulatedGuest, type SimulatedGuest } from '../src/workload/index.js';
-import { HOST_PAGE_SIZES } from '../src/vm/vm.js';
 import { CliError, EXIT } from './cli-support.js';
 import { parseByteSize, parseInteger } from './units.js';
+import { PAGE_SIZES } from '../src/format/constants.js';
 
 const MiB = 1024n * 1024n;
 
@@ -28,7 +28,7 @@ export const SIM_DEFAULTS = { size: '256MiB', seed: '1', pageSize: '4096' } as c
 
 export function parsePageSize(text: string): number {
   const pageSize = Number(parseByteSize(text, '--page-size'));
-  if (!HOST_PAGE_SIZES.includes(pageSize)) throw new CliError(`--page-size: ${text} is not an arm64 page size (${HOST_PAGE_SIZES.join(', ')})`, EXIT.usage);
+  if (!PAGE_SIZES.includes(pageSize)) throw new CliError(`--page-size: ${text} is not an arm64 page size (${PAGE_SIZES.join(', ')})`, EXIT.usage);
   return pageSize;
 }
 

@@ -4,9 +4,10 @@
  * core's memory and tags with exactly the KVM tag-copy semantics.
  */
 import type { SlotOffset, SlotPage, SlotStorage, SlotStorageFactory } from '../kernel-model/slot-storage.js';
-import { MTE_GRANULE_SIZE, type MemorySlotSpec } from '../vm/vm.js';
+import { type MemorySlotSpec } from '../vm/vm.js';
 import type { ElfCore, ElfSegment } from './elf-core-reader.js';
 import { hex } from './errors.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 /** A core segment handed to the model as a memslot. */
 export interface CoreRegionSource {
@@ -36,7 +37,7 @@ export class CoreSlotStorage implements SlotStorage {
     private readonly pageSize: number,
   ) {
     this.pageCount = Number(source.load.memSize / BigInt(pageSize));
-    this.granulesPerPage = pageSize / MTE_GRANULE_SIZE;
+    this.granulesPerPage = pageSize / GRANULE_SIZE;
     this.tagAccess = source.memtag ? 'read' : 'none';
     this.holdsTags = source.memtag !== undefined;
   }
@@ -54,7 +55,7 @@ export class CoreSlotStorage implements SlotStorage {
       destination.fill(0);
       return;
     }
-    const skew = Number((this.source.load.address - this.source.memtag.address) / BigInt(MTE_GRANULE_SIZE));
+    const skew = Number((this.source.load.address - this.source.memtag.address) / BigInt(GRANULE_SIZE));
     this.core.readTags(this.source.memtag, skew + page * this.granulesPerPage + firstGranule, destination);
   }
 

@@ -12,13 +12,14 @@
  */
 import { KernelModelVm } from '../kernel-model/kernel-model-vm.js';
 import { DEFAULT_IPA_BITS, MAX_USER_MEMSLOTS } from '../kernel-model/memslot-table.js';
-import { HOST_PAGE_SIZES, VmErrnoError, type Vcpu, type VcpuState } from '../vm/vm.js';
+import { VmErrnoError, type Vcpu, type VcpuState } from '../vm/vm.js';
 import { hwcap2FromNotes, vcpusFromNotes } from './core-notes.js';
 import { CoreSlotStorageFactory, type CoreRegionSource } from './core-slot-storage.js';
 import { AT_PAGESZ, HWCAP2_MTE, NT_AUXV, PF_W } from './elf-constants.js';
 import type { ElfCore, ElfSegment } from './elf-core-reader.js';
 import { ElfCoreFormatError, hex } from './errors.js';
 import { decodeVmsnapNote, type VmsnapRegionInfo, type VmsnapState } from './vmsnap-note.js';
+import { PAGE_SIZES } from '../format/constants.js';
 
 /** A vCPU whose registers are the core's; setting one is refused. */
 class CoreVcpu implements Vcpu {
@@ -119,7 +120,7 @@ function bitsFor(end: bigint): number {
 export function openCoreVm(core: ElfCore, options: CoreVmOptions = {}): OpenedCoreVm {
   const state = decodeVmsnapNote(core.notes, core.path);
   const pageSize = state?.pageSize ?? options.pageSize ?? auxvPageSize(core) ?? 4096;
-  if (!HOST_PAGE_SIZES.includes(pageSize)) throw new ElfCoreFormatError(core.path, 0, `page size ${pageSize} is not one of ${HOST_PAGE_SIZES.join(', ')}`);
+  if (!PAGE_SIZES.includes(pageSize)) throw new ElfCoreFormatError(core.path, 0, `page size ${pageSize} is not one of ${PAGE_SIZES.join(', ')}`);
   const { regions, skipped } = state ? { regions: state.regions, skipped: [] } : linuxRegions(core, options.keepEmptyLoads ?? false);
   if (regions.length > MAX_USER_MEMSLOTS) throw new ElfCoreFormatError(core.path, 0, `${regions.length} regions exceed KVM's ${MAX_USER_MEMSLOTS} memslots`);
   const sources = regions.map((region) => {

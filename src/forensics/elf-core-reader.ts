@@ -27,7 +27,7 @@ import {
 } from './elf-constants.js';
 import { decodeNotes, type ElfNote } from './elf-notes.js';
 import { ElfCoreFormatError, hex } from './errors.js';
-import { MTE_GRANULE_SIZE } from '../vm/vm.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 export interface ElfSegment {
   /** Position in the program header table. */
@@ -176,8 +176,8 @@ function checkSegment(s: ElfSegment, path: string, headerOffset: bigint, fileSiz
   }
   if (s.type === PT_LOAD && s.fileSize > s.memSize) throw new ElfCoreFormatError(path, headerOffset, `${where}: p_filesz ${s.fileSize} exceeds p_memsz ${s.memSize}`);
   if (s.type !== PT_AARCH64_MEMTAG_MTE) return;
-  if (s.memSize === 0n || s.memSize % BigInt(MTE_GRANULE_SIZE) !== 0n) {
-    throw new ElfCoreFormatError(path, headerOffset, `${where}: memtag p_memsz ${s.memSize} is not a positive multiple of ${MTE_GRANULE_SIZE}`);
+  if (s.memSize === 0n || s.memSize % BigInt(GRANULE_SIZE) !== 0n) {
+    throw new ElfCoreFormatError(path, headerOffset, `${where}: memtag p_memsz ${s.memSize} is not a positive multiple of ${GRANULE_SIZE}`);
   }
   if (s.fileSize !== 0n && s.fileSize !== s.memSize / BigInt(GUEST_BYTES_PER_TAG_BYTE)) {
     throw new ElfCoreFormatError(path, headerOffset, `${where}: memtag p_filesz ${s.fileSize} is not p_memsz / 32 (${s.memSize / 32n})`);

@@ -6,7 +6,7 @@
  * mostly empty 4 GiB guest costs disk only for the pages it uses.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { isAllZero } from '../format/tag-packing.js';
+import { isAllZero } from '../format/bytes.js';
 import {
   EI_PAD_END,
   ELF_HEADER_SIZE,

@@ -6,11 +6,11 @@
  * any length runs in bounded memory.
  */
 import type { SnapshotReader } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { regionHoldingRange } from './addresses.js';
 import { ForensicsArgumentError } from './errors.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
-const GRANULE = BigInt(MTE_GRANULE_SIZE);
+const GRANULE = BigInt(GRANULE_SIZE);
 /** Bytes read per window (a multiple of the granule size). */
 const WINDOW_BYTES = 64 * 1024;
 
@@ -36,11 +36,11 @@ export async function* dumpGranules(reader: SnapshotReader, guestAddress: bigint
     const bytes = Number(end - window < BigInt(WINDOW_BYTES) ? end - window : BigInt(WINDOW_BYTES));
     const tags = region.mte ? await reader.readTags(window, bytes) : null;
     const data = options.data ? await reader.readMemory(window, bytes) : null;
-    for (let g = 0; g < bytes / MTE_GRANULE_SIZE; g++) {
+    for (let g = 0; g < bytes / GRANULE_SIZE; g++) {
       yield {
-        address: window + BigInt(g * MTE_GRANULE_SIZE),
+        address: window + BigInt(g * GRANULE_SIZE),
         tag: tags ? tags[g] & 0xf : null,
-        data: data ? data.subarray(g * MTE_GRANULE_SIZE, (g + 1) * MTE_GRANULE_SIZE) : null,
+        data: data ? data.subarray(g * GRANULE_SIZE, (g + 1) * GRANULE_SIZE) : null,
       };
     }
   }

@@ -8,11 +8,11 @@
  * to the granule of its last byte.
  */
 import type { SnapshotReader } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { regionHoldingRange } from './addresses.js';
 import { ForensicsArgumentError, RegionNotTaggedError } from './errors.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
-const GRANULE = BigInt(MTE_GRANULE_SIZE);
+const GRANULE = BigInt(GRANULE_SIZE);
 const ADDRESS_MASK = (1n << 56n) - 1n;
 /** Mismatching granules listed at most (the count is always exact). */
 const MAX_LISTED = 64;

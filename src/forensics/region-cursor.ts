@@ -8,11 +8,11 @@
  * pages do.
  */
 import type { ChunkKind, ChunkLocation, SnapshotReader, SnapshotRegion } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../vm/vm.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 /** Tag bytes (one per granule) of one page. */
 export function granulesPerPage(pageSize: number): number {
-  return pageSize / MTE_GRANULE_SIZE;
+  return pageSize / GRANULE_SIZE;
 }
 
 export class RegionChunkCursor {

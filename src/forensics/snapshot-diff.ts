@@ -11,9 +11,9 @@
  * bounded; changed pages are handed to a callback as they are found.
  */
 import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { SnapshotMismatchError } from './errors.js';
 import { granulesPerPage, pageWindows, type PageWindow } from './region-cursor.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 /** Consecutive granules of one page whose tag went from `from` to `to`. */
 export interface TagChangeRun {
@@ -87,8 +87,8 @@ function changedDataGranules(a: Uint8Array, b: Uint8Array, from: number, pageSiz
   const pageA = Buffer.from(a.buffer, a.byteOffset + from, pageSize);
   if (pageA.equals(Buffer.from(b.buffer, b.byteOffset + from, pageSize))) return 0;
   let changed = 0;
-  for (let g = from; g < from + pageSize; g += MTE_GRANULE_SIZE) {
-    for (let i = g; i < g + MTE_GRANULE_SIZE; i++) {
+  for (let g = from; g < from + pageSize; g += GRANULE_SIZE) {
+    for (let i = g; i < g + GRANULE_SIZE; i++) {
       if (a[i] !== b[i]) {
         changed++;
         break;
@@ -111,7 +111,7 @@ function tagChangesOfPage(a: Uint8Array, b: Uint8Array, from: number, perPage: n
     const x = end ? 0 : a[g] & 0xf;
     const y = end ? 0 : b[g] & 0xf;
     if (runs && runStart >= 0 && (end || x !== (a[runStart] & 0xf) || y !== (b[runStart] & 0xf))) {
-      runs.push({ address: pageAddress + BigInt((runStart - from) * MTE_GRANULE_SIZE), granules: g - runStart, from: a[runStart] & 0xf, to: b[runStart] & 0xf });
+      runs.push({ address: pageAddress + BigInt((runStart - from) * GRANULE_SIZE), granules: g - runStart, from: a[runStart] & 0xf, to: b[runStart] & 0xf });
       runStart = -1;
     }
     if (end || x === y) continue;

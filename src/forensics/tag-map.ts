@@ -9,9 +9,9 @@
  * map itself holds one byte per cell, at most MAX_CELLS of them.
  */
 import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { granulesPerPage, pageWindows, type PageWindow } from './region-cursor.js';
 import { changeStateOfPage, PAGE_STATE_COUNT, PageState, tagStateOfPage } from './page-states.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 /** Cells (pixels squares) the picture has room for: 512 columns x 512 rows of 2 px. */
 export const MAX_CELLS = 512 * 512;
@@ -117,7 +117,7 @@ export interface TagMapOptions {
 
 export async function buildTagMap(reader: SnapshotReader, options: TagMapOptions = {}): Promise<TagMap> {
   const pageSize = reader.header.pageSize;
-  if (pageSize % MTE_GRANULE_SIZE !== 0) throw new Error(`page size ${pageSize} is not a multiple of the granule size`);
+  if (pageSize % GRANULE_SIZE !== 0) throw new Error(`page size ${pageSize} is not a multiple of the granule size`);
   const scale = chooseScale(reader.regions.map((r) => Number(r.size / BigInt(pageSize))));
   const regions: RegionMap[] = [];
   for (const region of reader.regions) {

@@ -8,9 +8,9 @@
  * page boundaries but not across regions or the edges of an IPA filter.
  */
 import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
-import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { type IpaRange, pagesInRange, selectRegions } from './addresses.js';
 import { granulesPerPage, pageWindows, popcount16, tagMask } from './region-cursor.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 export const TAG_VALUES = 16;
 
@@ -110,7 +110,7 @@ class RunCounter {
   buckets(): RunBucket[] {
     const out: RunBucket[] = [];
     this.perBucket.forEach((count, k) => {
-      if (count) out.push({ minBytes: MTE_GRANULE_SIZE * 2 ** k, maxBytes: MTE_GRANULE_SIZE * (2 ** (k + 1) - 1), count });
+      if (count) out.push({ minBytes: GRANULE_SIZE * 2 ** k, maxBytes: GRANULE_SIZE * (2 ** (k + 1) - 1), count });
     });
     return out;
   }
@@ -144,7 +144,7 @@ async function regionStats(reader: SnapshotReader, region: SnapshotRegion, range
     }
   }
   runs.flush();
-  stats.runs = { count: runs.count, granules: runs.granules, largestBytes: runs.largest * MTE_GRANULE_SIZE, buckets: runs.buckets() };
+  stats.runs = { count: runs.count, granules: runs.granules, largestBytes: runs.largest * GRANULE_SIZE, buckets: runs.buckets() };
   const start = region.guestAddress + BigInt(pages.firstPage * pageSize);
   return { region: region.name, mte: region.mte, start, end: region.guestAddress + BigInt(pages.endPage * pageSize), ...stats };
 }

@@ -15,3 +15,26 @@ export function ascii(bytes: Uint8Array): string {
 }
 
 
+
+const zeroBuffers = new Map<number, Uint8Array>();
+/** A shared all-zero buffer of `length` bytes, to compare against (lengths up to 64 KiB are kept). */
+function zeros(length: number): Uint8Array {
+  let buffer = zeroBuffers.get(length);
+  if (!buffer) {
+    buffer = new Uint8Array(length);
+    if (length <= 65536) zeroBuffers.set(length, buffer);
+  }
+  return buffer;
+}
+
+/** True when every byte is zero: an all-zero page or tag run needs no storage. */
+export function isAllZero(bytes: Uint8Array): boolean {
+  // Most data pages have a nonzero first byte: answer those without a call.
+  if (bytes.length === 0) return true;
+  if (bytes[0] !== 0) return false;
+  for (let at = 0; at < bytes.length; at += 65536) {
+    const part = bytes.subarray(at, Math.min(at + 65536, bytes.length));
+    if (Buffer.compare(part, zeros(part.length)) !== 0) return false;
+  }
+  return true;
+}

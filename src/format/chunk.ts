@@ -14,7 +14,7 @@
  * per byte, low nibble = lower address). content_xxh64 is over the content
  * uncompressed, so it also proves the decompressor right.
  */
-import { view } from './bytes.js';
+import { isAllZero, view } from './bytes.js';
 import { checksum } from './checksum.js';
 import { CHUNK_HEADER_LENGTH, ENCODING, GRANULE_SIZE, GUEST_BYTES_PER_TAG_BYTE } from './constants.js';
 import { packTags, unpackTags } from './tag-packing.js';
@@ -58,29 +58,13 @@ export interface CompressionChoice {
 }
 
 /** All-zero buffers to compare against, one per length, so zero tests run in native memcmp. */
-const zeroBuffers = new Map<number, Uint8Array>();
-
-function zeros(length: number): Uint8Array {
-  let buffer = zeroBuffers.get(length);
-  if (!buffer) zeroBuffers.set(length, (buffer = new Uint8Array(length)));
-  return buffer;
-}
-
-/** True when bytes[start, start + length) are all zero. */
-function isZeroRange(bytes: Uint8Array, start: number, length: number): boolean {
-  // Most data pages have a nonzero first byte: answer those without a call.
-  if (bytes[start] !== 0) return false;
-  return Buffer.compare(bytes.subarray(start, start + length), zeros(length)) === 0;
-}
-
-
 /** Pages of `ram` that are not all zero: the bitmap, and their bytes packed in order. */
 function gatherRamPages(range: ChunkRange, ram: Uint8Array): { bitmap: Uint8Array; content: Uint8Array; present: number } {
   const { pageCount, pageSize } = range;
   const bitmap = new Uint8Array(bitmapLength(pageCount));
   let present = 0;
   for (let page = 0; page < pageCount; page++) {
-    if (isZeroRange(ram, page * pageSize, pageSize)) continue;
+    if (isAllZero(ram.subarray(page * pageSize, (page + 1) * pageSize))) continue;
     bitmap[page >>> 3] |= 1 << (page & 7);
     present++;
   }
@@ -105,7 +89,7 @@ function gatherTagPages(range: ChunkRange, tags: Uint8Array): { bitmap: Uint8Arr
   for (let page = 0; page < pageCount; page++) {
     const granules = page * granulesPerPage;
     // Tags are 4 bits: only the low nibble of each byte counts.
-    if (isZeroRange(tags, granules, granulesPerPage)) continue;
+    if (isAllZero(tags.subarray(granules, granules + granulesPerPage))) continue;
     let any = 0;
     for (let g = 0; g < granulesPerPage; g++) any |= tags[granules + g] & 0xf;
     if (any === 0) continue;

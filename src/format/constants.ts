@@ -53,7 +53,7 @@ export const LIMITS = {
   regions: 65_536,
   vcpus: 4_096,
   registersPerVcpu: 65_536,
-  /** 2^50 bytes of guest memory per region is more than any arm64 IPA space. */
+  /** 2^52 bytes of guest memory per region: the whole of the largest arm64 IPA space (52 bits). */
   regionSize: 1n << 52n,
 } as const;
 

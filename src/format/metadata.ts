@@ -7,8 +7,7 @@
  */
 import { Packr } from 'msgpackr';
 import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from './model.js';
-import type { RegisterValue, VcpuState } from '../vm/vm.js';
-import { registerSize } from '../vm/vm.js';
+import { registerSize, type RegisterValue, type VcpuState } from './registers.js';
 import { LIMITS } from './constants.js';
 import { SnapshotFormatError } from './errors.js';
 

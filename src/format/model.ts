@@ -2,7 +2,10 @@
  * What a snapshot holds, as the library sees it once decoded. spec/FORMAT.md
  * defines the bytes; these are the values.
  */
-import type { VcpuState } from '../vm/vm.js';
+import type { VcpuState } from './registers.js';
+
+/** A guest physical address (IPA). */
+export type GuestAddress = bigint;
 
 /** A guest memory region as the snapshot records it (a KVM memslot and whether its tags are saved). */
 export interface SnapshotRegion {

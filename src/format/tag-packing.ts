@@ -43,16 +43,3 @@ export function packTags(source: Uint8Array, packed: Uint8Array, firstGranule: n
   }
   if (i < count) packed[byteIndex] = (packed[byteIndex] & 0xf0) | (source[i] & 0x0f);
 }
-
-/** True when every byte is zero: an all-zero page or tag run needs no storage. */
-export function isAllZero(bytes: Uint8Array): boolean {
-  const length = bytes.length;
-  let i = 0;
-  if ((bytes.byteOffset & 3) === 0) {
-    const words = new Uint32Array(bytes.buffer, bytes.byteOffset, length >> 2);
-    for (let w = 0; w < words.length; w++) if (words[w] !== 0) return false;
-    i = words.length << 2;
-  }
-  for (; i < length; i++) if (bytes[i] !== 0) return false;
-  return true;
-}

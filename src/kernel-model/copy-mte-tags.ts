@@ -14,15 +14,10 @@
  *   4. the return value counts guest bytes of whole pages done; an error with
  *      nothing done is thrown as VmErrnoError.
  */
-import {
-  MTE_GRANULE_SIZE,
-  TAGS_FROM_GUEST,
-  VmErrnoError,
-  type CopyMteTagsRequest,
-  type ErrnoName,
-} from '../vm/vm.js';
+import { TAGS_FROM_GUEST, VmErrnoError, type CopyMteTagsRequest, type ErrnoName } from '../vm/vm.js';
 import type { KernelBehaviour } from './kernel-version.js';
 import { hex, type MemslotTable, type ModelSlot } from './memslot-table.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 const OPERATION = 'KVM_ARM_MTE_COPY_TAGS';
 const INT_MAX = 0x7fffffffn;
@@ -98,7 +93,7 @@ class PageCopier {
     private readonly pageSize: number,
     private readonly buffer: Uint8Array | null,
   ) {
-    this.granulesPerPage = pageSize / MTE_GRANULE_SIZE;
+    this.granulesPerPage = pageSize / GRANULE_SIZE;
     this.scratch = new Uint8Array(this.granulesPerPage);
   }
 

@@ -7,21 +7,13 @@
  * SlotStorage. The simulator, the raw-files backend and any other store-backed
  * backend are this class with a different store.
  */
-import {
-  VmErrnoError,
-  type CopyMteTagsRequest,
-  type GuestAddress,
-  type MemorySlot,
-  type MemorySlotSpec,
-  type Vcpu,
-  type Vm,
-  HOST_PAGE_SIZES,
-} from '../vm/vm.js';
+import { VmErrnoError, type CopyMteTagsRequest, type GuestAddress, type MemorySlot, type MemorySlotSpec, type Vcpu, type Vm } from '../vm/vm.js';
 import { copyMteTags } from './copy-mte-tags.js';
 import { checkKernelVersion, DEFAULT_KERNEL_VERSION, kernelBehaviour, type KernelBehaviour, type KernelVersion } from './kernel-version.js';
 import { DEFAULT_IPA_BITS, hex, MemslotTable, type ModelSlot } from './memslot-table.js';
 import { SimulatedVcpu } from './simulated-vcpu.js';
 import type { SlotStorageFactory } from './slot-storage.js';
+import { PAGE_SIZES } from '../format/constants.js';
 
 /** KVM_MAX_VCPUS on arm64. */
 export const MAX_VCPUS = 512;
@@ -64,8 +56,8 @@ export class KernelModelVm implements Vm {
     private readonly storageFactory: SlotStorageFactory,
     options: KernelModelOptions,
   ) {
-    if (!HOST_PAGE_SIZES.includes(options.pageSize)) {
-      throw new RangeError(`page size ${options.pageSize}: arm64 hosts use ${HOST_PAGE_SIZES.join(', ')}`);
+    if (!PAGE_SIZES.includes(options.pageSize)) {
+      throw new RangeError(`page size ${options.pageSize}: arm64 hosts use ${PAGE_SIZES.join(', ')}`);
     }
     this.pageSize = options.pageSize;
     this.kernelVersion = checkKernelVersion(options.kernelVersion ?? DEFAULT_KERNEL_VERSION);

@@ -3,7 +3,8 @@
  * reset as KVM_ARM_VCPU_INIT leaves it, read and written through ONE_REG ids.
  */
 import { arm64RegisterList, namedSysRegisterId, PSCI_VERSION_ID, PSTATE_ID, registerName } from '../vm/arm64-registers.js';
-import { registerSize, VmErrnoError, type Vcpu } from '../vm/vm.js';
+import { VmErrnoError, type Vcpu } from '../vm/vm.js';
+import { registerSize } from '../format/registers.js';
 
 /** EL1h with D, A, I and F masked: the PSTATE a vCPU starts with after KVM_ARM_VCPU_INIT. */
 const RESET_PSTATE = 0x3c5n;

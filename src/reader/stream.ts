@@ -5,7 +5,7 @@
  * checked against what was read, and the trailer against the byte count.
  */
 import type { Readable } from 'node:stream';
-import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
+import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, NO_REGION, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { SnapshotFormatError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
 import { decodeIndex, decodeTrailer, type IndexEntry } from '../format/index-section.js';
@@ -155,7 +155,7 @@ export async function* readSnapshotStream(stream: Readable | NodeJS.ReadableStre
 function indexEntryOf(section: SectionHeader, chunk?: { region: number; firstPage: number; pageCount: number }): IndexEntry {
   return {
     type: section.type,
-    region: chunk?.region ?? 0xffff_ffff,
+    region: chunk?.region ?? NO_REGION,
     firstPage: chunk?.firstPage ?? 0,
     offset: section.offset,
     length: BigInt(SECTION_HEADER_LENGTH) + section.payloadLength,

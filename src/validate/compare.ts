@@ -4,8 +4,9 @@
  * bounded whatever the guest size.
  */
 import { readGuestTags } from '../vm/tag-copy.js';
-import { MTE_GRANULE_SIZE, type Vm } from '../vm/vm.js';
+import { type Vm } from '../vm/vm.js';
 import { equalBytes } from '../format/bytes.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 export interface VmDifference {
   readonly kind: 'layout' | 'data' | 'tag' | 'vcpu';
@@ -56,13 +57,13 @@ export function compareVms(expected: Vm, actual: Vm, options: { tags?: boolean; 
       }
       pagesCompared += length / expected.pageSize;
       if (withTags && !slot.readOnly) {
-        const ta = new Uint8Array(length / MTE_GRANULE_SIZE);
-        const tb = new Uint8Array(length / MTE_GRANULE_SIZE);
+        const ta = new Uint8Array(length / GRANULE_SIZE);
+        const tb = new Uint8Array(length / GRANULE_SIZE);
         readGuestTags(expected, address, ta);
         readGuestTags(actual, address, tb);
         if (!equalBytes(ta, tb)) {
           const at = firstDifferentIndex(ta, tb);
-          note({ kind: 'tag', guestAddress: address + BigInt(at * MTE_GRANULE_SIZE), message: `allocation tag differs: ${ta[at]} vs ${tb[at]}` });
+          note({ kind: 'tag', guestAddress: address + BigInt(at * GRANULE_SIZE), message: `allocation tag differs: ${ta[at]} vs ${tb[at]}` });
         }
         granulesCompared += ta.length;
       }

@@ -4,7 +4,8 @@
  * since ~6.3 refuse more than INT_MAX bytes), a partial return moves on from
  * where the kernel stopped, and a failure names the IPA it stopped at.
  */
-import { MTE_GRANULE_SIZE, TAGS_FROM_GUEST, TAGS_TO_GUEST, VmErrnoError, type GuestAddress, type Vm } from './vm.js';
+import { TAGS_FROM_GUEST, TAGS_TO_GUEST, VmErrnoError, type GuestAddress, type Vm } from './vm.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 /** Guest bytes per ioctl: far below 1 GiB, and a whole number of 64 KiB pages. */
 export const MAX_TAG_COPY_BYTES = 256 * 1024 * 1024;
@@ -23,7 +24,7 @@ export class TagCopyError extends Error {
 
 function copyTags(vm: Vm, guestAddress: GuestAddress, tags: Uint8Array, flags: bigint): void {
   const direction = flags === TAGS_FROM_GUEST ? 'from-guest' : 'to-guest';
-  const total = tags.length * MTE_GRANULE_SIZE;
+  const total = tags.length * GRANULE_SIZE;
   let done = 0;
   while (done < total) {
     const length = Math.min(total - done, MAX_TAG_COPY_BYTES);
@@ -35,7 +36,7 @@ function copyTags(vm: Vm, guestAddress: GuestAddress, tags: Uint8Array, flags: b
         length: BigInt(length),
         flags,
         reserved: [0n, 0n],
-        buffer: tags.subarray(done / MTE_GRANULE_SIZE, (done + length) / MTE_GRANULE_SIZE),
+        buffer: tags.subarray(done / GRANULE_SIZE, (done + length) / GRANULE_SIZE),
       });
     } catch (error) {
       throw new TagCopyError(direction, at, error instanceof VmErrnoError ? error.code : String(error), error);
@@ -55,7 +56,7 @@ export function readGuestTags(vm: Vm, guestAddress: GuestAddress, tags: Uint8Arr
 
 /** The tags of `length` guest bytes at `guestAddress`, one per granule, in a new buffer. */
 export function guestTags(vm: Vm, guestAddress: GuestAddress, length: number): Uint8Array {
-  const tags = new Uint8Array(length / MTE_GRANULE_SIZE);
+  const tags = new Uint8Array(length / GRANULE_SIZE);
   readGuestTags(vm, guestAddress, tags);
   return tags;
 }

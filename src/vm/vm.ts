@@ -18,18 +18,16 @@
  * backends, and the backends know nothing of the snapshot format.
  */
 
-/** A guest physical address (IPA). */
-export type GuestAddress = bigint;
+import type { GuestAddress } from '../format/model.js';
+import type { RegisterValue, VcpuState } from '../format/registers.js';
+
+export type { GuestAddress, RegisterValue, VcpuState };
+
 
 /** KVM_ARM_TAGS_TO_GUEST: write tags from the buffer into guest tag memory. */
 export const TAGS_TO_GUEST = 0n;
 /** KVM_ARM_TAGS_FROM_GUEST: read guest tags into the buffer. */
 export const TAGS_FROM_GUEST = 1n;
-
-/** Bytes of guest memory that carry one allocation tag. */
-export const MTE_GRANULE_SIZE = 16;
-/** Host page sizes arm64 Linux runs with, and so the only ones vmsnap accepts. */
-export const HOST_PAGE_SIZES: readonly number[] = [4096, 16384, 65536];
 
 /** How the VMM backs a memslot; it decides whether KVM accepts it on an MTE VM. */
 export type MemoryBacking = 'anonymous-private' | 'anonymous-shared' | 'memfd';
@@ -103,18 +101,6 @@ export class VmErrnoError extends Error {
   }
 }
 
-/** One ONE_REG register: its KVM id and its value, little-endian, of the size the id encodes. */
-export interface RegisterValue {
-  readonly id: bigint;
-  readonly value: Uint8Array;
-}
-
-/** A vCPU's register state as KVM_GET_REG_LIST / KVM_GET_ONE_REG give it. */
-export interface VcpuState {
-  readonly id: number;
-  readonly registers: readonly RegisterValue[];
-}
-
 export interface Vcpu {
   readonly id: number;
   /** KVM_GET_REG_LIST. */
@@ -123,11 +109,6 @@ export interface Vcpu {
   getRegister(id: bigint): Uint8Array;
   /** KVM_SET_ONE_REG. */
   setRegister(id: bigint, value: Uint8Array): void;
-}
-
-/** The bytes of a ONE_REG value: KVM_REG_SIZE_MASK (bits 52..55) holds log2 of it. */
-export function registerSize(id: bigint): number {
-  return 1 << Number((id >> 52n) & 0xfn);
 }
 
 export interface Vm {

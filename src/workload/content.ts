@@ -6,12 +6,12 @@
  * allocator's: a run of one nonzero tag per allocation, neighbours differing,
  * freed chunks back at tag 0.
  */
-import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { FRAME_SIZE, type FrameKind } from './workload-layout.js';
 import type { FrameRandom } from './random.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 const WORDS_PER_FRAME = FRAME_SIZE / 4;
-export const GRANULES_PER_FRAME = FRAME_SIZE / MTE_GRANULE_SIZE;
+export const GRANULES_PER_FRAME = FRAME_SIZE / GRANULE_SIZE;
 
 /** Frequent A64 encodings with their register/immediate fields cleared; repeats weight the draw. */
 const INSTRUCTIONS = new Uint32Array([

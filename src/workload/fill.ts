@@ -6,10 +6,11 @@
  */
 import { writeGuestTags } from '../vm/tag-copy.js';
 import { forEachRun } from '../format/page-runs.js';
-import { isAllZero } from '../format/tag-packing.js';
-import { MTE_GRANULE_SIZE, type Vm } from '../vm/vm.js';
+import { isAllZero } from '../format/bytes.js';
+import { type Vm } from '../vm/vm.js';
 import { generateRegionChunks, type GeneratedPages } from './generate.js';
 import type { Workload, WorkloadRegion } from './workload-layout.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 export interface FillStats {
   readonly pages: number;
@@ -53,7 +54,7 @@ function writeChunkMemory(vm: Vm, workload: Workload, region: WorkloadRegion, ch
 
 /** TO_GUEST for each run of pages with a nonzero tag. */
 function writeChunkTags(vm: Vm, workload: Workload, region: WorkloadRegion, chunk: GeneratedPages): number {
-  const perPage = workload.pageSize / MTE_GRANULE_SIZE;
+  const perPage = workload.pageSize / GRANULE_SIZE;
   const pageTags = (page: number): Uint8Array => chunk.tags.subarray(page * perPage, (page + 1) * perPage);
   return forEachRun(chunk.pageCount, (page) => !isAllZero(pageTags(page)), (first, count) => {
     writeGuestTags(vm, pageAddress(workload, region, chunk.firstPage + first), chunk.tags.subarray(first * perPage, (first + count) * perPage));

@@ -3,10 +3,10 @@
  * of a region, computed from (seed, region, frame) alone. A 4 GiB guest is
  * produced chunk by chunk in memory bounded by the chunk.
  */
-import { MTE_GRANULE_SIZE } from '../vm/vm.js';
 import { FrameWriter, GRANULES_PER_FRAME } from './content.js';
 import { FRAME_SIZE, frameKind, type Workload, type WorkloadRegion } from './workload-layout.js';
 import { FrameRandom, hashKey } from './random.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 
 export interface GeneratedPages {
   readonly firstPage: number;
@@ -44,8 +44,8 @@ export function generatePages(
   }
   const bytes = pageCount * workload.pageSize;
   const data = into ? into.data.subarray(0, bytes) : new Uint8Array(bytes);
-  const tags = into ? into.tags.subarray(0, bytes / MTE_GRANULE_SIZE) : new Uint8Array(bytes / MTE_GRANULE_SIZE);
-  if (data.length !== bytes || tags.length !== bytes / MTE_GRANULE_SIZE) {
+  const tags = into ? into.tags.subarray(0, bytes / GRANULE_SIZE) : new Uint8Array(bytes / GRANULE_SIZE);
+  if (data.length !== bytes || tags.length !== bytes / GRANULE_SIZE) {
     throw new RangeError(`buffers too small for ${pageCount} pages of ${workload.pageSize} bytes`);
   }
   const writer = new FrameWriter();
@@ -69,7 +69,7 @@ export function* generateRegionChunks(workload: Workload, region: WorkloadRegion
   const target = regionOf(workload, region);
   const buffers: PageBuffers = {
     data: new Uint8Array(pagesPerChunk * workload.pageSize),
-    tags: new Uint8Array((pagesPerChunk * workload.pageSize) / MTE_GRANULE_SIZE),
+    tags: new Uint8Array((pagesPerChunk * workload.pageSize) / GRANULE_SIZE),
   };
   for (let first = 0; first < target.pageCount; first += pagesPerChunk) {
     yield generatePages(workload, target, first, Math.min(pagesPerChunk, target.pageCount - first), buffers);

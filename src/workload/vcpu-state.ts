@@ -4,9 +4,10 @@
  * registers a snapshot must carry (GCR_EL1, RGSR_EL1, TFSR_EL1, TFSRE0_EL1).
  */
 import { namedSysRegisterId, PC_ID, PSTATE_ID, SP_EL1_ID, vRegisterId, xRegisterId, type SysRegName } from '../vm/arm64-registers.js';
-import { registerSize, type Vcpu } from '../vm/vm.js';
+import { type Vcpu } from '../vm/vm.js';
 import type { Workload } from './workload-layout.js';
 import { FrameRandom, hashKey } from './random.js';
+import { registerSize } from '../format/registers.js';
 
 function bytesOf(value: bigint, size: number): Uint8Array {
   const bytes = new Uint8Array(size);

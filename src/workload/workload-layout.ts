@@ -5,8 +5,8 @@
  * frames are the guest kernel's 4 KiB pages whatever the host page size, so a
  * workload has the same bytes on 4, 16 and 64 KiB hosts.
  */
-import { HOST_PAGE_SIZES } from '../vm/vm.js';
 import { FrameRandom, hashKey } from './random.js';
+import { PAGE_SIZES } from '../format/constants.js';
 
 /** The guest kernel's page: the unit the generator fills. */
 export const FRAME_SIZE = 4096;
@@ -52,7 +52,7 @@ export const RAM_GUEST_ADDRESS = 0x4000_0000n;
 
 export function planWorkload(options: WorkloadOptions): Workload {
   const pageSize = options.pageSize ?? 4096;
-  if (!HOST_PAGE_SIZES.includes(pageSize)) throw new RangeError(`page size ${pageSize}: expected one of ${HOST_PAGE_SIZES.join(', ')}`);
+  if (!PAGE_SIZES.includes(pageSize)) throw new RangeError(`page size ${pageSize}: expected one of ${PAGE_SIZES.join(', ')}`);
   const regions: WorkloadRegion[] = [];
   const add = (name: string, kind: RegionKind, guestAddress: bigint, mib: number, mte: boolean, readOnly: boolean): void => {
     const size = mib * MiB;

@@ -4,8 +4,9 @@
  * Expectations about kernel versions are written here independently of the
  * simulator's own table, so a wrong table in the simulator is caught.
  */
-import { ERRNO, MTE_GRANULE_SIZE, TAGS_FROM_GUEST, TAGS_TO_GUEST, type CopyMteTagsRequest, type ErrnoName, type MemoryBacking, type Vm } from '../../src/vm/vm.js';
+import { ERRNO, TAGS_FROM_GUEST, TAGS_TO_GUEST, type CopyMteTagsRequest, type ErrnoName, type MemoryBacking, type Vm } from '../../src/vm/vm.js';
 import { ConformanceMismatch, type ConformanceTarget } from './types.js';
+import { GRANULE_SIZE } from '../../src/format/constants.js';
 
 /** Where rows put their slot: 1 GiB, aligned for every host page size, inside every IPA space. */
 export const SLOT_IPA = 0x4000_0000n;
@@ -59,7 +60,7 @@ export function slotFixture(vm: Vm, pageSize: number, pages: number): SlotFixtur
   return {
     vm,
     pageSize,
-    tagsPerPage: pageSize / MTE_GRANULE_SIZE,
+    tagsPerPage: pageSize / GRANULE_SIZE,
     slotIpa: SLOT_IPA,
     pages,
     pageIpa: (n) => SLOT_IPA + BigInt(n * pageSize),
@@ -160,14 +161,14 @@ export function expectTrue(condition: boolean, what: string): void {
 
 /** Reads `pages` pages of tags from `ipa` (FROM_GUEST must succeed). */
 export function readTags(vm: Vm, ipa: bigint, pages: number, pageSize: number): Uint8Array {
-  const buffer = new Uint8Array((pages * pageSize) / MTE_GRANULE_SIZE).fill(0xee);
+  const buffer = new Uint8Array((pages * pageSize) / GRANULE_SIZE).fill(0xee);
   expectCopy(vm, fromGuest(ipa, pages * pageSize, buffer), pages * pageSize);
   return buffer;
 }
 
 /** Writes whole pages of tags at `ipa` (TO_GUEST must succeed). */
 export function writeTags(vm: Vm, ipa: bigint, tags: Uint8Array): void {
-  const length = tags.length * MTE_GRANULE_SIZE;
+  const length = tags.length * GRANULE_SIZE;
   expectCopy(vm, toGuest(ipa, length, tags), length);
 }
 

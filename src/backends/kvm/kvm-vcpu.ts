@@ -4,7 +4,7 @@
  * until it exits to the VMM.
  */
 import { registerName } from '../../vm/arm64-registers.js';
-import { registerSize, VmErrnoError, type Vcpu } from '../../vm/vm.js';
+import { VmErrnoError, type Vcpu } from '../../vm/vm.js';
 import { check, EINTR, errnoError } from './errno.js';
 import { HostMapping, mapGuestMemory, mapSharedFd } from './host-memory.js';
 import {
@@ -19,6 +19,7 @@ import {
 } from './kvm-abi.js';
 import { close, ioctlBuffer, ioctlValue, lastErrno } from './libc.js';
 import { decodeExit, encodeMmioReadValue, setImmediateExit, type VcpuExit } from './vcpu-exit.js';
+import { registerSize } from '../../format/registers.js';
 
 /** E2BIG: KVM_GET_REG_LIST's answer to a list too short, with the needed count written back. */
 const E2BIG = 7;

@@ -12,9 +12,10 @@ import { promisify } from 'node:util';
 const readAsync = promisify(read);
 import type { SlotOffset, SlotPage, SlotStorage, TagAccess } from '../../kernel-model/slot-storage.js';
 import { packTags, unpackTags } from '../../format/tag-packing.js';
-import { MTE_GRANULE_SIZE, VmErrnoError } from '../../vm/vm.js';
+import { VmErrnoError } from '../../vm/vm.js';
 import { tagFileOffset, type RawRegion, type TagFileLayout } from './raw-layout.js';
 import { WritebackPacer } from '../../io/writeback.js';
+import { GRANULE_SIZE } from '../../format/constants.js';
 
 export interface RawFileHandles {
   readonly ramFd: number;
@@ -133,7 +134,7 @@ export class FileSlotStorage implements SlotStorage {
     startsTagged: boolean,
   ) {
     this.pageCount = Number(region.size) / pageSize;
-    this.granulesPerPage = pageSize / MTE_GRANULE_SIZE;
+    this.granulesPerPage = pageSize / GRANULE_SIZE;
     this.ramBase = Number(region.fileOffset);
     this.tagBase = Number(tagFileOffset(files.tagLayout, region.fileOffset));
     const hasTags = region.mte && files.tagFd !== undefined;

@@ -21,7 +21,7 @@
  * Sizes and addresses are integers or strings: "0x1000", "4096", "256MiB".
  */
 import { readFileSync } from 'node:fs';
-import { HOST_PAGE_SIZES, MTE_GRANULE_SIZE } from '../../vm/vm.js';
+import { GRANULE_SIZE, PAGE_SIZES } from '../../format/constants.js';
 
 export type TagFileLayout = 'byte' | 'packed';
 
@@ -74,7 +74,7 @@ export class RawLayoutError extends Error {
 
 /** Guest bytes per tag-file byte. */
 export function tagFileRatio(layout: TagFileLayout): number {
-  return layout === 'byte' ? MTE_GRANULE_SIZE : 2 * MTE_GRANULE_SIZE;
+  return layout === 'byte' ? GRANULE_SIZE : 2 * GRANULE_SIZE;
 }
 
 /** Offset in the tag file of the tags of RAM file offset `fileOffset` (see the module comment). */
@@ -84,8 +84,8 @@ export function tagFileOffset(layout: TagFileLayout, fileOffset: bigint): bigint
 
 /** Fills defaults and checks alignment, overlaps and names. */
 export function resolveRawLayout(spec: RawLayoutSpec): RawLayout {
-  if (!HOST_PAGE_SIZES.includes(spec.pageSize)) {
-    throw new RawLayoutError('pageSize', `${spec.pageSize} is not an arm64 host page size (${HOST_PAGE_SIZES.join(', ')})`);
+  if (!PAGE_SIZES.includes(spec.pageSize)) {
+    throw new RawLayoutError('pageSize', `${spec.pageSize} is not an arm64 host page size (${PAGE_SIZES.join(', ')})`);
   }
   const tagLayout = spec.tagLayout ?? 'byte';
   if (tagLayout !== 'byte' && tagLayout !== 'packed') throw new RawLayoutError('tagLayout', `"${tagLayout}" is neither "byte" nor "packed"`);
@@ -100,7 +100,7 @@ export function resolveRawLayout(spec: RawLayoutSpec): RawLayout {
       throw new RawLayoutError(`${where}.guestAddress`, `0x${region.guestAddress.toString(16)} is not aligned to ${spec.pageSize}`);
     }
     const fileOffset = region.fileOffset ?? nextOffset;
-    if (fileOffset < 0n || fileOffset % BigInt(2 * MTE_GRANULE_SIZE) !== 0n) {
+    if (fileOffset < 0n || fileOffset % BigInt(2 * GRANULE_SIZE) !== 0n) {
       throw new RawLayoutError(`${where}.fileOffset`, `${fileOffset} is not a multiple of 32, so its tags would not start on a tag-file byte`);
     }
     nextOffset = fileOffset + region.size;

@@ -6,8 +6,9 @@
  * slot) and one "MTE tagged" bit per page.
  */
 import { packTags, unpackTags } from '../../format/tag-packing.js';
-import { MTE_GRANULE_SIZE, type MemorySlotSpec } from '../../vm/vm.js';
+import { type MemorySlotSpec } from '../../vm/vm.js';
 import type { SlotOffset, SlotPage, SlotStorage, SlotStorageFactory, TagAccess } from '../../kernel-model/slot-storage.js';
+import { GRANULE_SIZE } from '../../format/constants.js';
 
 /** ArrayBuffers beyond this size are not portable across Node versions; larger slots are refused. */
 export const MAX_IN_MEMORY_SLOT_BYTES = 2 ** 32 - 65536;
@@ -28,9 +29,9 @@ export class InMemorySlotStorage implements SlotStorage {
       throw new RangeError(`in-memory slot of ${size} bytes exceeds ${MAX_IN_MEMORY_SLOT_BYTES}; use a file-backed store`);
     }
     this.pageCount = size / pageSize;
-    this.granulesPerPage = pageSize / MTE_GRANULE_SIZE;
+    this.granulesPerPage = pageSize / GRANULE_SIZE;
     this.memory = new Uint8Array(size);
-    this.packedTags = new Uint8Array(size / (MTE_GRANULE_SIZE * 2));
+    this.packedTags = new Uint8Array(size / (GRANULE_SIZE * 2));
     this.taggedPages = new Uint8Array(Math.ceil(this.pageCount / 8));
   }
 
