@@ -10,14 +10,31 @@
  */
 import type { Command } from 'commander';
 import { CommanderError } from 'commander';
+import { VmsnapError, type ErrorKind } from '../src/errors.js';
 
 export const EXIT = { ok: 0, invalid: 1, usage: 2, io: 3, differs: 4 } as const;
 
-/** An error that knows its exit code. Library errors are mapped by `exitCodeFor`. */
-export class CliError extends Error {
-  constructor(message: string, readonly exitCode: number) {
-    super(message);
-    this.name = 'CliError';
+/** The exit code of each kind of error: the README's table. */
+const EXIT_BY_KIND: Readonly<Record<ErrorKind, number>> = {
+  'invalid-input': EXIT.invalid,
+  usage: EXIT.usage,
+  io: EXIT.io,
+  backend: EXIT.io,
+  difference: EXIT.differs,
+};
+
+const CLI_CODES: Readonly<Record<ErrorKind, string>> = {
+  'invalid-input': 'invalid-input',
+  usage: 'bad-argument',
+  io: 'io-failed',
+  backend: 'backend-failed',
+  difference: 'differs',
+};
+
+/** An error the CLI itself raises (a bad option, a refused output). */
+export class CliError extends VmsnapError {
+  constructor(message: string, kind: ErrorKind) {
+    super(CLI_CODES[kind], kind, message);
   }
 }
 
@@ -34,10 +51,9 @@ export function toJson(value: unknown): string {
   );
 }
 
+/** The exit code for an error: by its kind; an operating-system error is I/O; anything else is a bug, reported as I/O. */
 export function exitCodeFor(error: unknown): number {
-  if (error instanceof CliError) return error.exitCode;
-  const name = (error as { name?: string })?.name ?? '';
-  if (/Format|Validation|Snapshot|Checksum|Corrupt/.test(name)) return EXIT.invalid;
+  if (error instanceof VmsnapError) return EXIT_BY_KIND[error.kind];
   return EXIT.io;
 }
 
@@ -63,9 +79,42 @@ export async function runMain(program: Command, argv: string[]): Promise<void> {
       process.exitCode = error.exitCode === 0 ? 0 : EXIT.usage;
       return;
     }
-    const message = error instanceof Error ? error.message : String(error);
-    process.stderr.write(`vmsnap: ${message}\n`);
+    const reported = error instanceof VmsnapError ? error : (describeSystemError(error) ?? error);
+    const message = reported instanceof Error ? reported.message : String(reported);
+    const internal = !(reported instanceof VmsnapError);
+    process.stderr.write(`vmsnap: ${internal ? 'internal error: ' : ''}${message}\n`);
+    if (internal) process.stderr.write('vmsnap: this is a bug; VMSNAP_DEBUG=1 prints its stack\n');
     if (process.env.VMSNAP_DEBUG && error instanceof Error) process.stderr.write(`${error.stack}\n`);
-    process.exitCode = exitCodeFor(error);
+    process.exitCode = exitCodeFor(reported);
   }
+}
+
+interface SystemError extends Error {
+  code: string;
+  syscall?: string;
+  path?: string;
+}
+
+const REASONS: Record<string, string> = {
+  ENOENT: 'no such file or directory',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EISDIR: 'is a directory',
+  ENOTDIR: 'a parent is not a directory',
+  ENOSPC: 'no space left on device',
+  EEXIST: 'already exists',
+  EPIPE: 'the reader of the pipe went away',
+  EROFS: 'read-only file system',
+};
+
+function isSystemError(error: unknown): error is SystemError {
+  return error instanceof Error && typeof (error as SystemError).code === 'string' && /^E[A-Z]+$/.test((error as SystemError).code);
+}
+
+/** An operating-system error as one located line, with the I/O exit code. */
+export function describeSystemError(error: unknown): CliError | undefined {
+  if (!isSystemError(error)) return undefined;
+  const reason = REASONS[error.code] ?? error.message;
+  const what = error.syscall ? `cannot ${error.syscall}${error.path ? ` ${error.path}` : ''}` : 'I/O failed';
+  return new CliError(`${what}: ${reason} (${error.code})`, 'io');
 }

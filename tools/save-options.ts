@@ -24,7 +24,7 @@ export function parseAnnotations(pairs: readonly string[]): Record<string, strin
   const annotations: Record<string, string> = {};
   for (const pair of pairs) {
     const equals = pair.indexOf('=');
-    if (equals <= 0) throw new CliError(`--annotate: "${pair}" is not key=value`, EXIT.usage);
+    if (equals <= 0) throw new CliError(`--annotate: "${pair}" is not key=value`, 'usage');
     annotations[pair.slice(0, equals)] = pair.slice(equals + 1);
   }
   return annotations;
@@ -32,16 +32,16 @@ export function parseAnnotations(pairs: readonly string[]): Record<string, strin
 
 function pagesPerChunk(chunkSize: bigint, pageSize: number): number {
   if (chunkSize % BigInt(pageSize) !== 0n || chunkSize === 0n) {
-    throw new CliError(`--chunk-size: ${chunkSize} bytes is not a whole number of ${pageSize}-byte pages`, EXIT.usage);
+    throw new CliError(`--chunk-size: ${chunkSize} bytes is not a whole number of ${pageSize}-byte pages`, 'usage');
   }
-  if (chunkSize > BigInt(MAX_CHUNK_CONTENT)) throw new CliError(`--chunk-size: at most ${formatBytes(MAX_CHUNK_CONTENT)} (the format's limit)`, EXIT.usage);
+  if (chunkSize > BigInt(MAX_CHUNK_CONTENT)) throw new CliError(`--chunk-size: at most ${formatBytes(MAX_CHUNK_CONTENT)} (the format's limit)`, 'usage');
   return Number(chunkSize / BigInt(pageSize));
 }
 
 /** The writer options for a guest of `pageSize`-byte pages; annotations from the source come first, the user's win. */
 export function writerOptions(flags: WriterFlags, pageSize: number, sourceAnnotations: Record<string, string>): SaveOptions {
   if (flags.level !== undefined && (flags.level < 0 || flags.level > MAX_ZSTD_LEVEL)) {
-    throw new CliError(`--level: 0 (store) to ${MAX_ZSTD_LEVEL}, got ${flags.level}`, EXIT.usage);
+    throw new CliError(`--level: 0 (store) to ${MAX_ZSTD_LEVEL}, got ${flags.level}`, 'usage');
   }
   return {
     level: flags.level,

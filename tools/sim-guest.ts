@@ -28,17 +28,17 @@ export const SIM_DEFAULTS = { size: '256MiB', seed: '1', pageSize: '4096' } as c
 
 export function parsePageSize(text: string): number {
   const pageSize = Number(parseByteSize(text, '--page-size'));
-  if (!PAGE_SIZES.includes(pageSize)) throw new CliError(`--page-size: ${text} is not an arm64 page size (${PAGE_SIZES.join(', ')})`, EXIT.usage);
+  if (!PAGE_SIZES.includes(pageSize)) throw new CliError(`--page-size: ${text} is not an arm64 page size (${PAGE_SIZES.join(', ')})`, 'usage');
   return pageSize;
 }
 
 export function parseSimGuest(options: SimGuestOptions): SimGuestSpec {
   const size = parseByteSize(options.size ?? SIM_DEFAULTS.size, '--size');
   const pageSize = parsePageSize(options.pageSize ?? SIM_DEFAULTS.pageSize);
-  if (size === 0n || size % MiB !== 0n) throw new CliError(`--size: the simulated guest is sized in whole MiB, got ${size} bytes`, EXIT.usage);
-  if (size % BigInt(pageSize) !== 0n) throw new CliError(`--size: ${size} bytes is not a whole number of ${pageSize}-byte pages`, EXIT.usage);
+  if (size === 0n || size % MiB !== 0n) throw new CliError(`--size: the simulated guest is sized in whole MiB, got ${size} bytes`, 'usage');
+  if (size % BigInt(pageSize) !== 0n) throw new CliError(`--size: ${size} bytes is not a whole number of ${pageSize}-byte pages`, 'usage');
   // The simulator keeps guest memory in one ArrayBuffer per slot.
-  if (size > 4095n * MiB) throw new CliError('--size: the simulated guest holds at most 4095 MiB (use raw files for larger guests)', EXIT.usage);
+  if (size > 4095n * MiB) throw new CliError('--size: the simulated guest holds at most 4095 MiB (use raw files for larger guests)', 'usage');
   return { sizeMiB: Number(size / MiB), seed: parseInteger(options.seed ?? SIM_DEFAULTS.seed, '--seed', 0, 0xffff_ffff), pageSize };
 }
 

@@ -51,7 +51,7 @@ async function readStreamHead(stream: NodeJS.ReadableStream): Promise<{ head: Ui
 /** Reads the header of `name` ("-" is standard input); a bad header throws SnapshotFormatError (exit 1). */
 export async function peekSnapshot(name: string): Promise<PeekedSnapshot> {
   if (name !== '-') return { header: decodeHeader(readFileHead(name)), source: name, description: name };
-  if (process.stdin.isTTY) throw new CliError('-: standard input is a terminal; pipe a snapshot into it', EXIT.usage);
+  if (process.stdin.isTTY) throw new CliError('-: standard input is a terminal; pipe a snapshot into it', 'usage');
   const { head, rest } = await readStreamHead(process.stdin);
   return { header: decodeHeader(head), source: rest, description: 'standard input' };
 }

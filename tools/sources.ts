@@ -67,15 +67,15 @@ function rawSource(options: RawSourceOptions & { ram: string }): PlannedSource {
 }
 
 export function planSaveSource(options: SourceOptions): PlannedSource {
-  if (options.sim && options.ram) throw new CliError('choose one source: --sim or --ram FILE', EXIT.usage);
+  if (options.sim && options.ram) throw new CliError('choose one source: --sim or --ram FILE', 'usage');
   if (options.sim) {
     const stray = (['tags', 'layout', 'tagLayout'] as const).find((key) => options[key] !== undefined) ?? (options.region?.length ? 'region' : undefined);
-    if (stray) throw new CliError(`--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to --ram sources, not --sim`, EXIT.usage);
+    if (stray) throw new CliError(`--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to --ram sources, not --sim`, 'usage');
     return simSource(options);
   }
   if (options.ram) {
-    if (options.size !== undefined || options.seed !== undefined) throw new CliError('--size and --seed apply to --sim; a raw source takes its size from the layout', EXIT.usage);
+    if (options.size !== undefined || options.seed !== undefined) throw new CliError('--size and --seed apply to --sim; a raw source takes its size from the layout', 'usage');
     return rawSource({ ...options, ram: options.ram });
   }
-  throw new CliError('no source: give --sim (a generated guest) or --ram FILE (raw files)', EXIT.usage);
+  throw new CliError('no source: give --sim (a generated guest) or --ram FILE (raw files)', 'usage');
 }

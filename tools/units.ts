@@ -25,7 +25,7 @@ export function parseByteSize(text: string, what: string): bigint {
   if (/^0x[0-9a-f]+$/i.test(trimmed)) return BigInt(trimmed);
   const match = /^(\d+)\s*([a-z]*)$/i.exec(trimmed);
   const multiplier = match ? MULTIPLIERS[match[2].toLowerCase()] : undefined;
-  if (!match || multiplier === undefined) throw new CliError(`${what}: "${text}" is not a size (examples: 4096, 64KiB, 512MiB, 1GiB)`, EXIT.usage);
+  if (!match || multiplier === undefined) throw new CliError(`${what}: "${text}" is not a size (examples: 4096, 64KiB, 512MiB, 1GiB)`, 'usage');
   return BigInt(match[1]) * multiplier;
 }
 
@@ -33,14 +33,14 @@ export function parseByteSize(text: string, what: string): bigint {
 export function parseGuestAddress(text: string, what: string): bigint {
   const trimmed = text.trim().replace(/_/g, '');
   if (/^0x[0-9a-f]+$/i.test(trimmed) || /^\d+$/.test(trimmed)) return BigInt(trimmed);
-  throw new CliError(`${what}: "${text}" is not an address (examples: 0x40000000, 1073741824)`, EXIT.usage);
+  throw new CliError(`${what}: "${text}" is not an address (examples: 0x40000000, 1073741824)`, 'usage');
 }
 
 /** A whole number in [min, max]. */
 export function parseInteger(text: string, what: string, min: number, max: number): number {
   const value = Number(text);
   if (!/^-?\d+$/.test(text.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
-    throw new CliError(`${what}: "${text}" is not a whole number in ${min}..${max}`, EXIT.usage);
+    throw new CliError(`${what}: "${text}" is not a whole number in ${min}..${max}`, 'usage');
   }
   return value;
 }

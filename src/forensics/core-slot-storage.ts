@@ -3,6 +3,7 @@
  * segment, if any), so that the kernel model (src/kernel-model) serves the
  * core's memory and tags with exactly the KVM tag-copy semantics.
  */
+import { VmsnapError } from '../format/errors.js';
 import type { SlotOffset, SlotPage, SlotStorage, SlotStorageFactory } from '../kernel-model/slot-storage.js';
 import { type MemorySlotSpec } from '../vm/vm.js';
 import type { ElfCore, ElfSegment } from './elf-core-reader.js';
@@ -16,10 +17,9 @@ export interface CoreRegionSource {
 }
 
 /** Import never writes into a core; a write reaching the store is a bug in the caller. */
-export class ReadOnlyCoreError extends Error {
+export class ReadOnlyCoreError extends VmsnapError {
   constructor(operation: string, guestAddress: bigint) {
-    super(`${operation} at guest address ${hex(guestAddress)}: an ELF core is read-only`);
-    this.name = 'ReadOnlyCoreError';
+    super('read-only-core', 'usage', `${operation} at guest address ${hex(guestAddress)}: an ELF core is read-only`);
   }
 }
 

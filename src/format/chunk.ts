@@ -14,6 +14,9 @@
  * per byte, low nibble = lower address). content_xxh64 is over the content
  * uncompressed, so it also proves the decompressor right.
  */
+import { VmsnapError, type FormatErrorCode } from './errors.js';
+
+export type ChunkFaultCode = Extract<FormatErrorCode, 'bad-chunk' | 'checksum-mismatch' | 'decompression-failed'>;
 import { isAllZero, view } from './bytes.js';
 import { checksum } from './checksum.js';
 import { CHUNK_HEADER_LENGTH, ENCODING, GRANULE_SIZE, GUEST_BYTES_PER_TAG_BYTE } from './constants.js';
@@ -167,10 +170,15 @@ export interface ChunkExpectation {
   readonly codec: ZstdCodec | null;
 }
 
-export class ChunkDecodeError extends Error {
-  override name = 'ChunkDecodeError';
-  constructor(message: string, readonly fieldOffset: number) {
-    super(message);
+/** A chunk payload breaks a rule; `fieldOffset` is the bad field's offset inside the payload. */
+export class ChunkDecodeError extends VmsnapError {
+  declare readonly code: ChunkFaultCode;
+  constructor(
+    message: string,
+    readonly fieldOffset: number,
+    code: ChunkFaultCode = 'bad-chunk',
+  ) {
+    super(code, 'invalid-input', message);
   }
 }
 
@@ -206,7 +214,7 @@ export function decodeChunkPayload(payload: Uint8Array, expect: ChunkExpectation
   }
   const stored = payload.subarray(CHUNK_HEADER_LENGTH + bitmapBytes);
   const content = decodeContent(stored, header, expect);
-  if (checksum(content) !== header.contentChecksum) throw new ChunkDecodeError('content checksum mismatch', 32);
+  if (checksum(content) !== header.contentChecksum) throw new ChunkDecodeError('content checksum mismatch', 32, 'checksum-mismatch');
   const expanded = kind === 'ram' ? expandRam(bitmap, header.pageCount, content, pageSize) : expandTags(bitmap, header.pageCount, content, pageSize);
   return { header, bitmap, expanded };
 }
@@ -223,7 +231,7 @@ function decodeContent(stored: Uint8Array, header: ChunkHeader, expect: ChunkExp
   try {
     return expect.codec.decompress(stored, header.contentLength);
   } catch (error) {
-    throw new ChunkDecodeError(`content does not decompress: ${(error as Error).message}`, CHUNK_HEADER_LENGTH);
+    throw new ChunkDecodeError(`content does not decompress: ${(error as Error).message}`, CHUNK_HEADER_LENGTH, 'decompression-failed');
   }
 }
 

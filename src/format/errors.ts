@@ -1,8 +1,39 @@
 /**
- * One error type for everything wrong with a snapshot's bytes. It names where:
- * the section (type and file offset), the byte offset of the bad field, and the
- * guest address when the fault concerns guest memory.
+ * vmsnap's errors. Every error the library throws on purpose is a
+ * `VmsnapError`: a stable `code` a program can test, and a `kind` that says
+ * whose fault it is, from which the CLI picks its exit code. Nothing is
+ * classified by class name or message text.
+ *
+ * The base class lives in the bottom layer so that every layer, the format
+ * included, can extend it; `src/errors.ts` gathers all error classes for the
+ * public API, and docs/errors.md lists every code.
+ *
+ * A format error names where: the section (type and file offset), the byte
+ * offset of the bad field, and the guest address when it concerns guest memory.
  */
+
+/**
+ * Whose fault an error is:
+ *  - invalid-input: a snapshot, core, layout or raw file is malformed or inconsistent (exit 1);
+ *  - usage: the caller asked for something impossible or meaningless (exit 2);
+ *  - io: the file system or a stream failed (exit 3);
+ *  - backend: KVM, the host or the VM refused or failed (exit 3);
+ *  - difference: a comparison found the two sides differ (exit 4).
+ */
+export type ErrorKind = 'invalid-input' | 'usage' | 'io' | 'backend' | 'difference';
+
+export class VmsnapError extends Error {
+  constructor(
+    /** Stable and documented (docs/errors.md): test it, not the message. */
+    readonly code: string,
+    readonly kind: ErrorKind,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
 
 export interface FormatErrorLocation {
   /** Section type ("RAMC", "META", ...) or a part of the file ("header", "trailer"). */
@@ -30,14 +61,15 @@ export type FormatErrorCode =
   | 'decompression-failed'
   | 'layout-mismatch';
 
-export class SnapshotFormatError extends Error {
+/** The bytes of a snapshot break a rule of spec/FORMAT.md. */
+export class SnapshotFormatError extends VmsnapError {
+  declare readonly code: FormatErrorCode;
   constructor(
-    readonly code: FormatErrorCode,
+    code: FormatErrorCode,
     message: string,
     readonly location: FormatErrorLocation = {},
   ) {
-    super(`${message}${describeLocation(location)}`);
-    this.name = 'SnapshotFormatError';
+    super(code, 'invalid-input', `${message}${describeLocation(location)}`);
   }
 }
 

@@ -6,6 +6,7 @@
  * Frames the format allows (content size in the header, at most
  * MAX_CHUNK_CONTENT bytes, level <= MAX_ZSTD_LEVEL) decode with either.
  */
+import { VmsnapError } from './errors.js';
 import { createRequire } from 'node:module';
 import { MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL } from './constants.js';
 
@@ -19,8 +20,10 @@ export interface ZstdCodec {
   decompress(frame: Uint8Array, contentSize: number): Uint8Array;
 }
 
-export class ZstdFrameError extends Error {
-  override name = 'ZstdFrameError';
+export class ZstdFrameError extends VmsnapError {
+  constructor(message: string) {
+    super('decompression-failed', 'invalid-input', message);
+  }
 }
 
 const ZSTD_MAGIC = 0xfd2fb528;

@@ -5,7 +5,7 @@
  * payload checksum, decompresses, checks the content checksum and expands.
  */
 import { checksum } from '../format/checksum.js';
-import { ChunkDecodeError, decodeChunkPayload, encodeChunkPayload, readChunkHeader, type ChunkHeader, type ChunkRange } from '../format/chunk.js';
+import { ChunkDecodeError, type ChunkFaultCode, decodeChunkPayload, encodeChunkPayload, readChunkHeader, type ChunkHeader, type ChunkRange } from '../format/chunk.js';
 import type { ChunkKind } from '../format/model.js';
 import { defaultZstd } from '../format/zstd.js';
 
@@ -45,6 +45,7 @@ export interface DecodedChunkResult {
 /** A decode failure that crosses thread boundaries as plain data. */
 export interface ChunkJobFailure {
   readonly failed: true;
+  readonly code: ChunkFaultCode;
   readonly message: string;
   /** Offset inside the payload of the bad field; -1 for the payload checksum. */
   readonly fieldOffset: number;
@@ -59,13 +60,13 @@ export async function runChunkJob(job: ChunkJob): Promise<ChunkJobResult> {
     const payload = encodeChunkPayload(job.kind, job.range, job.input, { codec, level: job.level });
     return { payload, payloadChecksum: checksum(payload), input: job.input };
   }
-  if (checksum(job.payload) !== job.payloadChecksum) return { failed: true, message: `${job.kind === 'ram' ? 'RAMC' : 'TAGC'} payload checksum mismatch`, fieldOffset: -1 };
+  if (checksum(job.payload) !== job.payloadChecksum) return { failed: true, code: 'checksum-mismatch', message: `${job.kind === 'ram' ? 'RAMC' : 'TAGC'} payload checksum mismatch`, fieldOffset: -1 };
   try {
     const header = readChunkHeader(job.payload);
     const { bitmap, expanded } = decodeChunkPayload(job.payload, { kind: job.kind, pageSize: job.pageSize, codec }, header);
     return { header, bitmap: bitmap.slice(), expanded };
   } catch (error) {
-    if (error instanceof ChunkDecodeError) return { failed: true, message: error.message, fieldOffset: error.fieldOffset };
+    if (error instanceof ChunkDecodeError) return { failed: true, code: error.code, message: error.message, fieldOffset: error.fieldOffset };
     throw error;
   }
 }

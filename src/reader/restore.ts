@@ -13,6 +13,7 @@
  * last and is checked when it arrives. Either way every chunk's checksums are
  * checked before that chunk is written to the guest.
  */
+import { VmsnapError } from '../format/errors.js';
 import type { Readable } from 'node:stream';
 import { writeGuestTags } from '../vm/tag-copy.js';
 import type { Vm, VmFactory } from '../vm/vm.js';
@@ -45,8 +46,10 @@ export interface RestoreSummary {
   readonly durationMs: number;
 }
 
-export class RestoreError extends Error {
-  override name = 'RestoreError';
+export class RestoreError extends VmsnapError {
+  constructor(message: string) {
+    super('restore-refused', 'usage', message);
+  }
 }
 
 function createTarget(factory: VmFactory, header: SnapshotHeader, metadata: SnapshotMetadata): Vm {

@@ -70,8 +70,7 @@ export async function decodeChunk(
     payloadChecksum: section.payloadChecksum,
   });
   if ('failed' in result) {
-    const code = result.fieldOffset === -1 || /checksum/.test(result.message) ? 'checksum-mismatch' : 'bad-chunk';
-    throw new SnapshotFormatError(code, result.message, {
+    throw new SnapshotFormatError(result.code, result.message, {
       section: section.type,
       offset: result.fieldOffset === -1 ? payloadOffset : payloadOffset + BigInt(result.fieldOffset),
       region: expected.region,
@@ -82,7 +81,7 @@ export async function decodeChunk(
   const got = decoded.header;
   if (got.region !== expected.region || got.firstPage !== expected.firstPage || got.pageCount !== expected.pageCount) {
     throw new SnapshotFormatError(
-      'bad-chunk',
+      'layout-mismatch',
       `chunk says region ${got.region} pages ${got.firstPage}+${got.pageCount}, the file's layout expects region ${expected.region} pages ${expected.firstPage}+${expected.pageCount}`,
       { section: section.type, offset: payloadOffset, region: expected.region, guestAddress },
     );

@@ -4,21 +4,21 @@
  * since ~6.3 refuse more than INT_MAX bytes), a partial return moves on from
  * where the kernel stopped, and a failure names the IPA it stopped at.
  */
+import { VmsnapError } from '../format/errors.js';
 import { TAGS_FROM_GUEST, TAGS_TO_GUEST, VmErrnoError, type GuestAddress, type Vm } from './vm.js';
 import { GRANULE_SIZE } from '../format/constants.js';
 
 /** Guest bytes per ioctl: far below 1 GiB, and a whole number of 64 KiB pages. */
 export const MAX_TAG_COPY_BYTES = 256 * 1024 * 1024;
 
-export class TagCopyError extends Error {
-  override name = 'TagCopyError';
+export class TagCopyError extends VmsnapError {
   constructor(
     readonly direction: 'from-guest' | 'to-guest',
     readonly guestAddress: GuestAddress,
     readonly errno: string,
     cause?: unknown,
   ) {
-    super(`copying tags ${direction === 'from-guest' ? 'from' : 'to'} the guest failed at IPA 0x${guestAddress.toString(16)}: ${errno}`, { cause });
+    super('tag-copy-failed', 'backend', `copying tags ${direction === 'from-guest' ? 'from' : 'to'} the guest failed at IPA 0x${guestAddress.toString(16)}: ${errno}`, { cause });
   }
 }
 

@@ -18,6 +18,7 @@
  * backends, and the backends know nothing of the snapshot format.
  */
 
+import { VmsnapError } from '../format/errors.js';
 import type { GuestAddress } from '../format/model.js';
 import type { RegisterValue, VcpuState } from '../format/registers.js';
 
@@ -88,15 +89,16 @@ export const ERRNO = {
 export type ErrnoName = keyof typeof ERRNO;
 
 /** A KVM call failed with an errno, before it did any work. */
-export class VmErrnoError extends Error {
+export class VmErrnoError extends VmsnapError {
+  /** The errno name, as Node names system errors ("EINVAL"). */
+  declare readonly code: ErrnoName;
   readonly errno: number;
   constructor(
-    readonly code: ErrnoName,
+    code: ErrnoName,
     readonly operation: string,
     detail?: string,
   ) {
-    super(`${operation}: ${code}${detail ? ` (${detail})` : ''}`);
-    this.name = 'VmErrnoError';
+    super(code, 'backend', `${operation}: ${code}${detail ? ` (${detail})` : ''}`);
     this.errno = ERRNO[code];
   }
 }

@@ -6,6 +6,7 @@
  * most a few chunks are in flight, so memory is bounded by the chunk size and
  * not by the guest size. Sections are written in the order chunkGrid gives.
  */
+import { VmsnapError } from '../format/errors.js';
 import { randomBytes } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import type { Vm } from '../vm/vm.js';
@@ -64,8 +65,10 @@ export interface SaveSummary {
   readonly durationMs: number;
 }
 
-export class SaveError extends Error {
-  override name = 'SaveError';
+export class SaveError extends VmsnapError {
+  constructor(message: string) {
+    super('save-failed', 'usage', message);
+  }
 }
 
 /** The regions a VM's memslots become: tags are saved for the tagged slots of an MTE VM, never for read-only ones. */

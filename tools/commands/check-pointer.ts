@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { parseAddress } from '../../src/forensics/addresses.js';
 import { checkPointer } from '../../src/forensics/pointer-check.js';
 import { EXIT } from '../cli-support.js';
-import { examples, printJson, printLine, runForensics, withSnapshot } from './forensics-support.js';
+import { examples, printJson, printLine, withSnapshot } from './forensics-support.js';
 
 function hex(value: bigint | number): string {
   return `0x${value.toString(16)}`;
@@ -22,8 +22,8 @@ export function registerCheckPointer(program: Command): void {
       examples(['vmsnap check-pointer guest.vmsnap 0x0700000040001000', 'vmsnap check-pointer guest.vmsnap 0x0a00000040002000 --length 8192 --json']) +
         '\nExit codes: 0 tags match, 4 mismatch, 1 invalid snapshot, 2 usage (address outside the MTE regions), 3 I/O error',
     )
-    .action((file: string, pointerText: string, options: { length: string; json?: boolean }) =>
-      runForensics(async () => {
+    .action(async (file: string, pointerText: string, options: { length: string; json?: boolean }) =>
+      {
         const pointer = parseAddress(pointerText, 'pointer');
         const length = parseAddress(options.length, '--length');
         const result = await withSnapshot(file, (reader) => checkPointer(reader, pointer, length));
@@ -35,6 +35,6 @@ export function registerCheckPointer(program: Command): void {
           for (const m of result.mismatches) printLine(`  granule ${hex(m.address)}: allocation tag ${hex(m.allocationTag)}`);
         }
         if (!result.match) process.exitCode = EXIT.differs;
-      }),
+      },
     );
 }

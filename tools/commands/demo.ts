@@ -11,7 +11,6 @@ import type { Command } from 'commander';
 import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
 import { compareVms } from '../../src/validate/compare.js';
 import { EXIT } from '../cli-support.js';
-import { reportingSystemErrors } from '../errors.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { writerOptions } from '../save-options.js';
 import { buildSimGuest, parseSimGuest, simAnnotations, SIM_DEFAULTS } from '../sim-guest.js';
@@ -60,7 +59,7 @@ export function registerDemo(program: Command): void {
     .option('-q, --quiet', 'no progress bars')
     .addHelpText('after', helpAfter(['vmsnap demo', 'vmsnap demo --size 1GiB --page-size 65536', 'vmsnap demo --json | jq .steps']))
     .action(
-      reportingSystemErrors(async (options: DemoOptions) => {
+      async (options: DemoOptions) => {
         const spec = parseSimGuest(options);
         const quiet = options.quiet || options.json;
         const directory = options.output ? undefined : mkdtempSync(join(tmpdir(), 'vmsnap-demo-'));
@@ -99,6 +98,6 @@ export function registerDemo(program: Command): void {
         } finally {
           if (directory) rmSync(directory, { recursive: true, force: true });
         }
-      }),
+      },
     );
 }

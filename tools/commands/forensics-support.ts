@@ -1,12 +1,10 @@
 /**
- * What the forensics commands share: opening snapshots, the `tags`, `export`
- * and `import` command groups, and turning argument errors of the forensics
- * library (bad address, address outside every region) into usage errors.
+ * What the forensics commands share: opening snapshots and the `tags`,
+ * `export` and `import` command groups.
  */
 import type { Command } from 'commander';
 import type { SnapshotReader } from '../../src/format/model.js';
 import { openSnapshot } from '../../src/reader/open.js';
-import { CliError, EXIT } from '../cli-support.js';
 import { parseInteger } from '../units.js';
 
 export { examples, EXIT_CODES_HELP, printJson, printLine } from '../help.js';
@@ -16,22 +14,9 @@ export function parseCount(text: string, what: string): number {
   return parseInteger(text, what, 0, Number.MAX_SAFE_INTEGER);
 }
 
-const ARGUMENT_ERRORS = new Set(['AddressNotMappedError', 'RegionNotTaggedError', 'ForensicsArgumentError']);
-
 /** The subcommand `name` of `program`, created on first use so several modules can add to it. */
 export function commandGroup(program: Command, name: string, description: string): Command {
   return program.commands.find((c) => c.name() === name) ?? program.command(name).description(description);
-}
-
-/** Runs a command body; forensics argument errors become exit code 2. */
-export async function runForensics(body: () => Promise<void>): Promise<void> {
-  try {
-    await body();
-  } catch (error) {
-    const name = (error as { name?: string })?.name ?? '';
-    if (ARGUMENT_ERRORS.has(name)) throw new CliError((error as Error).message, EXIT.usage);
-    throw error;
-  }
 }
 
 export async function withSnapshot<T>(path: string, use: (reader: SnapshotReader) => Promise<T>): Promise<T> {

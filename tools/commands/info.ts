@@ -9,7 +9,6 @@ import { CODEC } from '../../src/format/constants.js';
 import type { SnapshotReader } from '../../src/format/model.js';
 import { openSnapshot } from '../../src/reader/open.js';
 import { CliError, EXIT } from '../cli-support.js';
-import { reportingSystemErrors } from '../errors.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { formatBytes, hex, percent } from '../units.js';
 
@@ -143,9 +142,9 @@ export function registerInfo(program: Command): void {
     .option('--json', 'machine-readable output on standard output')
     .addHelpText('after', helpAfter(['vmsnap info guest.vmsnap', 'vmsnap info guest.vmsnap --json | jq .totals']))
     .action(
-      reportingSystemErrors(async (file: string, options: { json?: boolean }) => {
+      async (file: string, options: { json?: boolean }) => {
         // The summary needs the index, which a pipe delivers last; `vmsnap verify -` reads a pipe.
-        if (file === '-') throw new CliError('info needs a file it can seek in; for a pipe use `vmsnap verify -`', EXIT.usage);
+        if (file === '-') throw new CliError('info needs a file it can seek in; for a pipe use `vmsnap verify -`', 'usage');
         const reader = await openSnapshot(file, { threads: 0 });
         try {
           const info = await describeSnapshot(reader);
@@ -154,6 +153,6 @@ export function registerInfo(program: Command): void {
         } finally {
           await reader.close();
         }
-      }),
+      },
     );
 }

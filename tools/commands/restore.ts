@@ -12,7 +12,6 @@ import { TagCopyError } from '../../src/vm/tag-copy.js';
 import { restoreSnapshot, type RestoreSummary } from '../../src/reader/restore.js';
 import { compareVms, type VmComparison } from '../../src/validate/compare.js';
 import { CliError, EXIT, toJson } from '../cli-support.js';
-import { reportingSystemErrors } from '../errors.js';
 import { helpAfter, printLine } from '../help.js';
 import { createProgress } from '../progress.js';
 import { rawTargetFactory, type RawTargetOptions } from '../raw-files-options.js';
@@ -56,7 +55,7 @@ export function describeComparison(comparison: VmComparison): string {
 function comparisonSpec(options: RestoreCommandOptions, annotations: Readonly<Record<string, string>>, pageSize: number): SimGuestSpec {
   const recorded = simSpecFromAnnotations(annotations);
   if (!recorded && (options.seed === undefined || options.size === undefined)) {
-    throw new CliError('--compare-sim: the snapshot does not record a simulated guest; give --seed and --size', EXIT.usage);
+    throw new CliError('--compare-sim: the snapshot does not record a simulated guest; give --seed and --size', 'usage');
   }
   return parseSimGuest({
     size: options.size ?? `${recorded!.sizeMiB}MiB`,
@@ -72,7 +71,7 @@ function removeFiles(paths: ReadonlyArray<string | undefined>): void {
 function checkTargetOptions(options: RestoreCommandOptions): void {
   if (options.ramOut) return;
   const stray = options.tagsOut ? '--tags-out' : options.layoutOut ? '--layout-out' : options.tagLayout ? '--tag-layout' : options.force ? '--force' : undefined;
-  if (stray) throw new CliError(`${stray} needs --ram-out FILE`, EXIT.usage);
+  if (stray) throw new CliError(`${stray} needs --ram-out FILE`, 'usage');
 }
 
 /** A snapshot without vCPUs (saved from raw files) is compared with a guest without vCPUs: memory and tags only. */
@@ -110,7 +109,7 @@ export function registerRestore(program: Command): void {
       ]),
     )
     .action(
-      reportingSystemErrors(async (name: string, options: RestoreCommandOptions) => {
+      async (name: string, options: RestoreCommandOptions) => {
         checkTargetOptions(options);
         const peeked = await peekSnapshot(name);
         const pageSize = peeked.header.pageSize;
@@ -120,7 +119,7 @@ export function registerRestore(program: Command): void {
           // restoreSnapshot closed the half-written target; files it created must not pass for a restored guest.
           if (options.ramOut) removeFiles([options.ramOut, options.tagsOut, options.layoutOut]);
           if (error instanceof TagCopyError && options.ramOut && !options.tagsOut) {
-            throw new CliError(`the snapshot holds MTE tags (the first at IPA ${hex(error.guestAddress)}); give --tags-out FILE to restore them`, EXIT.usage);
+            throw new CliError(`the snapshot holds MTE tags (the first at IPA ${hex(error.guestAddress)}); give --tags-out FILE to restore them`, 'usage');
           }
           throw error;
         });
@@ -136,6 +135,6 @@ export function registerRestore(program: Command): void {
         } finally {
           restored.vm.close();
         }
-      }),
+      },
     );
 }

@@ -16,7 +16,6 @@ import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/backends/kvm
 import { DEFAULT_LAYOUT, describeReport, type GuestReport, type MteGuestLayout } from '../../src/backends/kvm/test-guest/mte-guest-protocol.js';
 import { damageTag, type TagDamage } from '../../src/backends/kvm/test-guest/tag-damage.js';
 import { CliError, EXIT, toJson } from '../cli-support.js';
-import { reportingSystemErrors } from '../errors.js';
 import { helpAfter, printLine } from '../help.js';
 import { formatBytes, hex, parseByteSize, parseGuestAddress } from '../units.js';
 import { describeRestore } from './restore.js';
@@ -38,9 +37,9 @@ const MAX_FILL = 512n * MIB;
 
 function layoutFrom(options: RunOptions): MteGuestLayout {
   const fillLength = options.fill === undefined ? DEFAULT_LAYOUT.fillLength : parseByteSize(options.fill, '--fill');
-  if (fillLength < MIB || fillLength > MAX_FILL || fillLength % MIB !== 0n) throw new CliError('--fill: a whole number of MiB from 1MiB to 512MiB', EXIT.usage);
+  if (fillLength < MIB || fillLength > MAX_FILL || fillLength % MIB !== 0n) throw new CliError('--fill: a whole number of MiB from 1MiB to 512MiB', 'usage');
   const seed = options.seed === undefined ? DEFAULT_LAYOUT.seed : parseGuestAddress(options.seed, '--seed');
-  if (seed === 0n || seed >= 1n << 64n) throw new CliError('--seed: a nonzero 64-bit number', EXIT.usage);
+  if (seed === 0n || seed >= 1n << 64n) throw new CliError('--seed: a nonzero 64-bit number', 'usage');
   return { ...DEFAULT_LAYOUT, seed, fillLength, ramSize: DEFAULT_LAYOUT.fillOffset + fillLength + MIB };
 }
 
@@ -48,7 +47,7 @@ function openKvm(): KvmVmFactory {
   try {
     return new KvmVmFactory();
   } catch (error) {
-    throw new CliError(`${error instanceof Error ? error.message : String(error)}; vmsnap run needs an arm64 host with KVM and MTE (npm run test:kvm boots one under QEMU)`, EXIT.io);
+    throw new CliError(`${error instanceof Error ? error.message : String(error)}; vmsnap run needs an arm64 host with KVM and MTE (npm run test:kvm boots one under QEMU)`, 'backend');
   }
 }
 
@@ -62,9 +61,9 @@ function verdict(report: GuestReport, corruption: TagDamage | undefined, json: b
 }
 
 async function run(options: RunOptions): Promise<void> {
-  if (options.checkpointOnly && !options.snapshot) throw new CliError('--checkpoint-only needs --snapshot FILE to keep', EXIT.usage);
+  if (options.checkpointOnly && !options.snapshot) throw new CliError('--checkpoint-only needs --snapshot FILE to keep', 'usage');
   if (options.resume && (options.snapshot || options.checkpointOnly || options.seed || options.fill)) {
-    throw new CliError('--resume FILE restores a checkpoint as it is: it takes no --snapshot, --checkpoint-only, --seed or --fill', EXIT.usage);
+    throw new CliError('--resume FILE restores a checkpoint as it is: it takes no --snapshot, --checkpoint-only, --seed or --fill', 'usage');
   }
   const kvm = openKvm();
   const quiet = options.json === true;
@@ -113,5 +112,5 @@ export function registerRun(program: Command): void {
         'vmsnap run --resume guest.vmsnap --corrupt-tag 0x40300130   # exits 4: the guest reports the damaged tag',
       ]),
     )
-    .action(reportingSystemErrors(async (options: RunOptions) => run(options)));
+    .action(async (options: RunOptions) => run(options));
 }

@@ -7,7 +7,6 @@ import type { Command } from 'commander';
 import type { Vm } from '../../src/vm/vm.js';
 import { saveSnapshot, type SaveOptions, type SaveSummary } from '../../src/writer/save.js';
 import { CliError, EXIT, toJson } from '../cli-support.js';
-import { reportingSystemErrors } from '../errors.js';
 import { helpAfter } from '../help.js';
 import { createProgress } from '../progress.js';
 import { collect, writerOptions, type WriterFlags } from '../save-options.js';
@@ -70,8 +69,8 @@ export function registerSave(program: Command): void {
       ]),
     )
     .action(
-      reportingSystemErrors(async (options: SaveCommandOptions) => {
-        if (options.output === '-' && process.stdout.isTTY) throw new CliError('-o -: standard output is a terminal; redirect it to a file or a pipe', EXIT.usage);
+      async (options: SaveCommandOptions) => {
+        if (options.output === '-' && process.stdout.isTTY) throw new CliError('-o -: standard output is a terminal; redirect it to a file or a pipe', 'usage');
         // A reader that goes away surfaces as a rejected write (EPIPE, exit 3), not as an unhandled 'error' event.
         if (options.output === '-') process.stdout.on('error', () => {});
         const planned = planSaveSource(options);
@@ -87,6 +86,6 @@ export function registerSave(program: Command): void {
         } finally {
           source.close();
         }
-      }),
+      },
     );
 }

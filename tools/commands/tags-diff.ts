@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { diffSnapshots, type ChangedPage, type RegionDiff } from '../../src/forensics/snapshot-diff.js';
 import { EXIT } from '../cli-support.js';
-import { commandGroup, examples, parseCount, printJson, printLine, runForensics, withSnapshot } from './forensics-support.js';
+import { commandGroup, examples, parseCount, printJson, printLine, withSnapshot } from './forensics-support.js';
 
 const DEFAULT_LIST_LIMIT = 10_000;
 
@@ -44,8 +44,8 @@ export function registerTagsDiff(program: Command): void {
       examples(['vmsnap tags diff before.vmsnap after.vmsnap', 'vmsnap tags diff before.vmsnap after.vmsnap --list --limit 100', 'vmsnap tags diff a.vmsnap b.vmsnap --tags-only --fail-on-diff --json']) +
         '\nExit codes: 0 ok (or no change with --fail-on-diff), 1 invalid or incomparable snapshots, 2 usage, 3 I/O error, 4 changes found with --fail-on-diff',
     )
-    .action((a: string, b: string, options: DiffCliOptions) =>
-      runForensics(async () => {
+    .action(async (a: string, b: string, options: DiffCliOptions) =>
+      {
         const limit = parseCount(options.limit, '--limit');
         const listed: ChangedPage[] = [];
         let unlisted = 0;
@@ -67,6 +67,6 @@ export function registerTagsDiff(program: Command): void {
           printLine(diff.changed ? 'snapshots differ' : 'no change');
         }
         if (options.failOnDiff && diff.changed) process.exitCode = EXIT.differs;
-      }),
+      },
     );
 }

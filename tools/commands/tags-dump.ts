@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { parseAddress } from '../../src/forensics/addresses.js';
 import { dumpGranules, formatDataLine, formatTagLines } from '../../src/forensics/granule-dump.js';
-import { commandGroup, examples, EXIT_CODES_HELP, printLine, runForensics, withSnapshot } from './forensics-support.js';
+import { commandGroup, examples, EXIT_CODES_HELP, printLine, withSnapshot } from './forensics-support.js';
 
 interface DumpCliOptions {
   ipa: string;
@@ -28,8 +28,8 @@ export function registerTagsDump(program: Command): void {
         'vmsnap tags dump guest.vmsnap --ipa 0x40000000 --length 1K --json',
       ]) + EXIT_CODES_HELP,
     )
-    .action((file: string, options: DumpCliOptions) =>
-      runForensics(async () => {
+    .action(async (file: string, options: DumpCliOptions) =>
+      {
         const address = parseAddress(options.ipa, '--ipa');
         const length = parseAddress(options.length, '--length');
         await withSnapshot(file, async (reader) => {
@@ -50,6 +50,6 @@ export function registerTagsDump(program: Command): void {
             for await (const text of formatTagLines(lines)) printLine(text);
           }
         });
-      }),
+      },
     );
 }

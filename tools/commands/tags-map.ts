@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { buildTagMap } from '../../src/forensics/tag-map.js';
 import { renderTagMapSvg } from '../../src/forensics/tag-map-svg.js';
 import { PAGE_STATE_NAMES, type PageState } from '../../src/forensics/page-states.js';
-import { commandGroup, examples, EXIT_CODES_HELP, printJson, printLine, runForensics, withSnapshot } from './forensics-support.js';
+import { commandGroup, examples, EXIT_CODES_HELP, printJson, printLine, withSnapshot } from './forensics-support.js';
 
 interface MapCliOptions {
   output: string;
@@ -28,8 +28,8 @@ export function registerTagsMap(program: Command): void {
       'after',
       examples(['vmsnap tags map guest.vmsnap -o map.svg', 'vmsnap tags map after.vmsnap --against before.vmsnap -o changes.svg']) + EXIT_CODES_HELP,
     )
-    .action((file: string, options: MapCliOptions) =>
-      runForensics(async () => {
+    .action(async (file: string, options: MapCliOptions) =>
+      {
         const map = await withSnapshot(file, (reader) =>
           options.against ? withSnapshot(options.against, (against) => buildTagMap(reader, { against, compareData: !options.tagsOnly })) : buildTagMap(reader),
         );
@@ -45,6 +45,6 @@ export function registerTagsMap(program: Command): void {
         }));
         if (options.json) printJson({ output: options.output, svgBytes: Buffer.byteLength(svg), scale: map.scale, regions });
         else printLine(`wrote ${options.output} (${Buffer.byteLength(svg)} bytes, ${map.scale.pagesPerCell} page(s) per cell)`);
-      }),
+      },
     );
 }

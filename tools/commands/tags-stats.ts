@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { parseIpaRange } from '../../src/forensics/addresses.js';
 import { TAG_VALUES, tagStatistics, type TagStats, type TagStatsReport } from '../../src/forensics/tag-stats.js';
 import { formatBytes } from '../../src/units.js';
-import { commandGroup, examples, EXIT_CODES_HELP, printJson, printLine, runForensics, withSnapshot } from './forensics-support.js';
+import { commandGroup, examples, EXIT_CODES_HELP, printJson, printLine, withSnapshot } from './forensics-support.js';
 
 function percent(part: number, whole: number): string {
   return whole ? `${((100 * part) / whole).toFixed(1)}%` : '-';
@@ -41,12 +41,12 @@ export function registerTagsStats(program: Command): void {
       'after',
       examples(['vmsnap tags stats guest.vmsnap', 'vmsnap tags stats guest.vmsnap --region ram --json', 'vmsnap tags stats guest.vmsnap --ipa-range 0x40000000+16M']) + EXIT_CODES_HELP,
     )
-    .action((file: string, options: { region?: string; ipaRange?: string; json?: boolean }) =>
-      runForensics(async () => {
+    .action(async (file: string, options: { region?: string; ipaRange?: string; json?: boolean }) =>
+      {
         const range = options.ipaRange ? parseIpaRange(options.ipaRange) : undefined;
         const report = await withSnapshot(file, (reader) => tagStatistics(reader, { region: options.region, range }));
         if (options.json) printJson(report);
         else printReport(report);
-      }),
+      },
     );
 }

@@ -7,7 +7,6 @@ import { statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { verifySnapshot, type VerifyReport } from '../../src/validate/verify.js';
 import { CliError, EXIT } from '../cli-support.js';
-import { reportingSystemErrors } from '../errors.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { createProgress } from '../progress.js';
 import { formatBytes, integerOption } from '../units.js';
@@ -50,15 +49,15 @@ export function registerVerify(program: Command): void {
     .option('-q, --quiet', 'no progress bar')
     .addHelpText('after', helpAfter(['vmsnap verify guest.vmsnap', 'vmsnap verify guest.vmsnap --json | jq .problems', 'ssh host cat guest.vmsnap | vmsnap verify -']))
     .action(
-      reportingSystemErrors(async (source: string, options: VerifyCommandOptions) => {
-        if (source === '-' && process.stdin.isTTY) throw new CliError('verify -: standard input is a terminal; pipe a snapshot into it', EXIT.usage);
+      async (source: string, options: VerifyCommandOptions) => {
+        if (source === '-' && process.stdin.isTTY) throw new CliError('verify -: standard input is a terminal; pipe a snapshot into it', 'usage');
         // A missing or unreadable file is an I/O failure (exit 3), not an invalid snapshot.
         if (source !== '-') statSync(source);
         const report = await runVerify(source, options);
         if (options.json) printJson(report);
         else printReport(report);
         if (!report.ok) process.exitCode = EXIT.invalid;
-      }),
+      },
     );
 }
 

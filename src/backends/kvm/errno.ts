@@ -3,6 +3,7 @@
  * vmsnap understands: `VmErrnoError` (src/vm/vm.ts) for the errnos the
  * KVM paths are known to return, `HostCallError` for anything else.
  */
+import { VmsnapError } from '../../format/errors.js';
 import { ERRNO, VmErrnoError, type ErrnoName } from '../../vm/vm.js';
 import { lastErrno } from './libc.js';
 
@@ -13,14 +14,13 @@ export const EAGAIN = 11;
 const NAME_BY_NUMBER = new Map<number, ErrnoName>(Object.entries(ERRNO).map(([name, value]) => [value, name as ErrnoName]));
 
 /** A libc call failed with an errno the KVM interface does not name. */
-export class HostCallError extends Error {
+export class HostCallError extends VmsnapError {
   constructor(
     readonly errno: number,
     readonly operation: string,
     detail?: string,
   ) {
-    super(`${operation}: errno ${errno}${detail ? ` (${detail})` : ''}`);
-    this.name = 'HostCallError';
+    super('host-call-failed', 'backend', `${operation}: errno ${errno}${detail ? ` (${detail})` : ''}`);
   }
 }
 

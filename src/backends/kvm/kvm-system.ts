@@ -3,6 +3,7 @@
  * creates VMs. Opening it checks the one thing every later call relies on:
  * the API version is the stable KVM API (12).
  */
+import { VmsnapError } from '../../format/errors.js';
 import { existsSync } from 'node:fs';
 import { check, errnoError } from './errno.js';
 import { KVM_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_VCPU_MMAP_SIZE } from './kvm-abi.js';
@@ -15,10 +16,9 @@ export function kvmDevicePresent(): boolean {
   return existsSync(KVM_DEVICE);
 }
 
-export class KvmUnavailableError extends Error {
+export class KvmUnavailableError extends VmsnapError {
   constructor(reason: string) {
-    super(`KVM is not usable here: ${reason}`);
-    this.name = 'KvmUnavailableError';
+    super('kvm-unavailable', 'backend', `KVM is not usable here: ${reason}`);
   }
 }
 

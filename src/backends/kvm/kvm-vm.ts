@@ -11,6 +11,7 @@
  * VMM's own process. A VMM in another language makes the same ioctls itself
  * (docs/vmm-guide.md).
  */
+import { VmsnapError } from '../../format/errors.js';
 import {
   VmErrnoError,
   type CopyMteTagsRequest,
@@ -38,13 +39,12 @@ import { close, ioctlBuffer } from './libc.js';
 import { issueCopyMteTags } from './mte-copy-ioctl.js';
 
 /** A guest range the VMM tried to read or write lies outside every memslot. */
-export class GuestRangeError extends Error {
+export class GuestRangeError extends VmsnapError {
   constructor(
     readonly guestAddress: GuestAddress,
     readonly length: number,
   ) {
-    super(`guest range 0x${guestAddress.toString(16)}+0x${length.toString(16)} is not inside one memory slot`);
-    this.name = 'GuestRangeError';
+    super('guest-range', 'backend', `guest range 0x${guestAddress.toString(16)}+0x${length.toString(16)} is not inside one memory slot`);
   }
 }
 

@@ -4,19 +4,19 @@
  * slot is appended after the last one and the files grow with ftruncate, so
  * pages never written stay holes.
  */
+import { VmsnapError } from '../../format/errors.js';
 import { ftruncateSync } from 'node:fs';
 import type { SlotStorageFactory } from '../../kernel-model/slot-storage.js';
 import type { MemorySlotSpec } from '../../vm/vm.js';
 import { FileSlotStorage, type RawFileHandles } from './file-slot-storage.js';
 import { tagFileRatio, type RawLayout, type RawRegion } from './raw-layout.js';
 
-export class RawFilesError extends Error {
+export class RawFilesError extends VmsnapError {
   constructor(
     readonly path: string,
     detail: string,
   ) {
-    super(`${path}: ${detail}`);
-    this.name = 'RawFilesError';
+    super('bad-raw-files', 'invalid-input', `${path}: ${detail}`);
   }
 }
 

@@ -20,6 +20,7 @@
  *
  * Sizes and addresses are integers or strings: "0x1000", "4096", "256MiB".
  */
+import { VmsnapError } from '../../format/errors.js';
 import { readFileSync } from 'node:fs';
 import { GRANULE_SIZE, PAGE_SIZES } from '../../format/constants.js';
 
@@ -62,13 +63,12 @@ export interface RawLayoutSpec {
 }
 
 /** A layout that cannot be used; `where` is the JSON path ("regions[1].size") or the file. */
-export class RawLayoutError extends Error {
+export class RawLayoutError extends VmsnapError {
   constructor(
     readonly where: string,
     readonly detail: string,
   ) {
-    super(`raw layout ${where}: ${detail}`);
-    this.name = 'RawLayoutError';
+    super('bad-raw-layout', 'invalid-input', `raw layout ${where}: ${detail}`);
   }
 }
 

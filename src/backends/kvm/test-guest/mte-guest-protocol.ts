@@ -3,6 +3,7 @@
  * the registers that carry its parameters, the report port's layout and the
  * status codes. The numbers are the .S file's `.equ`s and its header comment.
  */
+import { VmsnapError } from '../../../format/errors.js';
 import { xRegisterId } from '../../../vm/arm64-registers.js';
 
 /** Report port registers: offsets from the port's IPA. */
@@ -44,10 +45,9 @@ export const DEFAULT_LAYOUT: MteGuestLayout = {
   seed: 0x9e37_79b9_7f4a_7c15n,
 };
 
-export class GuestLayoutError extends Error {
+export class GuestLayoutError extends VmsnapError {
   constructor(reason: string) {
-    super(`MTE test guest layout: ${reason}`);
-    this.name = 'GuestLayoutError';
+    super('test-guest-layout', 'usage', `MTE test guest layout: ${reason}`);
   }
 }
 
@@ -76,10 +76,9 @@ export type GuestReport =
   | { readonly status: 'tag-mismatch' | 'data-mismatch'; readonly address: bigint; readonly expected: bigint; readonly actual: bigint }
   | { readonly status: 'exception'; readonly far: bigint; readonly elr: bigint; readonly esr: bigint };
 
-export class GuestProtocolError extends Error {
+export class GuestProtocolError extends VmsnapError {
   constructor(reason: string) {
-    super(`MTE test guest: ${reason}`);
-    this.name = 'GuestProtocolError';
+    super('test-guest-protocol', 'backend', `MTE test guest: ${reason}`);
   }
 }
 

@@ -1,0 +1,22 @@
+/**
+ * Every error class the library throws, in one place. All extend
+ * `VmsnapError`: test `code` (stable, listed in docs/errors.md) and `kind`
+ * (whose fault it is), never the class name or the message.
+ */
+export { VmsnapError, SnapshotFormatError, type ErrorKind, type FormatErrorCode, type FormatErrorLocation } from './format/errors.js';
+export { ChunkDecodeError, type ChunkFaultCode } from './format/chunk.js';
+export { ZstdFrameError } from './format/zstd.js';
+export { VmErrnoError, type ErrnoName } from './vm/vm.js';
+export { TagCopyError } from './vm/tag-copy.js';
+export { SaveError } from './writer/save.js';
+export { RestoreError } from './reader/restore.js';
+export { RawFilesError } from './backends/raw-files/file-storage-factory.js';
+export { RawLayoutError } from './backends/raw-files/raw-layout.js';
+export {
+  AddressNotMappedError,
+  ElfCoreFormatError,
+  ForensicsArgumentError,
+  RegionNotTaggedError,
+  SnapshotMismatchError,
+} from './forensics/errors.js';
+export { ReadOnlyCoreError } from './forensics/core-slot-storage.js';
