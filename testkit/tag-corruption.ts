@@ -86,8 +86,7 @@ export function tagCorruptingFactory(factory: VmFactory, guestAddress: GuestAddr
     corruption,
     factory: {
       backend: factory.backend,
-      pageSize: factory.pageSize,
-      createVm: () => new TagCorruptingVm(factory.createVm(), corruption),
+      createVm: (snapshot) => new TagCorruptingVm(factory.createVm(snapshot), corruption),
     },
   };
 }

@@ -38,6 +38,13 @@ export class CliError extends VmsnapError {
   }
 }
 
+/** A snapshot named on the command line: a path, or "-" for standard input, which must not be a terminal. */
+export function snapshotInput(name: string, command: string): { source: string | NodeJS.ReadableStream; description: string } {
+  if (name !== '-') return { source: name, description: name };
+  if (process.stdin.isTTY) throw new CliError(`${command} -: standard input is a terminal; pipe a snapshot into it`, 'usage');
+  return { source: process.stdin, description: 'standard input' };
+}
+
 /** JSON.stringify that writes bigints as decimal numbers and byte arrays as hex. */
 export function toJson(value: unknown): string {
   return JSON.stringify(

@@ -99,13 +99,12 @@ export function openRawSource(options: RawSourceOptions & { ram: string }, layou
   }
 }
 
-export function rawTargetFactory(options: RawTargetOptions & { ramOut: string }, pageSize: number): RawFilesVmFactory {
+export function rawTargetFactory(options: RawTargetOptions & { ramOut: string }): RawFilesVmFactory {
   for (const path of [options.ramOut, options.tagsOut, options.layoutOut]) {
     if (path && !options.force && existsSync(path)) throw new CliError(`${path} exists; pass --force to replace it`, 'usage');
   }
   return new RawFilesVmFactory({
     paths: { ram: options.ramOut, tags: options.tagsOut },
-    pageSize,
     tagLayout: parseTagLayout(options.tagLayout) ?? 'byte',
     overwrite: options.force,
     layoutPath: options.layoutOut,

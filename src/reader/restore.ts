@@ -16,7 +16,7 @@
 import { VmsnapError } from '../format/errors.js';
 import type { Readable } from 'node:stream';
 import { writeGuestTags } from '../vm/tag-copy.js';
-import type { Vm, VmFactory } from '../vm/vm.js';
+import type { Vm, VmFactory, VmTarget } from '../vm/vm.js';
 import { GRANULE_SIZE } from '../format/constants.js';
 import { isPagePresent } from '../format/chunk.js';
 import { forEachRun } from '../format/page-runs.js';
@@ -46,18 +46,27 @@ export interface RestoreSummary {
   readonly durationMs: number;
 }
 
+/** A restored VM and what the snapshot held beside its memory. */
+export interface RestoredVm<T extends VmTarget = Vm> {
+  readonly vm: T;
+  readonly blobs: VmmBlob[];
+  readonly vcpuStates: VcpuState[];
+  readonly metadata: SnapshotMetadata;
+  readonly summary: RestoreSummary;
+}
+
 export class RestoreError extends VmsnapError {
   constructor(message: string) {
     super('restore-refused', 'usage', message);
   }
 }
 
-function createTarget(factory: VmFactory, header: SnapshotHeader, metadata: SnapshotMetadata): Vm {
-  if (header.pageSize % factory.pageSize !== 0) {
-    throw new RestoreError(`the snapshot has ${header.pageSize}-byte pages; a host with ${factory.pageSize}-byte pages cannot place them (it needs a page size that divides ${header.pageSize})`);
-  }
-  const vm = factory.createVm();
+function createTarget<T extends VmTarget>(factory: VmFactory<T>, header: SnapshotHeader, metadata: SnapshotMetadata): T {
+  const vm = factory.createVm({ pageSize: header.pageSize });
   try {
+    if (header.pageSize % vm.pageSize !== 0) {
+      throw new RestoreError(`the snapshot has ${header.pageSize}-byte pages; a host with ${vm.pageSize}-byte pages cannot place them (it needs a page size that divides ${header.pageSize})`);
+    }
     if (metadata.regions.some((region) => region.mte)) vm.enableMte();
     for (const region of metadata.regions) {
       vm.addMemorySlot({ slot: region.slot, name: region.name, guestAddress: region.guestAddress, size: region.size, readOnly: region.readOnly });
@@ -70,13 +79,13 @@ function createTarget(factory: VmFactory, header: SnapshotHeader, metadata: Snap
 }
 
 
-class RestoreTarget {
+class RestoreTarget<T extends VmTarget> {
   ramPagesWritten = 0;
   tagCalls = 0;
   taggedBytes = 0n;
   vcpus = 0;
 
-  constructor(readonly vm: Vm, readonly header: SnapshotHeader, readonly metadata: SnapshotMetadata) {}
+  constructor(readonly vm: T, readonly header: SnapshotHeader, readonly metadata: SnapshotMetadata) {}
 
   private chunkAddress(chunk: RamChunk | TagChunk): bigint {
     return this.metadata.regions[chunk.region].guestAddress + BigInt(chunk.firstPage) * BigInt(this.header.pageSize);
@@ -129,14 +138,14 @@ function eventsFrom(source: string | Readable | NodeJS.ReadableStream, threads?:
  * VM from `factory`. On any error the new VM is closed and the error thrown:
  * a half-restored VM is never handed out.
  */
-export async function restoreSnapshot(
+export async function restoreSnapshot<T extends VmTarget = Vm>(
   source: string | Readable | NodeJS.ReadableStream,
-  factory: VmFactory,
+  factory: VmFactory<T>,
   options: RestoreOptions = {},
-): Promise<{ vm: Vm; blobs: VmmBlob[]; vcpuStates: VcpuState[]; metadata: SnapshotMetadata; summary: RestoreSummary }> {
+): Promise<RestoredVm<T>> {
   const started = performance.now();
   const { events, close } = eventsFrom(source, options.threads);
-  let target: RestoreTarget | undefined;
+  let target: RestoreTarget<T> | undefined;
   const blobs: VmmBlob[] = [];
   const vcpuStates: VcpuState[] = [];
   try {

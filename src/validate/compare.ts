@@ -4,7 +4,7 @@
  * bounded whatever the guest size.
  */
 import { readGuestTags } from '../vm/tag-copy.js';
-import { type Vm } from '../vm/vm.js';
+import type { VmSource } from '../vm/vm.js';
 import { equalBytes } from '../format/bytes.js';
 import { GRANULE_SIZE } from '../format/constants.js';
 
@@ -29,7 +29,7 @@ function firstDifferentIndex(a: Uint8Array, b: Uint8Array): number {
   return -1;
 }
 
-export function compareVms(expected: Vm, actual: Vm, options: { tags?: boolean; limit?: number } = {}): VmComparison {
+export function compareVms(expected: VmSource, actual: VmSource, options: { tags?: boolean; limit?: number } = {}): VmComparison {
   const limit = options.limit ?? 10;
   const differences: VmDifference[] = [];
   const note = (difference: VmDifference) => differences.length < limit && differences.push(difference);
@@ -73,7 +73,7 @@ export function compareVms(expected: Vm, actual: Vm, options: { tags?: boolean; 
   return { equal: differences.length === 0, pagesCompared, granulesCompared, differences };
 }
 
-function compareVcpus(expected: Vm, actual: Vm, note: (d: VmDifference) => void): void {
+function compareVcpus(expected: VmSource, actual: VmSource, note: (d: VmDifference) => void): void {
   const a = expected.vcpus();
   const b = actual.vcpus();
   if (a.length !== b.length) {

@@ -5,7 +5,10 @@
  * where the kernel stopped, and a failure names the IPA it stopped at.
  */
 import { VmsnapError } from '../format/errors.js';
-import { TAGS_FROM_GUEST, TAGS_TO_GUEST, VmErrnoError, type GuestAddress, type Vm } from './vm.js';
+import { TAGS_FROM_GUEST, TAGS_TO_GUEST, VmErrnoError, type GuestAddress, type VmSource } from './vm.js';
+
+/** The part of a VM that copies tags (every source and target has it). */
+export type TagCopier = Pick<VmSource, 'pageSize' | 'copyMteTags'>;
 import { GRANULE_SIZE } from '../format/constants.js';
 
 /** Guest bytes per ioctl: far below 1 GiB, and a whole number of 64 KiB pages. */
@@ -22,7 +25,7 @@ export class TagCopyError extends VmsnapError {
   }
 }
 
-function copyTags(vm: Vm, guestAddress: GuestAddress, tags: Uint8Array, flags: bigint): void {
+function copyTags(vm: TagCopier, guestAddress: GuestAddress, tags: Uint8Array, flags: bigint): void {
   const direction = flags === TAGS_FROM_GUEST ? 'from-guest' : 'to-guest';
   const total = tags.length * GRANULE_SIZE;
   let done = 0;
@@ -50,18 +53,18 @@ function copyTags(vm: Vm, guestAddress: GuestAddress, tags: Uint8Array, flags: b
 }
 
 /** Reads the tags of [guestAddress, guestAddress + tags.length * 16) into `tags`, one per granule. */
-export function readGuestTags(vm: Vm, guestAddress: GuestAddress, tags: Uint8Array): void {
+export function readGuestTags(vm: TagCopier, guestAddress: GuestAddress, tags: Uint8Array): void {
   copyTags(vm, guestAddress, tags, TAGS_FROM_GUEST);
 }
 
 /** The tags of `length` guest bytes at `guestAddress`, one per granule, in a new buffer. */
-export function guestTags(vm: Vm, guestAddress: GuestAddress, length: number): Uint8Array {
+export function guestTags(vm: TagCopier, guestAddress: GuestAddress, length: number): Uint8Array {
   const tags = new Uint8Array(length / GRANULE_SIZE);
   readGuestTags(vm, guestAddress, tags);
   return tags;
 }
 
 /** Writes one tag per granule from `tags` to [guestAddress, guestAddress + tags.length * 16). */
-export function writeGuestTags(vm: Vm, guestAddress: GuestAddress, tags: Uint8Array): void {
+export function writeGuestTags(vm: TagCopier, guestAddress: GuestAddress, tags: Uint8Array): void {
   copyTags(vm, guestAddress, tags, TAGS_TO_GUEST);
 }

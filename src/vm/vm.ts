@@ -14,8 +14,11 @@
  *    before the first page throws `VmErrnoError` with the kernel's errno;
  *  - vCPUs expose their registers as KVM ONE_REG ids and values.
  *
- * The writer and reader depend only on this file; they know nothing of the
- * backends, and the backends know nothing of the snapshot format.
+ * The writer needs only a `VmSource` and restore only a `VmTarget`, so a VMM
+ * that embeds vmsnap implements just the half it uses; vmsnap's own backends
+ * implement both (`Vm`). The writer and reader know no backend; the backends
+ * know nothing of the snapshot format beyond the architectural constants and
+ * register encoding they share with it (src/format/constants.ts, registers.ts).
  */
 
 import { VmsnapError } from '../format/errors.js';
@@ -103,31 +106,38 @@ export class VmErrnoError extends VmsnapError {
   }
 }
 
-export interface Vcpu {
+/** The registers of a vCPU as the writer reads them. */
+export interface VcpuSource {
   readonly id: number;
   /** KVM_GET_REG_LIST. */
   registerIds(): bigint[];
   /** KVM_GET_ONE_REG. */
   getRegister(id: bigint): Uint8Array;
+}
+
+/** The registers of a vCPU as restore sets them. */
+export interface VcpuTarget {
+  readonly id: number;
   /** KVM_SET_ONE_REG. */
   setRegister(id: bigint, value: Uint8Array): void;
 }
 
-export interface Vm {
-  /** 'simulated', 'kvm', 'raw-files', ... */
+export interface Vcpu extends VcpuSource, VcpuTarget {}
+
+/** A memory slot as the writer needs to know it. */
+export type SourceSlot = Pick<MemorySlot, 'slot' | 'name' | 'guestAddress' | 'size' | 'readOnly'>;
+
+/**
+ * What the writer reads from a stopped VM: its slots, memory, tags and vCPU
+ * registers. A VMM that only saves implements this and nothing more.
+ */
+export interface VmSource {
+  /** 'simulated', 'kvm', 'raw-files', ... (recorded in the snapshot's annotations). */
   readonly backend: string;
   /** The host page size: the unit of memslots and of copyMteTags. */
   readonly pageSize: number;
   readonly mteEnabled: boolean;
-
-  /** KVM_ENABLE_CAP(KVM_CAP_ARM_MTE). EINVAL once a vCPU exists. */
-  enableMte(): void;
-  /** KVM_SET_USER_MEMORY_REGION with memory the backend maps for the VMM. */
-  addMemorySlot(spec: MemorySlotSpec): void;
-  memorySlots(): readonly MemorySlot[];
-  /** KVM_MEM_LOG_DIRTY_PAGES on or off for a slot. */
-  setDirtyLogging(slot: number, enabled: boolean): void;
-
+  memorySlots(): readonly SourceSlot[];
   /** Reads guest memory through the VMM's mapping. The range must lie in one slot. */
   readMemory(guestAddress: GuestAddress, destination: Uint8Array): void;
   /**
@@ -136,9 +146,6 @@ export interface Vm {
    * writer falls back to readMemory otherwise.
    */
   readMemoryAsync?(guestAddress: GuestAddress, destination: Uint8Array): Promise<void>;
-  /** Writes guest memory through the VMM's mapping (allowed on read-only slots: the VMM owns the mapping). */
-  writeMemory(guestAddress: GuestAddress, source: Uint8Array): void;
-
   /**
    * Whether a snapshot keeps this slot's tags. Optional: by default every
    * writable slot of an MTE VM is tagged. A VMM may leave out slots whose tags
@@ -146,20 +153,50 @@ export interface Vm {
    * marks untagged.
    */
   isSlotTagged?(slot: number): boolean;
-
-  /** KVM_ARM_MTE_COPY_TAGS: returns guest bytes done; throws VmErrnoError if nothing was done. */
+  /** KVM_ARM_MTE_COPY_TAGS; the writer asks only TAGS_FROM_GUEST. Returns guest bytes done; throws VmErrnoError if nothing was done. */
   copyMteTags(request: CopyMteTagsRequest): number;
+  vcpus(): readonly VcpuSource[];
+}
 
+/**
+ * What restore writes into a fresh VM, in KVM's order: MTE on, memslots,
+ * memory, tags (TAGS_TO_GUEST), then vCPUs and their registers.
+ */
+export interface VmTarget {
+  readonly backend: string;
+  /** The host page size: a snapshot's page size must be a multiple of it. */
+  readonly pageSize: number;
+  /** KVM_ENABLE_CAP(KVM_CAP_ARM_MTE). EINVAL once a vCPU exists. */
+  enableMte(): void;
+  /** KVM_SET_USER_MEMORY_REGION with memory the backend maps for the VMM. */
+  addMemorySlot(spec: MemorySlotSpec): void;
+  /** Writes guest memory through the VMM's mapping (allowed on read-only slots: the VMM owns the mapping). */
+  writeMemory(guestAddress: GuestAddress, source: Uint8Array): void;
+  /** KVM_ARM_MTE_COPY_TAGS; restore asks only TAGS_TO_GUEST. */
+  copyMteTags(request: CopyMteTagsRequest): number;
   /** KVM_CREATE_VCPU (and KVM_ARM_VCPU_INIT). */
-  createVcpu(id: number): Vcpu;
-  vcpus(): readonly Vcpu[];
-
+  createVcpu(id: number): VcpuTarget;
+  /** Releases the VM; restore calls it when it fails halfway. */
   close(): void;
 }
 
-/** Makes fresh VMs to restore into. */
-export interface VmFactory {
-  readonly backend: string;
+/** A whole KVM-shaped VM, as vmsnap's backends provide: a source and a target. */
+export interface Vm extends VmSource, VmTarget {
+  memorySlots(): readonly MemorySlot[];
+  /** KVM_MEM_LOG_DIRTY_PAGES on or off for a slot. */
+  setDirtyLogging(slot: number, enabled: boolean): void;
+  createVcpu(id: number): Vcpu;
+  vcpus(): readonly Vcpu[];
+}
+
+/** What restore tells a factory of the snapshot it is about to restore. */
+export interface SnapshotRequirements {
+  /** The snapshot's page size. A factory that can choose (the simulator) makes VMs of it. */
   readonly pageSize: number;
-  createVm(): Vm;
+}
+
+/** Makes fresh VMs to restore into. */
+export interface VmFactory<T extends VmTarget = Vm> {
+  readonly backend: string;
+  createVm(snapshot?: SnapshotRequirements): T;
 }

@@ -9,7 +9,7 @@
 import { VmsnapError } from '../format/errors.js';
 import { randomBytes } from 'node:crypto';
 import type { Writable } from 'node:stream';
-import type { Vm } from '../vm/vm.js';
+import type { VmSource } from '../vm/vm.js';
 import { readGuestTags } from '../vm/tag-copy.js';
 import { CODEC, GRANULE_SIZE, MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL, NO_REGION, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { encodeHeader } from '../format/header.js';
@@ -72,7 +72,7 @@ export class SaveError extends VmsnapError {
 }
 
 /** The regions a VM's memslots become: tags are saved for the tagged slots of an MTE VM, never for read-only ones. */
-export function regionsOf(vm: Vm): SnapshotRegion[] {
+export function regionsOf(vm: VmSource): SnapshotRegion[] {
   const slots = [...vm.memorySlots()].sort((a, b) => (a.guestAddress < b.guestAddress ? -1 : 1));
   // A read-only slot's tags cannot be restored (TO_GUEST on it is EFAULT) and the guest cannot store tags there.
   return slots.map((slot, index) => ({
@@ -86,7 +86,7 @@ export function regionsOf(vm: Vm): SnapshotRegion[] {
   }));
 }
 
-function chooseChunking(vm: Vm, options: SaveOptions): { pagesPerChunk: number; level: number } {
+function chooseChunking(vm: VmSource, options: SaveOptions): { pagesPerChunk: number; level: number } {
   const pagesPerChunk = options.pagesPerChunk ?? Math.max(1, DEFAULT_CHUNK_BYTES / vm.pageSize);
   if (!Number.isInteger(pagesPerChunk) || pagesPerChunk < 1 || pagesPerChunk * vm.pageSize > MAX_CHUNK_CONTENT) {
     throw new SaveError(`pages per chunk must be 1..${MAX_CHUNK_CONTENT / vm.pageSize} for ${vm.pageSize}-byte pages, got ${pagesPerChunk}`);
@@ -149,7 +149,7 @@ class InputBuffers {
  * Reads a chunk's guest input: its RAM (asynchronously where the backend can,
  * so reads overlap compression), or its tags through KVM_ARM_MTE_COPY_TAGS.
  */
-async function readChunkInput(vm: Vm, region: SnapshotRegion, chunk: GridChunk, buffers: InputBuffers): Promise<Uint8Array> {
+async function readChunkInput(vm: VmSource, region: SnapshotRegion, chunk: GridChunk, buffers: InputBuffers): Promise<Uint8Array> {
   const address = region.guestAddress + BigInt(chunk.firstPage) * BigInt(vm.pageSize);
   const bytes = chunk.pageCount * vm.pageSize;
   if (chunk.kind === 'ram') {
@@ -163,7 +163,7 @@ async function readChunkInput(vm: Vm, region: SnapshotRegion, chunk: GridChunk, 
   return tags;
 }
 
-async function writeChunks(vm: Vm, regions: SnapshotRegion[], pagesPerChunk: number, level: number, sections: SectionWriter, executor: ChunkExecutor, progress: (chunk: GridChunk) => void): Promise<number> {
+async function writeChunks(vm: VmSource, regions: SnapshotRegion[], pagesPerChunk: number, level: number, sections: SectionWriter, executor: ChunkExecutor, progress: (chunk: GridChunk) => void): Promise<number> {
   // Enough in flight to keep every worker busy while the oldest result is written.
   const maxInFlight = Math.max(2, executor.threads * 2 + 1);
   const inFlight: Array<{ chunk: GridChunk; result: Promise<unknown> }> = [];
@@ -198,7 +198,7 @@ function openOutput(destination: string | Writable | NodeJS.WritableStream): Sna
  * Saves `vm` (stopped: its memory, tags and registers must not change while
  * this runs) to a file path, '-' for standard output, or a writable stream.
  */
-export async function saveSnapshot(vm: Vm, destination: string | Writable | NodeJS.WritableStream, options: SaveOptions = {}): Promise<SaveSummary> {
+export async function saveSnapshot(vm: VmSource, destination: string | Writable | NodeJS.WritableStream, options: SaveOptions = {}): Promise<SaveSummary> {
   const started = performance.now();
   const { pagesPerChunk, level } = chooseChunking(vm, options);
   const regions = regionsOf(vm);

@@ -6,17 +6,16 @@
 import { rmSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Readable } from 'node:stream';
-import type { Vm, VmFactory } from '../../src/vm/vm.js';
+import type { Vm, VmFactory, VmTarget } from '../../src/vm/vm.js';
 import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
 import { TagCopyError } from '../../src/vm/tag-copy.js';
 import { restoreSnapshot, type RestoreSummary } from '../../src/reader/restore.js';
 import { compareVms, type VmComparison } from '../../src/validate/compare.js';
-import { CliError, EXIT, toJson } from '../cli-support.js';
+import { CliError, EXIT, snapshotInput, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
 import { createProgress } from '../progress.js';
 import { rawTargetFactory, type RawTargetOptions } from '../raw-files-options.js';
 import { buildSimGuest, parseSimGuest, simSpecFromAnnotations, type SimGuestSpec } from '../sim-guest.js';
-import { peekSnapshot } from '../snapshot-source.js';
 import { formatBytes, formatRate, hex, integerOption } from '../units.js';
 
 export interface RestoreCommandOptions extends RawTargetOptions {
@@ -29,7 +28,7 @@ export interface RestoreCommandOptions extends RawTargetOptions {
 }
 
 /** Restores with a progress bar; shared with `demo`. */
-export async function runRestore(source: string | Readable, factory: VmFactory, options: { threads?: number; quiet?: boolean }) {
+export async function runRestore<T extends VmTarget>(source: string | Readable | NodeJS.ReadableStream, factory: VmFactory<T>, options: { threads?: number; quiet?: boolean }) {
   const progress = createProgress('restore', options);
   try {
     return await restoreSnapshot(source, factory, { threads: options.threads, onProgress: (p) => progress.update(p.guestBytesDone, p.guestBytesTotal) });
@@ -111,11 +110,10 @@ export function registerRestore(program: Command): void {
     .action(
       async (name: string, options: RestoreCommandOptions) => {
         checkTargetOptions(options);
-        const peeked = await peekSnapshot(name);
-        const pageSize = peeked.header.pageSize;
-        const factory = options.ramOut ? rawTargetFactory({ ...options, ramOut: options.ramOut }, pageSize) : new SimulatedVmFactory({ pageSize, adoptRegisters: true });
+        const input = snapshotInput(name, 'restore');
+        const factory: VmFactory = options.ramOut ? rawTargetFactory({ ...options, ramOut: options.ramOut }) : new SimulatedVmFactory({ adoptRegisters: true });
         const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
-        const restored = await runRestore(peeked.source, factory, options).catch((error: unknown) => {
+        const restored = await runRestore(input.source, factory, options).catch((error: unknown) => {
           // restoreSnapshot closed the half-written target; files it created must not pass for a restored guest.
           if (options.ramOut) removeFiles([options.ramOut, options.tagsOut, options.layoutOut]);
           if (error instanceof TagCopyError && options.ramOut && !options.tagsOut) {
@@ -124,8 +122,8 @@ export function registerRestore(program: Command): void {
           throw error;
         });
         try {
-          const comparison = options.compareSim ? compareWithSim(restored.vm, comparisonSpec(options, restored.metadata.annotations, peeked.header.pageSize)) : undefined;
-          if (options.json) printLine(toJson({ source: peeked.description, target, summary: restored.summary, comparison }));
+          const comparison = options.compareSim ? compareWithSim(restored.vm, comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize)) : undefined;
+          if (options.json) printLine(toJson({ source: input.description, target, summary: restored.summary, comparison }));
           else if (!options.quiet) {
             printLine(describeRestore(restored.summary, target));
             if (comparison) printLine(describeComparison(comparison));

@@ -6,7 +6,7 @@
 import { statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { verifySnapshot, type VerifyReport } from '../../src/validate/verify.js';
-import { CliError, EXIT } from '../cli-support.js';
+import { EXIT, snapshotInput } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { createProgress } from '../progress.js';
 import { formatBytes, integerOption } from '../units.js';
@@ -50,7 +50,7 @@ export function registerVerify(program: Command): void {
     .addHelpText('after', helpAfter(['vmsnap verify guest.vmsnap', 'vmsnap verify guest.vmsnap --json | jq .problems', 'ssh host cat guest.vmsnap | vmsnap verify -']))
     .action(
       async (source: string, options: VerifyCommandOptions) => {
-        if (source === '-' && process.stdin.isTTY) throw new CliError('verify -: standard input is a terminal; pipe a snapshot into it', 'usage');
+        snapshotInput(source, 'verify');
         // A missing or unreadable file is an I/O failure (exit 3), not an invalid snapshot.
         if (source !== '-') statSync(source);
         const report = await runVerify(source, options);

@@ -20,7 +20,7 @@ import type { FileSlotStorage, RawFileHandles } from './file-slot-storage.js';
 import { ExistingFilesStorageFactory, NewFilesStorageFactory, RawFilesError } from './file-storage-factory.js';
 import { formatRawLayout, tagFileOffset, type RawLayout, type TagFileLayout } from './raw-layout.js';
 import type { SlotStorageFactory } from '../../kernel-model/slot-storage.js';
-import type { VmFactory } from '../../vm/vm.js';
+import type { SnapshotRequirements, VmFactory } from '../../vm/vm.js';
 
 export {
   formatRawLayout,
@@ -153,7 +153,8 @@ function checkFileSizes(files: RawFileHandles, layout: RawLayout): void {
 
 export interface RawFilesTargetOptions {
   readonly paths: RawFilePaths;
-  readonly pageSize: number;
+  /** Default: the page size of the snapshot being restored. */
+  readonly pageSize?: number;
   /** Default 'byte'. */
   readonly tagLayout?: TagFileLayout;
   readonly kernelVersion?: KernelVersion;
@@ -164,22 +165,21 @@ export interface RawFilesTargetOptions {
 }
 
 /** Makes a restore target that writes raw files; each createVm() creates the files anew. */
-export class RawFilesVmFactory implements VmFactory {
+export class RawFilesVmFactory implements VmFactory<RawFilesVm> {
   readonly backend = RAW_FILES_BACKEND;
-  readonly pageSize: number;
 
-  constructor(private readonly options: RawFilesTargetOptions) {
-    this.pageSize = options.pageSize;
-  }
+  constructor(private readonly options: RawFilesTargetOptions) {}
 
-  createVm(): RawFilesVm {
+  createVm(snapshot?: SnapshotRequirements): RawFilesVm {
+    const pageSize = this.options.pageSize ?? snapshot?.pageSize;
+    if (pageSize === undefined) throw new RangeError('a raw-files target needs a page size: give pageSize, or let restore pass the snapshot\'s');
     const { paths, overwrite } = this.options;
     const tagLayout = this.options.tagLayout ?? 'byte';
     const flags = overwrite ? 'w+' : 'wx+';
     const ramFd = openFile(paths.ram, flags);
     const tagFd = paths.tags === undefined ? undefined : openFile(paths.tags, flags, ramFd);
     const files: RawFileHandles = { ramFd, ramPath: paths.ram, tagFd, tagPath: paths.tags, tagLayout, writable: true, ramWriteback: new WritebackPacer(ramFd) };
-    return new RawFilesVm(files, new NewFilesStorageFactory(files), tagLayout, this.options);
+    return new RawFilesVm(files, new NewFilesStorageFactory(files), tagLayout, { ...this.options, pageSize });
   }
 }
 

@@ -3,10 +3,12 @@
  * every row of the conformance suite the way the kernel it names does, so the
  * writer and reader can be tested without /dev/kvm.
  */
-import type { VmFactory } from '../../vm/vm.js';
+import type { SnapshotRequirements, VmFactory } from '../../vm/vm.js';
 import { KernelModelVm, type KernelModelOptions } from '../../kernel-model/kernel-model-vm.js';
 import { InMemorySlotStorage, InMemorySlotStorageFactory } from './memory-slot-storage.js';
 import type { SlotStorageFactory } from '../../kernel-model/slot-storage.js';
+/** The page size of a VM made without a snapshot to match: arm64 Linux's most common. */
+const DEFAULT_PAGE_SIZE = 4096;
 
 export interface SimulatedVmOptions extends KernelModelOptions {
   /** Another store (an ELF core, files); default: memory. */
@@ -27,16 +29,18 @@ export class SimulatedVm extends KernelModelVm {
   }
 }
 
-export class SimulatedVmFactory implements VmFactory {
-  readonly backend: string;
-  readonly pageSize: number;
+/** Options of the VMs a factory makes; without a page size, each VM takes the page size of the snapshot restored into it. */
+export type SimulatedVmFactoryOptions = Omit<SimulatedVmOptions, 'pageSize'> & { readonly pageSize?: number };
 
-  constructor(private readonly options: SimulatedVmOptions) {
+export class SimulatedVmFactory implements VmFactory<SimulatedVm> {
+  readonly backend: string;
+
+  constructor(private readonly options: SimulatedVmFactoryOptions = {}) {
     this.backend = options.backend ?? 'simulated';
-    this.pageSize = options.pageSize;
   }
 
-  createVm(): SimulatedVm {
-    return new SimulatedVm(this.options);
+  createVm(snapshot?: SnapshotRequirements): SimulatedVm {
+    const pageSize = this.options.pageSize ?? snapshot?.pageSize ?? DEFAULT_PAGE_SIZE;
+    return new SimulatedVm({ ...this.options, pageSize });
   }
 }
