@@ -3,7 +3,7 @@
  * `node dist/tools/vmsnap.js` as a user would, through real pipes, and checks
  * exit codes, JSON output and the files left behind.
  */
-import { execSync, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -47,7 +47,6 @@ function expectOneLineError(run: Run, pattern: RegExp): void {
 const SNAP = at('guest.vmsnap');
 
 beforeAll(() => {
-  execSync('npm run build', { cwd: ROOT, stdio: 'pipe' });
   const saved = vmsnap('save', '--sim', '--size', '32MiB', '--seed', '7', '-o', SNAP, '--annotate', 'owner=cli-test');
   expect(saved.status, saved.stderr).toBe(0);
 });
@@ -75,12 +74,15 @@ describe('save, info and verify', () => {
     const run = vmsnap('info', SNAP, '--json');
     expect(run.status).toBe(0);
     const info = JSON.parse(run.stdout);
-    expect(info.fileBytes).toBe(statSync(SNAP).size);
-    expect(info.regions.map((r: { name: string; guestAddress: number; mte: boolean }) => [r.name, r.guestAddress, r.mte])).toEqual([
-      ['flash0', 0, false],
-      ['ram', 0x4000_0000, true],
+    // One rule for every --json (src/json.ts): a schema version first; 64-bit values as decimal strings.
+    expect(Object.keys(info)[0]).toBe('schemaVersion');
+    expect(info.schemaVersion).toBe(1);
+    expect(info.fileBytes).toBe(String(statSync(SNAP).size));
+    expect(info.regions.map((r: { name: string; guestAddress: string; mte: boolean }) => [r.name, r.guestAddress, r.mte])).toEqual([
+      ['flash0', '0', false],
+      ['ram', String(0x4000_0000), true],
     ]);
-    expect(info.totals.guestBytes).toBe(36 * 1024 * 1024);
+    expect(info.totals.guestBytes).toBe(String(36 * 1024 * 1024));
     expect(info.totals.tagChunks).toBe(info.regions[1].ramChunks);
     expect(info.totals.tagPercentOfRam).toBeGreaterThan(0);
     expect(info.totals.tagPercentOfRam).toBeLessThan(1);
@@ -106,7 +108,8 @@ describe('pipes', () => {
     const run = pipeline('$V save --sim --size 24MiB --seed 11 -o - | $V restore - --compare-sim --json');
     expect(run.status, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout);
-    expect(result.source).toBe('standard input');
+    expect(result.source).toBe('-');
+    expect(result.target).toEqual({ kind: 'simulated' });
     expect(result.comparison.equal).toBe(true);
     expect(result.comparison.pagesCompared).toBe((28 * 1024 * 1024) / 4096);
     expect(result.comparison.granulesCompared).toBeGreaterThan(0);
@@ -117,7 +120,7 @@ describe('pipes', () => {
   it('verify reads a pipe', () => {
     const run = pipeline(`cat ${SNAP} | $V verify - --json`);
     expect(run.status).toBe(0);
-    expect(JSON.parse(run.stdout)).toMatchObject({ ok: true, source: 'standard input' });
+    expect(JSON.parse(run.stdout)).toMatchObject({ ok: true, source: '-' });
   });
 
   it('a reader that closes the pipe early is no error: exit 0, no stack trace', () => {

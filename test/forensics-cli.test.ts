@@ -114,7 +114,7 @@ describe('vmsnap export core / import core', () => {
     expect(exported.code).toBe(0);
     const summary = JSON.parse(exported.out);
     expect(summary.memtagSegments).toBe(2);
-    expect(statSync(core).size).toBe(summary.fileSize);
+    expect(statSync(core).size).toBe(Number(summary.fileSize));
     const back = join(dir.path, 'back.vmsnap');
     const imported = await vmsnap('import', 'core', core, '-o', back);
     expect(imported.code).toBe(0);

@@ -11,6 +11,7 @@
 import type { Command } from 'commander';
 import { CommanderError } from 'commander';
 import { VmsnapError, type ErrorKind } from '../src/errors.js';
+import { JSON_SCHEMA_VERSION, toJsonValue } from '../src/json.js';
 
 export const EXIT = { ok: 0, invalid: 1, usage: 2, io: 3, differs: 4 } as const;
 
@@ -45,17 +46,9 @@ export function snapshotInput(name: string, command: string): { source: string |
   return { source: process.stdin, description: 'standard input' };
 }
 
-/** JSON.stringify that writes bigints as decimal numbers and byte arrays as hex. */
-export function toJson(value: unknown): string {
-  return JSON.stringify(
-    value,
-    (_key, v) => {
-      if (typeof v === 'bigint') return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= -BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString();
-      if (v instanceof Uint8Array) return Buffer.from(v).toString('hex');
-      return v;
-    },
-    2,
-  );
+/** A `--json` output: `schemaVersion` first, then `value` by the library's one JSON rule (src/json.ts). */
+export function toJson(value: object): string {
+  return JSON.stringify({ schemaVersion: JSON_SCHEMA_VERSION, ...(toJsonValue(value) as object) }, null, 2);
 }
 
 /** The exit code for an error: by its kind; an operating-system error is I/O; anything else is a bug, reported as I/O. */

@@ -28,6 +28,6 @@ export function printLine(text = ''): void {
   process.stdout.write(`${text}\n`);
 }
 
-export function printJson(value: unknown): void {
+export function printJson(value: object): void {
   process.stdout.write(`${toJson(value)}\n`);
 }

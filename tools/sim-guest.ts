@@ -1,21 +1,18 @@
 /**
  * The simulated guest on the command line: `--sim --size 512MiB --seed N
  * --page-size 4096` builds the seeded workload guest (src/workload).
- * Its parameters go into the snapshot's annotations so that `restore
- * --compare-sim` can regenerate the very same guest to compare against.
+ * Its parameters go into the snapshot's annotations (src/workload/annotations.ts)
+ * so that `restore --compare-sim` can regenerate the very guest to compare against.
  */
 import { createSimulatedGuest, type SimulatedGuest } from '../src/workload/index.js';
+import type { WorkloadSpec } from '../src/workload/annotations.js';
 import { CliError, EXIT } from './cli-support.js';
 import { parseByteSize, parseInteger } from './units.js';
 import { PAGE_SIZES } from '../src/format/constants.js';
 
 const MiB = 1024n * 1024n;
 
-export interface SimGuestSpec {
-  readonly sizeMiB: number;
-  readonly seed: number;
-  readonly pageSize: number;
-}
+export type SimGuestSpec = WorkloadSpec;
 
 /** Raw option text as commander hands it over. */
 export interface SimGuestOptions {
@@ -45,20 +42,4 @@ export function parseSimGuest(options: SimGuestOptions): SimGuestSpec {
 /** `vcpus`: how many vCPUs to create (default: the generator's). */
 export function buildSimGuest(spec: SimGuestSpec, vcpus?: number): SimulatedGuest {
   return createSimulatedGuest({ sizeMiB: spec.sizeMiB, seed: spec.seed, pageSize: spec.pageSize, vcpus });
-}
-
-/** Annotation keys that record how to regenerate the guest. */
-const KEYS = { size: 'sim.size-mib', seed: 'sim.seed', pageSize: 'sim.page-size' } as const;
-
-export function simAnnotations(spec: SimGuestSpec): Record<string, string> {
-  return { [KEYS.size]: String(spec.sizeMiB), [KEYS.seed]: String(spec.seed), [KEYS.pageSize]: String(spec.pageSize) };
-}
-
-/** The guest spec a snapshot of a simulated guest recorded, or undefined for other sources. */
-export function simSpecFromAnnotations(annotations: Readonly<Record<string, string>>): SimGuestSpec | undefined {
-  const size = annotations[KEYS.size];
-  const seed = annotations[KEYS.seed];
-  const pageSize = annotations[KEYS.pageSize];
-  if (size === undefined || seed === undefined || pageSize === undefined) return undefined;
-  return { sizeMiB: Number(size), seed: Number(seed), pageSize: Number(pageSize) };
 }

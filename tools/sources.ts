@@ -6,13 +6,16 @@
 import type { Vm } from '../src/vm/vm.js';
 import { CliError, EXIT } from './cli-support.js';
 import { openRawSource, rawSourceLayout, type RawSourceOptions } from './raw-files-options.js';
-import { buildSimGuest, parsePageSize, parseSimGuest, simAnnotations, SIM_DEFAULTS, type SimGuestOptions } from './sim-guest.js';
+import { buildSimGuest, parsePageSize, parseSimGuest, SIM_DEFAULTS, type SimGuestOptions } from './sim-guest.js';
 import { formatBytes } from './units.js';
+import { workloadAnnotations } from '../src/workload/annotations.js';
 
 export interface SaveSource {
   readonly vm: Vm;
   /** One line for people: "simulated guest, 512 MiB, seed 7". */
   readonly description: string;
+  /** The same as data, for --json. */
+  readonly details: Readonly<Record<string, unknown>>;
   readonly annotations: Record<string, string>;
   /** Milliseconds spent building the source (generating a simulated guest). */
   readonly preparationMs: number;
@@ -39,7 +42,8 @@ function simSource(options: SimGuestOptions): PlannedSource {
       return {
         vm: guest.vm,
         description: `simulated guest, ${spec.sizeMiB} MiB, seed ${spec.seed}, ${spec.pageSize}-byte pages`,
-        annotations: simAnnotations(spec),
+        details: { kind: 'simulated', guestBytes: BigInt(spec.sizeMiB) << 20n, seed: spec.seed, pageSize: spec.pageSize },
+        annotations: workloadAnnotations(spec),
         preparationMs: performance.now() - started,
         close: () => guest.vm.close(),
       };
@@ -58,6 +62,7 @@ function rawSource(options: RawSourceOptions & { ram: string }): PlannedSource {
       return {
         vm,
         description: `raw files ${options.ram}${options.tags ? ` + ${options.tags} (${layout.tagLayout} tags)` : ''}, ${layout.regions.length} regions, ${formatBytes(bytes)}`,
+        details: { kind: 'raw-files', ram: options.ram, tags: options.tags ?? null, tagLayout: layout.tagLayout, regions: layout.regions.length, guestBytes: bytes },
         annotations: { 'raw.ram-file': options.ram, ...(options.tags ? { 'raw.tag-file': options.tags, 'raw.tag-layout': layout.tagLayout } : {}) },
         preparationMs: performance.now() - started,
         close: () => vm.close(),

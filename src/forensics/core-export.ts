@@ -15,6 +15,7 @@ import { encodeNotes } from './elf-notes.js';
 import { ElfCoreWriter, layoutCore, type CoreSegmentSpec } from './elf-core-writer.js';
 import { pageWindows } from './region-cursor.js';
 import { encodeVmsnapNote, vmsnapStateFrom } from './vmsnap-note.js';
+import { jsonResult } from '../json.js';
 
 export interface CoreExportSummary {
   readonly path: string;
@@ -88,7 +89,7 @@ export async function exportCore(reader: SnapshotReader, path: string): Promise<
   }
   const written = await writer.finish();
   const info = await stat(path, { bigint: true });
-  return {
+  return jsonResult({
     path,
     fileSize: written.fileSize,
     diskBytes: info.blocks * 512n,
@@ -98,5 +99,5 @@ export async function exportCore(reader: SnapshotReader, path: string): Promise<
     memtagSegments: reader.regions.filter((r) => r.mte).length,
     vcpus: vcpus.length,
     programHeaders: layout.segments.length,
-  };
+  });
 }

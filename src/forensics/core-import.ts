@@ -9,6 +9,7 @@ import { basename } from 'node:path';
 import { saveSnapshot, type SaveOptions, type SaveSummary } from '../writer/save.js';
 import { openCoreVm, type CoreVmOptions } from './core-vm.js';
 import { ElfCore } from './elf-core-reader.js';
+import { jsonResult } from '../json.js';
 
 export interface CoreImportSummary {
   readonly save: SaveSummary;
@@ -40,13 +41,13 @@ export async function importCore(corePath: string, destination: string, options:
       : { annotations: { source: 'elf-core', core: basename(corePath), 'core-skipped-loads': String(skippedLoads.length) } };
     const save = await saveSnapshot(vm, destination, { ...saveOptions, threads: options.threads });
     vm.close();
-    return {
+    return jsonResult({
       save,
       fromVmsnap: state !== null,
       regions: regions.length,
       vcpus: vm.vcpus().length,
       skippedLoads: skippedLoads.map((s) => ({ address: s.address, size: s.memSize })),
-    };
+    });
   } finally {
     core.close();
   }

@@ -11,6 +11,7 @@ import type { SnapshotReader } from '../format/model.js';
 import { regionHoldingRange } from './addresses.js';
 import { ForensicsArgumentError, RegionNotTaggedError } from './errors.js';
 import { GRANULE_SIZE } from '../format/constants.js';
+import { jsonResult } from '../json.js';
 
 const GRANULE = BigInt(GRANULE_SIZE);
 const ADDRESS_MASK = (1n << 56n) - 1n;
@@ -62,7 +63,7 @@ export async function checkPointer(reader: SnapshotReader, pointer: bigint, leng
       if (mismatches.length < MAX_LISTED) mismatches.push({ address: at + BigInt(g) * GRANULE, allocationTag: tag & 0xf });
     });
   }
-  return {
+  return jsonResult({
     pointer,
     address,
     logicalTag: expected,
@@ -72,5 +73,5 @@ export async function checkPointer(reader: SnapshotReader, pointer: bigint, leng
     granulesMismatched: mismatched,
     mismatches,
     match: mismatched === 0,
-  };
+  });
 }

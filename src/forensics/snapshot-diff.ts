@@ -14,6 +14,7 @@ import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
 import { SnapshotMismatchError } from './errors.js';
 import { granulesPerPage, pageWindows, type PageWindow } from './region-cursor.js';
 import { GRANULE_SIZE } from '../format/constants.js';
+import { jsonResult } from '../json.js';
 
 /** Consecutive granules of one page whose tag went from `from` to `to`. */
 export interface TagChangeRun {
@@ -172,5 +173,5 @@ export async function diffSnapshots(a: SnapshotReader, b: SnapshotReader, option
     throw new SnapshotMismatchError(`no region in common (${a.path}: ${a.regions.map((r) => r.name).join(', ')}; ${b.path}: ${b.regions.map((r) => r.name).join(', ')})`);
   }
   const changed = onlyInA.length > 0 || onlyInB.length > 0 || regions.some((r) => r.pagesChanged > 0);
-  return { regions, onlyInA, onlyInB, changed };
+  return jsonResult({ regions, onlyInA, onlyInB, changed });
 }

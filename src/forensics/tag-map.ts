@@ -12,6 +12,7 @@ import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
 import { granulesPerPage, pageWindows, type PageWindow } from './region-cursor.js';
 import { changeStateOfPage, PAGE_STATE_COUNT, PageState, tagStateOfPage } from './page-states.js';
 import { GRANULE_SIZE } from '../format/constants.js';
+import { jsonResult } from '../json.js';
 
 /** Cells (pixels squares) the picture has room for: 512 columns x 512 rows of 2 px. */
 export const MAX_CELLS = 512 * 512;
@@ -125,5 +126,5 @@ export async function buildTagMap(reader: SnapshotReader, options: TagMapOptions
     const other = options.against && match && options.against.header.pageSize === pageSize ? { reader: options.against, region: match } : null;
     regions.push(await regionMap(reader, region, other, scale, options.compareData ?? true));
   }
-  return { pageSize, scale, regions, source: reader.path, against: options.against?.path ?? null };
+  return jsonResult({ pageSize, scale, regions, source: reader.path, against: options.against?.path ?? null });
 }

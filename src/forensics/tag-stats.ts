@@ -11,6 +11,7 @@ import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
 import { type IpaRange, pagesInRange, selectRegions } from './addresses.js';
 import { granulesPerPage, pageWindows, popcount16, tagMask } from './region-cursor.js';
 import { GRANULE_SIZE } from '../format/constants.js';
+import { jsonResult } from '../json.js';
 
 export const TAG_VALUES = 16;
 
@@ -178,5 +179,5 @@ export async function tagStatistics(reader: SnapshotReader, options: TagStatsOpt
     regions.push(stats);
     addInto(overall, stats);
   }
-  return { pageSize: reader.header.pageSize, regions, overall };
+  return jsonResult({ pageSize: reader.header.pageSize, regions, overall });
 }

@@ -23,6 +23,7 @@ import { forEachRun } from '../format/page-runs.js';
 import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
 import type { VcpuState } from '../vm/vm.js';
 import type { SnapshotEvent } from './events.js';
+import { jsonResult } from '../json.js';
 import { openSnapshot } from './open.js';
 import { readSnapshotStream } from './stream.js';
 
@@ -172,14 +173,14 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
       blobs,
       vcpuStates,
       metadata: target.metadata,
-      summary: {
+      summary: jsonResult({
         guestBytes: guestBytesTotal,
         ramPagesWritten: target.ramPagesWritten,
         tagCalls: target.tagCalls,
         taggedBytes: target.taggedBytes,
         vcpus: target.vcpus,
         durationMs: performance.now() - started,
-      },
+      }),
     };
   } catch (error) {
     target?.vm.close();

@@ -7,6 +7,7 @@ import { readGuestTags } from '../vm/tag-copy.js';
 import type { VmSource } from '../vm/vm.js';
 import { equalBytes } from '../format/bytes.js';
 import { GRANULE_SIZE } from '../format/constants.js';
+import { jsonResult } from '../json.js';
 
 export interface VmDifference {
   readonly kind: 'layout' | 'data' | 'tag' | 'vcpu';
@@ -38,7 +39,7 @@ export function compareVms(expected: VmSource, actual: VmSource, options: { tags
   const describe = (s: (typeof slotsA)[number]) => `${s.slot}:${s.name}@0x${s.guestAddress.toString(16)}+0x${s.size.toString(16)}${s.readOnly ? ':ro' : ''}`;
   if (slotsA.map(describe).join() !== slotsB.map(describe).join()) {
     note({ kind: 'layout', message: `memory slots differ: [${slotsA.map(describe).join(', ')}] vs [${slotsB.map(describe).join(', ')}]` });
-    return { equal: false, pagesCompared: 0, granulesCompared: 0, differences };
+    return jsonResult({ equal: false, pagesCompared: 0, granulesCompared: 0, differences });
   }
   const withTags = (options.tags ?? true) && expected.mteEnabled && actual.mteEnabled;
   let pagesCompared = 0;
@@ -70,7 +71,7 @@ export function compareVms(expected: VmSource, actual: VmSource, options: { tags
     }
   }
   compareVcpus(expected, actual, note);
-  return { equal: differences.length === 0, pagesCompared, granulesCompared, differences };
+  return jsonResult({ equal: differences.length === 0, pagesCompared, granulesCompared, differences });
 }
 
 function compareVcpus(expected: VmSource, actual: VmSource, note: (d: VmDifference) => void): void {

@@ -18,17 +18,18 @@ import type { VcpuState } from '../vm/vm.js';
 import { openSnapshot, type FileSnapshot } from '../reader/open.js';
 import { readSnapshotStream } from '../reader/stream.js';
 import type { SnapshotEvent } from '../reader/events.js';
+import { jsonResult } from '../json.js';
 
 export interface VerifyProblem {
   readonly code: string;
   readonly severity: 'error' | 'warning';
   readonly message: string;
   readonly section?: string;
-  /** File offset, as a decimal string (JSON has no 64-bit integers). */
-  readonly offset?: string;
+  /** File offset of the fault. */
+  readonly offset?: bigint;
   readonly region?: number;
-  /** IPA, as a 0x-prefixed hex string. */
-  readonly guestAddress?: string;
+  /** Guest physical address concerned. */
+  readonly guestAddress?: bigint;
 }
 
 export interface VerifyStats {
@@ -45,7 +46,8 @@ export interface VerifyStats {
 
 export interface VerifyReport {
   readonly ok: boolean;
-  readonly source: string;
+  /** The path verified, '-' for standard input, null for a stream the caller handed over. */
+  readonly source: string | null;
   readonly formatVersion?: string;
   readonly problems: VerifyProblem[];
   readonly stats: VerifyStats;
@@ -64,9 +66,9 @@ export function problemFrom(error: unknown): VerifyProblem {
       severity: 'error',
       message: error.message,
       section,
-      offset: offset === undefined ? undefined : offset.toString(),
+      offset: offset === undefined ? undefined : BigInt(offset),
       region,
-      guestAddress: guestAddress === undefined ? undefined : `0x${guestAddress.toString(16)}`,
+      guestAddress,
     };
   }
   const message = error instanceof Error ? error.message : String(error);
@@ -128,7 +130,7 @@ async function verifyFile(path: string, options: VerifyOptions): Promise<VerifyR
   try {
     snapshot = await openSnapshot(path, { threads: options.threads });
   } catch (error) {
-    return { ok: false, source: path, problems: [problemFrom(error)], stats: tally.stats };
+    return jsonResult({ ok: false, source: path, problems: [problemFrom(error)], stats: tally.stats });
   }
   try {
     tally.stats.fileBytes = snapshot.fileSize;
@@ -168,7 +170,7 @@ async function collect<T>(read: () => Promise<T>, use: (value: T) => void, tally
   }
 }
 
-async function verifyStream(stream: Readable | NodeJS.ReadableStream | AsyncIterable<Uint8Array>, source: string, options: VerifyOptions): Promise<VerifyReport> {
+async function verifyStream(stream: Readable | NodeJS.ReadableStream | AsyncIterable<Uint8Array>, source: string | null, options: VerifyOptions): Promise<VerifyReport> {
   const tally = new Tally();
   let version: [number, number] | undefined;
   let bytesDone = 0n;
@@ -191,20 +193,20 @@ async function verifyStream(stream: Readable | NodeJS.ReadableStream | AsyncIter
   return report(source, tally, version?.[0], version?.[1]);
 }
 
-function report(source: string, tally: Tally, major?: number, minor?: number): VerifyReport {
-  return {
+function report(source: string | null, tally: Tally, major?: number, minor?: number): VerifyReport {
+  return jsonResult({
     ok: !tally.problems.some((p) => p.severity === 'error'),
     source,
     formatVersion: major === undefined ? undefined : `${major}.${minor}`,
     problems: tally.problems,
     stats: tally.stats,
-  };
+  });
 }
 
 /** Verifies a snapshot file (random access), '-' (standard input) or a stream (front to back). */
 export async function verifySnapshot(source: string | Readable | NodeJS.ReadableStream, options: VerifyOptions = {}): Promise<VerifyReport> {
-  if (typeof source !== 'string') return verifyStream(source, 'stream', options);
-  if (source === '-') return verifyStream(process.stdin, 'standard input', options);
+  if (typeof source !== 'string') return verifyStream(source, null, options);
+  if (source === '-') return verifyStream(process.stdin, '-', options);
   return verifyFile(source, options);
 }
 

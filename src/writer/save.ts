@@ -24,6 +24,7 @@ import type { EncodedChunk } from '../parallel/chunk-jobs.js';
 import { VERSION } from '../version.js';
 import { FileOutput, StreamOutput, type SnapshotOutput } from './output.js';
 import { vcpuStates } from './vcpu-state.js';
+import { jsonResult } from '../json.js';
 
 /** Chunks of this many guest bytes by default: small enough to pipeline, big enough for zstd. */
 export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
@@ -233,7 +234,7 @@ export async function saveSnapshot(vm: VmSource, destination: string | Writable 
     await output.write(index);
     await output.write(encodeTrailer({ indexOffset, fileLength: output.position + BigInt(TRAILER_LENGTH) }));
     await output.commit();
-    return {
+    return jsonResult({
       destination: output.description,
       fileBytes: output.position,
       guestBytes: guestBytesTotal,
@@ -242,7 +243,7 @@ export async function saveSnapshot(vm: VmSource, destination: string | Writable 
       tagBytes: sections.tagBytes,
       vcpus: vcpus.length,
       durationMs: performance.now() - started,
-    };
+    });
   } catch (error) {
     output.abort();
     throw error;

@@ -13,12 +13,13 @@ import { compareVms } from '../../src/validate/compare.js';
 import { EXIT } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { writerOptions } from '../save-options.js';
-import { buildSimGuest, parseSimGuest, simAnnotations, SIM_DEFAULTS } from '../sim-guest.js';
+import { buildSimGuest, parseSimGuest, SIM_DEFAULTS } from '../sim-guest.js';
 import { formatBytes, integerOption, megabytesPerSecond, percent } from '../units.js';
 import { describeComparison } from './restore.js';
 import { runRestore } from './restore.js';
 import { runSave } from './save.js';
 import { runVerify } from './verify.js';
+import { workloadAnnotations } from '../../src/workload/annotations.js';
 
 interface DemoOptions {
   size?: string;
@@ -68,7 +69,7 @@ export function registerDemo(program: Command): void {
         const guestBytes = BigInt(spec.sizeMiB) * 1024n * 1024n;
         try {
           const guest = await timed(steps, 'generate', guestBytes, () => buildSimGuest(spec), (g) => `${g.stats.dataPages} data pages, ${g.stats.taggedPages} tagged pages`);
-          const saveOptions = writerOptions({ threads: options.threads }, spec.pageSize, simAnnotations(spec));
+          const saveOptions = writerOptions({ threads: options.threads }, spec.pageSize, workloadAnnotations(spec));
           const saved = await timed(steps, 'save', guestBytes, () => runSave(guest.vm, path, saveOptions, { quiet }), (s) => `${formatBytes(s.fileBytes)} in ${s.chunks} chunks`);
           const verified = await timed(steps, 'verify', guestBytes, () => runVerify(path, { threads: options.threads, quiet }), (r) => (r.ok ? 'every checksum good' : `${r.problems.length} problems`));
           const factory = new SimulatedVmFactory({ pageSize: spec.pageSize, adoptRegisters: true });

@@ -5,119 +5,17 @@
  * bytes as a share of RAM, vCPUs, blobs and annotations.
  */
 import type { Command } from 'commander';
-import { CODEC } from '../../src/format/constants.js';
-import type { SnapshotReader } from '../../src/format/model.js';
+import { describeSnapshot, type SnapshotInfo } from '../../src/reader/snapshot-info.js';
 import { openSnapshot } from '../../src/reader/open.js';
 import { CliError, EXIT } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { formatBytes, hex, percent } from '../units.js';
 
-export interface RegionInfo {
-  index: number;
-  name: string;
-  slot: number;
-  guestAddress: bigint;
-  guestEnd: bigint;
-  size: bigint;
-  mte: boolean;
-  readOnly: boolean;
-  ramChunks: number;
-  tagChunks: number;
-  /** File bytes of this region's RAMC and TAGC sections, headers included. */
-  ramBytes: bigint;
-  tagBytes: bigint;
-}
-
-export interface SnapshotInfo {
-  file: string;
-  fileBytes: bigint;
-  format: { version: string; pageSize: number; granuleSize: number; tagBits: number; codec: string; pagesPerChunk: number };
-  snapshotId: string;
-  parentId: string | null;
-  created: string;
-  tool: string;
-  regions: RegionInfo[];
-  totals: {
-    guestBytes: bigint;
-    ramChunks: number;
-    tagChunks: number;
-    ramBytes: bigint;
-    tagBytes: bigint;
-    /** Guest bytes per file byte. */
-    compressionRatio: number;
-    /** Tag section bytes over guest RAM bytes, in percent. */
-    tagPercentOfRam: number;
-  };
-  vcpus: Array<{ id: number; registers: number }>;
-  blobs: Array<{ name: string; bytes: number }>;
-  annotations: Record<string, string>;
-}
-
-export async function describeSnapshot(reader: SnapshotReader): Promise<SnapshotInfo> {
-  const regions: RegionInfo[] = reader.regions.map((region) => ({
-    index: region.index,
-    name: region.name,
-    slot: region.slot,
-    guestAddress: region.guestAddress,
-    guestEnd: region.guestAddress + region.size,
-    size: region.size,
-    mte: region.mte,
-    readOnly: region.readOnly,
-    ramChunks: 0,
-    tagChunks: 0,
-    ramBytes: 0n,
-    tagBytes: 0n,
-  }));
-  for (const chunk of reader.chunks) {
-    const region = regions[chunk.region];
-    if (chunk.kind === 'ram') {
-      region.ramChunks++;
-      region.ramBytes += chunk.length;
-    } else {
-      region.tagChunks++;
-      region.tagBytes += chunk.length;
-    }
-  }
-  const sum = (pick: (r: RegionInfo) => bigint) => regions.reduce((total, r) => total + pick(r), 0n);
-  const guestBytes = sum((r) => r.size);
-  const tagBytes = sum((r) => r.tagBytes);
-  const { header, metadata } = reader;
-  return {
-    file: reader.path,
-    fileBytes: reader.fileSize,
-    format: {
-      version: `${header.major}.${header.minor}`,
-      pageSize: header.pageSize,
-      granuleSize: header.granuleSize,
-      tagBits: header.tagBits,
-      codec: header.codec === CODEC.zstd ? 'zstd' : header.codec === CODEC.none ? 'none' : `unknown (${header.codec})`,
-      pagesPerChunk: header.pagesPerChunk,
-    },
-    snapshotId: Buffer.from(metadata.snapshotId).toString('hex'),
-    parentId: metadata.parentId ? Buffer.from(metadata.parentId).toString('hex') : null,
-    created: new Date(Number(metadata.createdMs)).toISOString(),
-    tool: metadata.tool,
-    regions,
-    totals: {
-      guestBytes,
-      ramChunks: regions.reduce((n, r) => n + r.ramChunks, 0),
-      tagChunks: regions.reduce((n, r) => n + r.tagChunks, 0),
-      ramBytes: sum((r) => r.ramBytes),
-      tagBytes,
-      compressionRatio: Number(guestBytes) / Number(reader.fileSize),
-      tagPercentOfRam: guestBytes === 0n ? 0 : (Number(tagBytes) / Number(guestBytes)) * 100,
-    },
-    vcpus: (await reader.vcpus()).map((vcpu) => ({ id: vcpu.id, registers: vcpu.registers.length })),
-    blobs: (await reader.blobs()).map((blob) => ({ name: blob.name, bytes: blob.data.length })),
-    annotations: { ...metadata.annotations },
-  };
-}
-
 function printInfo(info: SnapshotInfo): void {
   const f = info.format;
   printLine(`${info.file}: vmsnap format ${f.version}, ${formatBytes(info.fileBytes)} (${info.fileBytes} bytes)`);
   printLine(`  pages ${f.pageSize} bytes, ${f.pagesPerChunk} per chunk; MTE granule ${f.granuleSize} bytes, ${f.tagBits}-bit tags; codec ${f.codec}`);
-  printLine(`  snapshot ${info.snapshotId}${info.parentId ? `, parent ${info.parentId}` : ''}, created ${info.created} by ${info.tool}`);
+  printLine(`  snapshot ${info.snapshotId}${info.parentId ? `, parent ${info.parentId}` : ''}, created ${info.created ?? `at ${info.createdMs} ms (past the calendar)`} by ${info.tool}`);
   printLine(`regions (${info.regions.length}):`);
   for (const r of info.regions) {
     const flags = [r.mte ? 'mte' : 'no tags', r.readOnly ? 'read-only' : ''].filter(Boolean).join(', ');

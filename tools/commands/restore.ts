@@ -15,8 +15,9 @@ import { CliError, EXIT, snapshotInput, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
 import { createProgress } from '../progress.js';
 import { rawTargetFactory, type RawTargetOptions } from '../raw-files-options.js';
-import { buildSimGuest, parseSimGuest, simSpecFromAnnotations, type SimGuestSpec } from '../sim-guest.js';
+import { buildSimGuest, parseSimGuest, type SimGuestSpec } from '../sim-guest.js';
 import { formatBytes, formatRate, hex, integerOption } from '../units.js';
+import { workloadFromAnnotations } from '../../src/workload/annotations.js';
 
 export interface RestoreCommandOptions extends RawTargetOptions {
   compareSim?: boolean;
@@ -52,7 +53,7 @@ export function describeComparison(comparison: VmComparison): string {
 
 /** The guest to compare with: the one the snapshot's annotations describe, with any option given overriding it. */
 function comparisonSpec(options: RestoreCommandOptions, annotations: Readonly<Record<string, string>>, pageSize: number): SimGuestSpec {
-  const recorded = simSpecFromAnnotations(annotations);
+  const recorded = workloadFromAnnotations(annotations);
   if (!recorded && (options.seed === undefined || options.size === undefined)) {
     throw new CliError('--compare-sim: the snapshot does not record a simulated guest; give --seed and --size', 'usage');
   }
@@ -113,6 +114,9 @@ export function registerRestore(program: Command): void {
         const input = snapshotInput(name, 'restore');
         const factory: VmFactory = options.ramOut ? rawTargetFactory({ ...options, ramOut: options.ramOut }) : new SimulatedVmFactory({ adoptRegisters: true });
         const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
+        const targetDetails = options.ramOut
+          ? { kind: 'raw-files', ram: options.ramOut, tags: options.tagsOut ?? null, tagLayout: options.tagLayout ?? 'byte', layout: options.layoutOut ?? null }
+          : { kind: 'simulated' };
         const restored = await runRestore(input.source, factory, options).catch((error: unknown) => {
           // restoreSnapshot closed the half-written target; files it created must not pass for a restored guest.
           if (options.ramOut) removeFiles([options.ramOut, options.tagsOut, options.layoutOut]);
@@ -123,7 +127,7 @@ export function registerRestore(program: Command): void {
         });
         try {
           const comparison = options.compareSim ? compareWithSim(restored.vm, comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize)) : undefined;
-          if (options.json) printLine(toJson({ source: input.description, target, summary: restored.summary, comparison }));
+          if (options.json) printLine(toJson({ source: name, target: targetDetails, summary: restored.summary, comparison }));
           else if (!options.quiet) {
             printLine(describeRestore(restored.summary, target));
             if (comparison) printLine(describeComparison(comparison));

@@ -82,7 +82,7 @@ export function registerSave(program: Command): void {
           if (options.quiet) return;
           // Standard output may be carrying the snapshot itself.
           const report = options.output === '-' ? process.stderr : process.stdout;
-          report.write(`${options.json ? toJson({ source: source.description, ...summary }) : `${source.description}\n${describeSave(summary)}`}\n`);
+          report.write(`${options.json ? toJson({ source: source.details, ...summary }) : `${source.description}\n${describeSave(summary)}`}\n`);
         } finally {
           source.close();
         }
