@@ -19,9 +19,9 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { checkTools, measureInterleaved, type StepPlan } from './measure.js';
 import { filesEqual } from './compare-files.js';
-import { writeRawGuest, type RawGuestFiles } from './raw-guest.js';
+import { checkTools, measureInterleaved, type StepPlan } from './measure.js';
+import { type RawGuestFiles, writeRawGuest } from './raw-guest.js';
 
 const MiB = 1024 * 1024;
 const TARGETS = { timeRatio: 1.25, peakRssBytes: 256 * MiB, tagPercentOfRam: 1 } as const;
@@ -102,10 +102,18 @@ function runSteps(directory: string, files: RawGuestFiles, options: BenchOptions
   const inputs = `${quote(files.ram)} ${quote(files.tags)}`;
   // vmsnap fsyncs what it writes; `sync` gives zstd and cp the same durability, so disk writeback is billed to everyone.
   const plan: StepPlan[] = [
-    { name: 'vmsnap save', outputs: [o('guest.vmsnap')], command: `${vmsnap} save --ram ${quote(files.ram)} --tags ${quote(files.tags)} --layout ${quote(files.layout)} -o ${p('guest.vmsnap')} -q${threads}` },
+    {
+      name: 'vmsnap save',
+      outputs: [o('guest.vmsnap')],
+      command: `${vmsnap} save --ram ${quote(files.ram)} --tags ${quote(files.tags)} --layout ${quote(files.layout)} -o ${p('guest.vmsnap')} -q${threads}`,
+    },
     { name: 'zstd -1 -T2', outputs: [o('guest.zst')], command: `zstd -1 -T2 -q -c ${inputs} > ${p('guest.zst')} && sync` },
     { name: 'cp', outputs: [o('copy')], command: `mkdir ${p('copy')} && cp ${inputs} ${p('copy')}/ && sync` },
-    { name: 'vmsnap restore', outputs: [o('out.ram'), o('out.tags')], command: `${vmsnap} restore ${p('guest.vmsnap')} --ram-out ${p('out.ram')} --tags-out ${p('out.tags')} -q${threads}` },
+    {
+      name: 'vmsnap restore',
+      outputs: [o('out.ram'), o('out.tags')],
+      command: `${vmsnap} restore ${p('guest.vmsnap')} --ram-out ${p('out.ram')} --tags-out ${p('out.tags')} -q${threads}`,
+    },
     { name: 'zstd -d', outputs: [o('unzstd.bin')], command: `zstd -d -q -c ${p('guest.zst')} > ${p('unzstd.bin')} && sync` },
   ];
   const steps = measureInterleaved(plan, Number(options.repeat));
@@ -119,7 +127,12 @@ function runSteps(directory: string, files: RawGuestFiles, options: BenchOptions
   const peak = Math.max(byName('vmsnap save').maxRssBytes, byName('vmsnap restore').maxRssBytes);
   const tagPercentOfRam = (snapshot.tagBytes / Number(files.ramBytes)) * 100;
   return {
-    guest: { ramBytes: Number(files.ramBytes), tagFileBytes: Number(files.tagFileBytes), pageSize: Number(options.pageSize), threads: options.threads === undefined ? availableParallelism() : Number(options.threads) },
+    guest: {
+      ramBytes: Number(files.ramBytes),
+      tagFileBytes: Number(files.tagFileBytes),
+      pageSize: Number(options.pageSize),
+      threads: options.threads === undefined ? availableParallelism() : Number(options.threads),
+    },
     repeat: Number(options.repeat),
     steps: steps.map((s) => ({ ...s, mbPerSecond: rate(dataBytes, s.ms) })),
     snapshot: { ...snapshot, compressionRatio: dataBytes / snapshot.fileBytes, tagPercentOfRam },
@@ -141,11 +154,20 @@ type BenchResult = ReturnType<typeof runSteps>;
 function printResult(r: BenchResult): void {
   const mib = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`;
   const yes = (ok: boolean) => (ok ? 'met' : 'MISSED');
-  console.log(`data: ${mib(r.guest.ramBytes)} RAM + ${mib(r.guest.tagFileBytes)} tag file (one tag per byte), ${r.guest.pageSize}-byte pages, vmsnap threads ${r.guest.threads}`);
+  console.log(
+    `data: ${mib(r.guest.ramBytes)} RAM + ${mib(r.guest.tagFileBytes)} tag file (one tag per byte), ${r.guest.pageSize}-byte pages, vmsnap threads ${r.guest.threads}`,
+  );
   console.log(`step             time (median of ${r.repeat})  MB/s   peak RSS   all runs`);
-  for (const s of r.steps) console.log(`${s.name.padEnd(16)} ${(s.ms / 1000).toFixed(2).padStart(6)} s ${s.mbPerSecond.toFixed(0).padStart(13)}  ${mib(s.maxRssBytes).padStart(10)}   ${s.runsMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')}`);
-  console.log(`snapshot ${mib(r.snapshot.fileBytes)} (${r.snapshot.compressionRatio.toFixed(2)}:1), zstd ${mib(r.zstd.fileBytes)} (${r.zstd.compressionRatio.toFixed(2)}:1)`);
-  console.log(`tag data in the snapshot: ${r.snapshot.tagBytes} bytes = ${r.snapshot.tagPercentOfRam.toFixed(3)}% of RAM (target < 1%: ${yes(r.targets.tagsUnder1PercentOfRam)})`);
+  for (const s of r.steps)
+    console.log(
+      `${s.name.padEnd(16)} ${(s.ms / 1000).toFixed(2).padStart(6)} s ${s.mbPerSecond.toFixed(0).padStart(13)}  ${mib(s.maxRssBytes).padStart(10)}   ${s.runsMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')}`,
+    );
+  console.log(
+    `snapshot ${mib(r.snapshot.fileBytes)} (${r.snapshot.compressionRatio.toFixed(2)}:1), zstd ${mib(r.zstd.fileBytes)} (${r.zstd.compressionRatio.toFixed(2)}:1)`,
+  );
+  console.log(
+    `tag data in the snapshot: ${r.snapshot.tagBytes} bytes = ${r.snapshot.tagPercentOfRam.toFixed(3)}% of RAM (target < 1%: ${yes(r.targets.tagsUnder1PercentOfRam)})`,
+  );
   console.log(`save    vmsnap/zstd time ${r.ratios.saveVsZstd.toFixed(2)}x (target <= 1.25x: ${yes(r.targets.saveWithin125)})`);
   console.log(`restore vmsnap/zstd time ${r.ratios.restoreVsZstd.toFixed(2)}x (target <= 1.25x: ${yes(r.targets.restoreWithin125)})`);
   console.log(`vmsnap peak RSS ${mib(r.peakRssBytes)} (target < 256 MiB: ${yes(r.targets.peakRssUnder256MiB)})`);

@@ -60,10 +60,19 @@ export interface StepPlan {
  */
 export function measureInterleaved(plan: readonly StepPlan[], repeat: number): StepResult[] {
   const runs: StepResult[][] = plan.map(() => []);
-  for (let round = 0; round < Math.max(1, repeat); round++) plan.forEach((step, i) => runs[i].push(measure(step.name, step.command, step.outputs)));
+  for (let round = 0; round < Math.max(1, repeat); round++)
+    plan.forEach((step, i) => {
+      runs[i].push(measure(step.name, step.command, step.outputs));
+    });
   return plan.map((step, i) => {
     const times = runs[i].map((r) => r.ms);
     const sorted = [...times].sort((a, b) => a - b);
-    return { name: step.name, command: step.command, ms: sorted[Math.floor(sorted.length / 2)], maxRssBytes: Math.max(...runs[i].map((r) => r.maxRssBytes)), runsMs: times };
+    return {
+      name: step.name,
+      command: step.command,
+      ms: sorted[Math.floor(sorted.length / 2)],
+      maxRssBytes: Math.max(...runs[i].map((r) => r.maxRssBytes)),
+      runsMs: times,
+    };
   });
 }

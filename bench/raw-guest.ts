@@ -7,7 +7,7 @@
  * of guest memory is, so that cp and zstd see the same files vmsnap does.
  */
 import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs';
-import { formatRawLayout, resolveRawLayout, tagFileOffset, type RawLayout } from '../src/backends/raw-files/raw-files-vm.js';
+import { formatRawLayout, type RawLayout, resolveRawLayout, tagFileOffset } from '../src/backends/raw-files/raw-files-vm.js';
 import { generateRegionChunks, planWorkload, type Workload } from '../src/workload/index.js';
 
 export interface RawGuestFiles {
@@ -26,7 +26,14 @@ function layoutOf(workload: Workload): RawLayout {
   return resolveRawLayout({
     pageSize: workload.pageSize,
     tagLayout: 'byte',
-    regions: regions.map((r) => ({ name: r.name, slot: r.slot, guestAddress: r.guestAddress, size: r.size, mte: r.mte, readOnly: r.readOnly })),
+    regions: regions.map((r) => ({
+      name: r.name,
+      slot: r.slot,
+      guestAddress: r.guestAddress,
+      size: r.size,
+      mte: r.mte,
+      readOnly: r.readOnly,
+    })),
   });
 }
 

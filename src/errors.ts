@@ -3,15 +3,10 @@
  * `VmsnapError`: test `code` (stable, listed in docs/errors.md) and `kind`
  * (whose fault it is), never the class name or the message.
  */
-export { VmsnapError, SnapshotFormatError, type ErrorKind, type FormatErrorCode, type FormatErrorLocation } from './format/errors.js';
-export { ChunkDecodeError, type ChunkFaultCode } from './format/chunk.js';
-export { ZstdFrameError } from './format/zstd.js';
-export { VmErrnoError, type ErrnoName } from './vm/vm.js';
-export { TagCopyError } from './vm/tag-copy.js';
-export { SaveError } from './writer/save.js';
-export { RestoreError } from './reader/restore.js';
+
 export { RawFilesError } from './backends/raw-files/file-storage-factory.js';
 export { RawLayoutError } from './backends/raw-files/raw-layout.js';
+export { ReadOnlyCoreError } from './forensics/core-slot-storage.js';
 export {
   AddressNotMappedError,
   ElfCoreFormatError,
@@ -19,4 +14,10 @@ export {
   RegionNotTaggedError,
   SnapshotMismatchError,
 } from './forensics/errors.js';
-export { ReadOnlyCoreError } from './forensics/core-slot-storage.js';
+export { ChunkDecodeError, type ChunkFaultCode } from './format/chunk.js';
+export { type ErrorKind, type FormatErrorCode, type FormatErrorLocation, SnapshotFormatError, VmsnapError } from './format/errors.js';
+export { ZstdFrameError } from './format/zstd.js';
+export { RestoreError } from './reader/restore.js';
+export { TagCopyError } from './vm/tag-copy.js';
+export { type ErrnoName, VmErrnoError } from './vm/vm.js';
+export { SaveError } from './writer/save.js';

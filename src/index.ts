@@ -9,28 +9,62 @@
  * restoreSnapshot -> a VmTarget from a VmFactory.
  */
 
-// The VM interface: what the writer reads (VmSource) and restore writes (VmTarget).
 export {
-  ERRNO,
-  TAGS_FROM_GUEST,
-  TAGS_TO_GUEST,
-  type CopyMteTagsRequest,
-  type ErrnoName,
-  type MemoryBacking,
-  type MemorySlot,
-  type MemorySlotSpec,
-  type SnapshotRequirements,
-  type SourceSlot,
-  type Vcpu,
-  type VcpuSource,
-  type VcpuTarget,
-  type Vm,
-  type VmFactory,
-  type VmSource,
-  type VmTarget,
-} from './vm/vm.js';
-export { guestTags, readGuestTags, writeGuestTags, MAX_TAG_COPY_BYTES, type TagCopier } from './vm/tag-copy.js';
-
+  type OpenRawFilesOptions,
+  openRawFiles,
+  RAW_FILES_BACKEND,
+  type RawFilePaths,
+  type RawFilesTargetOptions,
+  RawFilesVm,
+  RawFilesVmFactory,
+} from './backends/raw-files/raw-files-vm.js';
+export {
+  formatRawLayout,
+  parseRawLayout,
+  type RawLayout,
+  type RawLayoutSpec,
+  type RawRegion,
+  type RawRegionSpec,
+  readRawLayoutFile,
+  resolveRawLayout,
+  type TagFileLayout,
+} from './backends/raw-files/raw-layout.js';
+// Backends: the simulated kernel and raw RAM/tag files ('vmsnap/kvm' has the real KVM).
+export {
+  SimulatedVm,
+  SimulatedVmFactory,
+  type SimulatedVmFactoryOptions,
+  type SimulatedVmOptions,
+} from './backends/simulated/simulated-vm.js';
+// Errors and JSON.
+export * from './errors.js';
+// Forensics on tag state, and ELF cores.
+export { type IpaRange, parseIpaRange } from './forensics/addresses.js';
+export { type CoreExportSummary, exportCore } from './forensics/core-export.js';
+export { type CoreImportOptions, type CoreImportSummary, importCore } from './forensics/core-import.js';
+export { type DumpOptions, dumpGranules, formatTagLines, type GranuleLine } from './forensics/granule-dump.js';
+export { checkPointer, logicalTag, type PointerCheck, untaggedAddress } from './forensics/pointer-check.js';
+export {
+  type ChangedPage,
+  type DiffOptions,
+  diffSnapshots,
+  type RegionDiff,
+  type SnapshotDiff,
+  type TagChangeRun,
+} from './forensics/snapshot-diff.js';
+export { buildTagMap, type RegionMap, type TagMap, type TagMapOptions } from './forensics/tag-map.js';
+export { renderTagMapSvg } from './forensics/tag-map-svg.js';
+export { type RegionTagStats, type TagStats, type TagStatsOptions, type TagStatsReport, tagStatistics } from './forensics/tag-stats.js';
+export {
+  FORMAT_MAJOR,
+  FORMAT_MINOR,
+  GRANULE_SIZE,
+  LIMITS,
+  MAX_CHUNK_CONTENT,
+  MAX_ZSTD_LEVEL,
+  PAGE_SIZES,
+  TAG_BITS,
+} from './format/constants.js';
 // The format's values and constants.
 export type {
   ChunkKind,
@@ -45,60 +79,40 @@ export type {
   VmmBlob,
 } from './format/model.js';
 export type { RegisterValue, VcpuState } from './format/registers.js';
-export { FORMAT_MAJOR, FORMAT_MINOR, GRANULE_SIZE, LIMITS, MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL, PAGE_SIZES, TAG_BITS } from './format/constants.js';
-export { VERSION } from './version.js';
-
-// Save, read, restore.
-export { DEFAULT_CHUNK_BYTES, saveSnapshot, type SaveOptions, type SaveProgress, type SaveSummary } from './writer/save.js';
-export { openSnapshot, type FileSnapshot, type OpenOptions } from './reader/open.js';
-export { readSnapshotStream, type StreamReadOptions } from './reader/stream.js';
-export type { SnapshotEvent } from './reader/events.js';
-export { restoreSnapshot, type RestoredVm, type RestoreOptions, type RestoreProgress, type RestoreSummary } from './reader/restore.js';
-export { describeSnapshot, type RegionInfo, type SnapshotInfo } from './reader/snapshot-info.js';
-
-// Proof: verify a file, compare two VMs.
-export { verifySnapshot, type VerifyOptions, type VerifyProblem, type VerifyReport, type VerifyStats } from './validate/verify.js';
-export { compareVms, type VmComparison, type VmDifference } from './validate/compare.js';
-
-// Backends: the simulated kernel and raw RAM/tag files ('vmsnap/kvm' has the real KVM).
-export { SimulatedVm, SimulatedVmFactory, type SimulatedVmFactoryOptions, type SimulatedVmOptions } from './backends/simulated/simulated-vm.js';
+export { JSON_SCHEMA_VERSION, toJsonValue } from './json.js';
 export { DEFAULT_KERNEL_VERSION, formatKernelVersion, type KernelVersion } from './kernel-model/kernel-version.js';
+export type { SnapshotEvent } from './reader/events.js';
+export { type FileSnapshot, type OpenOptions, openSnapshot } from './reader/open.js';
+export { type RestoredVm, type RestoreOptions, type RestoreProgress, type RestoreSummary, restoreSnapshot } from './reader/restore.js';
+export { describeSnapshot, type RegionInfo, type SnapshotInfo } from './reader/snapshot-info.js';
+export { readSnapshotStream, type StreamReadOptions } from './reader/stream.js';
+export { compareVms, type VmComparison, type VmDifference } from './validate/compare.js';
+// Proof: verify a file, compare two VMs.
+export { type VerifyOptions, type VerifyProblem, type VerifyReport, type VerifyStats, verifySnapshot } from './validate/verify.js';
+export { VERSION } from './version.js';
+export { guestTags, MAX_TAG_COPY_BYTES, readGuestTags, type TagCopier, writeGuestTags } from './vm/tag-copy.js';
+// The VM interface: what the writer reads (VmSource) and restore writes (VmTarget).
 export {
-  openRawFiles,
-  RAW_FILES_BACKEND,
-  RawFilesVm,
-  RawFilesVmFactory,
-  type OpenRawFilesOptions,
-  type RawFilePaths,
-  type RawFilesTargetOptions,
-} from './backends/raw-files/raw-files-vm.js';
-export {
-  formatRawLayout,
-  parseRawLayout,
-  readRawLayoutFile,
-  resolveRawLayout,
-  type RawLayout,
-  type RawLayoutSpec,
-  type RawRegion,
-  type RawRegionSpec,
-  type TagFileLayout,
-} from './backends/raw-files/raw-layout.js';
-
+  type CopyMteTagsRequest,
+  ERRNO,
+  type ErrnoName,
+  type MemoryBacking,
+  type MemorySlot,
+  type MemorySlotSpec,
+  type SnapshotRequirements,
+  type SourceSlot,
+  TAGS_FROM_GUEST,
+  TAGS_TO_GUEST,
+  type Vcpu,
+  type VcpuSource,
+  type VcpuTarget,
+  type Vm,
+  type VmFactory,
+  type VmSource,
+  type VmTarget,
+} from './vm/vm.js';
+export { type WorkloadSpec, workloadAnnotations, workloadFromAnnotations } from './workload/annotations.js';
 // The seeded workload guest of the demo and the tests.
 export { createSimulatedGuest, type SimulatedGuest, type SimulatedGuestOptions } from './workload/index.js';
-export { workloadAnnotations, workloadFromAnnotations, type WorkloadSpec } from './workload/annotations.js';
-
-// Forensics on tag state, and ELF cores.
-export { parseIpaRange, type IpaRange } from './forensics/addresses.js';
-export { tagStatistics, type RegionTagStats, type TagStats, type TagStatsOptions, type TagStatsReport } from './forensics/tag-stats.js';
-export { dumpGranules, formatTagLines, type DumpOptions, type GranuleLine } from './forensics/granule-dump.js';
-export { diffSnapshots, type ChangedPage, type DiffOptions, type RegionDiff, type SnapshotDiff, type TagChangeRun } from './forensics/snapshot-diff.js';
-export { buildTagMap, type RegionMap, type TagMap, type TagMapOptions } from './forensics/tag-map.js';
-export { renderTagMapSvg } from './forensics/tag-map-svg.js';
-export { checkPointer, logicalTag, untaggedAddress, type PointerCheck } from './forensics/pointer-check.js';
-export { exportCore, type CoreExportSummary } from './forensics/core-export.js';
-export { importCore, type CoreImportOptions, type CoreImportSummary } from './forensics/core-import.js';
-
-// Errors and JSON.
-export * from './errors.js';
-export { JSON_SCHEMA_VERSION, toJsonValue } from './json.js';
+// Save, read, restore.
+export { DEFAULT_CHUNK_BYTES, type SaveOptions, type SaveProgress, type SaveSummary, saveSnapshot } from './writer/save.js';

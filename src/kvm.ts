@@ -5,15 +5,27 @@
  * only there). Also the small VMM behind `vmsnap run`: the bare-metal MTE
  * test guest, checkpointed and resumed through a snapshot file.
  */
-export * as kvmAbi from './backends/kvm/kvm-abi.js';
+
 export { HostCallError } from './backends/kvm/errno.js';
+export * as kvmAbi from './backends/kvm/kvm-abi.js';
 export { KvmVmFactory, kvmMteUnavailableReason } from './backends/kvm/kvm-factory.js';
 export { KvmSystem, KvmUnavailableError, kvmDevicePresent } from './backends/kvm/kvm-system.js';
-export { GuestRangeError, KvmVm } from './backends/kvm/kvm-vm.js';
 export { KvmVcpu } from './backends/kvm/kvm-vcpu.js';
-export type { MmioExit, OtherExit, SystemEventExit, VcpuExit } from './backends/kvm/vcpu-exit.js';
-export { checkpointToSnapshot, resumeFromSnapshot, type ResumeOptions, type ResumeResult } from './backends/kvm/test-guest/live-checkpoint.js';
+export { GuestRangeError, KvmVm } from './backends/kvm/kvm-vm.js';
+export {
+  checkpointToSnapshot,
+  type ResumeOptions,
+  type ResumeResult,
+  resumeFromSnapshot,
+} from './backends/kvm/test-guest/live-checkpoint.js';
+export {
+  DEFAULT_LAYOUT,
+  describeReport,
+  GuestLayoutError,
+  GuestProtocolError,
+  type GuestReport,
+  type MteGuestLayout,
+} from './backends/kvm/test-guest/mte-guest-protocol.js';
+export { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from './backends/kvm/test-guest/mte-guest-vmm.js';
 export { damageTag, type TagDamage } from './backends/kvm/test-guest/tag-damage.js';
-export { loadMteTestGuest, runToCheckpoint, runUntilReport, runnableVcpu } from './backends/kvm/test-guest/mte-guest-vmm.js';
-export { DEFAULT_LAYOUT, describeReport, type GuestReport, type MteGuestLayout } from './backends/kvm/test-guest/mte-guest-protocol.js';
-export { GuestLayoutError, GuestProtocolError } from './backends/kvm/test-guest/mte-guest-protocol.js';
+export type { MmioExit, OtherExit, SystemEventExit, VcpuExit } from './backends/kvm/vcpu-exit.js';

@@ -22,13 +22,21 @@ interface Run {
 }
 
 function vmsnap(...args: string[]): Run {
-  const run = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, env: { ...process.env, VMSNAP_DEBUG: '' } });
+  const run = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, VMSNAP_DEBUG: '' },
+  });
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
 /** A real shell pipeline; pipefail makes any failing stage fail the whole. */
 function pipeline(command: string): Run {
-  const run = spawnSync('bash', ['-c', `set -o pipefail; ${command}`], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, env: { ...process.env, V: `${process.execPath} ${CLI}` } });
+  const run = spawnSync('bash', ['-c', `set -o pipefail; ${command}`], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+    env: { ...process.env, V: `${process.execPath} ${CLI}` },
+  });
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
@@ -198,8 +206,24 @@ describe('errors', () => {
 describe('raw files', () => {
   it('snapshot -> raw files -> snapshot -> simulated VM equals the generated guest, for both tag layouts', () => {
     for (const tagLayout of ['byte', 'packed']) {
-      const files = { ram: at(`${tagLayout}.ram`), tags: at(`${tagLayout}.tags`), layout: at(`${tagLayout}.json`), snap: at(`${tagLayout}.vmsnap`) };
-      const out = vmsnap('restore', SNAP, '--ram-out', files.ram, '--tags-out', files.tags, '--tag-layout', tagLayout, '--layout-out', files.layout);
+      const files = {
+        ram: at(`${tagLayout}.ram`),
+        tags: at(`${tagLayout}.tags`),
+        layout: at(`${tagLayout}.json`),
+        snap: at(`${tagLayout}.vmsnap`),
+      };
+      const out = vmsnap(
+        'restore',
+        SNAP,
+        '--ram-out',
+        files.ram,
+        '--tags-out',
+        files.tags,
+        '--tag-layout',
+        tagLayout,
+        '--layout-out',
+        files.layout,
+      );
       expect(out.status, out.stderr).toBe(0);
       expect(statSync(files.ram).size).toBe(36 * 1024 * 1024);
       expect(statSync(files.tags).size).toBe((36 * 1024 * 1024) / (tagLayout === 'byte' ? 16 : 32));
@@ -214,9 +238,30 @@ describe('raw files', () => {
 
   it('--region describes the same regions as a layout file', () => {
     const snap = at('regions.vmsnap');
-    const run = vmsnap('save', '--ram', at('byte.ram'), '--tags', at('byte.tags'), '--region', 'flash0:0:4MiB:ro', '--region', 'ram:0x40000000:32MiB:mte', '-o', snap, '-q');
+    const run = vmsnap(
+      'save',
+      '--ram',
+      at('byte.ram'),
+      '--tags',
+      at('byte.tags'),
+      '--region',
+      'flash0:0:4MiB:ro',
+      '--region',
+      'ram:0x40000000:32MiB:mte',
+      '-o',
+      snap,
+      '-q',
+    );
     expect(run.status, run.stderr).toBe(0);
-    const regions = (file: string) => JSON.parse(vmsnap('info', file, '--json').stdout).regions.map((r: Record<string, unknown>) => [r.name, r.guestAddress, r.size, r.mte, r.readOnly, r.tagBytes]);
+    const regions = (file: string) =>
+      JSON.parse(vmsnap('info', file, '--json').stdout).regions.map((r: Record<string, unknown>) => [
+        r.name,
+        r.guestAddress,
+        r.size,
+        r.mte,
+        r.readOnly,
+        r.tagBytes,
+      ]);
     expect(regions(snap)).toEqual(regions(at('byte.vmsnap')));
   });
 
@@ -234,7 +279,11 @@ describe('raw files', () => {
 describe('an interrupted save', () => {
   /** Starts a slow save to `target`, kills it with SIGKILL once its temporary file holds data, and returns that file's name. */
   async function killMidway(target: string): Promise<string> {
-    const child = spawn(process.execPath, [CLI, 'save', '--sim', '--size', '256MiB', '--level', '9', '--threads', '0', '-q', '-o', target], { stdio: 'ignore' });
+    const child = spawn(
+      process.execPath,
+      [CLI, 'save', '--sim', '--size', '256MiB', '--level', '9', '--threads', '0', '-q', '-o', target],
+      { stdio: 'ignore' },
+    );
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
     const prefix = `.${target.split('/').pop()}.vmsnap.tmp-${child.pid}-`;
     let temporary: string | undefined;

@@ -3,8 +3,15 @@
  * kernel and page size, and proof that the suite fails wrong backends.
  */
 import { describe, expect, it } from 'vitest';
-import { conformanceRows, formatConformanceReport, runConformance, runConformanceRow, simulatedConformanceTarget, type ConformanceTarget } from '../testkit/conformance/index.js';
 import type { CopyMteTagsRequest, Vm } from '../src/vm/vm.js';
+import {
+  type ConformanceTarget,
+  conformanceRows,
+  formatConformanceReport,
+  runConformance,
+  runConformanceRow,
+  simulatedConformanceTarget,
+} from '../testkit/conformance/index.js';
 
 const KERNELS: [number, number][] = [
   [6, 1],
@@ -32,7 +39,10 @@ describe('intermediate kernels and 16 KiB pages', () => {
   ] as [number, number][])('Linux %i.%i passes every row', async (major, minor) => {
     const target = simulatedConformanceTarget({ pageSize: 16384, kernelVersion: [major, minor] });
     const results = await runConformance(target);
-    expect(results.filter((r) => r.status !== 'pass'), formatConformanceReport(target, results)).toEqual([]);
+    expect(
+      results.filter((r) => r.status !== 'pass'),
+      formatConformanceReport(target, results),
+    ).toEqual([]);
   });
 });
 
@@ -77,7 +87,7 @@ describe('the suite catches a wrong backend', () => {
   it('keeping all 8 bits of a tag fails low-nibble-only', async () => {
     const target = brokenTarget(base, 'eight-bit-tags', (vm, request) => {
       const result = vm.copyMteTags(request);
-      if (request.flags === 1n && request.buffer) request.buffer.forEach((t, i, b) => (b[i] = t ? t | 0xa0 : t));
+      if (request.flags === 1n && request.buffer) for (const [i, t] of request.buffer.entries()) request.buffer[i] = t ? t | 0xa0 : t;
       return result;
     });
     expect(await failedRows(target)).toContain('low-nibble-only');

@@ -2,19 +2,20 @@
  * Tag statistics, granule dumps, diffs, tag maps and pointer checks on
  * snapshots whose tags the tests know by hand (forensics-fixtures.ts).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { join } from 'node:path';
-import type { SnapshotReader } from '../src/format/model.js';
-import { openSnapshot } from '../src/reader/open.js';
-import { tagStatistics } from '../src/forensics/tag-stats.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAddress, parseIpaRange } from '../src/forensics/addresses.js';
 import { dumpGranules, formatDataLine, formatTagLines } from '../src/forensics/granule-dump.js';
-import { diffSnapshots, type ChangedPage } from '../src/forensics/snapshot-diff.js';
-import { buildTagMap, chooseScale, MAX_CELLS } from '../src/forensics/tag-map.js';
-import { renderTagMapSvg } from '../src/forensics/tag-map-svg.js';
 import { PageState } from '../src/forensics/page-states.js';
 import { checkPointer } from '../src/forensics/pointer-check.js';
-import { parseAddress, parseIpaRange } from '../src/forensics/addresses.js';
-import { saveGuest, SCENARIO_A, SCENARIO_B, temporaryDirectory } from './forensics-fixtures.js';
+import { type ChangedPage, diffSnapshots } from '../src/forensics/snapshot-diff.js';
+import { buildTagMap, chooseScale, MAX_CELLS } from '../src/forensics/tag-map.js';
+import { renderTagMapSvg } from '../src/forensics/tag-map-svg.js';
+import { tagStatistics } from '../src/forensics/tag-stats.js';
+import type { SnapshotReader } from '../src/format/model.js';
+import { openSnapshot } from '../src/reader/open.js';
+import { SCENARIO_A, SCENARIO_B, saveGuest, temporaryDirectory } from './forensics-fixtures.js';
 
 const dir = temporaryDirectory();
 let a: SnapshotReader;
@@ -120,7 +121,15 @@ describe('snapshot diff', () => {
     const pages: ChangedPage[] = [];
     const diff = await diffSnapshots(a, b, { onChangedPage: (p) => pages.push(p) });
     const ram = diff.regions.find((r) => r.region === 'ram')!;
-    expect(ram).toMatchObject({ pagesChanged: 4, pagesTagsChanged: 3, pagesDataChanged: 1, granulesTagged: 3, granulesCleared: 4, granulesRetagged: 256, granulesDataChanged: 2 });
+    expect(ram).toMatchObject({
+      pagesChanged: 4,
+      pagesTagsChanged: 3,
+      pagesDataChanged: 1,
+      granulesTagged: 3,
+      granulesCleared: 4,
+      granulesRetagged: 256,
+      granulesDataChanged: 2,
+    });
     expect(diff.regions.find((r) => r.region === 'ram2')!.pagesChanged).toBe(0);
     expect(diff.changed).toBe(true);
     expect(pages.map((p) => p.address)).toEqual([0x4000_0000n, 0x4000_1000n, 0x4001_0000n, 0x4002_0000n]);
@@ -141,7 +150,13 @@ describe('tag maps', () => {
     const map = await buildTagMap(a);
     expect(map.scale.pagesPerCell).toBe(1);
     const ram = map.regions.find((r) => r.name === 'ram')!;
-    expect(Array.from(ram.cells.subarray(0, 5))).toEqual([PageState.ManyTags, PageState.OneTag, PageState.OneTag, PageState.OneTag, PageState.ZeroTags]);
+    expect(Array.from(ram.cells.subarray(0, 5))).toEqual([
+      PageState.ManyTags,
+      PageState.OneTag,
+      PageState.OneTag,
+      PageState.OneTag,
+      PageState.ZeroTags,
+    ]);
     expect(map.regions.find((r) => r.name === 'flash')!.cells.every((c) => c === PageState.UntaggedRegion)).toBe(true);
     expect(ram.pagesInState[PageState.ZeroTags]).toBe(252);
   });
@@ -162,7 +177,8 @@ describe('tag maps', () => {
   it('writes an SVG with a legend, region labels and row addresses', async () => {
     const svg = renderTagMapSvg(await buildTagMap(a));
     expect(svg.startsWith('<?xml')).toBe(true);
-    for (const text of ['all tags zero', 'one tag', 'many tags', 'untagged region', 'ram2', '[0x0040000000, 0x0040100000)', '0x0100000000']) expect(svg).toContain(text);
+    for (const text of ['all tags zero', 'one tag', 'many tags', 'untagged region', 'ram2', '[0x0040000000, 0x0040100000)', '0x0100000000'])
+      expect(svg).toContain(text);
     expect(svg).not.toContain('tags changed');
   });
 
@@ -181,7 +197,18 @@ describe('tag maps', () => {
       scale: chooseScale([1 << 20]),
       source: 'worst.vmsnap',
       against: null,
-      regions: [{ name: 'ram', guestAddress: 0x4000_0000n, size: 1n << 32n, mte: true, compared: false, pages: 1 << 20, cells, pagesInState: [0, 0, 1 << 19, 1 << 19, 0, 0] }],
+      regions: [
+        {
+          name: 'ram',
+          guestAddress: 0x4000_0000n,
+          size: 1n << 32n,
+          mte: true,
+          compared: false,
+          pages: 1 << 20,
+          cells,
+          pagesInState: [0, 0, 1 << 19, 1 << 19, 0, 0],
+        },
+      ],
     });
     expect(svg.length).toBeLessThan(8 * 1024 * 1024);
   });

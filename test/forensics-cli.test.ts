@@ -6,9 +6,9 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { registerCommands } from '../tools/commands/index.js';
 import { runMain } from '../tools/cli-support.js';
-import { saveGuest, SCENARIO_A, SCENARIO_B, temporaryDirectory } from './forensics-fixtures.js';
+import { registerCommands } from '../tools/commands/index.js';
+import { SCENARIO_A, SCENARIO_B, saveGuest, temporaryDirectory } from './forensics-fixtures.js';
 
 const dir = temporaryDirectory();
 let a: string;
@@ -24,7 +24,14 @@ afterAll(() => dir.remove());
 async function vmsnap(...args: string[]): Promise<{ out: string; err: string; code: number }> {
   const program = new Command('vmsnap');
   // Set before the subcommands exist, so they inherit them (as `vmsnap --help` output and exits do).
-  program.exitOverride().configureOutput({ writeOut: (s) => void (out += s), writeErr: (s) => void (err += s) });
+  program.exitOverride().configureOutput({
+    writeOut: (s) => {
+      out += s;
+    },
+    writeErr: (s) => {
+      err += s;
+    },
+  });
   registerCommands(program);
   let out = '';
   let err = '';
@@ -130,9 +137,12 @@ describe('vmsnap export core / import core', () => {
 });
 
 describe('help', () => {
-  it.each(['tags stats', 'tags dump', 'tags diff', 'tags map', 'check-pointer', 'export core', 'import core'])('%s --help shows examples', async (words) => {
-    const { out, code } = await vmsnap(...words.split(' '), '--help');
-    expect(code).toBe(0);
-    expect(out).toMatch(/Examples:\n {2}\$ vmsnap /);
-  });
+  it.each(['tags stats', 'tags dump', 'tags diff', 'tags map', 'check-pointer', 'export core', 'import core'])(
+    '%s --help shows examples',
+    async (words) => {
+      const { out, code } = await vmsnap(...words.split(' '), '--help');
+      expect(code).toBe(0);
+      expect(out).toMatch(/Examples:\n {2}\$ vmsnap /);
+    },
+  );
 });

@@ -3,20 +3,32 @@
  * read back by our reader, the snapshot -> core -> snapshot round trip, and
  * cores shaped like the ones Linux writes for MTE processes.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { SnapshotReader } from '../src/format/model.js';
-import { openSnapshot } from '../src/reader/open.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportCore } from '../src/forensics/core-export.js';
 import { importCore } from '../src/forensics/core-import.js';
-import { ElfCore } from '../src/forensics/elf-core-reader.js';
-import { ElfCoreWriter, layoutCore, type CoreSegmentSpec } from '../src/forensics/elf-core-writer.js';
-import { encodeNotes } from '../src/forensics/elf-notes.js';
 import { auxvDesc, fpregsetDesc, prstatusDesc } from '../src/forensics/core-notes.js';
-import { NT_ARM_TAGGED_ADDR_CTRL, NT_AUXV, NT_FPREGSET, NT_PRSTATUS, PF_R, PF_W, PF_X, PT_AARCH64_MEMTAG_MTE, PT_LOAD, PT_NOTE } from '../src/forensics/elf-constants.js';
+import {
+  NT_ARM_TAGGED_ADDR_CTRL,
+  NT_AUXV,
+  NT_FPREGSET,
+  NT_PRSTATUS,
+  PF_R,
+  PF_W,
+  PF_X,
+  PT_AARCH64_MEMTAG_MTE,
+  PT_LOAD,
+  PT_NOTE,
+} from '../src/forensics/elf-constants.js';
+import { ElfCore } from '../src/forensics/elf-core-reader.js';
+import { type CoreSegmentSpec, ElfCoreWriter, layoutCore } from '../src/forensics/elf-core-writer.js';
+import { encodeNotes } from '../src/forensics/elf-notes.js';
+import type { SnapshotReader } from '../src/format/model.js';
+import { openSnapshot } from '../src/reader/open.js';
 import { xRegisterId } from '../src/vm/arm64-registers.js';
-import { saveGuest, SCENARIO_A, temporaryDirectory } from './forensics-fixtures.js';
+import { SCENARIO_A, saveGuest, temporaryDirectory } from './forensics-fixtures.js';
 
 const dir = temporaryDirectory();
 let snapshotPath: string;
@@ -38,7 +50,8 @@ async function everyPageAndTag(snapshot: SnapshotReader): Promise<Map<string, st
   for (const region of snapshot.regions) {
     const data = await snapshot.readMemory(region.guestAddress, Number(region.size));
     out.set(`${region.name}:data`, Buffer.from(data).toString('base64'));
-    if (region.mte) out.set(`${region.name}:tags`, Buffer.from(await snapshot.readTags(region.guestAddress, Number(region.size))).toString('hex'));
+    if (region.mte)
+      out.set(`${region.name}:tags`, Buffer.from(await snapshot.readTags(region.guestAddress, Number(region.size))).toString('hex'));
   }
   return out;
 }
@@ -135,7 +148,15 @@ describe('import core', () => {
       { type: PT_LOAD, flags: PF_R | PF_W, address: 0xffff_8000_0000n, memSize: 4n * page, fileSize: 4n * page, align: page },
       { type: PT_LOAD, flags: 0, address: 0xffff_9000_0000n, memSize: 16n * page, fileSize: 0n, align: page },
       { type: PT_LOAD, flags: PF_R | PF_W, address: 0xffff_a000_0000n, memSize: 2n * page, fileSize: page, align: page },
-      { type: PT_AARCH64_MEMTAG_MTE, flags: 0, address: 0xffff_8000_0000n, physicalAddress: 0n, memSize: 4n * page, fileSize: (4n * page) / 32n, align: 0n },
+      {
+        type: PT_AARCH64_MEMTAG_MTE,
+        flags: 0,
+        address: 0xffff_8000_0000n,
+        physicalAddress: 0n,
+        memSize: 4n * page,
+        fileSize: (4n * page) / 32n,
+        align: 0n,
+      },
     ];
     const thread = { id: 0, registers: [{ id: xRegisterId(0), value: new Uint8Array([0x78, 0x56, 0x34, 0x12, 0, 0, 0, 0]) }] };
     const notes = encodeNotes([
@@ -183,7 +204,14 @@ describe('import core', () => {
 describe('ELF core reader and writer edge cases', () => {
   it('uses PN_XNUM extended numbering past 65,535 program headers, and reads it back', async () => {
     const path = join(dir.path, 'many.core');
-    const specs: CoreSegmentSpec[] = Array.from({ length: 70_000 }, (_, i) => ({ type: PT_LOAD, flags: PF_R, address: BigInt(i) * 0x1000n, memSize: 0x1000n, fileSize: 0n, align: 0x1000n }));
+    const specs: CoreSegmentSpec[] = Array.from({ length: 70_000 }, (_, i) => ({
+      type: PT_LOAD,
+      flags: PF_R,
+      address: BigInt(i) * 0x1000n,
+      memSize: 0x1000n,
+      fileSize: 0n,
+      align: 0x1000n,
+    }));
     const writer = await ElfCoreWriter.create(path, layoutCore(0, specs), new Uint8Array(0), 4096);
     await writer.finish();
     const bytes = readFileSync(path);

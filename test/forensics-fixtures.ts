@@ -6,10 +6,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { GRANULE_SIZE } from '../src/format/constants.js';
 import { PC_ID, xRegisterId } from '../src/vm/arm64-registers.js';
 import { readGuestTags, writeGuestTags } from '../src/vm/tag-copy.js';
-import { saveSnapshot, type SaveOptions } from '../src/writer/save.js';
-import { GRANULE_SIZE } from '../src/format/constants.js';
+import { type SaveOptions, saveSnapshot } from '../src/writer/save.js';
 
 export interface RegionSpec {
   readonly slot: number;

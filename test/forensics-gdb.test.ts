@@ -11,13 +11,13 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { SnapshotReader, SnapshotRegion } from '../src/format/model.js';
-import { openSnapshot } from '../src/reader/open.js';
 import { exportCore } from '../src/forensics/core-export.js';
 import { checkPointer } from '../src/forensics/pointer-check.js';
+import type { SnapshotReader, SnapshotRegion } from '../src/format/model.js';
+import { openSnapshot } from '../src/reader/open.js';
 import { createSimulatedGuest } from '../src/workload/index.js';
 import { saveSnapshot } from '../src/writer/save.js';
-import { saveGuest, SCENARIO_A, temporaryDirectory } from './forensics-fixtures.js';
+import { SCENARIO_A, saveGuest, temporaryDirectory } from './forensics-fixtures.js';
 import { externalTool, titled } from './support/external-tool.js';
 
 const GDB = process.env.VMSNAP_GDB ?? 'gdb-multiarch';
@@ -37,7 +37,11 @@ function runGdb(core: string, commands: string[]): Promise<string> {
   const script = join(dir.path, `gdb-${Math.random().toString(36).slice(2)}.cmd`);
   writeFileSync(script, `${commands.join('\n')}\n`);
   return new Promise((resolve, reject) => {
-    const child = spawn(GDB, ['-nx', '-batch', '-ex', 'set osabi GNU/Linux', '-ex', 'set pagination off', '-ex', `core-file ${core}`, '-x', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      GDB,
+      ['-nx', '-batch', '-ex', 'set osabi GNU/Linux', '-ex', 'set pagination off', '-ex', `core-file ${core}`, '-x', script],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -75,7 +79,8 @@ async function tagAt(reader: SnapshotReader, address: bigint): Promise<number> {
 /** Pulls "<Allocation Tag 0xT for range [0xA,0xB)>" lines out of x/…m output. */
 function allocationTagLines(output: string): Map<bigint, number> {
   const out = new Map<bigint, number>();
-  for (const m of output.matchAll(/<Allocation Tag (0x[0-9a-f]+) for range \[(0x[0-9a-f]+),(0x[0-9a-f]+)\)>/g)) out.set(BigInt(m[2]), Number(m[1]));
+  for (const m of output.matchAll(/<Allocation Tag (0x[0-9a-f]+) for range \[(0x[0-9a-f]+),(0x[0-9a-f]+)\)>/g))
+    out.set(BigInt(m[2]), Number(m[1]));
   return out;
 }
 
@@ -89,7 +94,10 @@ async function compareWithGdb(snapshotPath: string, label: string): Promise<void
 
     // 1. print-allocation-tag, granule by granule, in every MTE region.
     const asked = mteRegions.flatMap((r, i) => sampleGranules(r, SAMPLED_GRANULES, 17 + i));
-    const printed = await runGdb(core, asked.map((a) => `memory-tag print-allocation-tag 0x${a.toString(16)}`));
+    const printed = await runGdb(
+      core,
+      asked.map((a) => `memory-tag print-allocation-tag 0x${a.toString(16)}`),
+    );
     const values = [...printed.matchAll(/^\$\d+ = (0x[0-9a-f]+)$/gm)].map((m) => Number(m[1]));
     expect(values.length, printed.slice(0, 2000)).toBe(asked.length);
     const ours = await Promise.all(asked.map((a) => tagAt(reader, a)));
@@ -97,12 +105,20 @@ async function compareWithGdb(snapshotPath: string, label: string): Promise<void
     expect(new Set(ours).size, 'the sample must see more than one tag value').toBeGreaterThan(1);
 
     // 2. x/…m over windows of every MTE region: one tag line per granule, and the data.
-    const windows = mteRegions.flatMap((r, i) => sampleGranules(r, X_WINDOWS, 99 + i).map((g) => g - (g % BigInt(X_WINDOW))).filter((w) => w + BigInt(X_WINDOW) <= r.guestAddress + r.size));
-    const dumped = await runGdb(core, windows.map((w) => `x/${X_WINDOW / 8}xgm 0x${w.toString(16)}`));
+    const windows = mteRegions.flatMap((r, i) =>
+      sampleGranules(r, X_WINDOWS, 99 + i)
+        .map((g) => g - (g % BigInt(X_WINDOW)))
+        .filter((w) => w + BigInt(X_WINDOW) <= r.guestAddress + r.size),
+    );
+    const dumped = await runGdb(
+      core,
+      windows.map((w) => `x/${X_WINDOW / 8}xgm 0x${w.toString(16)}`),
+    );
     const lines = allocationTagLines(dumped);
     for (const w of windows) {
       const tags = await reader.readTags(w, X_WINDOW);
-      tags.forEach((tag, g) => expect(lines.get(w + BigInt(g * 16)), `x/m at 0x${(w + BigInt(g * 16)).toString(16)}`).toBe(tag));
+      for (const [g, tag] of tags.entries())
+        expect(lines.get(w + BigInt(g * 16)), `x/m at 0x${(w + BigInt(g * 16)).toString(16)}`).toBe(tag);
     }
     const words = [...dumped.matchAll(/^(0x[0-9a-f]+):\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)$/gm)];
     expect(words.length).toBe((windows.length * X_WINDOW) / 16);
@@ -112,15 +128,23 @@ async function compareWithGdb(snapshotPath: string, label: string): Promise<void
     }
 
     // 3. memory-tag check agrees with check-pointer, for matching and mismatching logical tags.
-    const pointers = asked.slice(0, 40).map((a, i) => ((BigInt(i % 16) << 56n) | a));
-    const checked = await runGdb(core, pointers.map((p) => `memory-tag check 0x${p.toString(16)}`));
-    const verdicts = [...checked.matchAll(/^(Memory tags for address .* match|Logical tag .* does not match)/gm)].map((m) => m[1].startsWith('Memory'));
+    const pointers = asked.slice(0, 40).map((a, i) => (BigInt(i % 16) << 56n) | a);
+    const checked = await runGdb(
+      core,
+      pointers.map((p) => `memory-tag check 0x${p.toString(16)}`),
+    );
+    const verdicts = [...checked.matchAll(/^(Memory tags for address .* match|Logical tag .* does not match)/gm)].map((m) =>
+      m[1].startsWith('Memory'),
+    );
     const mine = await Promise.all(pointers.map(async (p) => (await checkPointer(reader, p)).match));
     expect(verdicts).toEqual(mine);
 
     // 4. Regions without tags: GDB reads their memory but finds no tags.
     for (const region of reader.regions.filter((r) => !r.mte)) {
-      const out = await runGdb(core, [`x/2xg 0x${region.guestAddress.toString(16)}`, `memory-tag print-allocation-tag 0x${region.guestAddress.toString(16)}`]);
+      const out = await runGdb(core, [
+        `x/2xg 0x${region.guestAddress.toString(16)}`,
+        `memory-tag print-allocation-tag 0x${region.guestAddress.toString(16)}`,
+      ]);
       const bytes = Buffer.from(await reader.readMemory(region.guestAddress, 16));
       expect(out).toContain(`0x${bytes.readBigUInt64LE(0).toString(16).padStart(16, '0')}`);
       expect(out).toMatch(/not in a region mapped with a memory tagging flag/);

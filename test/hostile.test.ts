@@ -4,17 +4,29 @@ import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimulatedVm } from '../src/backends/simulated/index.js';
-import { writeGuestTags } from '../src/vm/tag-copy.js';
-import { encodeSectionHeader } from '../src/format/section.js';
-import { verifyBytes, verifySnapshot, type VerifyReport } from '../src/validate/verify.js';
-import { readSnapshotStream } from '../src/reader/stream.js';
 import type { SnapshotFormatError } from '../src/format/errors.js';
+import { encodeSectionHeader } from '../src/format/section.js';
+import { readSnapshotStream } from '../src/reader/stream.js';
+import { type VerifyReport, verifyBytes, verifySnapshot } from '../src/validate/verify.js';
+import { writeGuestTags } from '../src/vm/tag-copy.js';
 import { saveSnapshot } from '../src/writer/save.js';
 import { seal, takeApart } from './support/forge.js';
 
 const FORMAT_CODES = [
-  'bad-magic', 'unsupported-version', 'bad-header', 'checksum-mismatch', 'truncated', 'limit-exceeded', 'unknown-critical-section',
-  'bad-section', 'bad-chunk', 'bad-metadata', 'bad-index', 'bad-trailer', 'decompression-failed', 'layout-mismatch',
+  'bad-magic',
+  'unsupported-version',
+  'bad-header',
+  'checksum-mismatch',
+  'truncated',
+  'limit-exceeded',
+  'unknown-critical-section',
+  'bad-section',
+  'bad-chunk',
+  'bad-metadata',
+  'bad-index',
+  'bad-trailer',
+  'decompression-failed',
+  'layout-mismatch',
 ];
 
 const dir = mkdtempSync(join(tmpdir(), 'vmsnap-hostile-'));
@@ -30,12 +42,22 @@ async function smallSnapshot(): Promise<Uint8Array> {
   const noise = new Uint8Array(4096).map((_, i) => (i * 2654435761) >>> 24);
   vm.writeMemory(0x8000_2000n, noise);
   vm.writeMemory(0x1000_0000n, Uint8Array.of(1, 2, 3));
-  writeGuestTags(vm, 0x8000_1000n, new Uint8Array(256).map((_, i) => (i >> 3) & 15));
+  writeGuestTags(
+    vm,
+    0x8000_1000n,
+    new Uint8Array(256).map((_, i) => (i >> 3) & 15),
+  );
   const vcpu = vm.createVcpu(0);
   const id = vcpu.registerIds()[0];
   vcpu.setRegister(id, new Uint8Array(vcpu.getRegister(id).length).fill(7));
   const path = join(dir, 'small.vmsnap');
-  await saveSnapshot(vm, path, { pagesPerChunk: 2, threads: 0, snapshotId: new Uint8Array(16), createdMs: 0n, blobs: [{ name: 'uart', data: Uint8Array.of(9, 9) }] });
+  await saveSnapshot(vm, path, {
+    pagesPerChunk: 2,
+    threads: 0,
+    snapshotId: new Uint8Array(16),
+    createdMs: 0n,
+    blobs: [{ name: 'uart', data: Uint8Array.of(9, 9) }],
+  });
   // A plain Uint8Array: Buffer#slice would return a view, and the flip loops would corrupt the original.
   return Uint8Array.from(readFileSync(path));
 }
@@ -168,7 +190,11 @@ describe('hostile lengths with valid checksums allocate nothing large', () => {
   it('a vCPU whose register value claims a 4 GiB binary', async () => {
     const { header, sections } = takeApart(original);
     const vcpu = sections.find((s) => s.type === 'VCPU')!;
-    vcpu.payload = Buffer.concat([Buffer.from([0x82, 0xa2, 0x69, 0x64, 0x00, 0xa9]), Buffer.from('registers'), Buffer.from([0x91, 0x92, 0x01, 0xc6, 0xff, 0xff, 0xff, 0xff])]);
+    vcpu.payload = Buffer.concat([
+      Buffer.from([0x82, 0xa2, 0x69, 0x64, 0x00, 0xa9]),
+      Buffer.from('registers'),
+      Buffer.from([0x91, 0x92, 0x01, 0xc6, 0xff, 0xff, 0xff, 0xff]),
+    ]);
     await expectRefusedCheaply(seal(header, sections), ['bad-metadata']);
   });
 

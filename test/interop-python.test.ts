@@ -8,9 +8,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createSimulatedGuest } from '../src/workload/index.js';
 import { openSnapshot } from '../src/reader/open.js';
 import { verifySnapshot } from '../src/validate/verify.js';
+import { createSimulatedGuest } from '../src/workload/index.js';
 import { saveSnapshot } from '../src/writer/save.js';
 import { externalTool, titled } from './support/external-tool.js';
 import { VECTOR_DIR, vectorNames } from './support/vectors.js';
@@ -18,7 +18,11 @@ import { VECTOR_DIR, vectorNames } from './support/vectors.js';
 // Debian's python3-* modules live with the system interpreter, not a pyenv one.
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
 const READER = new URL('../spec/reader.py', import.meta.url).pathname;
-const python = externalTool('Python with msgpack, zstandard and xxhash', [PYTHON, '-c', 'import msgpack, zstandard, xxhash'], 'apt-get install -y python3-msgpack python3-zstandard python3-xxhash');
+const python = externalTool(
+  'Python with msgpack, zstandard and xxhash',
+  [PYTHON, '-c', 'import msgpack, zstandard, xxhash'],
+  'apt-get install -y python3-msgpack python3-zstandard python3-xxhash',
+);
 
 const dir = mkdtempSync(join(tmpdir(), 'vmsnap-python-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -48,7 +52,14 @@ describe.skipIf(python.skip)(titled('an independent Python reader built from the
     const snapshot = await openSnapshot(path, { threads: 0 });
     const regions = snapshot.regions.map((r) => [r.name, Number(r.guestAddress), Number(r.size), r.mte]);
     await snapshot.close();
-    expect(theirs.regions.map((r: { name: string; guest_address: number; size: number; mte: boolean }) => [r.name, r.guest_address, r.size, r.mte])).toEqual(regions);
+    expect(
+      theirs.regions.map((r: { name: string; guest_address: number; size: number; mte: boolean }) => [
+        r.name,
+        r.guest_address,
+        r.size,
+        r.mte,
+      ]),
+    ).toEqual(regions);
     expect(theirs.ram_pages_stored).toBe(ours.stats.ramPagesStored);
     expect(theirs.tag_pages_stored).toBe(ours.stats.tagPagesStored);
     expect(theirs.vcpus).toBe(ours.stats.vcpus);

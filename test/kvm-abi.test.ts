@@ -39,9 +39,13 @@ describe('struct layouts', () => {
   test('kvm_arm_copy_mte_tags is 48 bytes: ipa, length, addr, flags, reserved[2]', () => {
     const layout = abi.KVM_ARM_COPY_MTE_TAGS_STRUCT;
     expect(layout.size).toBe(48);
-    expect([layout.fields.guest_ipa.offset, layout.fields.length.offset, layout.fields.addr.offset, layout.fields.flags.offset, layout.fields.reserved.offset]).toEqual([
-      0, 8, 16, 24, 32,
-    ]);
+    expect([
+      layout.fields.guest_ipa.offset,
+      layout.fields.length.offset,
+      layout.fields.addr.offset,
+      layout.fields.flags.offset,
+      layout.fields.reserved.offset,
+    ]).toEqual([0, 8, 16, 24, 32]);
   });
 
   test.each([
@@ -57,7 +61,13 @@ describe('struct layouts', () => {
 
   test('kvm_userspace_memory_region puts guest_phys_addr after two u32s', () => {
     const fields = abi.KVM_USERSPACE_MEMORY_REGION_STRUCT.fields;
-    expect([fields.slot.offset, fields.flags.offset, fields.guest_phys_addr.offset, fields.memory_size.offset, fields.userspace_addr.offset]).toEqual([0, 4, 8, 16, 24]);
+    expect([
+      fields.slot.offset,
+      fields.flags.offset,
+      fields.guest_phys_addr.offset,
+      fields.memory_size.offset,
+      fields.userspace_addr.offset,
+    ]).toEqual([0, 4, 8, 16, 24]);
   });
 
   test('kvm_enable_cap aligns args[] to 8 after cap and flags', () => {

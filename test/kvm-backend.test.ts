@@ -6,37 +6,47 @@
  * arm64 host of `npm run test:kvm` runs them for real.
  */
 import { describe, expect, test } from 'vitest';
-import { conformanceRows, runConformanceRow } from '../testkit/conformance/index.js';
-import { PC_ID, xRegisterId } from '../src/vm/arm64-registers.js';
-import { SimulatedVm } from '../src/backends/simulated/index.js';
-import { guestTags, writeGuestTags } from '../src/vm/tag-copy.js';
 import { GuardedBuffer, mapGuestMemory } from '../src/backends/kvm/host-memory.js';
 import { KVM_EXIT_REASON, KVM_RUN_STRUCT } from '../src/backends/kvm/kvm-abi.js';
-import { parseKernelRelease, kvmConformanceTarget } from '../testkit/conformance/kvm-target.js';
-import { kvmMteUnavailableReason, KvmVmFactory } from '../src/backends/kvm/kvm-factory.js';
+import { KvmVmFactory, kvmMteUnavailableReason } from '../src/backends/kvm/kvm-factory.js';
 import { hostPageSize } from '../src/backends/kvm/libc.js';
-import { deserialiseCopyRequest, serialiseCopyRequest } from '../testkit/conformance/other-process-copy.js';
-import { decodeExit } from '../src/backends/kvm/vcpu-exit.js';
 import { expectedTags, forEachGranule } from '../src/backends/kvm/test-guest/mte-guest-pattern.js';
-import { checkLayout, decodeReport, DEFAULT_LAYOUT, GuestLayoutError, GuestProtocolError, STATUS } from '../src/backends/kvm/test-guest/mte-guest-protocol.js';
+import {
+  checkLayout,
+  DEFAULT_LAYOUT,
+  decodeReport,
+  GuestLayoutError,
+  GuestProtocolError,
+  STATUS,
+} from '../src/backends/kvm/test-guest/mte-guest-protocol.js';
 import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../src/backends/kvm/test-guest/mte-guest-vmm.js';
+import { decodeExit } from '../src/backends/kvm/vcpu-exit.js';
+import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { PC_ID, xRegisterId } from '../src/vm/arm64-registers.js';
+import { guestTags, writeGuestTags } from '../src/vm/tag-copy.js';
+import { conformanceRows, runConformanceRow } from '../testkit/conformance/index.js';
+import { kvmConformanceTarget, parseKernelRelease } from '../testkit/conformance/kvm-target.js';
+import { deserialiseCopyRequest, serialiseCopyRequest } from '../testkit/conformance/other-process-copy.js';
 import { transferVmState } from '../testkit/kvm-lab/state-transfer.js';
 import { TagCorruptingVm, type TagCorruption } from '../testkit/tag-corruption.js';
 
 const pageSize = hostPageSize();
 
 describe('host memory', () => {
-  test.each(['anonymous-private', 'anonymous-shared', 'memfd'] as const)('%s memory is zeroed, writable and readable through its view', (backing) => {
-    const mapping = mapGuestMemory(4 * pageSize, backing);
-    try {
-      expect(mapping.bytes.length).toBe(4 * pageSize);
-      expect(mapping.bytes.every((byte) => byte === 0)).toBe(true);
-      mapping.bytes.set([1, 2, 3], pageSize);
-      expect(Array.from(mapping.bytes.subarray(pageSize, pageSize + 3))).toEqual([1, 2, 3]);
-    } finally {
-      mapping.unmap();
-    }
-  });
+  test.each(['anonymous-private', 'anonymous-shared', 'memfd'] as const)(
+    '%s memory is zeroed, writable and readable through its view',
+    (backing) => {
+      const mapping = mapGuestMemory(4 * pageSize, backing);
+      try {
+        expect(mapping.bytes.length).toBe(4 * pageSize);
+        expect(mapping.bytes.every((byte) => byte === 0)).toBe(true);
+        mapping.bytes.set([1, 2, 3], pageSize);
+        expect(Array.from(mapping.bytes.subarray(pageSize, pageSize + 3))).toEqual([1, 2, 3]);
+      } finally {
+        mapping.unmap();
+      }
+    },
+  );
 
   test.each([0, 1, 255, pageSize, pageSize + 17])('a guarded buffer of %i bytes ends exactly where its guard page starts', (length) => {
     const buffer = new GuardedBuffer(length, pageSize);
@@ -53,7 +63,7 @@ test('an MMIO exit decodes from struct kvm_run: address, direction, length, litt
   const page = KVM_RUN_STRUCT.allocate();
   KVM_RUN_STRUCT.write(page, 'exit_reason', KVM_EXIT_REASON.MMIO);
   KVM_RUN_STRUCT.write(page, 'mmio_phys_addr', 0x0900_0008n);
-  [0xef, 0xbe, 0xad, 0xde].forEach((byte, i) => KVM_RUN_STRUCT.write(page, 'mmio_data', byte, i));
+  for (const [i, byte] of [0xef, 0xbe, 0xad, 0xde].entries()) KVM_RUN_STRUCT.write(page, 'mmio_data', byte, i);
   KVM_RUN_STRUCT.write(page, 'mmio_len', 4);
   KVM_RUN_STRUCT.write(page, 'mmio_is_write', 1);
   expect(decodeExit(page)).toEqual({ reason: 'mmio', address: 0x0900_0008n, isWrite: true, length: 4, value: 0xdeadbeefn });
@@ -77,7 +87,12 @@ describe('MTE test guest protocol and pattern', () => {
       expected: 3n,
       actual: 4n,
     });
-    expect(decodeReport(STATUS.exception, { address: 1n, expected: 2n, actual: 3n })).toEqual({ status: 'exception', far: 1n, elr: 2n, esr: 3n });
+    expect(decodeReport(STATUS.exception, { address: 1n, expected: 2n, actual: 3n })).toEqual({
+      status: 'exception',
+      far: 1n,
+      elr: 2n,
+      esr: 3n,
+    });
     expect(() => decodeReport(99n, { address: 0n, expected: 0n, actual: 0n })).toThrow(GuestProtocolError);
   });
 
@@ -99,8 +114,15 @@ describe('state transfer and tag damage (on the simulated backend)', () => {
     const vm = new SimulatedVm({ pageSize });
     vm.enableMte();
     vm.addMemorySlot({ slot: 0, name: 'ram', guestAddress: 0x4000_0000n, size: BigInt(4 * pageSize) });
-    vm.writeMemory(0x4000_0000n, Uint8Array.from({ length: 64 }, (_, i) => i));
-    writeGuestTags(vm, 0x4000_0000n, Uint8Array.from({ length: (4 * pageSize) / 16 }, (_, i) => i % 16));
+    vm.writeMemory(
+      0x4000_0000n,
+      Uint8Array.from({ length: 64 }, (_, i) => i),
+    );
+    writeGuestTags(
+      vm,
+      0x4000_0000n,
+      Uint8Array.from({ length: (4 * pageSize) / 16 }, (_, i) => i % 16),
+    );
     vm.createVcpu(0).setRegister(PC_ID, Uint8Array.of(0x00, 0x10, 0, 0x40, 0, 0, 0, 0));
     return vm;
   }

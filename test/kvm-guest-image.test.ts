@@ -14,7 +14,11 @@ import { externalTool, titled } from './support/external-tool.js';
 const root = resolve(import.meta.dirname, '..');
 const source = join(root, 'testkit/mte-test-guest/mte-test.S');
 const image = join(root, 'src/backends/kvm/test-guest/mte-test-image.ts');
-const assembler = externalTool('aarch64-linux-gnu-as', ['aarch64-linux-gnu-as', '--version'], 'apt-get install -y binutils-aarch64-linux-gnu');
+const assembler = externalTool(
+  'aarch64-linux-gnu-as',
+  ['aarch64-linux-gnu-as', '--version'],
+  'apt-get install -y binutils-aarch64-linux-gnu',
+);
 
 describe('MTE test guest image', () => {
   test('was generated from the current mte-test.S (run testkit/mte-test-guest/build-mte-guest.sh after editing it)', () => {

@@ -3,7 +3,7 @@
  * writer (read back by an independent parser), the apt source parsing that
  * finds the mirror to copy, the result protocol, and the package choice.
  */
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -80,17 +80,27 @@ describe('apt sources', () => {
     const dir = join(work, 'apt822');
     mkdirSync(join(dir, 'sources.list.d'), { recursive: true });
     writeFileSync(join(dir, 'sources.list.d', 'debian.sources'), text);
-    writeFileSync(join(dir, 'sources.list.d', 'other.sources'), 'Enabled: no\nTypes: deb\nURIs: http://other.example/x\nSuites: bookworm\nComponents: main\n');
+    writeFileSync(
+      join(dir, 'sources.list.d', 'other.sources'),
+      'Enabled: no\nTypes: deb\nURIs: http://other.example/x\nSuites: bookworm\nComponents: main\n',
+    );
     expect(findDebianMirror(dir)).toEqual({ uri: 'http://mirror.example/debian', signedBy: '/keys/debian.gpg' });
   });
 
   test('one-line lists: options in brackets, comments ignored, default keyring', () => {
-    const entries = parseOneLine('# deb http://old.example/debian buster main\ndeb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ trixie main contrib\n');
-    expect(entries).toEqual([{ types: ['deb'], uris: ['http://mirror.example/debian/'], suites: ['trixie'], components: ['main', 'contrib'], signedBy: '/k.gpg' }]);
+    const entries = parseOneLine(
+      '# deb http://old.example/debian buster main\ndeb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ trixie main contrib\n',
+    );
+    expect(entries).toEqual([
+      { types: ['deb'], uris: ['http://mirror.example/debian/'], suites: ['trixie'], components: ['main', 'contrib'], signedBy: '/k.gpg' },
+    ]);
     const dir = join(work, 'aptlist');
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'sources.list'), 'deb http://mirror.example/debian/ bookworm main\n');
-    expect(findDebianMirror(dir)).toEqual({ uri: 'http://mirror.example/debian', signedBy: '/usr/share/keyrings/debian-archive-keyring.gpg' });
+    expect(findDebianMirror(dir)).toEqual({
+      uri: 'http://mirror.example/debian',
+      signedBy: '/usr/share/keyrings/debian-archive-keyring.gpg',
+    });
   });
 
   test('no Debian release entry: null', () => {

@@ -7,7 +7,7 @@
  */
 import { resolve } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { runKvmLab, type LabRun } from '../testkit/kvm-lab/host/run-lab.js';
+import { type LabRun, runKvmLab } from '../testkit/kvm-lab/host/run-lab.js';
 import { expectedLabCheckNames } from '../testkit/kvm-lab/lab-plan.js';
 
 const repositoryRoot = resolve(import.meta.dirname, '..');
@@ -24,7 +24,9 @@ const only = process.env.VMSNAP_KVM_LAB_ONLY?.split(',').filter(Boolean);
 async function runLab(): Promise<LabRun> {
   const first = await runKvmLab({ repositoryRoot, only });
   if (first.status !== 'ran' || first.timedOut || first.exitCode === null || first.exitCode < 128) return first;
-  process.stdout.write(`kvm lab: node in the emulated host died by signal ${first.exitCode - 128}; serial log tail:\n${first.serialTail}\nkvm lab: running the lab once more\n`);
+  process.stdout.write(
+    `kvm lab: node in the emulated host died by signal ${first.exitCode - 128}; serial log tail:\n${first.serialTail}\nkvm lab: running the lab once more\n`,
+  );
   return runKvmLab({ repositoryRoot, only });
 }
 

@@ -3,14 +3,13 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { conformanceRows, runConformanceRow, type ConformanceTarget } from '../testkit/conformance/index.js';
 import {
   openRawFiles,
   parseByteCount,
   parseRawLayout,
   RawFilesError,
-  RawFilesVmFactory,
   type RawFilesVm,
+  RawFilesVmFactory,
   RawLayoutError,
   readRawLayoutFile,
   resolveRawLayout,
@@ -19,6 +18,7 @@ import {
 import { guestTags, writeGuestTags } from '../src/vm/tag-copy.js';
 import { TAGS_TO_GUEST, VmErrnoError } from '../src/vm/vm.js';
 import { addWorkloadSlots, createSimulatedGuest, fillVm } from '../src/workload/index.js';
+import { type ConformanceTarget, conformanceRows, runConformanceRow } from '../testkit/conformance/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmsnap-raw-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -67,12 +67,37 @@ describe('layout files', () => {
     ['no regions', '{"pageSize":4096,"regions":[]}', 'regions', /no regions/],
     ['typo in region', '{"pageSize":4096,"regions":[{"name":"a","guestAddres":0,"size":4096}]}', 'regions[0].guestAddres', /unknown key/],
     ['missing size', '{"pageSize":4096,"regions":[{"name":"a","guestAddress":0}]}', 'regions[0].size', /missing/],
-    ['bad size unit', '{"pageSize":4096,"regions":[{"name":"a","guestAddress":0,"size":"4 parsecs"}]}', 'regions[0].size', /not a byte count/],
+    [
+      'bad size unit',
+      '{"pageSize":4096,"regions":[{"name":"a","guestAddress":0,"size":"4 parsecs"}]}',
+      'regions[0].size',
+      /not a byte count/,
+    ],
     ['unaligned size', '{"pageSize":4096,"regions":[{"name":"a","guestAddress":0,"size":100}]}', 'regions[0].size', /multiple of 4096/],
-    ['unaligned address', '{"pageSize":65536,"regions":[{"name":"a","guestAddress":"0x1000","size":"64KiB"}]}', 'regions[0].guestAddress', /aligned/],
-    ['unsafe number', '{"pageSize":4096,"regions":[{"name":"a","guestAddress":18446744073709551615,"size":4096}]}', 'regions[0].guestAddress', /strings/],
-    ['mte not boolean', '{"pageSize":4096,"regions":[{"name":"a","guestAddress":0,"size":4096,"mte":"yes"}]}', 'regions[0].mte', /true or false/],
-    ['bad tag layout', '{"pageSize":4096,"tagLayout":"nibble","regions":[{"name":"a","guestAddress":0,"size":4096}]}', 'tagLayout', /byte.*packed/],
+    [
+      'unaligned address',
+      '{"pageSize":65536,"regions":[{"name":"a","guestAddress":"0x1000","size":"64KiB"}]}',
+      'regions[0].guestAddress',
+      /aligned/,
+    ],
+    [
+      'unsafe number',
+      '{"pageSize":4096,"regions":[{"name":"a","guestAddress":18446744073709551615,"size":4096}]}',
+      'regions[0].guestAddress',
+      /strings/,
+    ],
+    [
+      'mte not boolean',
+      '{"pageSize":4096,"regions":[{"name":"a","guestAddress":0,"size":4096,"mte":"yes"}]}',
+      'regions[0].mte',
+      /true or false/,
+    ],
+    [
+      'bad tag layout',
+      '{"pageSize":4096,"tagLayout":"nibble","regions":[{"name":"a","guestAddress":0,"size":4096}]}',
+      'tagLayout',
+      /byte.*packed/,
+    ],
     [
       'guest overlap',
       '{"pageSize":4096,"regions":[{"name":"a","guestAddress":0,"size":8192},{"name":"b","guestAddress":4096,"size":4096}]}',
@@ -91,7 +116,12 @@ describe('layout files', () => {
       'regions[1].name',
       /also regions\[0\]/,
     ],
-    ['odd file offset', '{"pageSize":4096,"regions":[{"name":"a","guestAddress":0,"size":4096,"fileOffset":16}]}', 'regions[0].fileOffset', /multiple of 32/],
+    [
+      'odd file offset',
+      '{"pageSize":4096,"regions":[{"name":"a","guestAddress":0,"size":4096,"fileOffset":16}]}',
+      'regions[0].fileOffset',
+      /multiple of 32/,
+    ],
   ])('reject %s, naming where', (_label, text, where, message) => {
     const error = layoutError(text);
     expect(error.where).toBe(where);

@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SimulatedVm, SimulatedVmFactory } from '../src/backends/simulated/index.js';
-import { writeGuestTags } from '../src/vm/tag-copy.js';
 import { openSnapshot } from '../src/reader/open.js';
 import { restoreSnapshot } from '../src/reader/restore.js';
 import { compareVms } from '../src/validate/compare.js';
+import { writeGuestTags } from '../src/vm/tag-copy.js';
 import { saveSnapshot } from '../src/writer/save.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmsnap-rt-'));
@@ -24,7 +24,11 @@ function prng(seed: number) {
   };
 }
 
-interface LayoutRegion { pages: number; mte: boolean; readOnly?: boolean }
+interface LayoutRegion {
+  pages: number;
+  mte: boolean;
+  readOnly?: boolean;
+}
 
 /** A random guest: random data in some pages, zero pages, random tag runs, zero-tag pages. */
 function randomGuest(pageSize: number, regions: LayoutRegion[], seed: number): SimulatedVm {
@@ -64,7 +68,11 @@ function randomGuest(pageSize: number, regions: LayoutRegion[], seed: number): S
 describe.each([4096, 16384, 65536])('round trip with %d-byte pages', (pageSize) => {
   const layouts: LayoutRegion[][] = [
     [{ pages: 37, mte: true }],
-    [{ pages: 5, mte: true }, { pages: 300, mte: true }, { pages: 9, mte: true, readOnly: true }],
+    [
+      { pages: 5, mte: true },
+      { pages: 300, mte: true },
+      { pages: 9, mte: true, readOnly: true },
+    ],
   ];
   layouts.forEach((layout, n) => {
     it(`layout ${n}: file and pipe restores equal the guest page for page and granule for granule`, async () => {

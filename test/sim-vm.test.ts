@@ -1,5 +1,9 @@
 /** The simulated backend beyond the conformance rows: registers, memslots, stores, lifecycle. */
 import { describe, expect, it } from 'vitest';
+import { SimulatedVm, SimulatedVmFactory } from '../src/backends/simulated/index.js';
+import { isAllZero } from '../src/format/bytes.js';
+import { registerSize } from '../src/format/registers.js';
+import { packTags, unpackTags } from '../src/format/tag-packing.js';
 import {
   arm64RegisterList,
   decodeSysRegisterId,
@@ -13,12 +17,8 @@ import {
   vRegisterId,
   xRegisterId,
 } from '../src/vm/arm64-registers.js';
-import { SimulatedVm, SimulatedVmFactory } from '../src/backends/simulated/index.js';
-import { packTags, unpackTags } from '../src/format/tag-packing.js';
-import { isAllZero } from '../src/format/bytes.js';
 import { guestTags, TagCopyError, writeGuestTags } from '../src/vm/tag-copy.js';
 import { TAGS_FROM_GUEST, VmErrnoError } from '../src/vm/vm.js';
-import { registerSize } from '../src/format/registers.js';
 
 function errnoOf(call: () => unknown): string | undefined {
   try {
@@ -137,7 +137,13 @@ describe('simulated memslots', () => {
   });
 
   it('answer EIO to other processes and EBADF once closed', () => {
-    const request = { guestIpa: 0x4000_0000n, length: BigInt(page), flags: TAGS_FROM_GUEST, reserved: [0n, 0n] as const, buffer: new Uint8Array(page / 16) };
+    const request = {
+      guestIpa: 0x4000_0000n,
+      length: BigInt(page),
+      flags: TAGS_FROM_GUEST,
+      reserved: [0n, 0n] as const,
+      buffer: new Uint8Array(page / 16),
+    };
     expect(vm.fromProcess(vm.owner).copyMteTags(request)).toBe(page);
     expect(errnoOf(() => vm.fromProcess(vm.owner + 1).copyMteTags(request))).toBe('EIO');
     const closing = new SimulatedVm({ pageSize: 4096 });
@@ -157,7 +163,13 @@ describe('kernels before 6.3 keep the return value in an int', () => {
       const vm = new SimulatedVm({ pageSize: page, kernelVersion });
       vm.enableMte();
       vm.addMemorySlot({ slot: 0, name: 'big', guestAddress: 1n << 32n, size: BigInt(size) });
-      const request = { guestIpa: 1n << 32n, length: BigInt(size), flags: TAGS_FROM_GUEST, reserved: [0n, 0n] as const, buffer: new Uint8Array(size / 16) };
+      const request = {
+        guestIpa: 1n << 32n,
+        length: BigInt(size),
+        flags: TAGS_FROM_GUEST,
+        reserved: [0n, 0n] as const,
+        buffer: new Uint8Array(size / 16),
+      };
       if (kernelVersion[1] === 1) expect(vm.copyMteTags(request)).toBe(-(2 ** 31));
       else expect(errnoOf(() => vm.copyMteTags(request))).toBe('EINVAL');
       vm.close();

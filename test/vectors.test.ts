@@ -44,7 +44,13 @@ describe.each(vectorNames())('vector %s', (name) => {
     const vector = loadVector(name);
     const snapshot = await openSnapshot(file, { threads: 0 });
     try {
-      expect(snapshot.header).toMatchObject({ major: 1, minor: 0, pageSize: vector.page_size, pagesPerChunk: vector.pages_per_chunk, codec: vector.level > 0 ? 1 : 0 });
+      expect(snapshot.header).toMatchObject({
+        major: 1,
+        minor: 0,
+        pageSize: vector.page_size,
+        pagesPerChunk: vector.pages_per_chunk,
+        codec: vector.level > 0 ? 1 : 0,
+      });
       expect(Buffer.from(snapshot.metadata.snapshotId).toString('hex')).toBe(vector.snapshot_id);
       expect(snapshot.metadata.createdMs).toBe(BigInt(vector.created_ms));
       expect(snapshot.metadata.tool).toBe(vector.tool);
@@ -63,7 +69,12 @@ describe.each(vectorNames())('vector %s', (name) => {
         }
       }
       const vcpus = await snapshot.vcpus();
-      expect(vcpus.map((v) => ({ id: v.id, registers: v.registers.map((r) => [`0x${r.id.toString(16)}`, Buffer.from(r.value).toString('hex')]) }))).toEqual(vector.vcpus);
+      expect(
+        vcpus.map((v) => ({
+          id: v.id,
+          registers: v.registers.map((r) => [`0x${r.id.toString(16)}`, Buffer.from(r.value).toString('hex')]),
+        })),
+      ).toEqual(vector.vcpus);
       expect((await snapshot.blobs()).map((b) => ({ name: b.name, data: Buffer.from(b.data).toString('hex') }))).toEqual(vector.blobs);
     } finally {
       await snapshot.close();

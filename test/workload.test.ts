@@ -1,8 +1,9 @@
 /** The workload generator: reproducible, random access, shaped like a real MTE guest, fast. */
 import { describe, expect, it } from 'vitest';
 import { compress } from 'zstd-napi';
-import { namedSysRegisterId } from '../src/vm/arm64-registers.js';
 import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { isAllZero } from '../src/format/bytes.js';
+import { namedSysRegisterId } from '../src/vm/arm64-registers.js';
 import { guestTags } from '../src/vm/tag-copy.js';
 import {
   addWorkloadSlots,
@@ -14,7 +15,6 @@ import {
   planWorkload,
   type Workload,
 } from '../src/workload/index.js';
-import { isAllZero } from '../src/format/bytes.js';
 
 const MiB = 1024 * 1024;
 
@@ -41,7 +41,9 @@ describe('generation', () => {
   const whole = wholeRegion(workload, 'ram');
 
   it('is reproducible and depends on the seed', () => {
-    expect(Buffer.compare(Buffer.from(generatePages(workload, 'ram', 100, 50).data), Buffer.from(whole.data.subarray(100 * 4096, 150 * 4096)))).toBe(0);
+    expect(
+      Buffer.compare(Buffer.from(generatePages(workload, 'ram', 100, 50).data), Buffer.from(whole.data.subarray(100 * 4096, 150 * 4096))),
+    ).toBe(0);
     const other = generatePages(planWorkload({ sizeMiB: 32, seed: 43 }), 'ram', 0, 2048);
     expect(Buffer.compare(Buffer.from(other.data), Buffer.from(whole.data.subarray(0, 2048 * 4096)))).not.toBe(0);
   });

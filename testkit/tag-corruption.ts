@@ -4,8 +4,18 @@
  * its way into the guest (TO_GUEST). Restoring through it is restoring a
  * snapshot in which exactly one granule's tag was damaged.
  */
-import { TAGS_TO_GUEST, type CopyMteTagsRequest, type GuestAddress, type MemorySlot, type MemorySlotSpec, type Vcpu, type Vm, type VmFactory } from '../src/vm/vm.js';
+
 import { GRANULE_SIZE } from '../src/format/constants.js';
+import {
+  type CopyMteTagsRequest,
+  type GuestAddress,
+  type MemorySlot,
+  type MemorySlotSpec,
+  TAGS_TO_GUEST,
+  type Vcpu,
+  type Vm,
+  type VmFactory,
+} from '../src/vm/vm.js';
 
 export interface TagCorruption {
   readonly guestAddress: GuestAddress;

@@ -10,7 +10,7 @@
  */
 import type { Command } from 'commander';
 import { CommanderError } from 'commander';
-import { VmsnapError, type ErrorKind } from '../src/errors.js';
+import { type ErrorKind, VmsnapError } from '../src/errors.js';
 import { JSON_SCHEMA_VERSION, toJsonValue } from '../src/json.js';
 
 export const EXIT = { ok: 0, invalid: 1, usage: 2, io: 3, differs: 4 } as const;

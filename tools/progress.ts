@@ -21,7 +21,10 @@ class TerminalProgress implements Progress {
   private lastDraw = 0;
   private drawn = false;
 
-  constructor(private readonly label: string, private readonly stream: NodeJS.WriteStream) {}
+  constructor(
+    private readonly label: string,
+    private readonly stream: NodeJS.WriteStream,
+  ) {}
 
   update(done: bigint, total: bigint | null): void {
     const now = performance.now();

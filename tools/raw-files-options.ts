@@ -14,16 +14,16 @@ import { existsSync } from 'node:fs';
 import {
   openRawFiles,
   RawFilesError,
+  type RawFilesVm,
   RawFilesVmFactory,
+  type RawLayout,
   RawLayoutError,
+  type RawRegionSpec,
   readRawLayoutFile,
   resolveRawLayout,
-  type RawFilesVm,
-  type RawLayout,
-  type RawRegionSpec,
   type TagFileLayout,
 } from '../src/backends/raw-files/raw-files-vm.js';
-import { CliError, EXIT } from './cli-support.js';
+import { CliError } from './cli-support.js';
 import { parseByteSize, parseGuestAddress } from './units.js';
 
 export interface RawSourceOptions {
@@ -45,13 +45,17 @@ export interface RawTargetOptions {
 
 export function parseTagLayout(text: string | undefined): TagFileLayout | undefined {
   if (text === undefined || text === 'byte' || text === 'packed') return text;
-  throw new CliError(`--tag-layout: "${text}" is neither byte (one tag per byte, the KVM layout) nor packed (two per byte, the ELF core layout)`, 'usage');
+  throw new CliError(
+    `--tag-layout: "${text}" is neither byte (one tag per byte, the KVM layout) nor packed (two per byte, the ELF core layout)`,
+    'usage',
+  );
 }
 
 /** "ram:0x40000000:512MiB:mte", "flash0:0:4MiB:ro". */
 export function parseRegionSpec(text: string, slot: number): RawRegionSpec {
   const [name, address, size, ...flags] = text.split(':');
-  if (!name || address === undefined || size === undefined) throw new CliError(`--region: "${text}" is not name:ipa:size[:mte][:ro]`, 'usage');
+  if (!name || address === undefined || size === undefined)
+    throw new CliError(`--region: "${text}" is not name:ipa:size[:mte][:ro]`, 'usage');
   const unknown = flags.filter((flag) => flag !== 'mte' && flag !== 'ro');
   if (unknown.length) throw new CliError(`--region ${text}: unknown flag ${unknown.join(', ')} (flags: mte, ro)`, 'usage');
   return {
@@ -68,7 +72,8 @@ export function parseRegionSpec(text: string, slot: number): RawRegionSpec {
 export function rawSourceLayout(options: RawSourceOptions, pageSize: number): RawLayout {
   const tagLayout = parseTagLayout(options.tagLayout);
   const regions = options.region ?? [];
-  if (options.layout && regions.length) throw new CliError('give the regions either with --layout FILE or with --region, not both', 'usage');
+  if (options.layout && regions.length)
+    throw new CliError('give the regions either with --layout FILE or with --region, not both', 'usage');
   if (options.layout) {
     try {
       const layout = readRawLayoutFile(options.layout);
@@ -78,7 +83,8 @@ export function rawSourceLayout(options: RawSourceOptions, pageSize: number): Ra
       throw error;
     }
   }
-  if (!regions.length) throw new CliError('--ram needs a layout: --layout layout.json or one --region name:ipa:size[:mte][:ro] per region', 'usage');
+  if (!regions.length)
+    throw new CliError('--ram needs a layout: --layout layout.json or one --region name:ipa:size[:mte][:ro] per region', 'usage');
   try {
     return resolveRawLayout({ pageSize, tagLayout, regions: regions.map(parseRegionSpec) });
   } catch (error) {
@@ -89,7 +95,8 @@ export function rawSourceLayout(options: RawSourceOptions, pageSize: number): Ra
 
 /** Opens the dumps read-only as a VM with `layout`. */
 export function openRawSource(options: RawSourceOptions & { ram: string }, layout: RawLayout): RawFilesVm {
-  if (layout.regions.some((r) => r.mte) && !options.tags) throw new CliError('a region is marked mte but no --tags FILE was given', 'usage');
+  if (layout.regions.some((r) => r.mte) && !options.tags)
+    throw new CliError('a region is marked mte but no --tags FILE was given', 'usage');
   try {
     return openRawFiles({ paths: { ram: options.ram, tags: options.tags }, layout });
   } catch (error) {

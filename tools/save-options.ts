@@ -5,7 +5,7 @@
  */
 import { MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL } from '../src/format/constants.js';
 import type { SaveOptions } from '../src/writer/save.js';
-import { CliError, EXIT } from './cli-support.js';
+import { CliError } from './cli-support.js';
 import { formatBytes } from './units.js';
 
 export interface WriterFlags {
@@ -34,7 +34,8 @@ function pagesPerChunk(chunkSize: bigint, pageSize: number): number {
   if (chunkSize % BigInt(pageSize) !== 0n || chunkSize === 0n) {
     throw new CliError(`--chunk-size: ${chunkSize} bytes is not a whole number of ${pageSize}-byte pages`, 'usage');
   }
-  if (chunkSize > BigInt(MAX_CHUNK_CONTENT)) throw new CliError(`--chunk-size: at most ${formatBytes(MAX_CHUNK_CONTENT)} (the format's limit)`, 'usage');
+  if (chunkSize > BigInt(MAX_CHUNK_CONTENT))
+    throw new CliError(`--chunk-size: at most ${formatBytes(MAX_CHUNK_CONTENT)} (the format's limit)`, 'usage');
   return Number(chunkSize / BigInt(pageSize));
 }
 

@@ -4,11 +4,11 @@
  * which; the source's own description goes into the snapshot's annotations.
  */
 import type { Vm } from '../src/vm/vm.js';
-import { CliError, EXIT } from './cli-support.js';
-import { openRawSource, rawSourceLayout, type RawSourceOptions } from './raw-files-options.js';
+import { workloadAnnotations } from '../src/workload/annotations.js';
+import { CliError } from './cli-support.js';
+import { openRawSource, type RawSourceOptions, rawSourceLayout } from './raw-files-options.js';
 import { buildSimGuest, parsePageSize, parseSimGuest, SIM_DEFAULTS, type SimGuestOptions } from './sim-guest.js';
 import { formatBytes } from './units.js';
-import { workloadAnnotations } from '../src/workload/annotations.js';
 
 export interface SaveSource {
   readonly vm: Vm;
@@ -62,8 +62,18 @@ function rawSource(options: RawSourceOptions & { ram: string }): PlannedSource {
       return {
         vm,
         description: `raw files ${options.ram}${options.tags ? ` + ${options.tags} (${layout.tagLayout} tags)` : ''}, ${layout.regions.length} regions, ${formatBytes(bytes)}`,
-        details: { kind: 'raw-files', ram: options.ram, tags: options.tags ?? null, tagLayout: layout.tagLayout, regions: layout.regions.length, guestBytes: bytes },
-        annotations: { 'raw.ram-file': options.ram, ...(options.tags ? { 'raw.tag-file': options.tags, 'raw.tag-layout': layout.tagLayout } : {}) },
+        details: {
+          kind: 'raw-files',
+          ram: options.ram,
+          tags: options.tags ?? null,
+          tagLayout: layout.tagLayout,
+          regions: layout.regions.length,
+          guestBytes: bytes,
+        },
+        annotations: {
+          'raw.ram-file': options.ram,
+          ...(options.tags ? { 'raw.tag-file': options.tags, 'raw.tag-layout': layout.tagLayout } : {}),
+        },
         preparationMs: performance.now() - started,
         close: () => vm.close(),
       };
@@ -74,12 +84,16 @@ function rawSource(options: RawSourceOptions & { ram: string }): PlannedSource {
 export function planSaveSource(options: SourceOptions): PlannedSource {
   if (options.sim && options.ram) throw new CliError('choose one source: --sim or --ram FILE', 'usage');
   if (options.sim) {
-    const stray = (['tags', 'layout', 'tagLayout'] as const).find((key) => options[key] !== undefined) ?? (options.region?.length ? 'region' : undefined);
-    if (stray) throw new CliError(`--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to --ram sources, not --sim`, 'usage');
+    const stray =
+      (['tags', 'layout', 'tagLayout'] as const).find((key) => options[key] !== undefined) ??
+      (options.region?.length ? 'region' : undefined);
+    if (stray)
+      throw new CliError(`--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to --ram sources, not --sim`, 'usage');
     return simSource(options);
   }
   if (options.ram) {
-    if (options.size !== undefined || options.seed !== undefined) throw new CliError('--size and --seed apply to --sim; a raw source takes its size from the layout', 'usage');
+    if (options.size !== undefined || options.seed !== undefined)
+      throw new CliError('--size and --seed apply to --sim; a raw source takes its size from the layout', 'usage');
     return rawSource({ ...options, ram: options.ram });
   }
   throw new CliError('no source: give --sim (a generated guest) or --ram FILE (raw files)', 'usage');

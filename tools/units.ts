@@ -3,7 +3,7 @@
  * guest addresses ("0x4000_0000"), rates and ratios. Parsers throw
  * CliError(usage) naming the option, so a typo never reaches the library.
  */
-import { CliError, EXIT } from './cli-support.js';
+import { CliError } from './cli-support.js';
 
 export { formatBytes } from '../src/units.js';
 
@@ -25,7 +25,8 @@ export function parseByteSize(text: string, what: string): bigint {
   if (/^0x[0-9a-f]+$/i.test(trimmed)) return BigInt(trimmed);
   const match = /^(\d+)\s*([a-z]*)$/i.exec(trimmed);
   const multiplier = match ? MULTIPLIERS[match[2].toLowerCase()] : undefined;
-  if (!match || multiplier === undefined) throw new CliError(`${what}: "${text}" is not a size (examples: 4096, 64KiB, 512MiB, 1GiB)`, 'usage');
+  if (!match || multiplier === undefined)
+    throw new CliError(`${what}: "${text}" is not a size (examples: 4096, 64KiB, 512MiB, 1GiB)`, 'usage');
   return BigInt(match[1]) * multiplier;
 }
 
@@ -54,7 +55,6 @@ export function integerOption(what: string, min: number, max: number): (text: st
 export function sizeOption(what: string): (text: string) => bigint {
   return (text) => parseByteSize(text, what);
 }
-
 
 /** Throughput in MB/s (10^6 bytes per second, as disks and zstd report it). */
 export function megabytesPerSecond(bytes: bigint | number, milliseconds: number): number {

@@ -5,8 +5,8 @@
  */
 import { Command } from 'commander';
 import { VERSION } from '../src/version.js';
-import { registerCommands } from './commands/index.js';
 import { runMain } from './cli-support.js';
+import { registerCommands } from './commands/index.js';
 
 const program = new Command('vmsnap')
   .description('Snapshots of arm64 KVM guests with their MTE allocation tags')

@@ -51,7 +51,10 @@ export function regionHoldingRange(regions: readonly SnapshotRegion[], guestAddr
   const region = regionHolding(regions, guestAddress);
   if (!region) throw new AddressNotMappedError(guestAddress);
   if (guestAddress + length > regionEnd(region)) {
-    throw new AddressNotMappedError(guestAddress + length - 1n, `the range from ${hex(guestAddress)} runs past the end of region "${region.name}" (${hex(regionEnd(region))})`);
+    throw new AddressNotMappedError(
+      guestAddress + length - 1n,
+      `the range from ${hex(guestAddress)} runs past the end of region "${region.name}" (${hex(regionEnd(region))})`,
+    );
   }
   return region;
 }
@@ -73,5 +76,7 @@ export function selectRegions(regions: readonly SnapshotRegion[], name?: string,
   if (name !== undefined && !regions.some((r) => r.name === name)) {
     throw new ForensicsArgumentError(`no region named "${name}"; the snapshot has: ${regions.map((r) => r.name).join(', ')}`);
   }
-  return regions.filter((r) => (name === undefined || r.name === name) && (!range || (range.start < regionEnd(r) && range.end > r.guestAddress)));
+  return regions.filter(
+    (r) => (name === undefined || r.name === name) && (!range || (range.start < regionEnd(r) && range.end > r.guestAddress)),
+  );
 }

@@ -9,13 +9,13 @@
 import { stat } from 'node:fs/promises';
 import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
 import { packTags } from '../format/tag-packing.js';
+import { jsonResult } from '../json.js';
 import { linuxCoreNotes } from './core-notes.js';
 import { GUEST_BYTES_PER_TAG_BYTE, PF_R, PF_W, PF_X, PT_AARCH64_MEMTAG_MTE, PT_LOAD } from './elf-constants.js';
+import { type CoreSegmentSpec, ElfCoreWriter, layoutCore } from './elf-core-writer.js';
 import { encodeNotes } from './elf-notes.js';
-import { ElfCoreWriter, layoutCore, type CoreSegmentSpec } from './elf-core-writer.js';
 import { pageWindows } from './region-cursor.js';
 import { encodeVmsnapNote, vmsnapStateFrom } from './vmsnap-note.js';
-import { jsonResult } from '../json.js';
 
 export interface CoreExportSummary {
   readonly path: string;
@@ -54,7 +54,13 @@ function segmentSpecs(regions: readonly SnapshotRegion[], pageSize: number): Cor
   return [...loads, ...memtags];
 }
 
-async function writeRegion(reader: SnapshotReader, writer: ElfCoreWriter, region: SnapshotRegion, loadIndex: number, memtagIndex: number | null): Promise<void> {
+async function writeRegion(
+  reader: SnapshotReader,
+  writer: ElfCoreWriter,
+  region: SnapshotRegion,
+  loadIndex: number,
+  memtagIndex: number | null,
+): Promise<void> {
   const pageSize = reader.header.pageSize;
   const pages = Number(region.size / BigInt(pageSize));
   for await (const window of pageWindows(reader, region, 0, pages, { data: true, tags: memtagIndex !== null })) {

@@ -6,10 +6,10 @@
  * where it came from.
  */
 import { basename } from 'node:path';
-import { saveSnapshot, type SaveOptions, type SaveSummary } from '../writer/save.js';
-import { openCoreVm, type CoreVmOptions } from './core-vm.js';
-import { ElfCore } from './elf-core-reader.js';
 import { jsonResult } from '../json.js';
+import { type SaveOptions, type SaveSummary, saveSnapshot } from '../writer/save.js';
+import { type CoreVmOptions, openCoreVm } from './core-vm.js';
+import { ElfCore } from './elf-core-reader.js';
 
 export interface CoreImportSummary {
   readonly save: SaveSummary;

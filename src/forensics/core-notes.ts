@@ -7,17 +7,18 @@
  * written as zero. One PRSTATUS (thread) per vCPU, pid = vCPU id + 1 (GDB
  * treats lwp 0 as "no thread").
  */
-import type { RegisterValue, VcpuState } from '../vm/vm.js';
+
 import { FPCR_ID, FPSR_ID, PC_ID, PSTATE_ID, SP_ID, vRegisterId, xRegisterId } from '../vm/arm64-registers.js';
+import type { RegisterValue, VcpuState } from '../vm/vm.js';
 import {
   AT_HWCAP,
   AT_HWCAP2,
   AT_NULL,
   AT_PAGESZ,
   FPREGSET_SIZE,
-  HWCAP2_MTE,
   HWCAP_ASIMD,
   HWCAP_FP,
+  HWCAP2_MTE,
   NT_AUXV,
   NT_FPREGSET,
   NT_PRPSINFO,
@@ -51,7 +52,7 @@ export function prstatusDesc(vcpu: VcpuState): Uint8Array {
   const out = Buffer.alloc(PRSTATUS_SIZE);
   const regs = registerMap(vcpu);
   out.writeInt32LE(vcpu.id + 1, PRSTATUS_PID_OFFSET);
-  PRSTATUS_REGISTER_IDS.forEach((id, i) => put(out, PRSTATUS_REGS_OFFSET + i * 8, 8, regs.get(id)));
+  for (const [i, id] of PRSTATUS_REGISTER_IDS.entries()) put(out, PRSTATUS_REGS_OFFSET + i * 8, 8, regs.get(id));
   out.writeInt32LE(1, PRSTATUS_FPVALID_OFFSET);
   return out;
 }
@@ -59,7 +60,7 @@ export function prstatusDesc(vcpu: VcpuState): Uint8Array {
 export function fpregsetDesc(vcpu: VcpuState): Uint8Array {
   const out = Buffer.alloc(FPREGSET_SIZE);
   const regs = registerMap(vcpu);
-  VREG_IDS.forEach((id, i) => put(out, i * 16, 16, regs.get(id)));
+  for (const [i, id] of VREG_IDS.entries()) put(out, i * 16, 16, regs.get(id));
   put(out, FPSR_OFFSET, 4, regs.get(FPSR_ID));
   put(out, FPCR_OFFSET, 4, regs.get(FPCR_ID));
   return out;
@@ -123,7 +124,7 @@ export function vcpusFromNotes(notes: readonly ElfNote[]): VcpuState[] {
       vcpus.push({ id: vcpus.length, registers });
     } else if (note.type === NT_FPREGSET && note.desc.length >= FPREGSET_SIZE && vcpus.length && note.name === 'CORE') {
       const current = vcpus[vcpus.length - 1];
-      VREG_IDS.forEach((id, i) => current.registers.push({ id, value: slice(note.desc, i * 16, 16) }));
+      for (const [i, id] of VREG_IDS.entries()) current.registers.push({ id, value: slice(note.desc, i * 16, 16) });
       current.registers.push({ id: FPSR_ID, value: slice(note.desc, FPSR_OFFSET, 4) });
       current.registers.push({ id: FPCR_ID, value: slice(note.desc, FPCR_OFFSET, 4) });
     }

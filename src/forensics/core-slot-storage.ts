@@ -3,12 +3,13 @@
  * segment, if any), so that the kernel model (src/kernel-model) serves the
  * core's memory and tags with exactly the KVM tag-copy semantics.
  */
+
+import { GRANULE_SIZE } from '../format/constants.js';
 import { VmsnapError } from '../format/errors.js';
 import type { SlotOffset, SlotPage, SlotStorage, SlotStorageFactory } from '../kernel-model/slot-storage.js';
-import { type MemorySlotSpec } from '../vm/vm.js';
+import type { MemorySlotSpec } from '../vm/vm.js';
 import type { ElfCore, ElfSegment } from './elf-core-reader.js';
 import { hex } from './errors.js';
-import { GRANULE_SIZE } from '../format/constants.js';
 
 /** A core segment handed to the model as a memslot. */
 export interface CoreRegionSource {

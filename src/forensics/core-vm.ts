@@ -10,21 +10,25 @@
  * file and no tags (p_filesz 0: guard pages, PROT_NONE reservations) hold
  * nothing and are left out unless asked for.
  */
+
+import { PAGE_SIZES } from '../format/constants.js';
 import { KernelModelVm } from '../kernel-model/kernel-model-vm.js';
 import { DEFAULT_IPA_BITS, MAX_USER_MEMSLOTS } from '../kernel-model/memslot-table.js';
-import { VmErrnoError, type Vcpu, type VcpuState } from '../vm/vm.js';
+import { type Vcpu, type VcpuState, VmErrnoError } from '../vm/vm.js';
 import { hwcap2FromNotes, vcpusFromNotes } from './core-notes.js';
-import { CoreSlotStorageFactory, type CoreRegionSource } from './core-slot-storage.js';
+import { type CoreRegionSource, CoreSlotStorageFactory } from './core-slot-storage.js';
 import { AT_PAGESZ, HWCAP2_MTE, NT_AUXV, PF_W } from './elf-constants.js';
 import type { ElfCore, ElfSegment } from './elf-core-reader.js';
 import { ElfCoreFormatError, hex } from './errors.js';
 import { decodeVmsnapNote, type VmsnapRegionInfo, type VmsnapState } from './vmsnap-note.js';
-import { PAGE_SIZES } from '../format/constants.js';
 
 /** A vCPU whose registers are the core's; setting one is refused. */
 class CoreVcpu implements Vcpu {
   private readonly values: Map<bigint, Uint8Array>;
-  constructor(readonly id: number, state: VcpuState) {
+  constructor(
+    readonly id: number,
+    state: VcpuState,
+  ) {
     this.values = new Map(state.registers.map((r) => [r.id, r.value]));
   }
   registerIds(): bigint[] {
@@ -77,7 +81,8 @@ function auxvPageSize(core: ElfCore): number | null {
   const auxv = core.notes.find((n) => n.type === NT_AUXV);
   if (!auxv) return null;
   const view = Buffer.from(auxv.desc.buffer, auxv.desc.byteOffset, auxv.desc.length);
-  for (let at = 0; at + 16 <= view.length; at += 16) if (view.readBigUInt64LE(at) === AT_PAGESZ) return Number(view.readBigUInt64LE(at + 8));
+  for (let at = 0; at + 16 <= view.length; at += 16)
+    if (view.readBigUInt64LE(at) === AT_PAGESZ) return Number(view.readBigUInt64LE(at + 8));
   return null;
 }
 
@@ -85,7 +90,11 @@ function memtagFor(core: ElfCore, load: ElfSegment): ElfSegment | undefined {
   const memtag = core.memtagAt(load.address);
   if (!memtag) return undefined;
   if (memtag.address !== load.address || memtag.memSize !== load.memSize) {
-    throw new ElfCoreFormatError(core.path, 0, `memtag segment ${memtag.index} [${hex(memtag.address)}, +${hex(memtag.memSize)}) does not cover exactly PT_LOAD ${load.index} [${hex(load.address)}, +${hex(load.memSize)})`);
+    throw new ElfCoreFormatError(
+      core.path,
+      0,
+      `memtag segment ${memtag.index} [${hex(memtag.address)}, +${hex(memtag.memSize)}) does not cover exactly PT_LOAD ${load.index} [${hex(load.address)}, +${hex(load.memSize)})`,
+    );
   }
   return memtag;
 }
@@ -101,7 +110,14 @@ function linuxRegions(core: ElfCore, keepEmpty: boolean): { regions: VmsnapRegio
     }
     // A snapshot's read-only regions carry no tags (they could not be restored into a read-only memslot),
     // so a tagged mapping is kept writable: its tags matter more than its write bit.
-    regions.push({ name: `load${i}`, slot: regions.length, guestAddress: load.address, size: load.memSize, mte: memtag !== undefined, readOnly: (load.flags & PF_W) === 0 && memtag === undefined });
+    regions.push({
+      name: `load${i}`,
+      slot: regions.length,
+      guestAddress: load.address,
+      size: load.memSize,
+      mte: memtag !== undefined,
+      readOnly: (load.flags & PF_W) === 0 && memtag === undefined,
+    });
   });
   return { regions, skipped };
 }
@@ -109,7 +125,11 @@ function linuxRegions(core: ElfCore, keepEmpty: boolean): { regions: VmsnapRegio
 function checkRegion(core: ElfCore, region: VmsnapRegionInfo, pageSize: number): void {
   const page = BigInt(pageSize);
   if (region.guestAddress % page !== 0n || region.size % page !== 0n) {
-    throw new ElfCoreFormatError(core.path, 0, `region ${region.name} [${hex(region.guestAddress)}, +${hex(region.size)}) is not aligned to the ${pageSize}-byte page; try --page-size 4096`);
+    throw new ElfCoreFormatError(
+      core.path,
+      0,
+      `region ${region.name} [${hex(region.guestAddress)}, +${hex(region.size)}) is not aligned to the ${pageSize}-byte page; try --page-size 4096`,
+    );
   }
 }
 
@@ -120,13 +140,20 @@ function bitsFor(end: bigint): number {
 export function openCoreVm(core: ElfCore, options: CoreVmOptions = {}): OpenedCoreVm {
   const state = decodeVmsnapNote(core.notes, core.path);
   const pageSize = state?.pageSize ?? options.pageSize ?? auxvPageSize(core) ?? 4096;
-  if (!PAGE_SIZES.includes(pageSize)) throw new ElfCoreFormatError(core.path, 0, `page size ${pageSize} is not one of ${PAGE_SIZES.join(', ')}`);
+  if (!PAGE_SIZES.includes(pageSize))
+    throw new ElfCoreFormatError(core.path, 0, `page size ${pageSize} is not one of ${PAGE_SIZES.join(', ')}`);
   const { regions, skipped } = state ? { regions: state.regions, skipped: [] } : linuxRegions(core, options.keepEmptyLoads ?? false);
-  if (regions.length > MAX_USER_MEMSLOTS) throw new ElfCoreFormatError(core.path, 0, `${regions.length} regions exceed KVM's ${MAX_USER_MEMSLOTS} memslots`);
+  if (regions.length > MAX_USER_MEMSLOTS)
+    throw new ElfCoreFormatError(core.path, 0, `${regions.length} regions exceed KVM's ${MAX_USER_MEMSLOTS} memslots`);
   const sources = regions.map((region) => {
     checkRegion(core, region, pageSize);
     const load = core.loads.find((l) => l.address === region.guestAddress && l.memSize === region.size);
-    if (!load) throw new ElfCoreFormatError(core.path, 0, `the VMSNAP note names region ${region.name} at ${hex(region.guestAddress)}, but no PT_LOAD matches it`);
+    if (!load)
+      throw new ElfCoreFormatError(
+        core.path,
+        0,
+        `the VMSNAP note names region ${region.name} at ${hex(region.guestAddress)}, but no PT_LOAD matches it`,
+      );
     return { load, memtag: region.mte ? memtagFor(core, load) : undefined };
   });
   const maxEnd = regions.reduce((m, r) => (r.guestAddress + r.size > m ? r.guestAddress + r.size : m), 0n);
@@ -134,6 +161,13 @@ export function openCoreVm(core: ElfCore, options: CoreVmOptions = {}): OpenedCo
   const vm = new CoreVm(core, sources, pageSize, bitsFor(maxEnd), vcpus);
   const hasTags = regions.some((r) => r.mte) || ((hwcap2FromNotes(core.notes) ?? 0n) & HWCAP2_MTE) !== 0n;
   if (hasTags) vm.enableMte();
-  for (const region of regions) vm.addMemorySlot({ slot: region.slot, name: region.name, guestAddress: region.guestAddress, size: region.size, readOnly: region.readOnly });
+  for (const region of regions)
+    vm.addMemorySlot({
+      slot: region.slot,
+      name: region.name,
+      guestAddress: region.guestAddress,
+      size: region.size,
+      readOnly: region.readOnly,
+    });
   return { vm, state, regions, skippedLoads: skipped };
 }

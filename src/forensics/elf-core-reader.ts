@@ -9,6 +9,7 @@
  * them; so do tags of a memtag segment with p_filesz 0.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { GRANULE_SIZE } from '../format/constants.js';
 import { unpackTags } from '../format/tag-packing.js';
 import {
   ELF_HEADER_SIZE,
@@ -27,7 +28,6 @@ import {
 } from './elf-constants.js';
 import { decodeNotes, type ElfNote } from './elf-notes.js';
 import { ElfCoreFormatError, hex } from './errors.js';
-import { GRANULE_SIZE } from '../format/constants.js';
 
 export interface ElfSegment {
   /** Position in the program header table. */
@@ -172,9 +172,14 @@ function readProgramHeaders(fd: number, path: string, header: Buffer, fileSize: 
 function checkSegment(s: ElfSegment, path: string, headerOffset: bigint, fileSize: bigint): void {
   const where = `program header ${s.index} (type ${hex(s.type)}, address ${hex(s.address)})`;
   if (s.offset + s.fileSize > fileSize) {
-    throw new ElfCoreFormatError(path, headerOffset, `${where}: data [${hex(s.offset)}, ${hex(s.offset + s.fileSize)}) runs past the end of the ${fileSize}-byte file`);
+    throw new ElfCoreFormatError(
+      path,
+      headerOffset,
+      `${where}: data [${hex(s.offset)}, ${hex(s.offset + s.fileSize)}) runs past the end of the ${fileSize}-byte file`,
+    );
   }
-  if (s.type === PT_LOAD && s.fileSize > s.memSize) throw new ElfCoreFormatError(path, headerOffset, `${where}: p_filesz ${s.fileSize} exceeds p_memsz ${s.memSize}`);
+  if (s.type === PT_LOAD && s.fileSize > s.memSize)
+    throw new ElfCoreFormatError(path, headerOffset, `${where}: p_filesz ${s.fileSize} exceeds p_memsz ${s.memSize}`);
   if (s.type !== PT_AARCH64_MEMTAG_MTE) return;
   if (s.memSize === 0n || s.memSize % BigInt(GRANULE_SIZE) !== 0n) {
     throw new ElfCoreFormatError(path, headerOffset, `${where}: memtag p_memsz ${s.memSize} is not a positive multiple of ${GRANULE_SIZE}`);

@@ -5,7 +5,7 @@
  * of a sparse file (the final ftruncate gives the file its full length), so a
  * mostly empty 4 GiB guest costs disk only for the pages it uses.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { isAllZero } from '../format/bytes.js';
 import {
   EI_PAD_END,
@@ -56,7 +56,9 @@ export function layoutCore(notesSize: number, specs: readonly CoreSegmentSpec[])
   const count = specs.length + 1;
   const notesOffset = BigInt(ELF_HEADER_SIZE + count * PROGRAM_HEADER_SIZE);
   let at = notesOffset + BigInt(notesSize);
-  const segments: PlacedSegment[] = [{ type: PT_NOTE, flags: 0, address: 0n, memSize: 0n, fileSize: BigInt(notesSize), align: 0n, offset: notesOffset }];
+  const segments: PlacedSegment[] = [
+    { type: PT_NOTE, flags: 0, address: 0n, memSize: 0n, fileSize: BigInt(notesSize), align: 0n, offset: notesOffset },
+  ];
   for (const spec of specs) {
     const offset = spec.fileSize > 0n ? alignUp(at, spec.align) : at;
     segments.push({ ...spec, offset });
@@ -151,7 +153,9 @@ export class ElfCoreWriter {
   async writeSegment(index: number, offsetInSegment: bigint, bytes: Uint8Array): Promise<void> {
     const segment = this.layout.segments[index];
     if (offsetInSegment + BigInt(bytes.length) > segment.fileSize) {
-      throw new RangeError(`segment ${index}: write of ${bytes.length} bytes at ${offsetInSegment} passes its file size ${segment.fileSize}`);
+      throw new RangeError(
+        `segment ${index}: write of ${bytes.length} bytes at ${offsetInSegment} passes its file size ${segment.fileSize}`,
+      );
     }
     let runStart = -1;
     for (let at = 0; at < bytes.length; at += this.holeUnit) {

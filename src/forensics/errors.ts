@@ -10,15 +10,25 @@ export function hex(value: bigint | number): string {
 
 /** The asked address or range lies in no region of the snapshot, or straddles two. */
 export class AddressNotMappedError extends VmsnapError {
-  constructor(readonly guestAddress: bigint, detail = 'no region of the snapshot holds it') {
+  constructor(
+    readonly guestAddress: bigint,
+    detail = 'no region of the snapshot holds it',
+  ) {
     super('address-not-mapped', 'usage', `guest address ${hex(guestAddress)}: ${detail}`);
   }
 }
 
 /** Tags were asked for in a region whose tags the snapshot does not hold. */
 export class RegionNotTaggedError extends VmsnapError {
-  constructor(readonly guestAddress: bigint, readonly region: string) {
-    super('region-not-tagged', 'usage', `guest address ${hex(guestAddress)} is in region "${region}", which is not an MTE region (no tags saved)`);
+  constructor(
+    readonly guestAddress: bigint,
+    readonly region: string,
+  ) {
+    super(
+      'region-not-tagged',
+      'usage',
+      `guest address ${hex(guestAddress)} is in region "${region}", which is not an MTE region (no tags saved)`,
+    );
   }
 }
 
@@ -31,7 +41,11 @@ export class ForensicsArgumentError extends VmsnapError {
 
 /** An ELF core file is malformed or is not an AArch64 core; `offset` is where in the file. */
 export class ElfCoreFormatError extends VmsnapError {
-  constructor(readonly path: string, readonly offset: bigint | number, detail: string) {
+  constructor(
+    readonly path: string,
+    readonly offset: bigint | number,
+    detail: string,
+  ) {
     super('bad-elf-core', 'invalid-input', `${path}: ELF core at file offset ${hex(offset)}: ${detail}`);
   }
 }

@@ -5,10 +5,11 @@
  * The range is widened to whole granules and read in windows, so a dump of
  * any length runs in bounded memory.
  */
+
+import { GRANULE_SIZE } from '../format/constants.js';
 import type { SnapshotReader } from '../format/model.js';
 import { regionHoldingRange } from './addresses.js';
 import { ForensicsArgumentError } from './errors.js';
-import { GRANULE_SIZE } from '../format/constants.js';
 
 const GRANULE = BigInt(GRANULE_SIZE);
 /** Bytes read per window (a multiple of the granule size). */
@@ -27,7 +28,12 @@ export interface DumpOptions {
 }
 
 /** The granules of [guestAddress, guestAddress + length), widened to granule bounds; the range must lie in one region. */
-export async function* dumpGranules(reader: SnapshotReader, guestAddress: bigint, length: bigint, options: DumpOptions = {}): AsyncGenerator<GranuleLine> {
+export async function* dumpGranules(
+  reader: SnapshotReader,
+  guestAddress: bigint,
+  length: bigint,
+  options: DumpOptions = {},
+): AsyncGenerator<GranuleLine> {
   if (length <= 0n) throw new ForensicsArgumentError(`dump length must be positive (got ${length})`);
   const start = guestAddress - (guestAddress % GRANULE);
   const end = ((guestAddress + length + GRANULE - 1n) / GRANULE) * GRANULE;

@@ -7,11 +7,12 @@
  * access of `length` bytes touches every granule from the pointer's granule
  * to the granule of its last byte.
  */
+
+import { GRANULE_SIZE } from '../format/constants.js';
 import type { SnapshotReader } from '../format/model.js';
+import { jsonResult } from '../json.js';
 import { regionHoldingRange } from './addresses.js';
 import { ForensicsArgumentError, RegionNotTaggedError } from './errors.js';
-import { GRANULE_SIZE } from '../format/constants.js';
-import { jsonResult } from '../json.js';
 
 const GRANULE = BigInt(GRANULE_SIZE);
 const ADDRESS_MASK = (1n << 56n) - 1n;

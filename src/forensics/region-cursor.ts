@@ -7,8 +7,9 @@
  * whatever the guest size. Pages no chunk covers read as zeros, as absent
  * pages do.
  */
-import type { ChunkKind, ChunkLocation, SnapshotReader, SnapshotRegion } from '../format/model.js';
+
 import { GRANULE_SIZE } from '../format/constants.js';
+import type { ChunkKind, ChunkLocation, SnapshotReader, SnapshotRegion } from '../format/model.js';
 
 /** Tag bytes (one per granule) of one page. */
 export function granulesPerPage(pageSize: number): number {

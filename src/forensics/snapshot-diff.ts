@@ -10,11 +10,12 @@
  * Pages are walked window by window in both files at once, so memory stays
  * bounded; changed pages are handed to a callback as they are found.
  */
-import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
-import { SnapshotMismatchError } from './errors.js';
-import { granulesPerPage, pageWindows, type PageWindow } from './region-cursor.js';
+
 import { GRANULE_SIZE } from '../format/constants.js';
+import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
 import { jsonResult } from '../json.js';
+import { SnapshotMismatchError } from './errors.js';
+import { granulesPerPage, type PageWindow, pageWindows } from './region-cursor.js';
 
 /** Consecutive granules of one page whose tag went from `from` to `to`. */
 export interface TagChangeRun {
@@ -104,7 +105,15 @@ function changedDataGranules(a: Uint8Array, b: Uint8Array, from: number, pageSiz
  * changed, and the changes as runs when `runs` is given (only when someone
  * lists pages: building runs is most of the cost on a heavily changed guest).
  */
-function tagChangesOfPage(a: Uint8Array, b: Uint8Array, from: number, perPage: number, diff: RegionDiff, runs: TagChangeRun[] | null, pageAddress: bigint): number {
+function tagChangesOfPage(
+  a: Uint8Array,
+  b: Uint8Array,
+  from: number,
+  perPage: number,
+  diff: RegionDiff,
+  runs: TagChangeRun[] | null,
+  pageAddress: bigint,
+): number {
   let changed = 0;
   let runStart = -1;
   for (let g = from; g <= from + perPage; g++) {
@@ -112,7 +121,12 @@ function tagChangesOfPage(a: Uint8Array, b: Uint8Array, from: number, perPage: n
     const x = end ? 0 : a[g] & 0xf;
     const y = end ? 0 : b[g] & 0xf;
     if (runs && runStart >= 0 && (end || x !== (a[runStart] & 0xf) || y !== (b[runStart] & 0xf))) {
-      runs.push({ address: pageAddress + BigInt((runStart - from) * GRANULE_SIZE), granules: g - runStart, from: a[runStart] & 0xf, to: b[runStart] & 0xf });
+      runs.push({
+        address: pageAddress + BigInt((runStart - from) * GRANULE_SIZE),
+        granules: g - runStart,
+        from: a[runStart] & 0xf,
+        to: b[runStart] & 0xf,
+      });
       runStart = -1;
     }
     if (end || x === y) continue;
@@ -142,7 +156,13 @@ function compareWindows(wa: PageWindow, wb: PageWindow, pageSize: number, diff: 
   }
 }
 
-async function diffRegion(a: SnapshotReader, ra: SnapshotRegion, b: SnapshotReader, rb: SnapshotRegion, options: DiffOptions): Promise<RegionDiff> {
+async function diffRegion(
+  a: SnapshotReader,
+  ra: SnapshotRegion,
+  b: SnapshotReader,
+  rb: SnapshotRegion,
+  options: DiffOptions,
+): Promise<RegionDiff> {
   const pageSize = a.header.pageSize;
   const tagsCompared = ra.mte && rb.mte;
   const diff = emptyRegionDiff(ra, tagsCompared);
@@ -170,7 +190,9 @@ export async function diffSnapshots(a: SnapshotReader, b: SnapshotReader, option
   const onlyInA = a.regions.filter((ra) => !b.regions.some((rb) => sameRegion(ra, rb))).map((r) => r.name);
   const onlyInB = b.regions.filter((rb) => !a.regions.some((ra) => sameRegion(ra, rb))).map((r) => r.name);
   if (regions.length === 0 && a.regions.length + b.regions.length > 0) {
-    throw new SnapshotMismatchError(`no region in common (${a.path}: ${a.regions.map((r) => r.name).join(', ')}; ${b.path}: ${b.regions.map((r) => r.name).join(', ')})`);
+    throw new SnapshotMismatchError(
+      `no region in common (${a.path}: ${a.regions.map((r) => r.name).join(', ')}; ${b.path}: ${b.regions.map((r) => r.name).join(', ')})`,
+    );
   }
   const changed = onlyInA.length > 0 || onlyInB.length > 0 || regions.some((r) => r.pagesChanged > 0);
   return jsonResult({ regions, onlyInA, onlyInB, changed });

@@ -5,9 +5,10 @@
  * rectangle per run of equal cells in a row, which keeps the file small
  * (a few MB at most for the worst case of 262,144 alternating cells).
  */
+
+import { formatBytes } from '../units.js';
 import { PAGE_STATE_COUNT, PAGE_STATE_NAMES, PageState } from './page-states.js';
 import type { RegionMap, TagMap } from './tag-map.js';
-import { formatBytes } from '../units.js';
 
 export const STATE_COLOURS: Record<PageState, string> = {
   [PageState.UntaggedRegion]: '#9c9c9c',
@@ -92,12 +93,16 @@ function regionSvg(region: RegionMap, map: TagMap, top: number): string[] {
     if (d) out.push(`<path fill="${STATE_COLOURS[state as PageState]}" d="${d}"/>`);
   });
   const width = Math.min(columns, region.cells.length) * cellPx;
-  out.push(`<rect x="${LEFT - 0.5}" y="${gridTop - 0.5}" width="${width + 1}" height="${rows * rowPx + 1}" fill="none" stroke="#333" stroke-width="1"/>`);
+  out.push(
+    `<rect x="${LEFT - 0.5}" y="${gridTop - 0.5}" width="${width + 1}" height="${rows * rowPx + 1}" fill="none" stroke="#333" stroke-width="1"/>`,
+  );
   const rowBytes = BigInt(columns * pagesPerCell * map.pageSize);
   const labelEvery = Math.max(1, Math.ceil(ADDRESS_LABEL_SPACING_PX / rowPx));
   for (let row = 0; row < rows; row += labelEvery) {
     const y = gridTop + row * rowPx;
-    out.push(`<text x="${LEFT - 6}" y="${y + 9}" font-size="10" text-anchor="end" fill="#333" ${FONT}>${address(region.guestAddress + BigInt(row) * rowBytes)}</text>`);
+    out.push(
+      `<text x="${LEFT - 6}" y="${y + 9}" font-size="10" text-anchor="end" fill="#333" ${FONT}>${address(region.guestAddress + BigInt(row) * rowBytes)}</text>`,
+    );
     if (row > 0) out.push(`<path stroke="#333" d="M${LEFT - 4} ${y}h4"/>`);
   }
   return out;

@@ -8,11 +8,12 @@
  * Building the map walks each region once in windows (bounded memory); the
  * map itself holds one byte per cell, at most MAX_CELLS of them.
  */
-import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
-import { granulesPerPage, pageWindows, type PageWindow } from './region-cursor.js';
-import { changeStateOfPage, PAGE_STATE_COUNT, PageState, tagStateOfPage } from './page-states.js';
+
 import { GRANULE_SIZE } from '../format/constants.js';
+import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
 import { jsonResult } from '../json.js';
+import { changeStateOfPage, PAGE_STATE_COUNT, PageState, tagStateOfPage } from './page-states.js';
+import { granulesPerPage, type PageWindow, pageWindows } from './region-cursor.js';
 
 /** Cells (pixels squares) the picture has room for: 512 columns x 512 rows of 2 px. */
 export const MAX_CELLS = 512 * 512;
@@ -78,7 +79,14 @@ export function cellState(counts: Uint32Array, at: number): PageState {
   return best;
 }
 
-function countWindow(window: PageWindow, other: PageWindow | null, pageSize: number, counts: Uint32Array, pagesPerCell: number, pagesInState: number[]): void {
+function countWindow(
+  window: PageWindow,
+  other: PageWindow | null,
+  pageSize: number,
+  counts: Uint32Array,
+  pagesPerCell: number,
+  pagesInState: number[],
+): void {
   const perPage = granulesPerPage(pageSize);
   for (let p = 0; p < window.pageCount; p++) {
     const tagFrom = p * perPage;
@@ -92,21 +100,38 @@ function countWindow(window: PageWindow, other: PageWindow | null, pageSize: num
   }
 }
 
-async function regionMap(reader: SnapshotReader, region: SnapshotRegion, other: { reader: SnapshotReader; region: SnapshotRegion } | null, scale: MapScale, compareData: boolean): Promise<RegionMap> {
+async function regionMap(
+  reader: SnapshotReader,
+  region: SnapshotRegion,
+  other: { reader: SnapshotReader; region: SnapshotRegion } | null,
+  scale: MapScale,
+  compareData: boolean,
+): Promise<RegionMap> {
   const pageSize = reader.header.pageSize;
   const pages = Number(region.size / BigInt(pageSize));
   const cellCount = Math.ceil(pages / scale.pagesPerCell);
   const counts = new Uint32Array(cellCount * PAGE_STATE_COUNT);
   const pagesInState = new Array<number>(PAGE_STATE_COUNT).fill(0);
   const wanted = { tags: true, data: other !== null && compareData, windowPages: reader.header.pagesPerChunk };
-  const otherWindows = other ? pageWindows(other.reader, other.region, 0, pages, { ...wanted, tags: other.region.mte && region.mte }) : null;
+  const otherWindows = other
+    ? pageWindows(other.reader, other.region, 0, pages, { ...wanted, tags: other.region.mte && region.mte })
+    : null;
   for await (const window of pageWindows(reader, region, 0, pages, wanted)) {
     const next = otherWindows ? await otherWindows.next() : null;
     countWindow(window, next && !next.done ? next.value : null, pageSize, counts, scale.pagesPerCell, pagesInState);
   }
   const cells = new Uint8Array(cellCount);
   for (let c = 0; c < cellCount; c++) cells[c] = cellState(counts, c * PAGE_STATE_COUNT);
-  return { name: region.name, guestAddress: region.guestAddress, size: region.size, mte: region.mte, compared: other !== null, pages, cells, pagesInState };
+  return {
+    name: region.name,
+    guestAddress: region.guestAddress,
+    size: region.size,
+    mte: region.mte,
+    compared: other !== null,
+    pages,
+    cells,
+    pagesInState,
+  };
 }
 
 export interface TagMapOptions {
@@ -122,8 +147,11 @@ export async function buildTagMap(reader: SnapshotReader, options: TagMapOptions
   const scale = chooseScale(reader.regions.map((r) => Number(r.size / BigInt(pageSize))));
   const regions: RegionMap[] = [];
   for (const region of reader.regions) {
-    const match = options.against?.regions.find((r) => r.name === region.name && r.guestAddress === region.guestAddress && r.size === region.size);
-    const other = options.against && match && options.against.header.pageSize === pageSize ? { reader: options.against, region: match } : null;
+    const match = options.against?.regions.find(
+      (r) => r.name === region.name && r.guestAddress === region.guestAddress && r.size === region.size,
+    );
+    const other =
+      options.against && match && options.against.header.pageSize === pageSize ? { reader: options.against, region: match } : null;
     regions.push(await regionMap(reader, region, other, scale, options.compareData ?? true));
   }
   return jsonResult({ pageSize, scale, regions, source: reader.path, against: options.against?.path ?? null });

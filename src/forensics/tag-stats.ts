@@ -7,11 +7,12 @@
  * length histogram is the allocation size histogram. Runs continue across
  * page boundaries but not across regions or the edges of an IPA filter.
  */
+
+import { GRANULE_SIZE } from '../format/constants.js';
 import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
+import { jsonResult } from '../json.js';
 import { type IpaRange, pagesInRange, selectRegions } from './addresses.js';
 import { granulesPerPage, pageWindows, popcount16, tagMask } from './region-cursor.js';
-import { GRANULE_SIZE } from '../format/constants.js';
-import { jsonResult } from '../json.js';
 
 export const TAG_VALUES = 16;
 
@@ -156,8 +157,8 @@ function addInto(total: TagStats, part: TagStats): void {
   total.taggedPages += part.taggedPages;
   total.zeroTagPages += part.zeroTagPages;
   total.granules += part.granules;
-  part.tagHistogram.forEach((n, i) => (total.tagHistogram[i] += n));
-  part.distinctTagsPerPage.forEach((n, i) => (total.distinctTagsPerPage[i] += n));
+  for (const [i, n] of part.tagHistogram.entries()) total.tagHistogram[i] += n;
+  for (const [i, n] of part.distinctTagsPerPage.entries()) total.distinctTagsPerPage[i] += n;
   total.runs.count += part.runs.count;
   total.runs.granules += part.runs.granules;
   total.runs.largestBytes = Math.max(total.runs.largestBytes, part.runs.largestBytes);

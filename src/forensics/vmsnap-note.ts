@@ -7,11 +7,10 @@
  * is JSON (bigints as hex strings, bytes as base64): small, and readable with
  * `readelf -n`-style tools.
  */
-import type { SnapshotHeader, SnapshotMetadata, VmmBlob } from '../format/model.js';
+import type { SnapshotHeader, SnapshotMetadata, SnapshotRegion, VmmBlob } from '../format/model.js';
 import type { VcpuState } from '../vm/vm.js';
 import type { ElfNote } from './elf-notes.js';
 import { ElfCoreFormatError } from './errors.js';
-import type { SnapshotRegion } from '../format/model.js';
 
 export const VMSNAP_NOTE_NAME = 'VMSNAP';
 /** "VS" + version 1: outside every type GDB's core reader knows. */
@@ -37,7 +36,14 @@ export function vmsnapStateFrom(metadata: SnapshotMetadata, header: SnapshotHead
   return {
     pageSize: header.pageSize,
     pagesPerChunk: header.pagesPerChunk,
-    regions: metadata.regions.map((r) => ({ name: r.name, slot: r.slot, guestAddress: r.guestAddress, size: r.size, mte: r.mte, readOnly: r.readOnly })),
+    regions: metadata.regions.map((r) => ({
+      name: r.name,
+      slot: r.slot,
+      guestAddress: r.guestAddress,
+      size: r.size,
+      mte: r.mte,
+      readOnly: r.readOnly,
+    })),
     vcpus,
     blobs,
     annotations: { ...metadata.annotations },
@@ -52,7 +58,10 @@ export function encodeVmsnapNote(state: VmsnapState): ElfNote {
     pageSize: state.pageSize,
     pagesPerChunk: state.pagesPerChunk,
     regions: state.regions.map((r) => ({ ...r, guestAddress: r.guestAddress.toString(16), size: r.size.toString(16) })),
-    vcpus: state.vcpus.map((v) => ({ id: v.id, registers: v.registers.map((r) => [r.id.toString(16), Buffer.from(r.value).toString('hex')]) })),
+    vcpus: state.vcpus.map((v) => ({
+      id: v.id,
+      registers: v.registers.map((r) => [r.id.toString(16), Buffer.from(r.value).toString('hex')]),
+    })),
     blobs: state.blobs.map((b) => ({ name: b.name, data: Buffer.from(b.data).toString('base64') })),
     annotations: state.annotations,
     snapshotId: Buffer.from(state.snapshotId).toString('hex'),
@@ -88,7 +97,10 @@ export function decodeVmsnapNote(notes: readonly ElfNote[], path: string): Vmsna
     pageSize: json.pageSize,
     pagesPerChunk: json.pagesPerChunk,
     regions: json.regions.map((r) => ({ ...r, guestAddress: BigInt(`0x${r.guestAddress}`), size: BigInt(`0x${r.size}`) })),
-    vcpus: json.vcpus.map((v) => ({ id: v.id, registers: v.registers.map(([id, value]) => ({ id: BigInt(`0x${id}`), value: Uint8Array.from(Buffer.from(value, 'hex')) })) })),
+    vcpus: json.vcpus.map((v) => ({
+      id: v.id,
+      registers: v.registers.map(([id, value]) => ({ id: BigInt(`0x${id}`), value: Uint8Array.from(Buffer.from(value, 'hex')) })),
+    })),
     blobs: json.blobs.map((b) => ({ name: b.name, data: Uint8Array.from(Buffer.from(b.data, 'base64')) })),
     annotations: json.annotations,
     snapshotId: Uint8Array.from(Buffer.from(json.snapshotId, 'hex')),

@@ -14,8 +14,6 @@ export function ascii(bytes: Uint8Array): string {
   return String.fromCharCode(...bytes);
 }
 
-
-
 const zeroBuffers = new Map<number, Uint8Array>();
 /** A shared all-zero buffer of `length` bytes, to compare against (lengths up to 64 KiB are kept). */
 function zeros(length: number): Uint8Array {

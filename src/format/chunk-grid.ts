@@ -5,9 +5,10 @@
  * same pages when the region is MTE. Writer and reader both use this, so the
  * file's order is defined in exactly one place.
  */
-import type { ChunkKind, SnapshotRegion } from './model.js';
+
 import { LIMITS } from './constants.js';
 import { SnapshotFormatError } from './errors.js';
+import type { ChunkKind, SnapshotRegion } from './model.js';
 
 export interface GridChunk {
   readonly kind: ChunkKind;
@@ -24,7 +25,11 @@ export function regionPageCount(region: SnapshotRegion, pageSize: number): numbe
 export function checkRegions(regions: readonly SnapshotRegion[], pageSize: number): void {
   const page = BigInt(pageSize);
   const fail = (region: SnapshotRegion, message: string): never => {
-    throw new SnapshotFormatError('bad-metadata', `region ${region.index} "${region.name}" ${message}`, { section: 'META', region: region.index, guestAddress: region.guestAddress });
+    throw new SnapshotFormatError('bad-metadata', `region ${region.index} "${region.name}" ${message}`, {
+      section: 'META',
+      region: region.index,
+      guestAddress: region.guestAddress,
+    });
   };
   const sorted = [...regions].sort((a, b) => (a.guestAddress < b.guestAddress ? -1 : a.guestAddress > b.guestAddress ? 1 : 0));
   for (const region of regions) {

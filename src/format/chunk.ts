@@ -14,15 +14,16 @@
  * per byte, low nibble = lower address). content_xxh64 is over the content
  * uncompressed, so it also proves the decompressor right.
  */
-import { VmsnapError, type FormatErrorCode } from './errors.js';
+import { type FormatErrorCode, VmsnapError } from './errors.js';
 
 export type ChunkFaultCode = Extract<FormatErrorCode, 'bad-chunk' | 'checksum-mismatch' | 'decompression-failed'>;
+
 import { isAllZero, view } from './bytes.js';
 import { checksum } from './checksum.js';
 import { CHUNK_HEADER_LENGTH, ENCODING, GRANULE_SIZE, GUEST_BYTES_PER_TAG_BYTE } from './constants.js';
-import { packTags, unpackTags } from './tag-packing.js';
-import { forEachRun } from './page-runs.js';
 import type { ChunkKind } from './model.js';
+import { forEachRun } from './page-runs.js';
+import { packTags, unpackTags } from './tag-packing.js';
 import type { ZstdCodec } from './zstd.js';
 
 export interface ChunkHeader {
@@ -74,10 +75,14 @@ function gatherRamPages(range: ChunkRange, ram: Uint8Array): { bitmap: Uint8Arra
   if (present === pageCount) return { bitmap, content: ram, present };
   const content = new Uint8Array(present * pageSize);
   let at = 0;
-  forEachRun(pageCount, (page) => isPagePresent(bitmap, page), (first, count) => {
-    content.set(ram.subarray(first * pageSize, (first + count) * pageSize), at);
-    at += count * pageSize;
-  });
+  forEachRun(
+    pageCount,
+    (page) => isPagePresent(bitmap, page),
+    (first, count) => {
+      content.set(ram.subarray(first * pageSize, (first + count) * pageSize), at);
+      at += count * pageSize;
+    },
+  );
   return { bitmap, content, present };
 }
 
@@ -139,7 +144,8 @@ export function readChunkHeader(payload: Uint8Array): ChunkHeader {
     throw new ChunkDecodeError(`payload of ${payload.length} bytes is shorter than the ${CHUNK_HEADER_LENGTH}-byte chunk header`, 0);
   }
   const dv = view(payload);
-  if (payload[17] !== 0 || payload[18] !== 0 || payload[19] !== 0) throw new ChunkDecodeError('reserved bytes of the chunk header are not zero', 17);
+  if (payload[17] !== 0 || payload[18] !== 0 || payload[19] !== 0)
+    throw new ChunkDecodeError('reserved bytes of the chunk header are not zero', 17);
   const firstPage = dv.getBigUint64(8, true);
   const contentLength = dv.getBigUint64(24, true);
   if (firstPage > 0xffff_ffffn) throw new ChunkDecodeError(`first_page ${firstPage} is out of range`, 8);
@@ -202,20 +208,23 @@ export function decodeChunkPayload(payload: Uint8Array, expect: ChunkExpectation
   const { pageSize, kind } = expect;
   const perPage = contentBytesPerPage(kind, pageSize);
   const bitmapBytes = bitmapLength(header.pageCount);
-  if (CHUNK_HEADER_LENGTH + bitmapBytes > payload.length) throw new ChunkDecodeError('bitmap runs past the end of the payload', CHUNK_HEADER_LENGTH);
+  if (CHUNK_HEADER_LENGTH + bitmapBytes > payload.length)
+    throw new ChunkDecodeError('bitmap runs past the end of the payload', CHUNK_HEADER_LENGTH);
   const bitmap = payload.subarray(CHUNK_HEADER_LENGTH, CHUNK_HEADER_LENGTH + bitmapBytes);
   if (header.pageCount % 8 && bitmap[bitmapBytes - 1] >>> (header.pageCount % 8)) {
     throw new ChunkDecodeError('bitmap has bits set past page_count', CHUNK_HEADER_LENGTH + bitmapBytes - 1);
   }
   const present = popcount(bitmap);
-  if (present !== header.presentCount) throw new ChunkDecodeError(`present_count ${header.presentCount} but the bitmap has ${present} pages`, 20);
+  if (present !== header.presentCount)
+    throw new ChunkDecodeError(`present_count ${header.presentCount} but the bitmap has ${present} pages`, 20);
   if (header.contentLength !== present * perPage) {
     throw new ChunkDecodeError(`content_length ${header.contentLength} is not ${present} pages of ${perPage} bytes`, 24);
   }
   const stored = payload.subarray(CHUNK_HEADER_LENGTH + bitmapBytes);
   const content = decodeContent(stored, header, expect);
   if (checksum(content) !== header.contentChecksum) throw new ChunkDecodeError('content checksum mismatch', 32, 'checksum-mismatch');
-  const expanded = kind === 'ram' ? expandRam(bitmap, header.pageCount, content, pageSize) : expandTags(bitmap, header.pageCount, content, pageSize);
+  const expanded =
+    kind === 'ram' ? expandRam(bitmap, header.pageCount, content, pageSize) : expandTags(bitmap, header.pageCount, content, pageSize);
   return { header, bitmap, expanded };
 }
 
@@ -240,10 +249,14 @@ function expandRam(bitmap: Uint8Array, pageCount: number, content: Uint8Array, p
   if (content.length === pageCount * pageSize) return content;
   const out = new Uint8Array(pageCount * pageSize);
   let next = 0;
-  forEachRun(pageCount, (page) => isPagePresent(bitmap, page), (first, count) => {
-    out.set(content.subarray(next * pageSize, (next + count) * pageSize), first * pageSize);
-    next += count;
-  });
+  forEachRun(
+    pageCount,
+    (page) => isPagePresent(bitmap, page),
+    (first, count) => {
+      out.set(content.subarray(next * pageSize, (next + count) * pageSize), first * pageSize);
+      next += count;
+    },
+  );
   return out;
 }
 

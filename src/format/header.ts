@@ -6,13 +6,23 @@
  *  24  granule_size u16 26  tag_bits u8  27 codec u8   28 checksum u8  29 reserved[3]
  *  32  reserved[24]     56  header_xxh64 u64 (over bytes 0..55)
  */
-import type { SnapshotHeader } from './model.js';
-import { checksum } from './checksum.js';
+
 import { equalBytes, view } from './bytes.js';
+import { checksum } from './checksum.js';
 import {
-  CHECKSUM, CODEC, FILE_MAGIC, FORMAT_MAJOR, FORMAT_MINOR, GRANULE_SIZE, HEADER_LENGTH, MAX_CHUNK_CONTENT, PAGE_SIZES, TAG_BITS,
+  CHECKSUM,
+  CODEC,
+  FILE_MAGIC,
+  FORMAT_MAJOR,
+  FORMAT_MINOR,
+  GRANULE_SIZE,
+  HEADER_LENGTH,
+  MAX_CHUNK_CONTENT,
+  PAGE_SIZES,
+  TAG_BITS,
 } from './constants.js';
 import { SnapshotFormatError } from './errors.js';
+import type { SnapshotHeader } from './model.js';
 
 export function encodeHeader(pageSize: number, pagesPerChunk: number, codec: number): Uint8Array {
   const bytes = new Uint8Array(HEADER_LENGTH);
@@ -31,14 +41,21 @@ export function encodeHeader(pageSize: number, pagesPerChunk: number, codec: num
   return bytes;
 }
 
-function fail(message: string, offset: number, code: 'bad-header' | 'bad-magic' | 'unsupported-version' | 'checksum-mismatch' = 'bad-header'): never {
+function fail(
+  message: string,
+  offset: number,
+  code: 'bad-header' | 'bad-magic' | 'unsupported-version' | 'checksum-mismatch' = 'bad-header',
+): never {
   throw new SnapshotFormatError(code, message, { section: 'header', offset });
 }
 
 /** Checks everything the header says before anything else of the file is trusted. */
 export function decodeHeader(bytes: Uint8Array): SnapshotHeader {
   if (bytes.length < HEADER_LENGTH) {
-    throw new SnapshotFormatError('truncated', `file is ${bytes.length} bytes, shorter than the ${HEADER_LENGTH}-byte header`, { section: 'header', offset: 0 });
+    throw new SnapshotFormatError('truncated', `file is ${bytes.length} bytes, shorter than the ${HEADER_LENGTH}-byte header`, {
+      section: 'header',
+      offset: 0,
+    });
   }
   if (!equalBytes(bytes.subarray(0, 8), FILE_MAGIC)) fail('not a vmsnap file (bad magic)', 0, 'bad-magic');
   const dv = view(bytes);
@@ -46,7 +63,11 @@ export function decodeHeader(bytes: Uint8Array): SnapshotHeader {
   const minor = dv.getUint16(10, true);
   // The version is read before the checksum so that a newer file gets the right message.
   if (major !== FORMAT_MAJOR) {
-    fail(`format version ${major}.${minor} is not supported: this vmsnap reads ${FORMAT_MAJOR}.x${major > FORMAT_MAJOR ? '; upgrade vmsnap' : ''}`, 8, 'unsupported-version');
+    fail(
+      `format version ${major}.${minor} is not supported: this vmsnap reads ${FORMAT_MAJOR}.x${major > FORMAT_MAJOR ? '; upgrade vmsnap' : ''}`,
+      8,
+      'unsupported-version',
+    );
   }
   const stored = dv.getBigUint64(56, true);
   if (stored !== checksum(bytes.subarray(0, 56))) fail('header checksum mismatch', 56, 'checksum-mismatch');

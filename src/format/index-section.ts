@@ -38,7 +38,7 @@ function encodeEntry(entry: IndexEntry, bytes: Uint8Array, at: number): void {
 
 export function encodeIndex(entries: readonly IndexEntry[]): Uint8Array {
   const bytes = new Uint8Array(entries.length * INDEX_ENTRY_LENGTH);
-  entries.forEach((entry, i) => encodeEntry(entry, bytes, i * INDEX_ENTRY_LENGTH));
+  for (const [i, entry] of entries.entries()) encodeEntry(entry, bytes, i * INDEX_ENTRY_LENGTH);
   return bytes;
 }
 
@@ -70,14 +70,21 @@ export class IndexBuilder {
 
 export function decodeIndex(payload: Uint8Array, offset: bigint): IndexEntry[] {
   if (payload.length % INDEX_ENTRY_LENGTH !== 0) {
-    throw new SnapshotFormatError('bad-index', `index payload of ${payload.length} bytes is not a whole number of ${INDEX_ENTRY_LENGTH}-byte entries`, { section: 'INDX', offset });
+    throw new SnapshotFormatError(
+      'bad-index',
+      `index payload of ${payload.length} bytes is not a whole number of ${INDEX_ENTRY_LENGTH}-byte entries`,
+      { section: 'INDX', offset },
+    );
   }
   const dv = view(payload);
   const entries: IndexEntry[] = [];
   for (let at = 0; at < payload.length; at += INDEX_ENTRY_LENGTH) {
     const firstPage = dv.getBigUint64(at + 8, true);
     if (firstPage > 0xffff_ffffn || dv.getUint32(at + 36, true) !== 0) {
-      throw new SnapshotFormatError('bad-index', `index entry ${at / INDEX_ENTRY_LENGTH} has a bad first_page or reserved field`, { section: 'INDX', offset: offset + BigInt(at) });
+      throw new SnapshotFormatError('bad-index', `index entry ${at / INDEX_ENTRY_LENGTH} has a bad first_page or reserved field`, {
+        section: 'INDX',
+        offset: offset + BigInt(at),
+      });
     }
     entries.push({
       type: ascii(payload.subarray(at, at + 4)),
@@ -111,9 +118,14 @@ export function encodeTrailer(trailer: Trailer): Uint8Array {
 export function decodeTrailer(bytes: Uint8Array, offset: bigint): Trailer {
   const where = { section: 'trailer', offset };
   if (bytes.length !== TRAILER_LENGTH || !equalBytes(bytes.subarray(16, 24), TRAILER_MAGIC)) {
-    throw new SnapshotFormatError('bad-trailer', 'no trailer at the end of the file: it is truncated, or was not written to the end', where);
+    throw new SnapshotFormatError(
+      'bad-trailer',
+      'no trailer at the end of the file: it is truncated, or was not written to the end',
+      where,
+    );
   }
   const dv = view(bytes);
-  if (dv.getBigUint64(24, true) !== checksum(bytes.subarray(0, 24))) throw new SnapshotFormatError('checksum-mismatch', 'trailer checksum mismatch', where);
+  if (dv.getBigUint64(24, true) !== checksum(bytes.subarray(0, 24)))
+    throw new SnapshotFormatError('checksum-mismatch', 'trailer checksum mismatch', where);
   return { indexOffset: dv.getBigUint64(0, true), fileLength: dv.getBigUint64(8, true) };
 }

@@ -6,10 +6,10 @@
  * Decoding checks every field's type and range and names the bad one.
  */
 import { Packr } from 'msgpackr';
-import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from './model.js';
-import { registerSize, type RegisterValue, type VcpuState } from './registers.js';
 import { LIMITS } from './constants.js';
 import { SnapshotFormatError } from './errors.js';
+import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from './model.js';
+import { type RegisterValue, registerSize, type VcpuState } from './registers.js';
 
 const packr = new Packr({ useRecords: false, int64AsType: 'bigint', mapsAsObjects: true, variableMapSize: false });
 
@@ -32,7 +32,10 @@ function unpack(section: string, offset: bigint, payload: Uint8Array): Record<st
 
 /** Field checks that name the section, the file offset of the payload and the field path. */
 class FieldReader {
-  constructor(readonly section: string, readonly offset: bigint) {}
+  constructor(
+    readonly section: string,
+    readonly offset: bigint,
+  ) {}
 
   fail(path: string, expected: string): never {
     throw new SnapshotFormatError('bad-metadata', `field "${path}" must be ${expected}`, { section: this.section, offset: this.offset });

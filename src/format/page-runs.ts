@@ -4,7 +4,11 @@
  */
 
 /** Calls `visit` for each run of consecutive pages in [0, pageCount) that `selected` picks; returns the pages visited. */
-export function forEachRun(pageCount: number, selected: (page: number) => boolean, visit: (firstPage: number, pages: number) => void): number {
+export function forEachRun(
+  pageCount: number,
+  selected: (page: number) => boolean,
+  visit: (firstPage: number, pages: number) => void,
+): number {
   let visited = 0;
   let page = 0;
   while (page < pageCount) {

@@ -19,4 +19,3 @@ export interface VcpuState {
 export function registerSize(id: bigint): number {
   return 1 << Number((id >> 52n) & 0xfn);
 }
-

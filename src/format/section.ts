@@ -50,10 +50,16 @@ export function decodeSectionHeader(bytes: Uint8Array, offset: bigint): SectionH
   const dv = view(bytes);
   const type = ascii(bytes.subarray(0, 4));
   if (dv.getBigUint64(24, true) !== checksum(bytes.subarray(0, 24))) {
-    throw new SnapshotFormatError('checksum-mismatch', `section header checksum mismatch (type reads "${printable(type)}")`, { section: 'section header', offset });
+    throw new SnapshotFormatError('checksum-mismatch', `section header checksum mismatch (type reads "${printable(type)}")`, {
+      section: 'section header',
+      offset,
+    });
   }
   if (![0, 1, 2, 3].every((i) => isTypeByte(bytes[i]))) {
-    throw new SnapshotFormatError('bad-section', `section type "${printable(type)}" is not four ASCII letters`, { section: 'section header', offset });
+    throw new SnapshotFormatError('bad-section', `section type "${printable(type)}" is not four ASCII letters`, {
+      section: 'section header',
+      offset,
+    });
   }
   if (dv.getUint32(4, true) !== 0) {
     throw new SnapshotFormatError('bad-section', 'reserved field of a section header is not zero', { section: type, offset: offset + 4n });

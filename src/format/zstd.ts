@@ -6,9 +6,10 @@
  * Frames the format allows (content size in the header, at most
  * MAX_CHUNK_CONTENT bytes, level <= MAX_ZSTD_LEVEL) decode with either.
  */
-import { VmsnapError } from './errors.js';
+
 import { createRequire } from 'node:module';
 import { MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL } from './constants.js';
+import { VmsnapError } from './errors.js';
 
 const require = createRequire(import.meta.url);
 
@@ -43,15 +44,21 @@ export function frameContentSize(frame: Uint8Array): number {
   const dictionaryFlag = descriptor & 3;
   if ((descriptor >> 3) & 1) throw new ZstdFrameError('zstd frame header has its reserved bit set');
   if (dictionaryFlag !== 0) throw new ZstdFrameError('zstd frame names a dictionary; the format uses none');
-  let at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][dictionaryFlag];
+  const at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][dictionaryFlag];
   const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag];
   if (fcsBytes === 0) throw new ZstdFrameError('zstd frame does not declare its content size');
   if (frame.length < at + fcsBytes) throw new ZstdFrameError('zstd frame header truncated');
   let size: number;
   switch (fcsBytes) {
-    case 1: size = frame[at]; break;
-    case 2: size = dv.getUint16(at, true) + 256; break;
-    case 4: size = dv.getUint32(at, true); break;
+    case 1:
+      size = frame[at];
+      break;
+    case 2:
+      size = dv.getUint16(at, true) + 256;
+      break;
+    case 4:
+      size = dv.getUint32(at, true);
+      break;
     default: {
       const big = dv.getBigUint64(at, true);
       if (big > BigInt(MAX_CHUNK_CONTENT)) throw new ZstdFrameError(`zstd frame declares ${big} bytes`);

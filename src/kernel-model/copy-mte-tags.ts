@@ -14,10 +14,11 @@
  *   4. the return value counts guest bytes of whole pages done; an error with
  *      nothing done is thrown as VmErrnoError.
  */
-import { TAGS_FROM_GUEST, VmErrnoError, type CopyMteTagsRequest, type ErrnoName } from '../vm/vm.js';
+
+import { GRANULE_SIZE } from '../format/constants.js';
+import { type CopyMteTagsRequest, type ErrnoName, TAGS_FROM_GUEST, VmErrnoError } from '../vm/vm.js';
 import type { KernelBehaviour } from './kernel-version.js';
 import { hex, type MemslotTable, type ModelSlot } from './memslot-table.js';
-import { GRANULE_SIZE } from '../format/constants.js';
 
 const OPERATION = 'KVM_ARM_MTE_COPY_TAGS';
 const INT_MAX = 0x7fffffffn;

@@ -7,13 +7,22 @@
  * SlotStorage. The simulator, the raw-files backend and any other store-backed
  * backend are this class with a different store.
  */
-import { VmErrnoError, type CopyMteTagsRequest, type GuestAddress, type MemorySlot, type MemorySlotSpec, type Vcpu, type Vm } from '../vm/vm.js';
+
+import { PAGE_SIZES } from '../format/constants.js';
+import {
+  type CopyMteTagsRequest,
+  type GuestAddress,
+  type MemorySlot,
+  type MemorySlotSpec,
+  type Vcpu,
+  type Vm,
+  VmErrnoError,
+} from '../vm/vm.js';
 import { copyMteTags } from './copy-mte-tags.js';
-import { checkKernelVersion, DEFAULT_KERNEL_VERSION, kernelBehaviour, type KernelBehaviour, type KernelVersion } from './kernel-version.js';
+import { checkKernelVersion, DEFAULT_KERNEL_VERSION, type KernelBehaviour, type KernelVersion, kernelBehaviour } from './kernel-version.js';
 import { DEFAULT_IPA_BITS, hex, MemslotTable, type ModelSlot } from './memslot-table.js';
 import { SimulatedVcpu } from './simulated-vcpu.js';
 import type { SlotStorageFactory } from './slot-storage.js';
-import { PAGE_SIZES } from '../format/constants.js';
 
 /** KVM_MAX_VCPUS on arm64. */
 export const MAX_VCPUS = 512;

@@ -3,7 +3,7 @@
  * accepts (virt/kvm/kvm_main.c, kvm_arch_prepare_memory_region in
  * arch/arm64/kvm/mmu.c) and the IPA -> slot lookup the tag ioctl walks.
  */
-import { VmErrnoError, type GuestAddress, type MemorySlot, type MemorySlotSpec } from '../vm/vm.js';
+import { type GuestAddress, type MemorySlot, type MemorySlotSpec, VmErrnoError } from '../vm/vm.js';
 import type { KernelBehaviour } from './kernel-version.js';
 import type { SlotStorage } from './slot-storage.js';
 

@@ -2,9 +2,10 @@
  * A vCPU of the kernel model: the register file KVM_GET_REG_LIST lists,
  * reset as KVM_ARM_VCPU_INIT leaves it, read and written through ONE_REG ids.
  */
-import { arm64RegisterList, namedSysRegisterId, PSCI_VERSION_ID, PSTATE_ID, registerName } from '../vm/arm64-registers.js';
-import { VmErrnoError, type Vcpu } from '../vm/vm.js';
+
 import { registerSize } from '../format/registers.js';
+import { arm64RegisterList, namedSysRegisterId, PSCI_VERSION_ID, PSTATE_ID, registerName } from '../vm/arm64-registers.js';
+import { type Vcpu, VmErrnoError } from '../vm/vm.js';
 
 /** EL1h with D, A, I and F masked: the PSTATE a vCPU starts with after KVM_ARM_VCPU_INIT. */
 const RESET_PSTATE = 0x3c5n;
@@ -42,7 +43,10 @@ export class SimulatedVcpu implements Vcpu {
    * CPU a snapshot was taken on would (a real KVM lists firmware registers and
    * ID registers of its own host, which this model's CPU does not have).
    */
-  constructor(readonly id: number, private readonly adoptRegisters = false) {
+  constructor(
+    readonly id: number,
+    private readonly adoptRegisters = false,
+  ) {
     for (const registerId of arm64RegisterList()) this.values.set(registerId, new Uint8Array(registerSize(registerId)));
     this.reset(PSTATE_ID, RESET_PSTATE);
     this.reset(namedSysRegisterId('SCTLR_EL1'), RESET_SCTLR_EL1);
@@ -73,7 +77,11 @@ export class SimulatedVcpu implements Vcpu {
     }
     const current = this.stored(id, 'KVM_SET_ONE_REG');
     if (value.length !== current.length) {
-      throw new VmErrnoError('EINVAL', 'KVM_SET_ONE_REG', `${registerName(id)} on vCPU ${this.id} is ${current.length} bytes, got ${value.length}`);
+      throw new VmErrnoError(
+        'EINVAL',
+        'KVM_SET_ONE_REG',
+        `${registerName(id)} on vCPU ${this.id} is ${current.length} bytes, got ${value.length}`,
+      );
     }
     // Invariant ID registers accept only their own value, as KVM's set_invariant_sys_reg does.
     if (this.invariant.has(id) && !current.every((byte, i) => byte === value[i])) {

@@ -5,7 +5,15 @@
  * payload checksum, decompresses, checks the content checksum and expands.
  */
 import { checksum } from '../format/checksum.js';
-import { ChunkDecodeError, type ChunkFaultCode, decodeChunkPayload, encodeChunkPayload, readChunkHeader, type ChunkHeader, type ChunkRange } from '../format/chunk.js';
+import {
+  ChunkDecodeError,
+  type ChunkFaultCode,
+  type ChunkHeader,
+  type ChunkRange,
+  decodeChunkPayload,
+  encodeChunkPayload,
+  readChunkHeader,
+} from '../format/chunk.js';
 import type { ChunkKind } from '../format/model.js';
 import { defaultZstd } from '../format/zstd.js';
 
@@ -60,20 +68,28 @@ export async function runChunkJob(job: ChunkJob): Promise<ChunkJobResult> {
     const payload = encodeChunkPayload(job.kind, job.range, job.input, { codec, level: job.level });
     return { payload, payloadChecksum: checksum(payload), input: job.input };
   }
-  if (checksum(job.payload) !== job.payloadChecksum) return { failed: true, code: 'checksum-mismatch', message: `${job.kind === 'ram' ? 'RAMC' : 'TAGC'} payload checksum mismatch`, fieldOffset: -1 };
+  if (checksum(job.payload) !== job.payloadChecksum)
+    return {
+      failed: true,
+      code: 'checksum-mismatch',
+      message: `${job.kind === 'ram' ? 'RAMC' : 'TAGC'} payload checksum mismatch`,
+      fieldOffset: -1,
+    };
   try {
     const header = readChunkHeader(job.payload);
     const { bitmap, expanded } = decodeChunkPayload(job.payload, { kind: job.kind, pageSize: job.pageSize, codec }, header);
     return { header, bitmap: bitmap.slice(), expanded };
   } catch (error) {
-    if (error instanceof ChunkDecodeError) return { failed: true, code: error.code, message: error.message, fieldOffset: error.fieldOffset };
+    if (error instanceof ChunkDecodeError)
+      return { failed: true, code: error.code, message: error.message, fieldOffset: error.fieldOffset };
     throw error;
   }
 }
 
 /** Buffers a result owns outright, to move rather than copy between threads. */
 export function transferables(result: ChunkJobResult | ChunkJob): ArrayBuffer[] {
-  const owned = (bytes: Uint8Array) => (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? [bytes.buffer as ArrayBuffer] : []);
+  const owned = (bytes: Uint8Array) =>
+    bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? [bytes.buffer as ArrayBuffer] : [];
   if ('failed' in result) return [];
   if ('op' in result) return owned(result.op === 'encode' ? result.input : result.payload);
   if ('payload' in result) return [...owned(result.payload), ...owned(result.input)];

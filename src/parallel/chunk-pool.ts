@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { runChunkJob, transferables, type ChunkJob, type ChunkJobResult } from './chunk-jobs.js';
+import { type ChunkJob, type ChunkJobResult, runChunkJob, transferables } from './chunk-jobs.js';
 
 export interface ChunkExecutor {
   readonly threads: number;
@@ -43,7 +43,10 @@ class WorkerPool implements ChunkExecutor {
   /** Set by close(): results still arriving must not unref a worker whose exit close() awaits. */
   private closing = false;
 
-  constructor(script: URL, readonly threads: number) {
+  constructor(
+    script: URL,
+    readonly threads: number,
+  ) {
     this.slots = Array.from({ length: threads }, () => {
       const slot: WorkerSlot = { worker: new Worker(script), busy: 0 };
       slot.worker.on('message', (message: { id: number; result?: ChunkJobResult; error?: string }) => this.settle(message));

@@ -1,6 +1,6 @@
 /** Worker thread entry: runs chunk jobs posted by ChunkPool, one at a time. */
 import { parentPort } from 'node:worker_threads';
-import { runChunkJob, transferables, type ChunkJob } from './chunk-jobs.js';
+import { type ChunkJob, runChunkJob, transferables } from './chunk-jobs.js';
 
 parentPort!.on('message', async ({ id, job }: { id: number; job: ChunkJob }) => {
   try {

@@ -3,8 +3,9 @@
  * comes from a file or a pipe: first the header and metadata, then every
  * chunk in grid order, then vCPUs and blobs. Restore and verify consume it.
  */
-import type { VcpuState } from '../vm/vm.js';
+
 import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
+import type { VcpuState } from '../vm/vm.js';
 
 export type SnapshotEvent =
   | { readonly type: 'start'; readonly header: SnapshotHeader; readonly metadata: SnapshotMetadata }

@@ -6,16 +6,25 @@
  * in order. Chunk payloads are checked when read.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import type { VcpuState } from '../vm/vm.js';
+import { checkRegions, chunkGrid, type GridChunk } from '../format/chunk-grid.js';
 import { GRANULE_SIZE, HEADER_LENGTH, INDEX_ENTRY_LENGTH, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { SnapshotFormatError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
 import { decodeIndex, decodeTrailer, type IndexEntry } from '../format/index-section.js';
-import { checkRegions, chunkGrid, type GridChunk } from '../format/chunk-grid.js';
 import { decodeBlob, decodeMetadata, decodeVcpu } from '../format/metadata.js';
-import type { ChunkLocation, RamChunk, SnapshotHeader, SnapshotMetadata, SnapshotReader, SnapshotRegion, TagChunk, VmmBlob } from '../format/model.js';
+import type {
+  ChunkLocation,
+  RamChunk,
+  SnapshotHeader,
+  SnapshotMetadata,
+  SnapshotReader,
+  SnapshotRegion,
+  TagChunk,
+  VmmBlob,
+} from '../format/model.js';
 import { checkPayload, decodeSectionHeader, isCritical, type SectionHeader } from '../format/section.js';
-import { createChunkExecutor, type ChunkExecutor } from '../parallel/chunk-pool.js';
+import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
+import type { VcpuState } from '../vm/vm.js';
 import type { SnapshotEvent } from './events.js';
 import { checkPayloadLength, chunkType, decodeChunk } from './sections.js';
 
@@ -26,11 +35,17 @@ export interface OpenOptions {
 
 /** Positional reads that fail with a located error instead of returning short. */
 class FileBytes {
-  constructor(readonly fd: number, readonly size: bigint) {}
+  constructor(
+    readonly fd: number,
+    readonly size: bigint,
+  ) {}
 
   read(offset: bigint, length: number, section: string): Uint8Array {
     if (offset < 0n || offset + BigInt(length) > this.size) {
-      throw new SnapshotFormatError('truncated', `${length} bytes at this offset run past the end of the ${this.size}-byte file`, { section, offset });
+      throw new SnapshotFormatError('truncated', `${length} bytes at this offset run past the end of the ${this.size}-byte file`, {
+        section,
+        offset,
+      });
     }
     const bytes = new Uint8Array(length);
     let done = 0;
@@ -45,21 +60,35 @@ class FileBytes {
 
 function readTrailerAndIndex(file: FileBytes): { entries: IndexEntry[]; indexOffset: bigint } {
   const minimum = BigInt(HEADER_LENGTH + 2 * SECTION_HEADER_LENGTH + TRAILER_LENGTH);
-  if (file.size < minimum) throw new SnapshotFormatError('truncated', `file of ${file.size} bytes is too short to be a snapshot`, { offset: file.size });
+  if (file.size < minimum)
+    throw new SnapshotFormatError('truncated', `file of ${file.size} bytes is too short to be a snapshot`, { offset: file.size });
   const trailerOffset = file.size - BigInt(TRAILER_LENGTH);
   const trailer = decodeTrailer(file.read(trailerOffset, TRAILER_LENGTH, 'trailer'), trailerOffset);
   if (trailer.fileLength !== file.size) {
-    throw new SnapshotFormatError('truncated', `trailer says the file is ${trailer.fileLength} bytes, it is ${file.size}`, { section: 'trailer', offset: trailerOffset + 8n });
+    throw new SnapshotFormatError('truncated', `trailer says the file is ${trailer.fileLength} bytes, it is ${file.size}`, {
+      section: 'trailer',
+      offset: trailerOffset + 8n,
+    });
   }
   const { indexOffset } = trailer;
   if (indexOffset < BigInt(HEADER_LENGTH) || indexOffset + BigInt(SECTION_HEADER_LENGTH) > trailerOffset) {
-    throw new SnapshotFormatError('bad-trailer', `index offset ${indexOffset} is outside the file`, { section: 'trailer', offset: trailerOffset });
+    throw new SnapshotFormatError('bad-trailer', `index offset ${indexOffset} is outside the file`, {
+      section: 'trailer',
+      offset: trailerOffset,
+    });
   }
   const section = decodeSectionHeader(file.read(indexOffset, SECTION_HEADER_LENGTH, 'INDX'), indexOffset);
-  if (section.type !== SECTION.index) throw new SnapshotFormatError('bad-index', `the trailer points at a ${section.type} section, not INDX`, { section: section.type, offset: indexOffset });
+  if (section.type !== SECTION.index)
+    throw new SnapshotFormatError('bad-index', `the trailer points at a ${section.type} section, not INDX`, {
+      section: section.type,
+      offset: indexOffset,
+    });
   const payloadOffset = indexOffset + BigInt(SECTION_HEADER_LENGTH);
   if (section.payloadLength !== trailerOffset - payloadOffset) {
-    throw new SnapshotFormatError('bad-index', `index payload length ${section.payloadLength} does not reach the trailer`, { section: 'INDX', offset: indexOffset + 8n });
+    throw new SnapshotFormatError('bad-index', `index payload length ${section.payloadLength} does not reach the trailer`, {
+      section: 'INDX',
+      offset: indexOffset + 8n,
+    });
   }
   const payload = file.read(payloadOffset, Number(section.payloadLength), 'INDX');
   checkPayload(section, payload);
@@ -71,16 +100,31 @@ function checkTiling(entries: IndexEntry[], indexOffset: bigint): void {
   let expected = BigInt(HEADER_LENGTH);
   entries.forEach((entry, i) => {
     const where = { section: 'INDX', offset: indexOffset + BigInt(SECTION_HEADER_LENGTH + i * INDEX_ENTRY_LENGTH) };
-    if (entry.offset !== expected) throw new SnapshotFormatError('bad-index', `index entry ${i} (${entry.type}) is at offset ${entry.offset}, expected ${expected}`, where);
-    if (entry.length < BigInt(SECTION_HEADER_LENGTH)) throw new SnapshotFormatError('bad-index', `index entry ${i} has length ${entry.length}`, where);
+    if (entry.offset !== expected)
+      throw new SnapshotFormatError(
+        'bad-index',
+        `index entry ${i} (${entry.type}) is at offset ${entry.offset}, expected ${expected}`,
+        where,
+      );
+    if (entry.length < BigInt(SECTION_HEADER_LENGTH))
+      throw new SnapshotFormatError('bad-index', `index entry ${i} has length ${entry.length}`, where);
     expected += entry.length;
   });
-  if (expected !== indexOffset) throw new SnapshotFormatError('bad-index', `indexed sections end at ${expected}, the index starts at ${indexOffset}`, { section: 'INDX', offset: indexOffset });
-  if (entries[0]?.type !== SECTION.metadata) throw new SnapshotFormatError('bad-index', 'the first section is not META', { section: 'INDX', offset: indexOffset });
+  if (expected !== indexOffset)
+    throw new SnapshotFormatError('bad-index', `indexed sections end at ${expected}, the index starts at ${indexOffset}`, {
+      section: 'INDX',
+      offset: indexOffset,
+    });
+  if (entries[0]?.type !== SECTION.metadata)
+    throw new SnapshotFormatError('bad-index', 'the first section is not META', { section: 'INDX', offset: indexOffset });
 }
 
 /** Every chunk the grid calls for, once, in order; other sections known or ancillary. */
-function checkIndexAgainstGrid(entries: IndexEntry[], regions: readonly SnapshotRegion[], header: SnapshotHeader): { chunks: ChunkLocation[]; others: IndexEntry[] } {
+function checkIndexAgainstGrid(
+  entries: IndexEntry[],
+  regions: readonly SnapshotRegion[],
+  header: SnapshotHeader,
+): { chunks: ChunkLocation[]; others: IndexEntry[] } {
   const grid = chunkGrid(regions, header.pageSize, header.pagesPerChunk);
   const chunks: ChunkLocation[] = [];
   const others: IndexEntry[] = [];
@@ -89,21 +133,46 @@ function checkIndexAgainstGrid(entries: IndexEntry[], regions: readonly Snapshot
     if (entry.type === SECTION.ramChunk || entry.type === SECTION.tagChunk) {
       const next = grid.next();
       const want = next.done ? undefined : next.value;
-      if (!want || chunkType(want.kind) !== entry.type || want.region !== entry.region || want.firstPage !== entry.firstPage || want.pageCount !== entry.pageCount) {
+      if (
+        !want ||
+        chunkType(want.kind) !== entry.type ||
+        want.region !== entry.region ||
+        want.firstPage !== entry.firstPage ||
+        want.pageCount !== entry.pageCount
+      ) {
         const wanted = want ? `${chunkType(want.kind)} region ${want.region} pages ${want.firstPage}+${want.pageCount}` : 'no more chunks';
-        throw new SnapshotFormatError('bad-index', `index lists ${entry.type} region ${entry.region} pages ${entry.firstPage}+${entry.pageCount} where the layout wants ${wanted}`, where);
+        throw new SnapshotFormatError(
+          'bad-index',
+          `index lists ${entry.type} region ${entry.region} pages ${entry.firstPage}+${entry.pageCount} where the layout wants ${wanted}`,
+          where,
+        );
       }
-      chunks.push({ kind: want.kind, region: want.region, firstPage: want.firstPage, pageCount: want.pageCount, offset: entry.offset, length: entry.length });
+      chunks.push({
+        kind: want.kind,
+        region: want.region,
+        firstPage: want.firstPage,
+        pageCount: want.pageCount,
+        offset: entry.offset,
+        length: entry.length,
+      });
     } else if (entry.type === SECTION.vcpu || entry.type === SECTION.blob || !isCritical(entry.type)) {
       others.push(entry);
     } else {
-      throw new SnapshotFormatError('unknown-critical-section', `critical section type ${entry.type} is unknown to this reader (written by a newer vmsnap?)`, where);
+      throw new SnapshotFormatError(
+        'unknown-critical-section',
+        `critical section type ${entry.type} is unknown to this reader (written by a newer vmsnap?)`,
+        where,
+      );
     }
   }
   const missing = grid.next();
   if (!missing.done) {
     const m = missing.value;
-    throw new SnapshotFormatError('bad-index', `${chunkType(m.kind)} for region ${m.region} pages ${m.firstPage}+${m.pageCount} is missing`, { section: 'INDX', region: m.region, guestAddress: regions[m.region].guestAddress + BigInt(m.firstPage) * BigInt(header.pageSize) });
+    throw new SnapshotFormatError(
+      'bad-index',
+      `${chunkType(m.kind)} for region ${m.region} pages ${m.firstPage}+${m.pageCount} is missing`,
+      { section: 'INDX', region: m.region, guestAddress: regions[m.region].guestAddress + BigInt(m.firstPage) * BigInt(header.pageSize) },
+    );
   }
   return { chunks, others };
 }
@@ -129,7 +198,11 @@ class FileSnapshotReader implements SnapshotReader {
   private readSection(offset: bigint, length: bigint, type: string): { section: SectionHeader; payload: Uint8Array } {
     const section = decodeSectionHeader(this.file.read(offset, SECTION_HEADER_LENGTH, type), offset);
     if (section.type !== type || BigInt(SECTION_HEADER_LENGTH) + section.payloadLength !== length) {
-      throw new SnapshotFormatError('bad-index', `section is ${section.type} of ${section.payloadLength} payload bytes, the index says ${type} of ${length - BigInt(SECTION_HEADER_LENGTH)}`, { section: type, offset });
+      throw new SnapshotFormatError(
+        'bad-index',
+        `section is ${section.type} of ${section.payloadLength} payload bytes, the index says ${type} of ${length - BigInt(SECTION_HEADER_LENGTH)}`,
+        { section: type, offset },
+      );
     }
     const payloadLength = checkPayloadLength(section, this.header);
     return { section, payload: this.file.read(offset + BigInt(SECTION_HEADER_LENGTH), payloadLength, type) };
@@ -179,7 +252,10 @@ class FileSnapshotReader implements SnapshotReader {
       const bytes = 'data' in chunk ? chunk.data : chunk.tags;
       const from = start > chunkStart ? start : chunkStart;
       const to = end < chunkEnd ? end : chunkEnd;
-      out.set(bytes.subarray(Number((from - chunkStart) / BigInt(unit)), Number((to - chunkStart) / BigInt(unit))), Number((from - start) / BigInt(unit)));
+      out.set(
+        bytes.subarray(Number((from - chunkStart) / BigInt(unit)), Number((to - chunkStart) / BigInt(unit))),
+        Number((from - start) / BigInt(unit)),
+      );
     }
     return out;
   }
@@ -196,17 +272,21 @@ class FileSnapshotReader implements SnapshotReader {
   }
 
   async vcpus(): Promise<VcpuState[]> {
-    return this.others.filter((e) => e.type === SECTION.vcpu).map((e) => {
-      const { section, payload } = this.readChecked(e, SECTION.vcpu);
-      return decodeVcpu(payload, section.offset);
-    });
+    return this.others
+      .filter((e) => e.type === SECTION.vcpu)
+      .map((e) => {
+        const { section, payload } = this.readChecked(e, SECTION.vcpu);
+        return decodeVcpu(payload, section.offset);
+      });
   }
 
   async blobs(): Promise<VmmBlob[]> {
-    return this.others.filter((e) => e.type === SECTION.blob).map((e) => {
-      const { section, payload } = this.readChecked(e, SECTION.blob);
-      return decodeBlob(payload, section.offset);
-    });
+    return this.others
+      .filter((e) => e.type === SECTION.blob)
+      .map((e) => {
+        const { section, payload } = this.readChecked(e, SECTION.blob);
+        return decodeBlob(payload, section.offset);
+      });
   }
 
   /** Every chunk in order, then vCPUs and blobs, decoding up to `ahead` chunks in parallel. */
@@ -224,7 +304,9 @@ class FileSnapshotReader implements SnapshotReader {
     }
     for (const vcpu of await this.vcpus()) yield { type: 'vcpu', vcpu };
     for (const blob of await this.blobs()) yield { type: 'blob', blob };
-    for (const entry of this.others) if (entry.type !== SECTION.vcpu && entry.type !== SECTION.blob) yield { type: 'skipped', sectionType: entry.type, offset: entry.offset };
+    for (const entry of this.others)
+      if (entry.type !== SECTION.vcpu && entry.type !== SECTION.blob)
+        yield { type: 'skipped', sectionType: entry.type, offset: entry.offset };
   }
 
   async close(): Promise<void> {
@@ -246,9 +328,16 @@ export async function openSnapshot(path: string, options: OpenOptions = {}): Pro
     const metaEntry = entries[0];
     const metaSection = decodeSectionHeader(file.read(metaEntry.offset, SECTION_HEADER_LENGTH, SECTION.metadata), metaEntry.offset);
     if (metaSection.type !== SECTION.metadata || BigInt(SECTION_HEADER_LENGTH) + metaSection.payloadLength !== metaEntry.length) {
-      throw new SnapshotFormatError('bad-index', 'META section does not match its index entry', { section: SECTION.metadata, offset: metaEntry.offset });
+      throw new SnapshotFormatError('bad-index', 'META section does not match its index entry', {
+        section: SECTION.metadata,
+        offset: metaEntry.offset,
+      });
     }
-    const metaPayload = file.read(metaEntry.offset + BigInt(SECTION_HEADER_LENGTH), checkPayloadLength(metaSection, header), SECTION.metadata);
+    const metaPayload = file.read(
+      metaEntry.offset + BigInt(SECTION_HEADER_LENGTH),
+      checkPayloadLength(metaSection, header),
+      SECTION.metadata,
+    );
     checkPayload(metaSection, metaPayload);
     const metadata = decodeMetadata(metaPayload, metaEntry.offset + BigInt(SECTION_HEADER_LENGTH));
     checkRegions(metadata.regions, header.pageSize);

@@ -13,17 +13,17 @@
  * last and is checked when it arrives. Either way every chunk's checksums are
  * checked before that chunk is written to the guest.
  */
-import { VmsnapError } from '../format/errors.js';
+
 import type { Readable } from 'node:stream';
-import { writeGuestTags } from '../vm/tag-copy.js';
-import type { Vm, VmFactory, VmTarget } from '../vm/vm.js';
-import { GRANULE_SIZE } from '../format/constants.js';
 import { isPagePresent } from '../format/chunk.js';
-import { forEachRun } from '../format/page-runs.js';
+import { GRANULE_SIZE } from '../format/constants.js';
+import { VmsnapError } from '../format/errors.js';
 import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
-import type { VcpuState } from '../vm/vm.js';
-import type { SnapshotEvent } from './events.js';
+import { forEachRun } from '../format/page-runs.js';
 import { jsonResult } from '../json.js';
+import { writeGuestTags } from '../vm/tag-copy.js';
+import type { VcpuState, Vm, VmFactory, VmTarget } from '../vm/vm.js';
+import type { SnapshotEvent } from './events.js';
 import { openSnapshot } from './open.js';
 import { readSnapshotStream } from './stream.js';
 
@@ -66,11 +66,19 @@ function createTarget<T extends VmTarget>(factory: VmFactory<T>, header: Snapsho
   const vm = factory.createVm({ pageSize: header.pageSize });
   try {
     if (header.pageSize % vm.pageSize !== 0) {
-      throw new RestoreError(`the snapshot has ${header.pageSize}-byte pages; a host with ${vm.pageSize}-byte pages cannot place them (it needs a page size that divides ${header.pageSize})`);
+      throw new RestoreError(
+        `the snapshot has ${header.pageSize}-byte pages; a host with ${vm.pageSize}-byte pages cannot place them (it needs a page size that divides ${header.pageSize})`,
+      );
     }
     if (metadata.regions.some((region) => region.mte)) vm.enableMte();
     for (const region of metadata.regions) {
-      vm.addMemorySlot({ slot: region.slot, name: region.name, guestAddress: region.guestAddress, size: region.size, readOnly: region.readOnly });
+      vm.addMemorySlot({
+        slot: region.slot,
+        name: region.name,
+        guestAddress: region.guestAddress,
+        size: region.size,
+        readOnly: region.readOnly,
+      });
     }
     return vm;
   } catch (error) {
@@ -79,14 +87,17 @@ function createTarget<T extends VmTarget>(factory: VmFactory<T>, header: Snapsho
   }
 }
 
-
 class RestoreTarget<T extends VmTarget> {
   ramPagesWritten = 0;
   tagCalls = 0;
   taggedBytes = 0n;
   vcpus = 0;
 
-  constructor(readonly vm: T, readonly header: SnapshotHeader, readonly metadata: SnapshotMetadata) {}
+  constructor(
+    readonly vm: T,
+    readonly header: SnapshotHeader,
+    readonly metadata: SnapshotMetadata,
+  ) {}
 
   private chunkAddress(chunk: RamChunk | TagChunk): bigint {
     return this.metadata.regions[chunk.region].guestAddress + BigInt(chunk.firstPage) * BigInt(this.header.pageSize);
@@ -96,21 +107,33 @@ class RestoreTarget<T extends VmTarget> {
     const base = this.chunkAddress(chunk);
     const pageSize = this.header.pageSize;
     // Absent pages are zero, as a fresh VM's memory is: only present pages are written.
-    forEachRun(chunk.pageCount, (page) => isPagePresent(chunk.present, page), (firstPage, pages) => {
-      this.vm.writeMemory(base + BigInt(firstPage * pageSize), chunk.data.subarray(firstPage * pageSize, (firstPage + pages) * pageSize));
-      this.ramPagesWritten += pages;
-    });
+    forEachRun(
+      chunk.pageCount,
+      (page) => isPagePresent(chunk.present, page),
+      (firstPage, pages) => {
+        this.vm.writeMemory(base + BigInt(firstPage * pageSize), chunk.data.subarray(firstPage * pageSize, (firstPage + pages) * pageSize));
+        this.ramPagesWritten += pages;
+      },
+    );
   }
 
   writeTags(chunk: TagChunk): void {
     const base = this.chunkAddress(chunk);
     const granulesPerPage = this.header.pageSize / GRANULE_SIZE;
     // Snapshot pages are whole host pages (the host page size divides the snapshot's), so every run is host-page aligned.
-    forEachRun(chunk.pageCount, (page) => isPagePresent(chunk.present, page), (firstPage, pages) => {
-      writeGuestTags(this.vm, base + BigInt(firstPage * this.header.pageSize), chunk.tags.subarray(firstPage * granulesPerPage, (firstPage + pages) * granulesPerPage));
-      this.tagCalls++;
-      this.taggedBytes += BigInt(pages * this.header.pageSize);
-    });
+    forEachRun(
+      chunk.pageCount,
+      (page) => isPagePresent(chunk.present, page),
+      (firstPage, pages) => {
+        writeGuestTags(
+          this.vm,
+          base + BigInt(firstPage * this.header.pageSize),
+          chunk.tags.subarray(firstPage * granulesPerPage, (firstPage + pages) * granulesPerPage),
+        );
+        this.tagCalls++;
+        this.taggedBytes += BigInt(pages * this.header.pageSize);
+      },
+    );
   }
 
   setVcpu(state: VcpuState): void {
@@ -120,7 +143,10 @@ class RestoreTarget<T extends VmTarget> {
   }
 }
 
-function eventsFrom(source: string | Readable | NodeJS.ReadableStream, threads?: number): { events: AsyncIterable<SnapshotEvent>; close(): Promise<void> } {
+function eventsFrom(
+  source: string | Readable | NodeJS.ReadableStream,
+  threads?: number,
+): { events: AsyncIterable<SnapshotEvent>; close(): Promise<void> } {
   if (typeof source === 'string' && source !== '-') {
     const opened = openSnapshot(source, { threads });
     return {

@@ -5,13 +5,13 @@
  * expects at that place.
  */
 import { bitmapLength, contentBytesPerPage } from '../format/chunk.js';
+import type { GridChunk } from '../format/chunk-grid.js';
 import { CHUNK_HEADER_LENGTH, LIMITS, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
 import { SnapshotFormatError } from '../format/errors.js';
-import type { GridChunk } from '../format/chunk-grid.js';
 import type { ChunkLocation, RamChunk, SnapshotHeader, SnapshotRegion, TagChunk } from '../format/model.js';
 import type { SectionHeader } from '../format/section.js';
-import type { ChunkExecutor } from '../parallel/chunk-pool.js';
 import type { DecodedChunkResult } from '../parallel/chunk-jobs.js';
+import type { ChunkExecutor } from '../parallel/chunk-pool.js';
 
 export function chunkType(kind: 'ram' | 'tags'): string {
   return kind === 'ram' ? SECTION.ramChunk : SECTION.tagChunk;
@@ -41,10 +41,14 @@ export function payloadLimit(type: string, header: SnapshotHeader): bigint {
 export function checkPayloadLength(section: SectionHeader, header: SnapshotHeader): number {
   const limit = payloadLimit(section.type, header);
   if (limit >= 0n && section.payloadLength > limit) {
-    throw new SnapshotFormatError('limit-exceeded', `${section.type} declares ${section.payloadLength} payload bytes, more than the ${limit} this file allows`, {
-      section: section.type,
-      offset: section.offset + 8n,
-    });
+    throw new SnapshotFormatError(
+      'limit-exceeded',
+      `${section.type} declares ${section.payloadLength} payload bytes, more than the ${limit} this file allows`,
+      {
+        section: section.type,
+        offset: section.offset + 8n,
+      },
+    );
   }
   return Number(section.payloadLength);
 }

@@ -120,4 +120,3 @@ export async function describeSnapshot(reader: SnapshotReader): Promise<Snapshot
     annotations: { ...metadata.annotations },
   });
 }
-

@@ -5,11 +5,11 @@
  * checked against what was read, and the trailer against the byte count.
  */
 import type { Readable } from 'node:stream';
+import { checkRegions, chunkGrid } from '../format/chunk-grid.js';
 import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, NO_REGION, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { SnapshotFormatError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
 import { decodeIndex, decodeTrailer, type IndexEntry } from '../format/index-section.js';
-import { checkRegions, chunkGrid } from '../format/chunk-grid.js';
 import { decodeBlob, decodeMetadata, decodeVcpu } from '../format/metadata.js';
 import type { SnapshotHeader } from '../format/model.js';
 import { checkPayload, decodeSectionHeader, isCritical, type SectionHeader } from '../format/section.js';
@@ -47,7 +47,10 @@ class StreamBytes {
   async read(length: number, section: string): Promise<Uint8Array> {
     await this.fill(length);
     if (this.buffer.length < length) {
-      throw new SnapshotFormatError('truncated', `stream ended ${length - this.buffer.length} bytes short`, { section, offset: this.position + BigInt(this.buffer.length) });
+      throw new SnapshotFormatError('truncated', `stream ended ${length - this.buffer.length} bytes short`, {
+        section,
+        offset: this.position + BigInt(this.buffer.length),
+      });
     }
     const bytes = this.buffer.slice(0, length);
     this.buffer = this.buffer.subarray(length);
@@ -76,22 +79,34 @@ class StreamBytes {
  * an index must list exactly those, so its length is known before it is read
  * (a hostile stream cannot make the reader buffer more).
  */
-async function readSection(bytes: StreamBytes, header: SnapshotHeader, indexEntries: number): Promise<{ section: SectionHeader; payload: Uint8Array | null }> {
+async function readSection(
+  bytes: StreamBytes,
+  header: SnapshotHeader,
+  indexEntries: number,
+): Promise<{ section: SectionHeader; payload: Uint8Array | null }> {
   const offset = bytes.position;
   const section = decodeSectionHeader(await bytes.read(SECTION_HEADER_LENGTH, 'section header'), offset);
   const known = [SECTION.metadata, SECTION.ramChunk, SECTION.tagChunk, SECTION.vcpu, SECTION.blob, SECTION.index] as string[];
   if (!known.includes(section.type)) {
     if (isCritical(section.type)) {
-      throw new SnapshotFormatError('unknown-critical-section', `critical section type ${section.type} is unknown to this reader (written by a newer vmsnap?)`, { section: section.type, offset });
+      throw new SnapshotFormatError(
+        'unknown-critical-section',
+        `critical section type ${section.type} is unknown to this reader (written by a newer vmsnap?)`,
+        { section: section.type, offset },
+      );
     }
     await bytes.skip(section.payloadLength, section.type);
     return { section, payload: null };
   }
   if (section.type === SECTION.index && section.payloadLength !== BigInt(indexEntries * INDEX_ENTRY_LENGTH)) {
-    throw new SnapshotFormatError('bad-index', `index declares ${section.payloadLength} bytes; ${indexEntries} sections came before it, so it must be ${indexEntries * INDEX_ENTRY_LENGTH}`, {
-      section: 'INDX',
-      offset: offset + 8n,
-    });
+    throw new SnapshotFormatError(
+      'bad-index',
+      `index declares ${section.payloadLength} bytes; ${indexEntries} sections came before it, so it must be ${indexEntries * INDEX_ENTRY_LENGTH}`,
+      {
+        section: 'INDX',
+        offset: offset + 8n,
+      },
+    );
   }
   const length = section.type === SECTION.index ? indexEntries * INDEX_ENTRY_LENGTH : checkPayloadLength(section, header);
   return { section, payload: await bytes.read(length, section.type) };
@@ -102,11 +117,18 @@ export interface StreamReadOptions {
 }
 
 /** Reads a snapshot from a stream, yielding events in file order; throws a SnapshotFormatError at the first fault. */
-export async function* readSnapshotStream(stream: Readable | NodeJS.ReadableStream | AsyncIterable<Uint8Array>, options: StreamReadOptions = {}): AsyncGenerator<SnapshotEvent> {
+export async function* readSnapshotStream(
+  stream: Readable | NodeJS.ReadableStream | AsyncIterable<Uint8Array>,
+  options: StreamReadOptions = {},
+): AsyncGenerator<SnapshotEvent> {
   const bytes = new StreamBytes(stream);
   const header = decodeHeader(await bytes.read(HEADER_LENGTH, 'header'));
   const first = await readSection(bytes, header, 0);
-  if (first.section.type !== SECTION.metadata || !first.payload) throw new SnapshotFormatError('bad-section', 'the first section is not META', { section: first.section.type, offset: first.section.offset });
+  if (first.section.type !== SECTION.metadata || !first.payload)
+    throw new SnapshotFormatError('bad-section', 'the first section is not META', {
+      section: first.section.type,
+      offset: first.section.offset,
+    });
   checkPayload(first.section, first.payload);
   const metadata = decodeMetadata(first.payload, first.section.offset + BigInt(SECTION_HEADER_LENGTH));
   checkRegions(metadata.regions, header.pageSize);
@@ -120,7 +142,12 @@ export async function* readSnapshotStream(stream: Readable | NodeJS.ReadableStre
     for (;;) {
       const { section, payload } = await readSection(bytes, header, seen.length);
       if (section.type === SECTION.index) {
-        if (!expected.done) throw new SnapshotFormatError('truncated', `the index came before ${chunkType(expected.value.kind)} region ${expected.value.region} page ${expected.value.firstPage}`, { section: 'INDX', offset: section.offset });
+        if (!expected.done)
+          throw new SnapshotFormatError(
+            'truncated',
+            `the index came before ${chunkType(expected.value.kind)} region ${expected.value.region} page ${expected.value.firstPage}`,
+            { section: 'INDX', offset: section.offset },
+          );
         checkPayload(section, payload!);
         checkIndexMatches(decodeIndex(payload!, section.offset + BigInt(SECTION_HEADER_LENGTH)), seen, section.offset);
         await checkTrailer(bytes, section.offset);
@@ -128,7 +155,11 @@ export async function* readSnapshotStream(stream: Readable | NodeJS.ReadableStre
       }
       if (section.type === SECTION.ramChunk || section.type === SECTION.tagChunk) {
         if (expected.done || chunkType(expected.value.kind) !== section.type) {
-          throw new SnapshotFormatError('bad-section', `unexpected ${section.type}: the layout wants ${expected.done ? 'no more chunks' : chunkType(expected.value.kind)}`, { section: section.type, offset: section.offset });
+          throw new SnapshotFormatError(
+            'bad-section',
+            `unexpected ${section.type}: the layout wants ${expected.done ? 'no more chunks' : chunkType(expected.value.kind)}`,
+            { section: section.type, offset: section.offset },
+          );
         }
         const chunk = await decodeChunk(executor, header, metadata.regions, section, payload!, expected.value);
         seen.push(indexEntryOf(section, chunk));
@@ -145,7 +176,8 @@ export async function* readSnapshotStream(stream: Readable | NodeJS.ReadableStre
       const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
       if (section.type === SECTION.vcpu) yield { type: 'vcpu', vcpu: decodeVcpu(payload, payloadOffset) };
       else if (section.type === SECTION.blob) yield { type: 'blob', blob: decodeBlob(payload, payloadOffset) };
-      else throw new SnapshotFormatError('bad-section', `a second ${section.type} section`, { section: section.type, offset: section.offset });
+      else
+        throw new SnapshotFormatError('bad-section', `a second ${section.type} section`, { section: section.type, offset: section.offset });
     }
   } finally {
     await executor.close();
@@ -166,10 +198,20 @@ function indexEntryOf(section: SectionHeader, chunk?: { region: number; firstPag
 
 function checkIndexMatches(index: IndexEntry[], seen: IndexEntry[], offset: bigint): void {
   const same = (a: IndexEntry, b: IndexEntry) =>
-    a.type === b.type && a.region === b.region && a.firstPage === b.firstPage && a.offset === b.offset && a.length === b.length && a.pageCount === b.pageCount && a.payloadChecksum === b.payloadChecksum;
+    a.type === b.type &&
+    a.region === b.region &&
+    a.firstPage === b.firstPage &&
+    a.offset === b.offset &&
+    a.length === b.length &&
+    a.pageCount === b.pageCount &&
+    a.payloadChecksum === b.payloadChecksum;
   if (index.length !== seen.length || index.some((entry, i) => !same(entry, seen[i]))) {
     const at = index.findIndex((entry, i) => !seen[i] || !same(entry, seen[i]));
-    throw new SnapshotFormatError('bad-index', `the index does not describe the sections read (first difference at entry ${at === -1 ? seen.length : at})`, { section: 'INDX', offset });
+    throw new SnapshotFormatError(
+      'bad-index',
+      `the index does not describe the sections read (first difference at entry ${at === -1 ? seen.length : at})`,
+      { section: 'INDX', offset },
+    );
   }
 }
 
@@ -179,5 +221,6 @@ async function checkTrailer(bytes: StreamBytes, indexOffset: bigint): Promise<vo
   if (trailer.indexOffset !== indexOffset || trailer.fileLength !== bytes.position) {
     throw new SnapshotFormatError('bad-trailer', 'trailer does not match the stream read', { section: 'trailer', offset });
   }
-  if (!(await bytes.atEnd())) throw new SnapshotFormatError('bad-trailer', 'bytes follow the trailer', { section: 'trailer', offset: bytes.position });
+  if (!(await bytes.atEnd()))
+    throw new SnapshotFormatError('bad-trailer', 'bytes follow the trailer', { section: 'trailer', offset: bytes.position });
 }

@@ -3,11 +3,12 @@
  * restore reproduced the guest. Reads a chunk at a time, so memory stays
  * bounded whatever the guest size.
  */
-import { readGuestTags } from '../vm/tag-copy.js';
-import type { VmSource } from '../vm/vm.js';
+
 import { equalBytes } from '../format/bytes.js';
 import { GRANULE_SIZE } from '../format/constants.js';
 import { jsonResult } from '../json.js';
+import { readGuestTags } from '../vm/tag-copy.js';
+import type { VmSource } from '../vm/vm.js';
 
 export interface VmDifference {
   readonly kind: 'layout' | 'data' | 'tag' | 'vcpu';
@@ -36,7 +37,8 @@ export function compareVms(expected: VmSource, actual: VmSource, options: { tags
   const note = (difference: VmDifference) => differences.length < limit && differences.push(difference);
   const slotsA = [...expected.memorySlots()].sort((x, y) => x.slot - y.slot);
   const slotsB = [...actual.memorySlots()].sort((x, y) => x.slot - y.slot);
-  const describe = (s: (typeof slotsA)[number]) => `${s.slot}:${s.name}@0x${s.guestAddress.toString(16)}+0x${s.size.toString(16)}${s.readOnly ? ':ro' : ''}`;
+  const describe = (s: (typeof slotsA)[number]) =>
+    `${s.slot}:${s.name}@0x${s.guestAddress.toString(16)}+0x${s.size.toString(16)}${s.readOnly ? ':ro' : ''}`;
   if (slotsA.map(describe).join() !== slotsB.map(describe).join()) {
     note({ kind: 'layout', message: `memory slots differ: [${slotsA.map(describe).join(', ')}] vs [${slotsB.map(describe).join(', ')}]` });
     return jsonResult({ equal: false, pagesCompared: 0, granulesCompared: 0, differences });
@@ -54,7 +56,11 @@ export function compareVms(expected: VmSource, actual: VmSource, options: { tags
       actual.readMemory(address, b);
       if (!equalBytes(a, b)) {
         const at = firstDifferentIndex(a, b);
-        note({ kind: 'data', guestAddress: address + BigInt(at), message: `byte differs: 0x${a[at].toString(16)} vs 0x${b[at].toString(16)}` });
+        note({
+          kind: 'data',
+          guestAddress: address + BigInt(at),
+          message: `byte differs: 0x${a[at].toString(16)} vs 0x${b[at].toString(16)}`,
+        });
       }
       pagesCompared += length / expected.pageSize;
       if (withTags && !slot.readOnly) {
@@ -64,7 +70,11 @@ export function compareVms(expected: VmSource, actual: VmSource, options: { tags
         readGuestTags(actual, address, tb);
         if (!equalBytes(ta, tb)) {
           const at = firstDifferentIndex(ta, tb);
-          note({ kind: 'tag', guestAddress: address + BigInt(at * GRANULE_SIZE), message: `allocation tag differs: ${ta[at]} vs ${tb[at]}` });
+          note({
+            kind: 'tag',
+            guestAddress: address + BigInt(at * GRANULE_SIZE),
+            message: `allocation tag differs: ${ta[at]} vs ${tb[at]}`,
+          });
         }
         granulesCompared += ta.length;
       }
@@ -84,7 +94,8 @@ function compareVcpus(expected: VmSource, actual: VmSource, note: (d: VmDifferen
   a.forEach((vcpu, i) => {
     for (const id of vcpu.registerIds()) {
       const other = b[i].registerIds().includes(id) ? b[i].getRegister(id) : undefined;
-      if (!other || !equalBytes(vcpu.getRegister(id), other)) note({ kind: 'vcpu', message: `vCPU ${vcpu.id} register 0x${id.toString(16)} differs` });
+      if (!other || !equalBytes(vcpu.getRegister(id), other))
+        note({ kind: 'vcpu', message: `vCPU ${vcpu.id} register 0x${id.toString(16)} differs` });
     }
   });
 }

@@ -11,14 +11,14 @@
  * fault ends the check, since a pipe cannot be resynchronised.
  */
 import { Readable } from 'node:stream';
-import { SnapshotFormatError } from '../format/errors.js';
 import { isPagePresent } from '../format/chunk.js';
+import { SnapshotFormatError } from '../format/errors.js';
 import type { RamChunk, SnapshotRegion, TagChunk, VmmBlob } from '../format/model.js';
-import type { VcpuState } from '../vm/vm.js';
-import { openSnapshot, type FileSnapshot } from '../reader/open.js';
-import { readSnapshotStream } from '../reader/stream.js';
-import type { SnapshotEvent } from '../reader/events.js';
 import { jsonResult } from '../json.js';
+import type { SnapshotEvent } from '../reader/events.js';
+import { type FileSnapshot, openSnapshot } from '../reader/open.js';
+import { readSnapshotStream } from '../reader/stream.js';
+import type { VcpuState } from '../vm/vm.js';
 
 export interface VerifyProblem {
   readonly code: string;
@@ -76,7 +76,17 @@ export function problemFrom(error: unknown): VerifyProblem {
 }
 
 function emptyStats(): VerifyStats {
-  return { regions: 0, chunks: 0, ramPagesStored: 0, ramPagesZero: 0, tagPagesStored: 0, tagPagesZero: 0, vcpus: 0, blobs: 0, fileBytes: 0n };
+  return {
+    regions: 0,
+    chunks: 0,
+    ramPagesStored: 0,
+    ramPagesZero: 0,
+    tagPagesStored: 0,
+    tagPagesZero: 0,
+    vcpus: 0,
+    blobs: 0,
+    fileBytes: 0n,
+  };
 }
 
 /** Counts and cross-checks what the chunks, vCPUs and blobs hold. */
@@ -101,12 +111,18 @@ class Tally {
 
   vcpu(vcpu: VcpuState): void {
     this.stats.vcpus++;
-    if (this.vcpuIds.has(vcpu.id)) this.problems.push({ code: 'duplicate-vcpu', severity: 'error', message: `vCPU ${vcpu.id} is saved twice`, section: 'VCPU' });
+    if (this.vcpuIds.has(vcpu.id))
+      this.problems.push({ code: 'duplicate-vcpu', severity: 'error', message: `vCPU ${vcpu.id} is saved twice`, section: 'VCPU' });
     this.vcpuIds.add(vcpu.id);
     const seen = new Set<bigint>();
     for (const register of vcpu.registers) {
       if (seen.has(register.id)) {
-        this.problems.push({ code: 'duplicate-register', severity: 'error', message: `vCPU ${vcpu.id} has register 0x${register.id.toString(16)} twice`, section: 'VCPU' });
+        this.problems.push({
+          code: 'duplicate-register',
+          severity: 'error',
+          message: `vCPU ${vcpu.id} has register 0x${register.id.toString(16)} twice`,
+          section: 'VCPU',
+        });
       }
       seen.add(register.id);
     }
@@ -114,13 +130,20 @@ class Tally {
 
   blob(blob: VmmBlob): void {
     this.stats.blobs++;
-    if (this.blobNames.has(blob.name)) this.problems.push({ code: 'duplicate-blob', severity: 'warning', message: `blob "${blob.name}" appears twice; restore hands both to the VMM`, section: 'BLOB' });
+    if (this.blobNames.has(blob.name))
+      this.problems.push({
+        code: 'duplicate-blob',
+        severity: 'warning',
+        message: `blob "${blob.name}" appears twice; restore hands both to the VMM`,
+        section: 'BLOB',
+      });
     this.blobNames.add(blob.name);
   }
 
   regions(regions: readonly SnapshotRegion[]): void {
     this.stats.regions = regions.length;
-    if (regions.length === 0) this.problems.push({ code: 'no-regions', severity: 'warning', message: 'the snapshot holds no memory regions' });
+    if (regions.length === 0)
+      this.problems.push({ code: 'no-regions', severity: 'warning', message: 'the snapshot holds no memory regions' });
   }
 }
 
@@ -154,8 +177,20 @@ async function verifyFile(path: string, options: VerifyOptions): Promise<VerifyR
       reads[i] = null;
       options.onProgress?.({ bytesDone: snapshot.chunks[i].offset + snapshot.chunks[i].length, bytesTotal: snapshot.fileSize });
     }
-    await collect(() => snapshot.vcpus(), (vcpus) => vcpus.forEach((v) => tally.vcpu(v)), tally);
-    await collect(() => snapshot.blobs(), (blobs) => blobs.forEach((b) => tally.blob(b)), tally);
+    await collect(
+      () => snapshot.vcpus(),
+      (vcpus) => {
+        for (const v of vcpus) tally.vcpu(v);
+      },
+      tally,
+    );
+    await collect(
+      () => snapshot.blobs(),
+      (blobs) => {
+        for (const b of blobs) tally.blob(b);
+      },
+      tally,
+    );
   } finally {
     await snapshot.close();
   }
@@ -170,7 +205,11 @@ async function collect<T>(read: () => Promise<T>, use: (value: T) => void, tally
   }
 }
 
-async function verifyStream(stream: Readable | NodeJS.ReadableStream | AsyncIterable<Uint8Array>, source: string | null, options: VerifyOptions): Promise<VerifyReport> {
+async function verifyStream(
+  stream: Readable | NodeJS.ReadableStream | AsyncIterable<Uint8Array>,
+  source: string | null,
+  options: VerifyOptions,
+): Promise<VerifyReport> {
   const tally = new Tally();
   let version: [number, number] | undefined;
   let bytesDone = 0n;
@@ -204,7 +243,10 @@ function report(source: string | null, tally: Tally, major?: number, minor?: num
 }
 
 /** Verifies a snapshot file (random access), '-' (standard input) or a stream (front to back). */
-export async function verifySnapshot(source: string | Readable | NodeJS.ReadableStream, options: VerifyOptions = {}): Promise<VerifyReport> {
+export async function verifySnapshot(
+  source: string | Readable | NodeJS.ReadableStream,
+  options: VerifyOptions = {},
+): Promise<VerifyReport> {
   if (typeof source !== 'string') return verifyStream(source, null, options);
   if (source === '-') return verifyStream(process.stdin, '-', options);
   return verifyFile(source, options);

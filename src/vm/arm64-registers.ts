@@ -158,9 +158,7 @@ export function namedSysRegisterId(name: SysRegName): bigint {
 export const PSCI_VERSION_ID = KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM_FW | 0n;
 
 /** The MTE system registers by id, for callers that check a snapshot carries them. */
-export const MTE_SYS_REGISTER_IDS: readonly bigint[] = (['GCR_EL1', 'RGSR_EL1', 'TFSR_EL1', 'TFSRE0_EL1'] as const).map(
-  namedSysRegisterId,
-);
+export const MTE_SYS_REGISTER_IDS: readonly bigint[] = (['GCR_EL1', 'RGSR_EL1', 'TFSR_EL1', 'TFSRE0_EL1'] as const).map(namedSysRegisterId);
 
 /** The register list of a KVM arm64 vCPU, in KVM_GET_REG_LIST order (core, firmware, system registers by id). */
 export function arm64RegisterList(): bigint[] {

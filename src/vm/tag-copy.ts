@@ -5,10 +5,11 @@
  * where the kernel stopped, and a failure names the IPA it stopped at.
  */
 import { VmsnapError } from '../format/errors.js';
-import { TAGS_FROM_GUEST, TAGS_TO_GUEST, VmErrnoError, type GuestAddress, type VmSource } from './vm.js';
+import { type GuestAddress, TAGS_FROM_GUEST, TAGS_TO_GUEST, VmErrnoError, type VmSource } from './vm.js';
 
 /** The part of a VM that copies tags (every source and target has it). */
 export type TagCopier = Pick<VmSource, 'pageSize' | 'copyMteTags'>;
+
 import { GRANULE_SIZE } from '../format/constants.js';
 
 /** Guest bytes per ioctl: far below 1 GiB, and a whole number of 64 KiB pages. */
@@ -21,7 +22,12 @@ export class TagCopyError extends VmsnapError {
     readonly errno: string,
     cause?: unknown,
   ) {
-    super('tag-copy-failed', 'backend', `copying tags ${direction === 'from-guest' ? 'from' : 'to'} the guest failed at IPA 0x${guestAddress.toString(16)}: ${errno}`, { cause });
+    super(
+      'tag-copy-failed',
+      'backend',
+      `copying tags ${direction === 'from-guest' ? 'from' : 'to'} the guest failed at IPA 0x${guestAddress.toString(16)}: ${errno}`,
+      { cause },
+    );
   }
 }
 

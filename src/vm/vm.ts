@@ -27,7 +27,6 @@ import type { RegisterValue, VcpuState } from '../format/registers.js';
 
 export type { GuestAddress, RegisterValue, VcpuState };
 
-
 /** KVM_ARM_TAGS_TO_GUEST: write tags from the buffer into guest tag memory. */
 export const TAGS_TO_GUEST = 0n;
 /** KVM_ARM_TAGS_FROM_GUEST: read guest tags into the buffer. */

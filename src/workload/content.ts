@@ -6,22 +6,25 @@
  * allocator's: a run of one nonzero tag per allocation, neighbours differing,
  * freed chunks back at tag 0.
  */
-import { FRAME_SIZE, type FrameKind } from './workload-layout.js';
-import type { FrameRandom } from './random.js';
+
 import { GRANULE_SIZE } from '../format/constants.js';
+import type { FrameRandom } from './random.js';
+import { FRAME_SIZE, type FrameKind } from './workload-layout.js';
 
 const WORDS_PER_FRAME = FRAME_SIZE / 4;
 export const GRANULES_PER_FRAME = FRAME_SIZE / GRANULE_SIZE;
 
 /** Frequent A64 encodings with their register/immediate fields cleared; repeats weight the draw. */
 const INSTRUCTIONS = new Uint32Array([
-  0xd503201f, 0xa9bf7bfd, 0x910003fd, 0xa8c17bfd, 0xd65f03c0, 0x94000000, 0x94000000, 0x14000000, 0xf9400000, 0xf9400000,
-  0xf9400000, 0xf9000000, 0xf9000000, 0xb9400000, 0xb9000000, 0xaa0003e0, 0xaa0003e0, 0x2a0003e0, 0x91000000, 0x91000000,
-  0xd1000000, 0xb4000000, 0xb5000000, 0x54000000, 0x52800000, 0xd2800000, 0xeb00001f, 0x7100001f, 0x90000000, 0x8b000000,
-  0xd63f0000, 0x34000000, 0x35000000, 0x39400000, 0x39000000, 0x12000000, 0x0a000000, 0xca000000, 0xd3400000, 0xf94003e0,
+  0xd503201f, 0xa9bf7bfd, 0x910003fd, 0xa8c17bfd, 0xd65f03c0, 0x94000000, 0x94000000, 0x14000000, 0xf9400000, 0xf9400000, 0xf9400000,
+  0xf9000000, 0xf9000000, 0xb9400000, 0xb9000000, 0xaa0003e0, 0xaa0003e0, 0x2a0003e0, 0x91000000, 0x91000000, 0xd1000000, 0xb4000000,
+  0xb5000000, 0x54000000, 0x52800000, 0xd2800000, 0xeb00001f, 0x7100001f, 0x90000000, 0x8b000000, 0xd63f0000, 0x34000000, 0x35000000,
+  0x39400000, 0x39000000, 0x12000000, 0x0a000000, 0xca000000, 0xd3400000, 0xf94003e0,
 ]);
 /** Which fields each template takes: 0 none, 1 Rd/Rn/Rm, 2 Rt+Rn+imm12, 3 imm26, 4 imm19+reg. */
-const FIELDS = new Uint8Array([0, 0, 0, 0, 0, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 2, 2, 2, 4, 4, 4, 4, 4, 1, 2, 4, 1, 1, 4, 4, 2, 2, 1, 1, 1, 1, 2]);
+const FIELDS = new Uint8Array([
+  0, 0, 0, 0, 0, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 2, 2, 2, 4, 4, 4, 4, 4, 1, 2, 4, 1, 1, 4, 4, 2, 2, 1, 1, 1, 1, 2,
+]);
 
 const TEXT_WORDS = (
   'the of and to in is for on that with kernel module device driver memory page cache tag granule alloc free ' +

@@ -4,13 +4,14 @@
  * (MTE before vCPUs, RAM, then tags; zero pages and all-zero-tag pages are
  * skipped because a fresh VM already reads them as zero).
  */
-import { writeGuestTags } from '../vm/tag-copy.js';
-import { forEachRun } from '../format/page-runs.js';
+
 import { isAllZero } from '../format/bytes.js';
-import { type Vm } from '../vm/vm.js';
-import { generateRegionChunks, type GeneratedPages } from './generate.js';
-import type { Workload, WorkloadRegion } from './workload-layout.js';
 import { GRANULE_SIZE } from '../format/constants.js';
+import { forEachRun } from '../format/page-runs.js';
+import { writeGuestTags } from '../vm/tag-copy.js';
+import type { Vm } from '../vm/vm.js';
+import { type GeneratedPages, generateRegionChunks } from './generate.js';
+import type { Workload, WorkloadRegion } from './workload-layout.js';
 
 export interface FillStats {
   readonly pages: number;
@@ -24,7 +25,13 @@ export interface FillStats {
 export function addWorkloadSlots(vm: Vm, workload: Workload): void {
   if (!vm.mteEnabled && workload.regions.some((r) => r.mte)) vm.enableMte();
   for (const region of workload.regions) {
-    vm.addMemorySlot({ slot: region.slot, name: region.name, guestAddress: region.guestAddress, size: region.size, readOnly: region.readOnly });
+    vm.addMemorySlot({
+      slot: region.slot,
+      name: region.name,
+      guestAddress: region.guestAddress,
+      size: region.size,
+      readOnly: region.readOnly,
+    });
   }
 }
 
@@ -47,21 +54,32 @@ export function fillVm(vm: Vm, workload: Workload, pagesPerChunk = 1024): FillSt
 function writeChunkMemory(vm: Vm, workload: Workload, region: WorkloadRegion, chunk: GeneratedPages): number {
   const bytes = workload.pageSize;
   const pageData = (page: number): Uint8Array => chunk.data.subarray(page * bytes, (page + 1) * bytes);
-  return forEachRun(chunk.pageCount, (page) => !isAllZero(pageData(page)), (first, count) => {
-    vm.writeMemory(pageAddress(workload, region, chunk.firstPage + first), chunk.data.subarray(first * bytes, (first + count) * bytes));
-  });
+  return forEachRun(
+    chunk.pageCount,
+    (page) => !isAllZero(pageData(page)),
+    (first, count) => {
+      vm.writeMemory(pageAddress(workload, region, chunk.firstPage + first), chunk.data.subarray(first * bytes, (first + count) * bytes));
+    },
+  );
 }
 
 /** TO_GUEST for each run of pages with a nonzero tag. */
 function writeChunkTags(vm: Vm, workload: Workload, region: WorkloadRegion, chunk: GeneratedPages): number {
   const perPage = workload.pageSize / GRANULE_SIZE;
   const pageTags = (page: number): Uint8Array => chunk.tags.subarray(page * perPage, (page + 1) * perPage);
-  return forEachRun(chunk.pageCount, (page) => !isAllZero(pageTags(page)), (first, count) => {
-    writeGuestTags(vm, pageAddress(workload, region, chunk.firstPage + first), chunk.tags.subarray(first * perPage, (first + count) * perPage));
-  });
+  return forEachRun(
+    chunk.pageCount,
+    (page) => !isAllZero(pageTags(page)),
+    (first, count) => {
+      writeGuestTags(
+        vm,
+        pageAddress(workload, region, chunk.firstPage + first),
+        chunk.tags.subarray(first * perPage, (first + count) * perPage),
+      );
+    },
+  );
 }
 
 function pageAddress(workload: Workload, region: WorkloadRegion, page: number): bigint {
   return region.guestAddress + BigInt(page) * BigInt(workload.pageSize);
 }
-

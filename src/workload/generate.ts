@@ -3,10 +3,11 @@
  * of a region, computed from (seed, region, frame) alone. A 4 GiB guest is
  * produced chunk by chunk in memory bounded by the chunk.
  */
-import { FrameWriter, GRANULES_PER_FRAME } from './content.js';
-import { FRAME_SIZE, frameKind, type Workload, type WorkloadRegion } from './workload-layout.js';
-import { FrameRandom, hashKey } from './random.js';
+
 import { GRANULE_SIZE } from '../format/constants.js';
+import { FrameWriter, GRANULES_PER_FRAME } from './content.js';
+import { FrameRandom, hashKey } from './random.js';
+import { FRAME_SIZE, frameKind, type Workload, type WorkloadRegion } from './workload-layout.js';
 
 export interface GeneratedPages {
   readonly firstPage: number;
@@ -25,8 +26,11 @@ export interface PageBuffers {
 
 export function regionOf(workload: Workload, region: WorkloadRegion | number | string): WorkloadRegion {
   const found =
-    typeof region === 'object' ? region : workload.regions.find((r) => (typeof region === 'number' ? r.index === region : r.name === region));
-  if (!found || workload.regions[found.index] !== found) throw new RangeError(`workload has no region ${typeof region === 'object' ? region.name : region}`);
+    typeof region === 'object'
+      ? region
+      : workload.regions.find((r) => (typeof region === 'number' ? r.index === region : r.name === region));
+  if (!found || workload.regions[found.index] !== found)
+    throw new RangeError(`workload has no region ${typeof region === 'object' ? region.name : region}`);
   return found;
 }
 
@@ -39,7 +43,13 @@ export function generatePages(
   into?: PageBuffers,
 ): GeneratedPages {
   const target = regionOf(workload, region);
-  if (!Number.isInteger(firstPage) || !Number.isInteger(pageCount) || firstPage < 0 || pageCount < 0 || firstPage + pageCount > target.pageCount) {
+  if (
+    !Number.isInteger(firstPage) ||
+    !Number.isInteger(pageCount) ||
+    firstPage < 0 ||
+    pageCount < 0 ||
+    firstPage + pageCount > target.pageCount
+  ) {
     throw new RangeError(`pages ${firstPage}..${firstPage + pageCount} outside region ${target.name} (${target.pageCount} pages)`);
   }
   const bytes = pageCount * workload.pageSize;
@@ -65,7 +75,11 @@ export function generatePages(
  * The region in order, `pagesPerChunk` pages at a time. The yielded buffers
  * are reused by the next chunk: copy what must outlive the iteration.
  */
-export function* generateRegionChunks(workload: Workload, region: WorkloadRegion | number | string, pagesPerChunk = 256): Generator<GeneratedPages> {
+export function* generateRegionChunks(
+  workload: Workload,
+  region: WorkloadRegion | number | string,
+  pagesPerChunk = 256,
+): Generator<GeneratedPages> {
   const target = regionOf(workload, region);
   const buffers: PageBuffers = {
     data: new Uint8Array(pagesPerChunk * workload.pageSize),

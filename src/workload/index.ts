@@ -10,25 +10,25 @@
  */
 import { SimulatedVm } from '../backends/simulated/simulated-vm.js';
 import type { KernelVersion } from '../kernel-model/kernel-version.js';
-import { addWorkloadSlots, fillVm, type FillStats } from './fill.js';
-import { planWorkload, type Workload, type WorkloadOptions } from './workload-layout.js';
+import { addWorkloadSlots, type FillStats, fillVm } from './fill.js';
 import { seedVcpuRegisters } from './vcpu-state.js';
+import { planWorkload, type Workload, type WorkloadOptions } from './workload-layout.js';
 
-export { addWorkloadSlots, fillVm, type FillStats } from './fill.js';
-export { generatePages, generateRegionChunks, regionOf, type GeneratedPages, type PageBuffers } from './generate.js';
+export { addWorkloadSlots, type FillStats, fillVm } from './fill.js';
+export { type GeneratedPages, generatePages, generateRegionChunks, type PageBuffers, regionOf } from './generate.js';
+export { seedVcpuRegisters } from './vcpu-state.js';
 export {
   FLASH_GUEST_ADDRESS,
   FRAME_SIZE,
+  type FrameKind,
   frameKind,
   planWorkload,
   RAM_GUEST_ADDRESS,
-  type FrameKind,
   type RegionKind,
   type Workload,
   type WorkloadOptions,
   type WorkloadRegion,
 } from './workload-layout.js';
-export { seedVcpuRegisters } from './vcpu-state.js';
 
 export interface SimulatedGuestOptions extends WorkloadOptions {
   /** Kernel the simulated VM behaves like; default [6, 1]. */

@@ -3,11 +3,12 @@
  * kernel text, SP in RAM, the MMU on with tagged memory, and the MTE system
  * registers a snapshot must carry (GCR_EL1, RGSR_EL1, TFSR_EL1, TFSRE0_EL1).
  */
-import { namedSysRegisterId, PC_ID, PSTATE_ID, SP_EL1_ID, vRegisterId, xRegisterId, type SysRegName } from '../vm/arm64-registers.js';
-import { type Vcpu } from '../vm/vm.js';
-import type { Workload } from './workload-layout.js';
-import { FrameRandom, hashKey } from './random.js';
+
 import { registerSize } from '../format/registers.js';
+import { namedSysRegisterId, PC_ID, PSTATE_ID, SP_EL1_ID, type SysRegName, vRegisterId, xRegisterId } from '../vm/arm64-registers.js';
+import type { Vcpu } from '../vm/vm.js';
+import { FrameRandom, hashKey } from './random.js';
+import type { Workload } from './workload-layout.js';
 
 function bytesOf(value: bigint, size: number): Uint8Array {
   const bytes = new Uint8Array(size);
@@ -43,7 +44,8 @@ export function seedVcpuRegisters(vcpu: Vcpu, workload: Workload): void {
   const random = new FrameRandom(hashKey(workload.seed, 0xc0, vcpu.id));
   const ram = workload.regions.find((r) => r.kind === 'ram');
   const ramBase = ram?.guestAddress ?? 0x4000_0000n;
-  for (let n = 0; n < 31; n++) set(vcpu, xRegisterId(n), random.chance(30) ? BigInt(random.below(4096)) : random64(random) & 0xffff_ffff_ffffn);
+  for (let n = 0; n < 31; n++)
+    set(vcpu, xRegisterId(n), random.chance(30) ? BigInt(random.below(4096)) : random64(random) & 0xffff_ffff_ffffn);
   for (let n = 0; n < 32; n++) set(vcpu, vRegisterId(n), random.chance(50) ? 0n : (random64(random) << 64n) | random64(random));
   set(vcpu, PC_ID, ramBase + 0x8_0000n + BigInt(random.below(0x10_0000) * 4));
   set(vcpu, SP_EL1_ID, 0xffff_8000_8000_0000n + BigInt(vcpu.id) * 0x4000n + 0x3f00n);

@@ -5,8 +5,9 @@
  * frames are the guest kernel's 4 KiB pages whatever the host page size, so a
  * workload has the same bytes on 4, 16 and 64 KiB hosts.
  */
-import { FrameRandom, hashKey } from './random.js';
+
 import { PAGE_SIZES } from '../format/constants.js';
+import { FrameRandom, hashKey } from './random.js';
 
 /** The guest kernel's page: the unit the generator fills. */
 export const FRAME_SIZE = 4096;
@@ -59,7 +60,17 @@ export function planWorkload(options: WorkloadOptions): Workload {
     if (!Number.isInteger(mib) || mib <= 0 || size % pageSize !== 0) {
       throw new RangeError(`${name}: ${mib} MiB is not a positive whole number of ${pageSize}-byte pages`);
     }
-    regions.push({ index: regions.length, name, kind, slot: regions.length, guestAddress, size: BigInt(size), pageCount: size / pageSize, mte, readOnly });
+    regions.push({
+      index: regions.length,
+      name,
+      kind,
+      slot: regions.length,
+      guestAddress,
+      size: BigInt(size),
+      pageCount: size / pageSize,
+      mte,
+      readOnly,
+    });
   };
   add('ram', 'ram', RAM_GUEST_ADDRESS, options.sizeMiB, true, false);
   const flashMiB = options.flashMiB ?? 4;

@@ -6,9 +6,10 @@
  * secrets. A stream (standard output, a pipe) is written in order with
  * backpressure.
  */
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync, constants as fsConstants } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+
 import { randomBytes } from 'node:crypto';
+import { closeSync, constants as fsConstants, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { WritebackPacer } from '../io/writeback.js';
 
@@ -121,7 +122,10 @@ export class StreamOutput implements SnapshotOutput {
   /** Settles when the last write so far has been handed to the OS (or failed). */
   private lastWrite: Promise<void> = Promise.resolve();
 
-  constructor(private readonly stream: Writable | NodeJS.WritableStream, readonly description = 'stream') {
+  constructor(
+    private readonly stream: Writable | NodeJS.WritableStream,
+    readonly description = 'stream',
+  ) {
     // One listener for the output's lifetime, not one per write (which piled up past MaxListeners).
     stream.on('error', this.onError);
   }

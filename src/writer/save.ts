@@ -6,25 +6,35 @@
  * most a few chunks are in flight, so memory is bounded by the chunk size and
  * not by the guest size. Sections are written in the order chunkGrid gives.
  */
-import { VmsnapError } from '../format/errors.js';
+
 import { randomBytes } from 'node:crypto';
 import type { Writable } from 'node:stream';
-import type { VmSource } from '../vm/vm.js';
-import { readGuestTags } from '../vm/tag-copy.js';
-import { CODEC, GRANULE_SIZE, MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL, NO_REGION, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
+import { checksum } from '../format/checksum.js';
+import { checkRegions, chunkGrid, type GridChunk } from '../format/chunk-grid.js';
+import {
+  CODEC,
+  GRANULE_SIZE,
+  MAX_CHUNK_CONTENT,
+  MAX_ZSTD_LEVEL,
+  NO_REGION,
+  SECTION,
+  SECTION_HEADER_LENGTH,
+  TRAILER_LENGTH,
+} from '../format/constants.js';
+import { VmsnapError } from '../format/errors.js';
 import { encodeHeader } from '../format/header.js';
 import { encodeTrailer, IndexBuilder } from '../format/index-section.js';
-import { checkRegions, chunkGrid, type GridChunk } from '../format/chunk-grid.js';
 import { encodeBlob, encodeMetadata, encodeVcpu } from '../format/metadata.js';
 import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from '../format/model.js';
 import { encodeSectionHeader } from '../format/section.js';
-import { checksum } from '../format/checksum.js';
-import { createChunkExecutor, type ChunkExecutor } from '../parallel/chunk-pool.js';
-import type { EncodedChunk } from '../parallel/chunk-jobs.js';
-import { VERSION } from '../version.js';
-import { FileOutput, StreamOutput, type SnapshotOutput } from './output.js';
-import { vcpuStates } from './vcpu-state.js';
 import { jsonResult } from '../json.js';
+import type { EncodedChunk } from '../parallel/chunk-jobs.js';
+import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
+import { VERSION } from '../version.js';
+import { readGuestTags } from '../vm/tag-copy.js';
+import type { VmSource } from '../vm/vm.js';
+import { FileOutput, type SnapshotOutput, StreamOutput } from './output.js';
+import { vcpuStates } from './vcpu-state.js';
 
 /** Chunks of this many guest bytes by default: small enough to pipeline, big enough for zstd. */
 export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
@@ -90,10 +100,13 @@ export function regionsOf(vm: VmSource): SnapshotRegion[] {
 function chooseChunking(vm: VmSource, options: SaveOptions): { pagesPerChunk: number; level: number } {
   const pagesPerChunk = options.pagesPerChunk ?? Math.max(1, DEFAULT_CHUNK_BYTES / vm.pageSize);
   if (!Number.isInteger(pagesPerChunk) || pagesPerChunk < 1 || pagesPerChunk * vm.pageSize > MAX_CHUNK_CONTENT) {
-    throw new SaveError(`pages per chunk must be 1..${MAX_CHUNK_CONTENT / vm.pageSize} for ${vm.pageSize}-byte pages, got ${pagesPerChunk}`);
+    throw new SaveError(
+      `pages per chunk must be 1..${MAX_CHUNK_CONTENT / vm.pageSize} for ${vm.pageSize}-byte pages, got ${pagesPerChunk}`,
+    );
   }
   const level = options.level ?? 1;
-  if (!Number.isInteger(level) || level < 0 || level > MAX_ZSTD_LEVEL) throw new SaveError(`compression level must be 0..${MAX_ZSTD_LEVEL}, got ${level}`);
+  if (!Number.isInteger(level) || level < 0 || level > MAX_ZSTD_LEVEL)
+    throw new SaveError(`compression level must be 0..${MAX_ZSTD_LEVEL}, got ${level}`);
   return { pagesPerChunk, level };
 }
 
@@ -164,7 +177,15 @@ async function readChunkInput(vm: VmSource, region: SnapshotRegion, chunk: GridC
   return tags;
 }
 
-async function writeChunks(vm: VmSource, regions: SnapshotRegion[], pagesPerChunk: number, level: number, sections: SectionWriter, executor: ChunkExecutor, progress: (chunk: GridChunk) => void): Promise<number> {
+async function writeChunks(
+  vm: VmSource,
+  regions: SnapshotRegion[],
+  pagesPerChunk: number,
+  level: number,
+  sections: SectionWriter,
+  executor: ChunkExecutor,
+  progress: (chunk: GridChunk) => void,
+): Promise<number> {
   // Enough in flight to keep every worker busy while the oldest result is written.
   const maxInFlight = Math.max(2, executor.threads * 2 + 1);
   const inFlight: Array<{ chunk: GridChunk; result: Promise<unknown> }> = [];
@@ -179,7 +200,9 @@ async function writeChunks(vm: VmSource, regions: SnapshotRegion[], pagesPerChun
   };
   for (const chunk of chunkGrid(regions, vm.pageSize, pagesPerChunk)) {
     const range = { region: chunk.region, firstPage: chunk.firstPage, pageCount: chunk.pageCount, pageSize: vm.pageSize };
-    const result = readChunkInput(vm, regions[chunk.region], chunk, buffers).then((input) => executor.run({ op: 'encode', kind: chunk.kind, range, input, level }));
+    const result = readChunkInput(vm, regions[chunk.region], chunk, buffers).then((input) =>
+      executor.run({ op: 'encode', kind: chunk.kind, range, input, level }),
+    );
     result.catch(() => {}); // Observed in order by drainOne; avoids an unhandled rejection meanwhile.
     inFlight.push({ chunk, result });
     count++;
@@ -199,7 +222,11 @@ function openOutput(destination: string | Writable | NodeJS.WritableStream): Sna
  * Saves `vm` (stopped: its memory, tags and registers must not change while
  * this runs) to a file path, '-' for standard output, or a writable stream.
  */
-export async function saveSnapshot(vm: VmSource, destination: string | Writable | NodeJS.WritableStream, options: SaveOptions = {}): Promise<SaveSummary> {
+export async function saveSnapshot(
+  vm: VmSource,
+  destination: string | Writable | NodeJS.WritableStream,
+  options: SaveOptions = {},
+): Promise<SaveSummary> {
   const started = performance.now();
   const { pagesPerChunk, level } = chooseChunking(vm, options);
   const regions = regionsOf(vm);

@@ -3,10 +3,11 @@
  * the index and the trailer recomputed: so tests can forge hostile files that
  * pass all checksums and must be caught by the limits and layout checks.
  */
-import { encodeIndex, encodeTrailer, type IndexEntry } from '../../src/format/index-section.js';
-import { encodeSectionHeader } from '../../src/format/section.js';
+
 import { checksum } from '../../src/format/checksum.js';
 import { HEADER_LENGTH, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../../src/format/constants.js';
+import { encodeIndex, encodeTrailer, type IndexEntry } from '../../src/format/index-section.js';
+import { encodeSectionHeader } from '../../src/format/section.js';
 
 export interface ForgedSection {
   type: string;
@@ -44,7 +45,15 @@ export function seal(header: Uint8Array, sections: ForgedSection[]): Uint8Array 
   for (const section of sections) {
     parts.push(encodeSectionHeader(section.type, section.payload), section.payload);
     const length = BigInt(SECTION_HEADER_LENGTH + section.payload.length);
-    entries.push({ type: section.type, region: section.region, firstPage: section.firstPage, offset, length, pageCount: section.pageCount, payloadChecksum: checksum(section.payload) });
+    entries.push({
+      type: section.type,
+      region: section.region,
+      firstPage: section.firstPage,
+      offset,
+      length,
+      pageCount: section.pageCount,
+      payloadChecksum: checksum(section.payload),
+    });
     offset += length;
   }
   const index = encodeIndex(entries);

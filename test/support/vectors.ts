@@ -4,7 +4,7 @@
  * `vectorVm` builds the guest a JSON describes, `expectedPage` gives the bytes
  * and tags of any page, for comparing with what a reader decodes.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SimulatedVm } from '../../src/backends/simulated/index.js';
 import { writeGuestTags } from '../../src/vm/tag-copy.js';
@@ -44,7 +44,10 @@ export interface Vector {
 }
 
 export function vectorNames(): string[] {
-  return readdirSync(VECTOR_DIR).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+  return readdirSync(VECTOR_DIR)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => f.slice(0, -5))
+    .sort();
 }
 
 export function loadVector(name: string): Vector {
@@ -61,7 +64,8 @@ export function expectedPage(vector: Vector, region: VectorRegion, page: number)
   const entry = region.pages.find((p) => p.page === page);
   if (entry?.data) {
     const pattern = hexBytes(entry.data.hex);
-    if (entry.data.repeat) for (let i = 0; i < data.length; i += pattern.length) data.set(pattern.subarray(0, Math.min(pattern.length, data.length - i)), i);
+    if (entry.data.repeat)
+      for (let i = 0; i < data.length; i += pattern.length) data.set(pattern.subarray(0, Math.min(pattern.length, data.length - i)), i);
     else data.set(pattern);
   }
   if (entry?.tags) for (let g = 0; g < tags.length; g++) tags[g] = parseInt(entry.tags[g], 16);
@@ -69,7 +73,10 @@ export function expectedPage(vector: Vector, region: VectorRegion, page: number)
 }
 
 class VectorVcpu implements Vcpu {
-  constructor(readonly id: number, private readonly registers: Map<bigint, Uint8Array>) {}
+  constructor(
+    readonly id: number,
+    private readonly registers: Map<bigint, Uint8Array>,
+  ) {}
   registerIds(): bigint[] {
     return [...this.registers.keys()];
   }

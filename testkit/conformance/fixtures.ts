@@ -4,9 +4,18 @@
  * Expectations about kernel versions are written here independently of the
  * simulator's own table, so a wrong table in the simulator is caught.
  */
-import { ERRNO, TAGS_FROM_GUEST, TAGS_TO_GUEST, type CopyMteTagsRequest, type ErrnoName, type MemoryBacking, type Vm } from '../../src/vm/vm.js';
-import { ConformanceMismatch, type ConformanceTarget } from './types.js';
+
 import { GRANULE_SIZE } from '../../src/format/constants.js';
+import {
+  type CopyMteTagsRequest,
+  ERRNO,
+  type ErrnoName,
+  type MemoryBacking,
+  TAGS_FROM_GUEST,
+  TAGS_TO_GUEST,
+  type Vm,
+} from '../../src/vm/vm.js';
+import { ConformanceMismatch, type ConformanceTarget } from './types.js';
 
 /** Where rows put their slot: 1 GiB, aligned for every host page size, inside every IPA space. */
 export const SLOT_IPA = 0x4000_0000n;
@@ -37,7 +46,11 @@ export function atLeast(target: ConformanceTarget, major: number, minor: number)
 }
 
 /** Runs `body` on a fresh VM with MTE enabled and one slot at SLOT_IPA, closing the VM afterwards. */
-export async function withSlot(target: ConformanceTarget, options: SlotOptions, body: (fixture: SlotFixture) => void | Promise<void>): Promise<void> {
+export async function withSlot(
+  target: ConformanceTarget,
+  options: SlotOptions,
+  body: (fixture: SlotFixture) => void | Promise<void>,
+): Promise<void> {
   const vm = target.createVm();
   try {
     if (options.mte ?? true) vm.enableMte();
@@ -80,7 +93,8 @@ export function fromGuest(guestIpa: bigint, length: number | bigint, buffer: Uin
 }
 
 export function describe(req: CopyMteTagsRequest): string {
-  const direction = req.flags === TAGS_TO_GUEST ? 'TO_GUEST' : req.flags === TAGS_FROM_GUEST ? 'FROM_GUEST' : `flags=0x${req.flags.toString(16)}`;
+  const direction =
+    req.flags === TAGS_TO_GUEST ? 'TO_GUEST' : req.flags === TAGS_FROM_GUEST ? 'FROM_GUEST' : `flags=0x${req.flags.toString(16)}`;
   const buffer = req.buffer ? `${req.buffer.length}-byte buffer` : 'NULL buffer';
   return `copyMteTags(${direction} ipa=0x${req.guestIpa.toString(16)} length=0x${req.length.toString(16)} ${buffer})`;
 }

@@ -6,11 +6,11 @@
 import { spawnSync } from 'node:child_process';
 import { release } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import type { ConformanceTarget } from './types.js';
-import { VmErrnoError, type CopyMteTagsRequest, type ErrnoName, type Vm } from '../../src/vm/vm.js';
 import { KvmVmFactory } from '../../src/backends/kvm/kvm-factory.js';
 import { KvmVm } from '../../src/backends/kvm/kvm-vm.js';
-import { INHERITED_VM_FD, serialiseCopyRequest, type OtherProcessAnswer } from './other-process-copy.js';
+import { type CopyMteTagsRequest, type ErrnoName, type Vm, VmErrnoError } from '../../src/vm/vm.js';
+import { INHERITED_VM_FD, type OtherProcessAnswer, serialiseCopyRequest } from './other-process-copy.js';
+import type { ConformanceTarget } from './types.js';
 
 export class OtherProcessError extends Error {
   constructor(reason: string) {
@@ -41,7 +41,8 @@ export function copyMteTagsFromChildProcess(vm: Vm, request: CopyMteTagsRequest)
   if (child.status !== 0) throw new OtherProcessError(`exit ${child.status}: ${child.stderr.trim()}`);
   const reply = JSON.parse(child.stdout.trim().split('\n').pop() ?? '') as OtherProcessAnswer;
   if ('result' in reply) return reply.result;
-  if ('errno' in reply) throw new VmErrnoError(reply.errno as ErrnoName, 'KVM_ARM_MTE_COPY_TAGS', `from process ${child.pid}, fd ${INHERITED_VM_FD}`);
+  if ('errno' in reply)
+    throw new VmErrnoError(reply.errno as ErrnoName, 'KVM_ARM_MTE_COPY_TAGS', `from process ${child.pid}, fd ${INHERITED_VM_FD}`);
   throw new OtherProcessError(reply.error);
 }
 

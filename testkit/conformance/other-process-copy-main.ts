@@ -5,9 +5,10 @@
  * as `node other-process-copy-main.js '<request JSON>'`; prints one JSON line,
  * {"result": n}, {"errno": "EIO"} or {"error": "..."}.
  */
-import { VmErrnoError } from '../../src/vm/vm.js';
+
 import { hostPageSize } from '../../src/backends/kvm/libc.js';
 import { issueCopyMteTags } from '../../src/backends/kvm/mte-copy-ioctl.js';
+import { VmErrnoError } from '../../src/vm/vm.js';
 import { deserialiseCopyRequest, INHERITED_VM_FD, type OtherProcessAnswer } from './other-process-copy.js';
 
 function answer(): OtherProcessAnswer {

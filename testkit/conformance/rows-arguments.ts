@@ -2,17 +2,7 @@
  * Argument checks of KVM_ARM_MTE_COPY_TAGS: the EINVAL/EFAULT rows of the
  * reference table and the order the kernel checks them in.
  */
-import {
-  atLeast,
-  expectCopy,
-  expectCopyErrno,
-  fromGuest,
-  request,
-  SLOT_NUMBER,
-  toGuest,
-  withSlot,
-  zeros,
-} from './fixtures.js';
+import { atLeast, expectCopy, expectCopyErrno, fromGuest, request, SLOT_NUMBER, toGuest, withSlot, zeros } from './fixtures.js';
 import type { ConformanceRow } from './types.js';
 
 export const argumentRows: ConformanceRow[] = [

@@ -120,7 +120,11 @@ export const tagRows: ConformanceRow[] = [
         const after = tagPattern(half, 16);
         expectCopyErrno(vm, toGuest(slotIpa, pageSize, after), 'EFAULT');
         const expected = atLeast(target, 6, 2) ? zeros(tagsPerPage) : Uint8Array.from([...after, ...before.subarray(half)]);
-        expectBytes(readTags(vm, slotIpa, 1, pageSize), expected, `tags after the faulted TO_GUEST (Linux ${target.kernelVersion.join('.')})`);
+        expectBytes(
+          readTags(vm, slotIpa, 1, pageSize),
+          expected,
+          `tags after the faulted TO_GUEST (Linux ${target.kernelVersion.join('.')})`,
+        );
       }),
   },
   {

@@ -26,7 +26,10 @@ export async function runConformanceRow(row: ConformanceRow, target: Conformance
   }
 }
 
-export async function runConformance(target: ConformanceTarget, rows: readonly ConformanceRow[] = conformanceRows): Promise<ConformanceResult[]> {
+export async function runConformance(
+  target: ConformanceTarget,
+  rows: readonly ConformanceRow[] = conformanceRows,
+): Promise<ConformanceResult[]> {
   const results: ConformanceResult[] = [];
   for (const row of rows) results.push(await runConformanceRow(row, target));
   return results;

@@ -1,7 +1,8 @@
 /** The simulator as a conformance target, for the test suite and for `vmsnap` self-checks. */
-import type { ConformanceTarget } from './types.js';
-import type { KernelVersion } from '../../src/kernel-model/kernel-version.js';
+
 import { SimulatedVm } from '../../src/backends/simulated/simulated-vm.js';
+import type { KernelVersion } from '../../src/kernel-model/kernel-version.js';
+import type { ConformanceTarget } from './types.js';
 
 export interface SimulatedTargetOptions {
   readonly pageSize: number;

@@ -5,9 +5,16 @@
  * page size, both give the row's expected answer, so the simulator the rest
  * of vmsnap is tested on is held to the kernel it claims to be.
  */
-import { conformanceRows, runConformanceRow, simulatedConformanceTarget, type ConformanceResult, type ConformanceRow, type ConformanceTarget } from '../conformance/index.js';
+import {
+  type ConformanceResult,
+  type ConformanceRow,
+  type ConformanceTarget,
+  conformanceRows,
+  runConformanceRow,
+  simulatedConformanceTarget,
+} from '../conformance/index.js';
 import { kvmConformanceTarget } from '../conformance/kvm-target.js';
-import { LabCheckFailure, type LabCheck, type LabContext } from './lab-checks.js';
+import { type LabCheck, LabCheckFailure, type LabContext } from './lab-checks.js';
 
 interface Targets {
   readonly kvm: ConformanceTarget;

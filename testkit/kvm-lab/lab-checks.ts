@@ -4,15 +4,16 @@
  * a line saying what it saw. The names are fixed so that the test runner
  * outside can expect every one of them and fail a check that never reported.
  */
-import { TAGS_FROM_GUEST } from '../../src/vm/vm.js';
+
 import type { KvmVmFactory } from '../../src/backends/kvm/kvm-factory.js';
-import { guestTags } from '../../src/vm/tag-copy.js';
-import { DEFAULT_LAYOUT, describeReport, type GuestReport } from '../../src/backends/kvm/test-guest/mte-guest-protocol.js';
-import { expectedTags, forEachGranule } from '../../src/backends/kvm/test-guest/mte-guest-pattern.js';
-import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../../src/backends/kvm/test-guest/mte-guest-vmm.js';
-import { transferVmState } from './state-transfer.js';
-import { TagCorruptingVm, type TagCorruption } from '../tag-corruption.js';
 import type { KvmVm } from '../../src/backends/kvm/kvm-vm.js';
+import { expectedTags, forEachGranule } from '../../src/backends/kvm/test-guest/mte-guest-pattern.js';
+import { DEFAULT_LAYOUT, describeReport, type GuestReport } from '../../src/backends/kvm/test-guest/mte-guest-protocol.js';
+import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../../src/backends/kvm/test-guest/mte-guest-vmm.js';
+import { guestTags } from '../../src/vm/tag-copy.js';
+import { TAGS_FROM_GUEST } from '../../src/vm/vm.js';
+import { TagCorruptingVm, type TagCorruption } from '../tag-corruption.js';
+import { transferVmState } from './state-transfer.js';
 
 /** What every check gets: the real KVM, and a directory for snapshot files. */
 export interface LabContext {
@@ -57,7 +58,10 @@ function checkGuestPattern(vm: KvmVm): string {
   const expected = expectedTags(layout);
   const histogram = new Array<number>(16).fill(0);
   for (let i = 0; i < expected.length; i++) {
-    if (tags[i] !== expected[i]) throw new LabCheckFailure(`FROM_GUEST tag of granule ${hex(fillStart + BigInt(i) * 16n)} is ${tags[i]}, the guest stored ${expected[i]}`);
+    if (tags[i] !== expected[i])
+      throw new LabCheckFailure(
+        `FROM_GUEST tag of granule ${hex(fillStart + BigInt(i) * 16n)} is ${tags[i]}, the guest stored ${expected[i]}`,
+      );
     histogram[tags[i]]++;
   }
   if (histogram.some((count) => count === 0)) throw new LabCheckFailure(`the pattern does not use all 16 tags: ${histogram.join(',')}`);
@@ -67,7 +71,10 @@ function checkGuestPattern(vm: KvmVm): string {
   forEachGranule(layout, (index, address, pattern) => {
     for (const w of [0, 1] as const) {
       const actual = words.getBigUint64(index * 16 + w * 8, true);
-      if (actual !== pattern.words[w]) throw new LabCheckFailure(`RAM word at ${hex(address + BigInt(w * 8))} is ${hex(actual)}, the guest stored ${hex(pattern.words[w])}`);
+      if (actual !== pattern.words[w])
+        throw new LabCheckFailure(
+          `RAM word at ${hex(address + BigInt(w * 8))} is ${hex(actual)}, the guest stored ${hex(pattern.words[w])}`,
+        );
     }
   });
   return `${expected.length} granules: every tag read back with FROM_GUEST (flags ${TAGS_FROM_GUEST}) and every word through the mapping match the guest's pattern`;
@@ -83,8 +90,14 @@ function expectVerified(vm: KvmVm): string {
 export function corruptionVerdict(report: GuestReport, corruption: TagCorruption): string {
   if (corruption.original === null) throw new LabCheckFailure(`no TO_GUEST copy covered ${hex(corruption.guestAddress)}`);
   if (report.status !== 'tag-mismatch') throw new LabCheckFailure(`one damaged tag went unnoticed: the guest ${describeReport(report)}`);
-  if (report.address !== corruption.guestAddress || report.expected !== BigInt(corruption.original) || report.actual !== BigInt(corruption.corrupted ?? -1)) {
-    throw new LabCheckFailure(`the guest ${describeReport(report)}, not the damaged granule ${hex(corruption.guestAddress)} (${corruption.original} -> ${corruption.corrupted})`);
+  if (
+    report.address !== corruption.guestAddress ||
+    report.expected !== BigInt(corruption.original) ||
+    report.actual !== BigInt(corruption.corrupted ?? -1)
+  ) {
+    throw new LabCheckFailure(
+      `the guest ${describeReport(report)}, not the damaged granule ${hex(corruption.guestAddress)} (${corruption.original} -> ${corruption.corrupted})`,
+    );
   }
   return `the guest ${describeReport(report)}`;
 }
@@ -133,4 +146,3 @@ export const BACKEND_CHECKS: readonly LabCheck[] = [
       }),
   },
 ];
-

@@ -3,18 +3,19 @@
  * round trip, the same with one tag damaged on its way back, and a detour
  * through the simulated backend (KVM -> file -> simulated VM -> file -> KVM).
  */
+
+import { release } from 'node:os';
 import { join } from 'node:path';
-import { guestTags } from '../../src/vm/tag-copy.js';
-import { restoreSnapshot } from '../../src/reader/restore.js';
-import { saveSnapshot } from '../../src/writer/save.js';
-import { parseKernelRelease } from '../conformance/kvm-target.js';
 import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/backends/kvm/test-guest/live-checkpoint.js';
 import { expectedTags } from '../../src/backends/kvm/test-guest/mte-guest-pattern.js';
 import { DEFAULT_LAYOUT, describeReport } from '../../src/backends/kvm/test-guest/mte-guest-protocol.js';
-import { tagCorruptingFactory } from '../tag-corruption.js';
-import { release } from 'node:os';
-import { CORRUPTED_GRANULE, corruptionVerdict, LabCheckFailure, type LabCheck } from './lab-checks.js';
 import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
+import { restoreSnapshot } from '../../src/reader/restore.js';
+import { guestTags } from '../../src/vm/tag-copy.js';
+import { saveSnapshot } from '../../src/writer/save.js';
+import { parseKernelRelease } from '../conformance/kvm-target.js';
+import { tagCorruptingFactory } from '../tag-corruption.js';
+import { CORRUPTED_GRANULE, corruptionVerdict, type LabCheck, LabCheckFailure } from './lab-checks.js';
 
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 
@@ -40,25 +41,33 @@ export const SNAPSHOT_CHECKS: readonly LabCheck[] = [
     },
   },
   {
-    name: 'snapshot: KVM guest -> file -> simulated VM (the KVM CPU\'s register list) -> file -> KVM: resumes and verifies',
+    name: "snapshot: KVM guest -> file -> simulated VM (the KVM CPU's register list) -> file -> KVM: resumes and verifies",
     run: async ({ factory, scratchDirectory }) => {
       const fromKvm = join(scratchDirectory, 'from-kvm.vmsnap');
       const fromSim = join(scratchDirectory, 'from-sim.vmsnap');
       await checkpointToSnapshot(factory, fromKvm);
-      const simulated = new SimulatedVmFactory({ pageSize: factory.pageSize, kernelVersion: parseKernelRelease(release()), adoptRegisters: true });
+      const simulated = new SimulatedVmFactory({
+        pageSize: factory.pageSize,
+        kernelVersion: parseKernelRelease(release()),
+        adoptRegisters: true,
+      });
       const { vm } = await restoreSnapshot(fromKvm, simulated);
       try {
         const fillStart = DEFAULT_LAYOUT.ramBase + DEFAULT_LAYOUT.fillOffset;
         const tags = guestTags(vm, fillStart, Number(DEFAULT_LAYOUT.fillLength));
         const expected = expectedTags(DEFAULT_LAYOUT);
         const wrong = expected.findIndex((tag, i) => tags[i] !== tag);
-        if (wrong >= 0) throw new LabCheckFailure(`the simulated VM holds tag ${tags[wrong]} at 0x${(fillStart + BigInt(wrong) * 16n).toString(16)}, the guest stored ${expected[wrong]}`);
+        if (wrong >= 0)
+          throw new LabCheckFailure(
+            `the simulated VM holds tag ${tags[wrong]} at 0x${(fillStart + BigInt(wrong) * 16n).toString(16)}, the guest stored ${expected[wrong]}`,
+          );
         await saveSnapshot(vm, fromSim);
       } finally {
         vm.close();
       }
       const { report } = await resumeFromSnapshot(fromSim, factory);
-      if (report.status !== 'verified') throw new LabCheckFailure(`after the detour through the simulated VM the guest ${describeReport(report)}`);
+      if (report.status !== 'verified')
+        throw new LabCheckFailure(`after the detour through the simulated VM the guest ${describeReport(report)}`);
       return `the simulated VM held every tag of the fill; back on KVM the guest ${describeReport(report)}`;
     },
   },

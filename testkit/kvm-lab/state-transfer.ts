@@ -4,8 +4,9 @@
  * before dirty logging, registers last). The lab uses it to check the
  * backend on its own, apart from the snapshot format.
  */
-import type { Vm } from '../../src/vm/vm.js';
+
 import { guestTags, writeGuestTags } from '../../src/vm/tag-copy.js';
+import type { Vm } from '../../src/vm/vm.js';
 
 /** RAM moves through the VMM in pieces of this size. */
 const RAM_PIECE = 1n << 20n;

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { exportCore } from '../../src/forensics/core-export.js';
 import { formatBytes } from '../../src/units.js';
-import { commandGroup, examples, EXIT_CODES_HELP, printJson, printLine, withSnapshot } from './forensics-support.js';
+import { commandGroup, EXIT_CODES_HELP, examples, printJson, printLine, withSnapshot } from './forensics-support.js';
 
 export function registerExportCore(program: Command): void {
   commandGroup(program, 'export', 'Write a snapshot in another format')
@@ -20,14 +20,14 @@ export function registerExportCore(program: Command): void {
         "gdb-multiarch -nx -batch -ex 'core-file guest.core' -ex 'memory-tag print-allocation-tag 0x40001000' -ex 'x/4xgm 0x40001000'",
       ]) + EXIT_CODES_HELP,
     )
-    .action(async (file: string, options: { output: string; json?: boolean }) =>
-      {
-        const summary = await withSnapshot(file, (reader) => exportCore(reader, options.output));
-        if (options.json) printJson(summary);
-        else {
-          printLine(`wrote ${summary.path}: ${summary.loads} PT_LOAD, ${summary.memtagSegments} memtag segments, ${summary.vcpus} vCPUs`);
-          printLine(`  file length ${formatBytes(summary.fileSize)}, on disk ${formatBytes(summary.diskBytes)} (${formatBytes(summary.zeroBytesSkipped)} of zero pages and tags left as holes)`);
-        }
-      },
-    );
+    .action(async (file: string, options: { output: string; json?: boolean }) => {
+      const summary = await withSnapshot(file, (reader) => exportCore(reader, options.output));
+      if (options.json) printJson(summary);
+      else {
+        printLine(`wrote ${summary.path}: ${summary.loads} PT_LOAD, ${summary.memtagSegments} memtag segments, ${summary.vcpus} vCPUs`);
+        printLine(
+          `  file length ${formatBytes(summary.fileSize)}, on disk ${formatBytes(summary.diskBytes)} (${formatBytes(summary.zeroBytesSkipped)} of zero pages and tags left as holes)`,
+        );
+      }
+    });
 }

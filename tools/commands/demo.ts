@@ -10,16 +10,15 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
 import { compareVms } from '../../src/validate/compare.js';
+import { workloadAnnotations } from '../../src/workload/annotations.js';
 import { EXIT } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { writerOptions } from '../save-options.js';
 import { buildSimGuest, parseSimGuest, SIM_DEFAULTS } from '../sim-guest.js';
 import { formatBytes, integerOption, megabytesPerSecond, percent } from '../units.js';
-import { describeComparison } from './restore.js';
-import { runRestore } from './restore.js';
+import { describeComparison, runRestore } from './restore.js';
 import { runSave } from './save.js';
 import { runVerify } from './verify.js';
-import { workloadAnnotations } from '../../src/workload/annotations.js';
 
 interface DemoOptions {
   size?: string;
@@ -39,7 +38,13 @@ interface Step {
   detail: string;
 }
 
-async function timed<T>(steps: Step[], name: string, guestBytes: bigint, run: () => T | Promise<T>, detail: (value: T) => string): Promise<T> {
+async function timed<T>(
+  steps: Step[],
+  name: string,
+  guestBytes: bigint,
+  run: () => T | Promise<T>,
+  detail: (value: T) => string,
+): Promise<T> {
   const started = performance.now();
   const value = await run();
   const ms = performance.now() - started;
@@ -59,46 +64,87 @@ export function registerDemo(program: Command): void {
     .option('--json', 'print the steps and results as JSON')
     .option('-q, --quiet', 'no progress bars')
     .addHelpText('after', helpAfter(['vmsnap demo', 'vmsnap demo --size 1GiB --page-size 65536', 'vmsnap demo --json | jq .steps']))
-    .action(
-      async (options: DemoOptions) => {
-        const spec = parseSimGuest(options);
-        const quiet = options.quiet || options.json;
-        const directory = options.output ? undefined : mkdtempSync(join(tmpdir(), 'vmsnap-demo-'));
-        const path = options.output ?? join(directory!, 'demo.vmsnap');
-        const steps: Step[] = [];
-        const guestBytes = BigInt(spec.sizeMiB) * 1024n * 1024n;
-        try {
-          const guest = await timed(steps, 'generate', guestBytes, () => buildSimGuest(spec), (g) => `${g.stats.dataPages} data pages, ${g.stats.taggedPages} tagged pages`);
-          const saveOptions = writerOptions({ threads: options.threads }, spec.pageSize, workloadAnnotations(spec));
-          const saved = await timed(steps, 'save', guestBytes, () => runSave(guest.vm, path, saveOptions, { quiet }), (s) => `${formatBytes(s.fileBytes)} in ${s.chunks} chunks`);
-          const verified = await timed(steps, 'verify', guestBytes, () => runVerify(path, { threads: options.threads, quiet }), (r) => (r.ok ? 'every checksum good' : `${r.problems.length} problems`));
-          const factory = new SimulatedVmFactory({ pageSize: spec.pageSize, adoptRegisters: true });
-          const restored = await timed(steps, 'restore', guestBytes, () => runRestore(path, factory, { threads: options.threads, quiet }), (r) => `${r.summary.ramPagesWritten} pages, ${r.summary.tagCalls} tag copies`);
-          const comparison = await timed(steps, 'compare', guestBytes, () => compareVms(guest.vm, restored.vm), (c) => (c.equal ? 'identical' : `${c.differences.length} differences`));
-          restored.vm.close();
-          guest.vm.close();
-          const result = {
-            guest: { ...spec, regions: saved.regions.length, vcpus: saved.vcpus, guestBytes: saved.guestBytes },
-            snapshot: { path: options.output ?? null, fileBytes: saved.fileBytes, compressionRatio: Number(saved.guestBytes) / Number(saved.fileBytes), tagBytes: saved.tagBytes, tagPercentOfRam: (Number(saved.tagBytes) / Number(saved.guestBytes)) * 100 },
-            steps,
-            verify: { ok: verified.ok, problems: verified.problems },
-            comparison,
-            ok: verified.ok && comparison.equal,
-          };
-          if (options.json) printJson(result);
-          else {
-            printLine(`guest: ${spec.sizeMiB} MiB RAM + flash (${formatBytes(saved.guestBytes)} in ${saved.regions.length} regions), seed ${spec.seed}, ${spec.pageSize}-byte pages, ${saved.vcpus} vCPUs`);
-            for (const s of steps) printLine(`  ${s.step.padEnd(8)} ${(s.ms / 1000).toFixed(2).padStart(6)} s ${s.mbPerSecond.toFixed(0).padStart(6)} MB/s  ${s.detail}`);
-            printLine(`snapshot: ${formatBytes(saved.fileBytes)}, ${result.snapshot.compressionRatio.toFixed(2)}:1, tags ${formatBytes(saved.tagBytes)} = ${percent(saved.tagBytes, saved.guestBytes)} of RAM${options.output ? `, kept at ${options.output}` : ''}`);
-            for (const problem of verified.problems) printLine(`  verify ${problem.severity} ${problem.code}: ${problem.message}`);
-            printLine(describeComparison(comparison));
-            printLine(result.ok ? 'demo OK: every page and every tag came back' : 'demo FAILED');
-          }
-          if (!verified.ok) process.exitCode = EXIT.invalid;
-          else if (!comparison.equal) process.exitCode = EXIT.differs;
-        } finally {
-          if (directory) rmSync(directory, { recursive: true, force: true });
+    .action(async (options: DemoOptions) => {
+      const spec = parseSimGuest(options);
+      const quiet = options.quiet || options.json;
+      const directory = options.output ? undefined : mkdtempSync(join(tmpdir(), 'vmsnap-demo-'));
+      const path = options.output ?? join(directory!, 'demo.vmsnap');
+      const steps: Step[] = [];
+      const guestBytes = BigInt(spec.sizeMiB) * 1024n * 1024n;
+      try {
+        const guest = await timed(
+          steps,
+          'generate',
+          guestBytes,
+          () => buildSimGuest(spec),
+          (g) => `${g.stats.dataPages} data pages, ${g.stats.taggedPages} tagged pages`,
+        );
+        const saveOptions = writerOptions({ threads: options.threads }, spec.pageSize, workloadAnnotations(spec));
+        const saved = await timed(
+          steps,
+          'save',
+          guestBytes,
+          () => runSave(guest.vm, path, saveOptions, { quiet }),
+          (s) => `${formatBytes(s.fileBytes)} in ${s.chunks} chunks`,
+        );
+        const verified = await timed(
+          steps,
+          'verify',
+          guestBytes,
+          () => runVerify(path, { threads: options.threads, quiet }),
+          (r) => (r.ok ? 'every checksum good' : `${r.problems.length} problems`),
+        );
+        const factory = new SimulatedVmFactory({ pageSize: spec.pageSize, adoptRegisters: true });
+        const restored = await timed(
+          steps,
+          'restore',
+          guestBytes,
+          () => runRestore(path, factory, { threads: options.threads, quiet }),
+          (r) => `${r.summary.ramPagesWritten} pages, ${r.summary.tagCalls} tag copies`,
+        );
+        const comparison = await timed(
+          steps,
+          'compare',
+          guestBytes,
+          () => compareVms(guest.vm, restored.vm),
+          (c) => (c.equal ? 'identical' : `${c.differences.length} differences`),
+        );
+        restored.vm.close();
+        guest.vm.close();
+        const result = {
+          guest: { ...spec, regions: saved.regions.length, vcpus: saved.vcpus, guestBytes: saved.guestBytes },
+          snapshot: {
+            path: options.output ?? null,
+            fileBytes: saved.fileBytes,
+            compressionRatio: Number(saved.guestBytes) / Number(saved.fileBytes),
+            tagBytes: saved.tagBytes,
+            tagPercentOfRam: (Number(saved.tagBytes) / Number(saved.guestBytes)) * 100,
+          },
+          steps,
+          verify: { ok: verified.ok, problems: verified.problems },
+          comparison,
+          ok: verified.ok && comparison.equal,
+        };
+        if (options.json) printJson(result);
+        else {
+          printLine(
+            `guest: ${spec.sizeMiB} MiB RAM + flash (${formatBytes(saved.guestBytes)} in ${saved.regions.length} regions), seed ${spec.seed}, ${spec.pageSize}-byte pages, ${saved.vcpus} vCPUs`,
+          );
+          for (const s of steps)
+            printLine(
+              `  ${s.step.padEnd(8)} ${(s.ms / 1000).toFixed(2).padStart(6)} s ${s.mbPerSecond.toFixed(0).padStart(6)} MB/s  ${s.detail}`,
+            );
+          printLine(
+            `snapshot: ${formatBytes(saved.fileBytes)}, ${result.snapshot.compressionRatio.toFixed(2)}:1, tags ${formatBytes(saved.tagBytes)} = ${percent(saved.tagBytes, saved.guestBytes)} of RAM${options.output ? `, kept at ${options.output}` : ''}`,
+          );
+          for (const problem of verified.problems) printLine(`  verify ${problem.severity} ${problem.code}: ${problem.message}`);
+          printLine(describeComparison(comparison));
+          printLine(result.ok ? 'demo OK: every page and every tag came back' : 'demo FAILED');
         }
-      },
-    );
+        if (!verified.ok) process.exitCode = EXIT.invalid;
+        else if (!comparison.equal) process.exitCode = EXIT.differs;
+      } finally {
+        if (directory) rmSync(directory, { recursive: true, force: true });
+      }
+    });
 }

@@ -7,7 +7,7 @@ import type { SnapshotReader } from '../../src/format/model.js';
 import { openSnapshot } from '../../src/reader/open.js';
 import { parseInteger } from '../units.js';
 
-export { examples, EXIT_CODES_HELP, printJson, printLine } from '../help.js';
+export { EXIT_CODES_HELP, examples, printJson, printLine } from '../help.js';
 
 /** A whole number of items (a count, a page size). */
 export function parseCount(text: string, what: string): number {
@@ -27,8 +27,3 @@ export async function withSnapshot<T>(path: string, use: (reader: SnapshotReader
     await reader.close();
   }
 }
-
-
-
-
-

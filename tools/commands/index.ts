@@ -1,18 +1,18 @@
 /** Every subcommand module registers itself on the program here, one line each. */
 import type { Command } from 'commander';
-import { registerSave } from './save.js';
-import { registerRestore } from './restore.js';
-import { registerInfo } from './info.js';
-import { registerVerify } from './verify.js';
-import { registerDemo } from './demo.js';
-import { registerTagsStats } from './tags-stats.js';
-import { registerTagsDump } from './tags-dump.js';
-import { registerTagsDiff } from './tags-diff.js';
-import { registerTagsMap } from './tags-map.js';
 import { registerCheckPointer } from './check-pointer.js';
 import { registerExportCore } from './core-export.js';
 import { registerImportCore } from './core-import.js';
+import { registerDemo } from './demo.js';
+import { registerInfo } from './info.js';
+import { registerRestore } from './restore.js';
 import { registerRun } from './run.js';
+import { registerSave } from './save.js';
+import { registerTagsDiff } from './tags-diff.js';
+import { registerTagsDump } from './tags-dump.js';
+import { registerTagsMap } from './tags-map.js';
+import { registerTagsStats } from './tags-stats.js';
+import { registerVerify } from './verify.js';
 
 export function registerCommands(program: Command): void {
   void program;

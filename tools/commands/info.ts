@@ -5,17 +5,21 @@
  * bytes as a share of RAM, vCPUs, blobs and annotations.
  */
 import type { Command } from 'commander';
-import { describeSnapshot, type SnapshotInfo } from '../../src/reader/snapshot-info.js';
 import { openSnapshot } from '../../src/reader/open.js';
-import { CliError, EXIT } from '../cli-support.js';
+import { describeSnapshot, type SnapshotInfo } from '../../src/reader/snapshot-info.js';
+import { CliError } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { formatBytes, hex, percent } from '../units.js';
 
 function printInfo(info: SnapshotInfo): void {
   const f = info.format;
   printLine(`${info.file}: vmsnap format ${f.version}, ${formatBytes(info.fileBytes)} (${info.fileBytes} bytes)`);
-  printLine(`  pages ${f.pageSize} bytes, ${f.pagesPerChunk} per chunk; MTE granule ${f.granuleSize} bytes, ${f.tagBits}-bit tags; codec ${f.codec}`);
-  printLine(`  snapshot ${info.snapshotId}${info.parentId ? `, parent ${info.parentId}` : ''}, created ${info.created ?? `at ${info.createdMs} ms (past the calendar)`} by ${info.tool}`);
+  printLine(
+    `  pages ${f.pageSize} bytes, ${f.pagesPerChunk} per chunk; MTE granule ${f.granuleSize} bytes, ${f.tagBits}-bit tags; codec ${f.codec}`,
+  );
+  printLine(
+    `  snapshot ${info.snapshotId}${info.parentId ? `, parent ${info.parentId}` : ''}, created ${info.created ?? `at ${info.createdMs} ms (past the calendar)`} by ${info.tool}`,
+  );
   printLine(`regions (${info.regions.length}):`);
   for (const r of info.regions) {
     const flags = [r.mte ? 'mte' : 'no tags', r.readOnly ? 'read-only' : ''].filter(Boolean).join(', ');
@@ -23,8 +27,12 @@ function printInfo(info: SnapshotInfo): void {
     printLine(`      ${r.ramChunks} RAM chunks ${formatBytes(r.ramBytes)}, ${r.tagChunks} tag chunks ${formatBytes(r.tagBytes)}`);
   }
   const t = info.totals;
-  printLine(`totals: ${formatBytes(t.guestBytes)} of guest memory in ${t.ramChunks + t.tagChunks} chunks (${t.ramChunks} RAM, ${t.tagChunks} tag)`);
-  printLine(`  compression ${t.compressionRatio.toFixed(2)}:1; RAM sections ${formatBytes(t.ramBytes)}, tag sections ${formatBytes(t.tagBytes)} = ${percent(t.tagBytes, t.guestBytes)} of RAM`);
+  printLine(
+    `totals: ${formatBytes(t.guestBytes)} of guest memory in ${t.ramChunks + t.tagChunks} chunks (${t.ramChunks} RAM, ${t.tagChunks} tag)`,
+  );
+  printLine(
+    `  compression ${t.compressionRatio.toFixed(2)}:1; RAM sections ${formatBytes(t.ramBytes)}, tag sections ${formatBytes(t.tagBytes)} = ${percent(t.tagBytes, t.guestBytes)} of RAM`,
+  );
   printLine(`vCPUs (${info.vcpus.length}): ${info.vcpus.map((v) => `${v.id} (${v.registers} registers)`).join(', ') || 'none'}`);
   printLine(`blobs (${info.blobs.length}): ${info.blobs.map((b) => `${b.name} (${formatBytes(b.bytes)})`).join(', ') || 'none'}`);
   const annotations = Object.entries(info.annotations);
@@ -39,18 +47,16 @@ export function registerInfo(program: Command): void {
     .argument('<file>', 'snapshot file (random access: not "-")')
     .option('--json', 'machine-readable output on standard output')
     .addHelpText('after', helpAfter(['vmsnap info guest.vmsnap', 'vmsnap info guest.vmsnap --json | jq .totals']))
-    .action(
-      async (file: string, options: { json?: boolean }) => {
-        // The summary needs the index, which a pipe delivers last; `vmsnap verify -` reads a pipe.
-        if (file === '-') throw new CliError('info needs a file it can seek in; for a pipe use `vmsnap verify -`', 'usage');
-        const reader = await openSnapshot(file, { threads: 0 });
-        try {
-          const info = await describeSnapshot(reader);
-          if (options.json) printJson(info);
-          else printInfo(info);
-        } finally {
-          await reader.close();
-        }
-      },
-    );
+    .action(async (file: string, options: { json?: boolean }) => {
+      // The summary needs the index, which a pipe delivers last; `vmsnap verify -` reads a pipe.
+      if (file === '-') throw new CliError('info needs a file it can seek in; for a pipe use `vmsnap verify -`', 'usage');
+      const reader = await openSnapshot(file, { threads: 0 });
+      try {
+        const info = await describeSnapshot(reader);
+        if (options.json) printJson(info);
+        else printInfo(info);
+      } finally {
+        await reader.close();
+      }
+    });
 }

@@ -4,20 +4,20 @@
  * original), or into raw RAM and tag files.
  */
 import { rmSync } from 'node:fs';
-import type { Command } from 'commander';
 import type { Readable } from 'node:stream';
-import type { Vm, VmFactory, VmTarget } from '../../src/vm/vm.js';
+import type { Command } from 'commander';
 import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
-import { TagCopyError } from '../../src/vm/tag-copy.js';
-import { restoreSnapshot, type RestoreSummary } from '../../src/reader/restore.js';
+import { type RestoreSummary, restoreSnapshot } from '../../src/reader/restore.js';
 import { compareVms, type VmComparison } from '../../src/validate/compare.js';
+import { TagCopyError } from '../../src/vm/tag-copy.js';
+import type { Vm, VmFactory, VmTarget } from '../../src/vm/vm.js';
+import { workloadFromAnnotations } from '../../src/workload/annotations.js';
 import { CliError, EXIT, snapshotInput, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
 import { createProgress } from '../progress.js';
-import { rawTargetFactory, type RawTargetOptions } from '../raw-files-options.js';
+import { type RawTargetOptions, rawTargetFactory } from '../raw-files-options.js';
 import { buildSimGuest, parseSimGuest, type SimGuestSpec } from '../sim-guest.js';
 import { formatBytes, formatRate, hex, integerOption } from '../units.js';
-import { workloadFromAnnotations } from '../../src/workload/annotations.js';
 
 export interface RestoreCommandOptions extends RawTargetOptions {
   compareSim?: boolean;
@@ -29,10 +29,17 @@ export interface RestoreCommandOptions extends RawTargetOptions {
 }
 
 /** Restores with a progress bar; shared with `demo`. */
-export async function runRestore<T extends VmTarget>(source: string | Readable | NodeJS.ReadableStream, factory: VmFactory<T>, options: { threads?: number; quiet?: boolean }) {
+export async function runRestore<T extends VmTarget>(
+  source: string | Readable | NodeJS.ReadableStream,
+  factory: VmFactory<T>,
+  options: { threads?: number; quiet?: boolean },
+) {
   const progress = createProgress('restore', options);
   try {
-    return await restoreSnapshot(source, factory, { threads: options.threads, onProgress: (p) => progress.update(p.guestBytesDone, p.guestBytesTotal) });
+    return await restoreSnapshot(source, factory, {
+      threads: options.threads,
+      onProgress: (p) => progress.update(p.guestBytesDone, p.guestBytesTotal),
+    });
   } finally {
     progress.done();
   }
@@ -47,7 +54,9 @@ export function describeRestore(summary: RestoreSummary, target: string): string
 
 export function describeComparison(comparison: VmComparison): string {
   const head = `compare: ${comparison.pagesCompared} pages and ${comparison.granulesCompared} tag granules, ${comparison.equal ? 'identical' : 'DIFFERENT'}`;
-  const lines = comparison.differences.map((d) => `  ${d.kind}${d.guestAddress === undefined ? '' : ` at IPA ${hex(d.guestAddress)}`}: ${d.message}`);
+  const lines = comparison.differences.map(
+    (d) => `  ${d.kind}${d.guestAddress === undefined ? '' : ` at IPA ${hex(d.guestAddress)}`}: ${d.message}`,
+  );
   return [head, ...lines].join('\n');
 }
 
@@ -70,7 +79,15 @@ function removeFiles(paths: ReadonlyArray<string | undefined>): void {
 
 function checkTargetOptions(options: RestoreCommandOptions): void {
   if (options.ramOut) return;
-  const stray = options.tagsOut ? '--tags-out' : options.layoutOut ? '--layout-out' : options.tagLayout ? '--tag-layout' : options.force ? '--force' : undefined;
+  const stray = options.tagsOut
+    ? '--tags-out'
+    : options.layoutOut
+      ? '--layout-out'
+      : options.tagLayout
+        ? '--tag-layout'
+        : options.force
+          ? '--force'
+          : undefined;
   if (stray) throw new CliError(`${stray} needs --ram-out FILE`, 'usage');
 }
 
@@ -87,17 +104,26 @@ function compareWithSim(vm: Vm, spec: SimGuestSpec): VmComparison {
 export function registerRestore(program: Command): void {
   program
     .command('restore')
-    .description('Restore a snapshot into a fresh simulated VM or into raw RAM and tag files, optionally comparing it with the regenerated original')
+    .description(
+      'Restore a snapshot into a fresh simulated VM or into raw RAM and tag files, optionally comparing it with the regenerated original',
+    )
     .argument('<source>', 'snapshot file, or - for standard input')
     .option('--ram-out <file>', 'restore into raw files: the RAM image to create (default: a simulated VM)')
     .option('--tags-out <file>', 'with --ram-out: the tag file to create')
     .option('--tag-layout <layout>', 'with --tags-out: byte (one tag per byte) or packed (two per byte); default byte')
     .option('--layout-out <file>', 'with --ram-out: write the layout JSON (for `save --ram ... --layout`)')
     .option('--force', 'with --ram-out: replace existing files')
-    .option('--compare-sim', 'compare the restored VM with the simulated guest regenerated from its seed (recorded in the snapshot, or --seed/--size)')
+    .option(
+      '--compare-sim',
+      'compare the restored VM with the simulated guest regenerated from its seed (recorded in the snapshot, or --seed/--size)',
+    )
     .option('--seed <n>', 'with --compare-sim: the workload seed (default: the one the snapshot records)')
     .option('--size <bytes>', 'with --compare-sim: the guest RAM size (default: the one the snapshot records)')
-    .option('--threads <n>', 'decompression threads (default: one per core; 0 decodes on the main thread)', integerOption('--threads', 0, 256))
+    .option(
+      '--threads <n>',
+      'decompression threads (default: one per core; 0 decodes on the main thread)',
+      integerOption('--threads', 0, 256),
+    )
     .option('--json', 'print the summary (and comparison) as JSON')
     .option('-q, --quiet', 'no progress bar and no summary')
     .addHelpText(
@@ -108,35 +134,47 @@ export function registerRestore(program: Command): void {
         'vmsnap restore guest.vmsnap --ram-out guest.ram --tags-out guest.tags --layout-out guest.layout.json',
       ]),
     )
-    .action(
-      async (name: string, options: RestoreCommandOptions) => {
-        checkTargetOptions(options);
-        const input = snapshotInput(name, 'restore');
-        const factory: VmFactory = options.ramOut ? rawTargetFactory({ ...options, ramOut: options.ramOut }) : new SimulatedVmFactory({ adoptRegisters: true });
-        const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
-        const targetDetails = options.ramOut
-          ? { kind: 'raw-files', ram: options.ramOut, tags: options.tagsOut ?? null, tagLayout: options.tagLayout ?? 'byte', layout: options.layoutOut ?? null }
-          : { kind: 'simulated' };
-        const restored = await runRestore(input.source, factory, options).catch((error: unknown) => {
-          // restoreSnapshot closed the half-written target; files it created must not pass for a restored guest.
-          if (options.ramOut) removeFiles([options.ramOut, options.tagsOut, options.layoutOut]);
-          if (error instanceof TagCopyError && options.ramOut && !options.tagsOut) {
-            throw new CliError(`the snapshot holds MTE tags (the first at IPA ${hex(error.guestAddress)}); give --tags-out FILE to restore them`, 'usage');
+    .action(async (name: string, options: RestoreCommandOptions) => {
+      checkTargetOptions(options);
+      const input = snapshotInput(name, 'restore');
+      const factory: VmFactory = options.ramOut
+        ? rawTargetFactory({ ...options, ramOut: options.ramOut })
+        : new SimulatedVmFactory({ adoptRegisters: true });
+      const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
+      const targetDetails = options.ramOut
+        ? {
+            kind: 'raw-files',
+            ram: options.ramOut,
+            tags: options.tagsOut ?? null,
+            tagLayout: options.tagLayout ?? 'byte',
+            layout: options.layoutOut ?? null,
           }
-          throw error;
-        });
-        try {
-          const comparison = options.compareSim ? compareWithSim(restored.vm, comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize)) : undefined;
-          if (options.json) printLine(toJson({ source: name, target: targetDetails, summary: restored.summary, comparison }));
-          else if (!options.quiet) {
-            printLine(describeRestore(restored.summary, target));
-            if (comparison) printLine(describeComparison(comparison));
-            if (comparison && restored.summary.vcpus === 0) printLine('  (the snapshot holds no vCPU state, as from raw files: registers were not compared)');
-          }
-          if (comparison && !comparison.equal) process.exitCode = EXIT.differs;
-        } finally {
-          restored.vm.close();
+        : { kind: 'simulated' };
+      const restored = await runRestore(input.source, factory, options).catch((error: unknown) => {
+        // restoreSnapshot closed the half-written target; files it created must not pass for a restored guest.
+        if (options.ramOut) removeFiles([options.ramOut, options.tagsOut, options.layoutOut]);
+        if (error instanceof TagCopyError && options.ramOut && !options.tagsOut) {
+          throw new CliError(
+            `the snapshot holds MTE tags (the first at IPA ${hex(error.guestAddress)}); give --tags-out FILE to restore them`,
+            'usage',
+          );
         }
-      },
-    );
+        throw error;
+      });
+      try {
+        const comparison = options.compareSim
+          ? compareWithSim(restored.vm, comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize))
+          : undefined;
+        if (options.json) printLine(toJson({ source: name, target: targetDetails, summary: restored.summary, comparison }));
+        else if (!options.quiet) {
+          printLine(describeRestore(restored.summary, target));
+          if (comparison) printLine(describeComparison(comparison));
+          if (comparison && restored.summary.vcpus === 0)
+            printLine('  (the snapshot holds no vCPU state, as from raw files: registers were not compared)');
+        }
+        if (comparison && !comparison.equal) process.exitCode = EXIT.differs;
+      } finally {
+        restored.vm.close();
+      }
+    });
 }

@@ -10,11 +10,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import type { Vm } from '../../src/vm/vm.js';
 import { KvmVmFactory } from '../../src/backends/kvm/kvm-factory.js';
 import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/backends/kvm/test-guest/live-checkpoint.js';
-import { DEFAULT_LAYOUT, describeReport, type GuestReport, type MteGuestLayout } from '../../src/backends/kvm/test-guest/mte-guest-protocol.js';
+import {
+  DEFAULT_LAYOUT,
+  describeReport,
+  type GuestReport,
+  type MteGuestLayout,
+} from '../../src/backends/kvm/test-guest/mte-guest-protocol.js';
 import { damageTag, type TagDamage } from '../../src/backends/kvm/test-guest/tag-damage.js';
+import type { Vm } from '../../src/vm/vm.js';
 import { CliError, EXIT, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
 import { formatBytes, hex, parseByteSize, parseGuestAddress } from '../units.js';
@@ -37,7 +42,8 @@ const MAX_FILL = 512n * MIB;
 
 function layoutFrom(options: RunOptions): MteGuestLayout {
   const fillLength = options.fill === undefined ? DEFAULT_LAYOUT.fillLength : parseByteSize(options.fill, '--fill');
-  if (fillLength < MIB || fillLength > MAX_FILL || fillLength % MIB !== 0n) throw new CliError('--fill: a whole number of MiB from 1MiB to 512MiB', 'usage');
+  if (fillLength < MIB || fillLength > MAX_FILL || fillLength % MIB !== 0n)
+    throw new CliError('--fill: a whole number of MiB from 1MiB to 512MiB', 'usage');
   const seed = options.seed === undefined ? DEFAULT_LAYOUT.seed : parseGuestAddress(options.seed, '--seed');
   if (seed === 0n || seed >= 1n << 64n) throw new CliError('--seed: a nonzero 64-bit number', 'usage');
   return { ...DEFAULT_LAYOUT, seed, fillLength, ramSize: DEFAULT_LAYOUT.fillOffset + fillLength + MIB };
@@ -47,14 +53,20 @@ function openKvm(): KvmVmFactory {
   try {
     return new KvmVmFactory();
   } catch (error) {
-    throw new CliError(`${error instanceof Error ? error.message : String(error)}; vmsnap run needs an arm64 host with KVM and MTE (npm run test:kvm boots one under QEMU)`, 'backend');
+    throw new CliError(
+      `${error instanceof Error ? error.message : String(error)}; vmsnap run needs an arm64 host with KVM and MTE (npm run test:kvm boots one under QEMU)`,
+      'backend',
+    );
   }
 }
 
 function verdict(report: GuestReport, corruption: TagDamage | undefined, json: boolean): void {
   if (json) printLine(toJson({ report, corruption }));
   else {
-    if (corruption) printLine(`damaged the tag of granule ${hex(corruption.guestAddress)} after restore: ${corruption.original} -> ${corruption.damaged}`);
+    if (corruption)
+      printLine(
+        `damaged the tag of granule ${hex(corruption.guestAddress)} after restore: ${corruption.original} -> ${corruption.damaged}`,
+      );
     printLine(`guest: ${describeReport(report)}`);
   }
   if (report.status !== 'verified') process.exitCode = EXIT.differs;
@@ -63,7 +75,10 @@ function verdict(report: GuestReport, corruption: TagDamage | undefined, json: b
 async function run(options: RunOptions): Promise<void> {
   if (options.checkpointOnly && !options.snapshot) throw new CliError('--checkpoint-only needs --snapshot FILE to keep', 'usage');
   if (options.resume && (options.snapshot || options.checkpointOnly || options.seed || options.fill)) {
-    throw new CliError('--resume FILE restores a checkpoint as it is: it takes no --snapshot, --checkpoint-only, --seed or --fill', 'usage');
+    throw new CliError(
+      '--resume FILE restores a checkpoint as it is: it takes no --snapshot, --checkpoint-only, --seed or --fill',
+      'usage',
+    );
   }
   const kvm = openKvm();
   const quiet = options.json === true;
@@ -76,14 +91,21 @@ async function run(options: RunOptions): Promise<void> {
     if (!options.resume) {
       const layout = layoutFrom(options);
       const saved = await checkpointToSnapshot(kvm, file, { layout });
-      say(`guest: filled ${formatBytes(layout.fillLength)} at ${hex(layout.ramBase + layout.fillOffset)} with data and tags (seed ${hex(layout.seed)}) and stopped at its checkpoint`);
+      say(
+        `guest: filled ${formatBytes(layout.fillLength)} at ${hex(layout.ramBase + layout.fillOffset)} with data and tags (seed ${hex(layout.seed)}) and stopped at its checkpoint`,
+      );
       say(describeSave(saved));
       say('VM destroyed');
       if (options.checkpointOnly) return;
     }
     const damageAt = options.corruptTag === undefined ? undefined : parseGuestAddress(options.corruptTag, '--corrupt-tag');
     let corruption: TagDamage | undefined;
-    const beforeResume = damageAt === undefined ? undefined : (vm: Vm) => void (corruption = damageTag(vm, damageAt));
+    const beforeResume =
+      damageAt === undefined
+        ? undefined
+        : (vm: Vm) => {
+            corruption = damageTag(vm, damageAt);
+          };
     const { report, restore } = await resumeFromSnapshot(file, kvm, { beforeResume });
     say(describeRestore(restore, 'a new KVM VM, resumed'));
     verdict(report, corruption, quiet);
@@ -95,14 +117,14 @@ async function run(options: RunOptions): Promise<void> {
 export function registerRun(program: Command): void {
   program
     .command('run')
-    .description('Checkpoint and restore a running MTE test guest on this host\'s KVM, and let the guest verify every tag and word')
+    .description("Checkpoint and restore a running MTE test guest on this host's KVM, and let the guest verify every tag and word")
     .option('--snapshot <file>', 'keep the checkpoint in this file (default: a temporary file)')
     .option('--checkpoint-only', 'stop after saving the checkpoint (with --snapshot)')
     .option('--resume <file>', 'restore a checkpoint saved by vmsnap run and resume the guest')
     .option('--corrupt-tag <ipa>', 'damage the tag of the granule at this IPA after restore, to see the guest catch it')
-    .option('--seed <n>', 'seed of the guest\'s pattern (default 0x9e3779b97f4a7c15)')
+    .option('--seed <n>', "seed of the guest's pattern (default 0x9e3779b97f4a7c15)")
     .option('--fill <bytes>', 'how much memory the guest fills, 1MiB..512MiB (default 4MiB)')
-    .option('--json', 'print the guest\'s report as JSON')
+    .option('--json', "print the guest's report as JSON")
     .addHelpText(
       'after',
       helpAfter([

@@ -5,11 +5,11 @@
  */
 import type { Command } from 'commander';
 import type { Vm } from '../../src/vm/vm.js';
-import { saveSnapshot, type SaveOptions, type SaveSummary } from '../../src/writer/save.js';
-import { CliError, EXIT, toJson } from '../cli-support.js';
+import { type SaveOptions, type SaveSummary, saveSnapshot } from '../../src/writer/save.js';
+import { CliError, toJson } from '../cli-support.js';
 import { helpAfter } from '../help.js';
 import { createProgress } from '../progress.js';
-import { collect, writerOptions, type WriterFlags } from '../save-options.js';
+import { collect, type WriterFlags, writerOptions } from '../save-options.js';
 import { planSaveSource, type SourceOptions } from '../sources.js';
 import { formatBytes, formatRate, integerOption, percent, sizeOption } from '../units.js';
 
@@ -48,13 +48,29 @@ export function registerSave(program: Command): void {
     .option('--page-size <bytes>', 'host page size: 4096, 16384 or 65536 (default 4096; a --layout file gives its own)')
     .option('--ram <file>', 'source: a raw RAM image (regions from --layout or --region)')
     .option('--tags <file>', 'with --ram: the tag file (enables MTE)')
-    .option('--tag-layout <layout>', 'with --tags: byte (one tag per byte, as KVM copies them) or packed (two per byte, as ELF cores); default byte')
+    .option(
+      '--tag-layout <layout>',
+      'with --tags: byte (one tag per byte, as KVM copies them) or packed (two per byte, as ELF cores); default byte',
+    )
     .option('--layout <file>', 'with --ram: layout JSON (pageSize, tagLayout, regions; see docs)')
-    .option('--region <name:ipa:size[:mte][:ro]>', 'with --ram: a region, in RAM file order (repeatable), e.g. ram:0x40000000:512MiB:mte', collect, [])
+    .option(
+      '--region <name:ipa:size[:mte][:ro]>',
+      'with --ram: a region, in RAM file order (repeatable), e.g. ram:0x40000000:512MiB:mte',
+      collect,
+      [],
+    )
     .requiredOption('-o, --output <file>', 'snapshot file to write, or - for standard output')
     .option('--level <n>', 'zstd level 1..9, 0 to store uncompressed (default 1)', integerOption('--level', 0, 99))
-    .option('--chunk-size <bytes>', 'guest bytes per chunk, a multiple of the page size, at most 4MiB (default 1MiB)', sizeOption('--chunk-size'))
-    .option('--threads <n>', 'compression threads (default: one per core; 0 compresses on the main thread)', integerOption('--threads', 0, 256))
+    .option(
+      '--chunk-size <bytes>',
+      'guest bytes per chunk, a multiple of the page size, at most 4MiB (default 1MiB)',
+      sizeOption('--chunk-size'),
+    )
+    .option(
+      '--threads <n>',
+      'compression threads (default: one per core; 0 compresses on the main thread)',
+      integerOption('--threads', 0, 256),
+    )
     .option('--annotate <key=value>', 'record an annotation in the snapshot (repeatable)', collect, [])
     .option('--json', 'print the summary as JSON (to standard error when the snapshot goes to standard output)')
     .option('-q, --quiet', 'no progress bar and no summary')
@@ -68,24 +84,30 @@ export function registerSave(program: Command): void {
         'vmsnap save --sim -o - | ssh backup "cat > guest.vmsnap"',
       ]),
     )
-    .action(
-      async (options: SaveCommandOptions) => {
-        if (options.output === '-' && process.stdout.isTTY) throw new CliError('-o -: standard output is a terminal; redirect it to a file or a pipe', 'usage');
-        // A reader that goes away surfaces as a rejected write (EPIPE, exit 3), not as an unhandled 'error' event.
-        if (options.output === '-') process.stdout.on('error', () => {});
-        const planned = planSaveSource(options);
-        // Every option is checked before the source is built: a typo must not cost a guest generation.
-        const saveOptions = writerOptions(options, planned.pageSize, {});
-        const source = planned.open();
-        try {
-          const summary = await runSave(source.vm, options.output, { ...saveOptions, annotations: { ...source.annotations, ...saveOptions.annotations } }, options);
-          if (options.quiet) return;
-          // Standard output may be carrying the snapshot itself.
-          const report = options.output === '-' ? process.stderr : process.stdout;
-          report.write(`${options.json ? toJson({ source: source.details, ...summary }) : `${source.description}\n${describeSave(summary)}`}\n`);
-        } finally {
-          source.close();
-        }
-      },
-    );
+    .action(async (options: SaveCommandOptions) => {
+      if (options.output === '-' && process.stdout.isTTY)
+        throw new CliError('-o -: standard output is a terminal; redirect it to a file or a pipe', 'usage');
+      // A reader that goes away surfaces as a rejected write (EPIPE, exit 3), not as an unhandled 'error' event.
+      if (options.output === '-') process.stdout.on('error', () => {});
+      const planned = planSaveSource(options);
+      // Every option is checked before the source is built: a typo must not cost a guest generation.
+      const saveOptions = writerOptions(options, planned.pageSize, {});
+      const source = planned.open();
+      try {
+        const summary = await runSave(
+          source.vm,
+          options.output,
+          { ...saveOptions, annotations: { ...source.annotations, ...saveOptions.annotations } },
+          options,
+        );
+        if (options.quiet) return;
+        // Standard output may be carrying the snapshot itself.
+        const report = options.output === '-' ? process.stderr : process.stdout;
+        report.write(
+          `${options.json ? toJson({ source: source.details, ...summary }) : `${source.description}\n${describeSave(summary)}`}\n`,
+        );
+      } finally {
+        source.close();
+      }
+    });
 }

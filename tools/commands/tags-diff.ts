@@ -1,6 +1,6 @@
 /** `vmsnap tags diff A B`: pages and granules whose tags or data changed between two snapshots of one guest. */
 import type { Command } from 'commander';
-import { diffSnapshots, type ChangedPage, type RegionDiff } from '../../src/forensics/snapshot-diff.js';
+import { type ChangedPage, diffSnapshots, type RegionDiff } from '../../src/forensics/snapshot-diff.js';
 import { EXIT } from '../cli-support.js';
 import { commandGroup, examples, parseCount, printJson, printLine, withSnapshot } from './forensics-support.js';
 
@@ -22,7 +22,9 @@ function pageText(page: ChangedPage): string {
 }
 
 function regionText(r: RegionDiff): string {
-  const tags = r.tagsCompared ? `tags ${r.pagesTagsChanged} pages (granules: ${r.granulesTagged} tagged, ${r.granulesCleared} cleared, ${r.granulesRetagged} retagged)` : 'tags not compared (not MTE in both)';
+  const tags = r.tagsCompared
+    ? `tags ${r.pagesTagsChanged} pages (granules: ${r.granulesTagged} tagged, ${r.granulesCleared} cleared, ${r.granulesRetagged} retagged)`
+    : 'tags not compared (not MTE in both)';
   return `${r.region.padEnd(12)} ${r.pages} pages, ${r.pagesChanged} changed: data ${r.pagesDataChanged} pages (${r.granulesDataChanged} granules), ${tags}`;
 }
 
@@ -41,32 +43,38 @@ export function registerTagsDiff(program: Command): void {
     .option('--json', 'machine-readable output')
     .addHelpText(
       'after',
-      examples(['vmsnap tags diff before.vmsnap after.vmsnap', 'vmsnap tags diff before.vmsnap after.vmsnap --list --limit 100', 'vmsnap tags diff a.vmsnap b.vmsnap --tags-only --fail-on-diff --json']) +
+      examples([
+        'vmsnap tags diff before.vmsnap after.vmsnap',
+        'vmsnap tags diff before.vmsnap after.vmsnap --list --limit 100',
+        'vmsnap tags diff a.vmsnap b.vmsnap --tags-only --fail-on-diff --json',
+      ]) +
         '\nExit codes: 0 ok (or no change with --fail-on-diff), 1 invalid or incomparable snapshots, 2 usage, 3 I/O error, 4 changes found with --fail-on-diff',
     )
-    .action(async (a: string, b: string, options: DiffCliOptions) =>
-      {
-        const limit = parseCount(options.limit, '--limit');
-        const listed: ChangedPage[] = [];
-        let unlisted = 0;
-        const onChangedPage = (page: ChangedPage): void => {
-          if (listed.length >= limit) unlisted++;
-          else if (options.json) listed.push(page);
-          else {
-            listed.push(page);
-            printLine(pageText(page));
-          }
-        };
-        const diff = await withSnapshot(a, (ra) => withSnapshot(b, (rb) => diffSnapshots(ra, rb, { data: !options.tagsOnly, onChangedPage: options.list ? onChangedPage : undefined })));
-        if (options.json) printJson({ ...diff, ...(options.list ? { pages: listed, unlistedPages: unlisted } : {}) });
+    .action(async (a: string, b: string, options: DiffCliOptions) => {
+      const limit = parseCount(options.limit, '--limit');
+      const listed: ChangedPage[] = [];
+      let unlisted = 0;
+      const onChangedPage = (page: ChangedPage): void => {
+        if (listed.length >= limit) unlisted++;
+        else if (options.json) listed.push(page);
         else {
-          if (unlisted) printLine(`... ${unlisted} more changed pages not listed (--limit ${limit})`);
-          for (const r of diff.regions) printLine(regionText(r));
-          if (diff.onlyInA.length) printLine(`only in ${a}: ${diff.onlyInA.join(', ')}`);
-          if (diff.onlyInB.length) printLine(`only in ${b}: ${diff.onlyInB.join(', ')}`);
-          printLine(diff.changed ? 'snapshots differ' : 'no change');
+          listed.push(page);
+          printLine(pageText(page));
         }
-        if (options.failOnDiff && diff.changed) process.exitCode = EXIT.differs;
-      },
-    );
+      };
+      const diff = await withSnapshot(a, (ra) =>
+        withSnapshot(b, (rb) =>
+          diffSnapshots(ra, rb, { data: !options.tagsOnly, onChangedPage: options.list ? onChangedPage : undefined }),
+        ),
+      );
+      if (options.json) printJson({ ...diff, ...(options.list ? { pages: listed, unlistedPages: unlisted } : {}) });
+      else {
+        if (unlisted) printLine(`... ${unlisted} more changed pages not listed (--limit ${limit})`);
+        for (const r of diff.regions) printLine(regionText(r));
+        if (diff.onlyInA.length) printLine(`only in ${a}: ${diff.onlyInA.join(', ')}`);
+        if (diff.onlyInB.length) printLine(`only in ${b}: ${diff.onlyInB.join(', ')}`);
+        printLine(diff.changed ? 'snapshots differ' : 'no change');
+      }
+      if (options.failOnDiff && diff.changed) process.exitCode = EXIT.differs;
+    });
 }

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { parseAddress } from '../../src/forensics/addresses.js';
 import { dumpGranules, formatDataLine, formatTagLines } from '../../src/forensics/granule-dump.js';
-import { commandGroup, examples, EXIT_CODES_HELP, printLine, withSnapshot } from './forensics-support.js';
+import { commandGroup, EXIT_CODES_HELP, examples, printLine, withSnapshot } from './forensics-support.js';
 
 interface DumpCliOptions {
   ipa: string;
@@ -14,7 +14,9 @@ interface DumpCliOptions {
 export function registerTagsDump(program: Command): void {
   commandGroup(program, 'tags', 'Offline forensics on MTE tag state')
     .command('dump')
-    .description('The allocation tag of every 16-byte granule of a guest range, with the data next to it when asked (one line per granule), else 16 tags per line')
+    .description(
+      'The allocation tag of every 16-byte granule of a guest range, with the data next to it when asked (one line per granule), else 16 tags per line',
+    )
     .argument('<file>', 'snapshot file')
     .requiredOption('--ipa <address>', 'guest physical address of the first byte (widened down to its granule)')
     .requiredOption('--length <bytes>', 'bytes to dump (widened up to whole granules; K/M suffixes allowed)')
@@ -28,28 +30,28 @@ export function registerTagsDump(program: Command): void {
         'vmsnap tags dump guest.vmsnap --ipa 0x40000000 --length 1K --json',
       ]) + EXIT_CODES_HELP,
     )
-    .action(async (file: string, options: DumpCliOptions) =>
-      {
-        const address = parseAddress(options.ipa, '--ipa');
-        const length = parseAddress(options.length, '--length');
-        await withSnapshot(file, async (reader) => {
-          const lines = dumpGranules(reader, address, length, { data: options.data });
-          if (options.json) {
-            // Streamed element by element so a long dump never sits in memory whole.
-            let first = true;
-            process.stdout.write('[');
-            for await (const line of lines) {
-              const data = line.data ? `, "data": "${Buffer.from(line.data).toString('hex')}"` : '';
-              process.stdout.write(`${first ? '\n' : ',\n'}  { "address": "0x${line.address.toString(16)}", "tag": ${line.tag ?? 'null'}${data} }`);
-              first = false;
-            }
-            process.stdout.write('\n]\n');
-          } else if (options.data) {
-            for await (const line of lines) printLine(formatDataLine(line));
-          } else {
-            for await (const text of formatTagLines(lines)) printLine(text);
+    .action(async (file: string, options: DumpCliOptions) => {
+      const address = parseAddress(options.ipa, '--ipa');
+      const length = parseAddress(options.length, '--length');
+      await withSnapshot(file, async (reader) => {
+        const lines = dumpGranules(reader, address, length, { data: options.data });
+        if (options.json) {
+          // Streamed element by element so a long dump never sits in memory whole.
+          let first = true;
+          process.stdout.write('[');
+          for await (const line of lines) {
+            const data = line.data ? `, "data": "${Buffer.from(line.data).toString('hex')}"` : '';
+            process.stdout.write(
+              `${first ? '\n' : ',\n'}  { "address": "0x${line.address.toString(16)}", "tag": ${line.tag ?? 'null'}${data} }`,
+            );
+            first = false;
           }
-        });
-      },
-    );
+          process.stdout.write('\n]\n');
+        } else if (options.data) {
+          for await (const line of lines) printLine(formatDataLine(line));
+        } else {
+          for await (const text of formatTagLines(lines)) printLine(text);
+        }
+      });
+    });
 }

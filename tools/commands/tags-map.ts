@@ -1,10 +1,10 @@
 /** `vmsnap tags map FILE -o map.svg [--against B]`: a picture of every region, one cell per page (or group of pages). */
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { PAGE_STATE_NAMES, type PageState } from '../../src/forensics/page-states.js';
 import { buildTagMap } from '../../src/forensics/tag-map.js';
 import { renderTagMapSvg } from '../../src/forensics/tag-map-svg.js';
-import { PAGE_STATE_NAMES, type PageState } from '../../src/forensics/page-states.js';
-import { commandGroup, examples, EXIT_CODES_HELP, printJson, printLine, withSnapshot } from './forensics-support.js';
+import { commandGroup, EXIT_CODES_HELP, examples, printJson, printLine, withSnapshot } from './forensics-support.js';
 
 interface MapCliOptions {
   output: string;
@@ -26,25 +26,26 @@ export function registerTagsMap(program: Command): void {
     .option('--json', 'print the map summary (scale, pages per state per region) as JSON')
     .addHelpText(
       'after',
-      examples(['vmsnap tags map guest.vmsnap -o map.svg', 'vmsnap tags map after.vmsnap --against before.vmsnap -o changes.svg']) + EXIT_CODES_HELP,
+      examples(['vmsnap tags map guest.vmsnap -o map.svg', 'vmsnap tags map after.vmsnap --against before.vmsnap -o changes.svg']) +
+        EXIT_CODES_HELP,
     )
-    .action(async (file: string, options: MapCliOptions) =>
-      {
-        const map = await withSnapshot(file, (reader) =>
-          options.against ? withSnapshot(options.against, (against) => buildTagMap(reader, { against, compareData: !options.tagsOnly })) : buildTagMap(reader),
-        );
-        const svg = renderTagMapSvg(map);
-        await writeFile(options.output, svg);
-        const regions = map.regions.map((r) => ({
-          name: r.name,
-          guestAddress: r.guestAddress,
-          size: r.size,
-          pages: r.pages,
-          cells: r.cells.length,
-          pagesInState: Object.fromEntries(r.pagesInState.map((n, s) => [PAGE_STATE_NAMES[s as PageState], n])),
-        }));
-        if (options.json) printJson({ output: options.output, svgBytes: Buffer.byteLength(svg), scale: map.scale, regions });
-        else printLine(`wrote ${options.output} (${Buffer.byteLength(svg)} bytes, ${map.scale.pagesPerCell} page(s) per cell)`);
-      },
-    );
+    .action(async (file: string, options: MapCliOptions) => {
+      const map = await withSnapshot(file, (reader) =>
+        options.against
+          ? withSnapshot(options.against, (against) => buildTagMap(reader, { against, compareData: !options.tagsOnly }))
+          : buildTagMap(reader),
+      );
+      const svg = renderTagMapSvg(map);
+      await writeFile(options.output, svg);
+      const regions = map.regions.map((r) => ({
+        name: r.name,
+        guestAddress: r.guestAddress,
+        size: r.size,
+        pages: r.pages,
+        cells: r.cells.length,
+        pagesInState: Object.fromEntries(r.pagesInState.map((n, s) => [PAGE_STATE_NAMES[s as PageState], n])),
+      }));
+      if (options.json) printJson({ output: options.output, svgBytes: Buffer.byteLength(svg), scale: map.scale, regions });
+      else printLine(`wrote ${options.output} (${Buffer.byteLength(svg)} bytes, ${map.scale.pagesPerCell} page(s) per cell)`);
+    });
 }

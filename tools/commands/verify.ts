@@ -5,7 +5,7 @@
  */
 import { statSync } from 'node:fs';
 import type { Command } from 'commander';
-import { verifySnapshot, type VerifyReport } from '../../src/validate/verify.js';
+import { type VerifyReport, verifySnapshot } from '../../src/validate/verify.js';
 import { EXIT, snapshotInput } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { createProgress } from '../progress.js';
@@ -22,9 +22,13 @@ function printReport(report: VerifyReport): void {
   const errors = report.problems.filter((p) => p.severity === 'error').length;
   const warnings = report.problems.length - errors;
   const verdict = report.ok ? 'OK' : 'INVALID';
-  printLine(`${report.source}: ${verdict}${report.formatVersion ? ` (format ${report.formatVersion})` : ''}, ${count(errors, 'error')}, ${count(warnings, 'warning')}`);
+  printLine(
+    `${report.source}: ${verdict}${report.formatVersion ? ` (format ${report.formatVersion})` : ''}, ${count(errors, 'error')}, ${count(warnings, 'warning')}`,
+  );
   printLine(`  ${s.regions} regions, ${s.chunks} chunks checked, ${formatBytes(s.fileBytes)}`);
-  printLine(`  RAM pages: ${s.ramPagesStored} stored, ${s.ramPagesZero} zero; tag pages: ${s.tagPagesStored} stored, ${s.tagPagesZero} all-zero`);
+  printLine(
+    `  RAM pages: ${s.ramPagesStored} stored, ${s.ramPagesZero} zero; tag pages: ${s.tagPagesStored} stored, ${s.tagPagesZero} all-zero`,
+  );
   printLine(`  ${s.vcpus} vCPUs, ${s.blobs} blobs`);
   for (const problem of report.problems) printLine(`  ${problem.severity} ${problem.code}: ${problem.message}`);
 }
@@ -33,7 +37,10 @@ function printReport(report: VerifyReport): void {
 export async function runVerify(source: string, options: VerifyCommandOptions): Promise<VerifyReport> {
   const progress = createProgress('verify', options);
   try {
-    return await verifySnapshot(source, { threads: options.threads, onProgress: ({ bytesDone, bytesTotal }) => progress.update(bytesDone, bytesTotal) });
+    return await verifySnapshot(source, {
+      threads: options.threads,
+      onProgress: ({ bytesDone, bytesTotal }) => progress.update(bytesDone, bytesTotal),
+    });
   } finally {
     progress.done();
   }
@@ -47,18 +54,23 @@ export function registerVerify(program: Command): void {
     .option('--json', 'machine-readable report on standard output')
     .option('--threads <n>', 'decoding threads (default: one per core; 0 decodes on the main thread)', integerOption('--threads', 0, 256))
     .option('-q, --quiet', 'no progress bar')
-    .addHelpText('after', helpAfter(['vmsnap verify guest.vmsnap', 'vmsnap verify guest.vmsnap --json | jq .problems', 'ssh host cat guest.vmsnap | vmsnap verify -']))
-    .action(
-      async (source: string, options: VerifyCommandOptions) => {
-        snapshotInput(source, 'verify');
-        // A missing or unreadable file is an I/O failure (exit 3), not an invalid snapshot.
-        if (source !== '-') statSync(source);
-        const report = await runVerify(source, options);
-        if (options.json) printJson(report);
-        else printReport(report);
-        if (!report.ok) process.exitCode = EXIT.invalid;
-      },
-    );
+    .addHelpText(
+      'after',
+      helpAfter([
+        'vmsnap verify guest.vmsnap',
+        'vmsnap verify guest.vmsnap --json | jq .problems',
+        'ssh host cat guest.vmsnap | vmsnap verify -',
+      ]),
+    )
+    .action(async (source: string, options: VerifyCommandOptions) => {
+      snapshotInput(source, 'verify');
+      // A missing or unreadable file is an I/O failure (exit 3), not an invalid snapshot.
+      if (source !== '-') statSync(source);
+      const report = await runVerify(source, options);
+      if (options.json) printJson(report);
+      else printReport(report);
+      if (!report.ok) process.exitCode = EXIT.invalid;
+    });
 }
 
 function count(n: number, noun: string): string {

@@ -4,7 +4,7 @@
  * KVM paths are known to return, `HostCallError` for anything else.
  */
 import { VmsnapError } from '../../format/errors.js';
-import { ERRNO, VmErrnoError, type ErrnoName } from '../../vm/vm.js';
+import { ERRNO, type ErrnoName, VmErrnoError } from '../../vm/vm.js';
 import { lastErrno } from './libc.js';
 
 /** errno values the backend tests by number but the Vm interface does not name. */

@@ -22,11 +22,11 @@ import {
   mmap,
   mprotect,
   munmap,
+  type NativePointer,
   PROT_NONE,
   PROT_READ,
   PROT_WRITE,
   viewOf,
-  type NativePointer,
 } from './libc.js';
 
 /** A range of the VMM's address space from one mmap. */

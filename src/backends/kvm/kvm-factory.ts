@@ -16,7 +16,8 @@ export class KvmVmFactory implements VmFactory {
   constructor(private readonly devicePath?: string) {
     const system = KvmSystem.open(devicePath);
     try {
-      if (system.checkExtension(KVM_CAP_ARM_MTE) <= 0) throw new KvmUnavailableError('KVM_CAP_ARM_MTE is not offered (no MTE in the host CPU or kernel)');
+      if (system.checkExtension(KVM_CAP_ARM_MTE) <= 0)
+        throw new KvmUnavailableError('KVM_CAP_ARM_MTE is not offered (no MTE in the host CPU or kernel)');
     } finally {
       system.close();
     }

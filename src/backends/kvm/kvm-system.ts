@@ -3,8 +3,9 @@
  * creates VMs. Opening it checks the one thing every later call relies on:
  * the API version is the stable KVM API (12).
  */
-import { VmsnapError } from '../../format/errors.js';
+
 import { existsSync } from 'node:fs';
+import { VmsnapError } from '../../format/errors.js';
 import { check, errnoError } from './errno.js';
 import { KVM_API_VERSION, KVM_CHECK_EXTENSION, KVM_CREATE_VM, KVM_GET_API_VERSION, KVM_GET_VCPU_MMAP_SIZE } from './kvm-abi.js';
 import { close, ioctlValue, lastErrno, O_CLOEXEC, O_RDWR, open } from './libc.js';

@@ -3,10 +3,12 @@
  * prefers, its registers read and written one ONE_REG id at a time, and run
  * until it exits to the VMM.
  */
+
+import { registerSize } from '../../format/registers.js';
 import { registerName } from '../../vm/arm64-registers.js';
-import { VmErrnoError, type Vcpu } from '../../vm/vm.js';
+import { type Vcpu, VmErrnoError } from '../../vm/vm.js';
 import { check, EINTR, errnoError } from './errno.js';
-import { HostMapping, mapGuestMemory, mapSharedFd } from './host-memory.js';
+import { type HostMapping, mapGuestMemory, mapSharedFd } from './host-memory.js';
 import {
   KVM_ARM_VCPU_INIT,
   KVM_CREATE_VCPU,
@@ -19,7 +21,6 @@ import {
 } from './kvm-abi.js';
 import { close, ioctlBuffer, ioctlValue, lastErrno } from './libc.js';
 import { decodeExit, encodeMmioReadValue, setImmediateExit, type VcpuExit } from './vcpu-exit.js';
-import { registerSize } from '../../format/registers.js';
 
 /** E2BIG: KVM_GET_REG_LIST's answer to a list too short, with the needed count written back. */
 const E2BIG = 7;
@@ -129,7 +130,8 @@ export class KvmVcpu implements Vcpu {
 
   private checkedSize(id: bigint): number {
     const size = registerSize(id);
-    if (size > MAX_REGISTER_BYTES) throw new VmErrnoError('EINVAL', 'ONE_REG', `${this.describe(id)}: ${size}-byte registers are not supported`);
+    if (size > MAX_REGISTER_BYTES)
+      throw new VmErrnoError('EINVAL', 'ONE_REG', `${this.describe(id)}: ${size}-byte registers are not supported`);
     return size;
   }
 

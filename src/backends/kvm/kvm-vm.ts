@@ -12,16 +12,9 @@
  * (docs/vmm-guide.md).
  */
 import { VmsnapError } from '../../format/errors.js';
-import {
-  VmErrnoError,
-  type CopyMteTagsRequest,
-  type GuestAddress,
-  type MemorySlot,
-  type MemorySlotSpec,
-  type Vm,
-} from '../../vm/vm.js';
+import { type CopyMteTagsRequest, type GuestAddress, type MemorySlot, type MemorySlotSpec, type Vm, VmErrnoError } from '../../vm/vm.js';
 import { check } from './errno.js';
-import { mapGuestMemory, type HostMapping } from './host-memory.js';
+import { type HostMapping, mapGuestMemory } from './host-memory.js';
 import {
   KVM_ARM_PREFERRED_TARGET,
   KVM_CAP_ARM_MTE,

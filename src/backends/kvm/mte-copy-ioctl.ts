@@ -5,7 +5,7 @@
  * buffer ends, and copied back after a FROM_GUEST. Values go to the kernel as
  * given (truncated to 64 bits) so invalid requests get the kernel's own errno.
  */
-import { TAGS_FROM_GUEST, TAGS_TO_GUEST, type CopyMteTagsRequest } from '../../vm/vm.js';
+import { type CopyMteTagsRequest, TAGS_FROM_GUEST, TAGS_TO_GUEST } from '../../vm/vm.js';
 import { errnoError } from './errno.js';
 import { GuardedBuffer } from './host-memory.js';
 import { KVM_ARM_COPY_MTE_TAGS_STRUCT, KVM_ARM_MTE_COPY_TAGS } from './kvm-abi.js';
@@ -38,6 +38,11 @@ function encodeCopyRequest(request: CopyMteTagsRequest, bufferAddress: bigint): 
 }
 
 function describeCopy(request: CopyMteTagsRequest): string {
-  const direction = request.flags === TAGS_TO_GUEST ? 'TO_GUEST' : request.flags === TAGS_FROM_GUEST ? 'FROM_GUEST' : `flags 0x${request.flags.toString(16)}`;
+  const direction =
+    request.flags === TAGS_TO_GUEST
+      ? 'TO_GUEST'
+      : request.flags === TAGS_FROM_GUEST
+        ? 'FROM_GUEST'
+        : `flags 0x${request.flags.toString(16)}`;
   return `IPA 0x${request.guestIpa.toString(16)}, length 0x${request.length.toString(16)}, ${direction}`;
 }

@@ -10,12 +10,13 @@ import { read, readSync, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const readAsync = promisify(read);
-import type { SlotOffset, SlotPage, SlotStorage, TagAccess } from '../../kernel-model/slot-storage.js';
-import { packTags, unpackTags } from '../../format/tag-packing.js';
-import { VmErrnoError } from '../../vm/vm.js';
-import { tagFileOffset, type RawRegion, type TagFileLayout } from './raw-layout.js';
-import { WritebackPacer } from '../../io/writeback.js';
+
 import { GRANULE_SIZE } from '../../format/constants.js';
+import { packTags, unpackTags } from '../../format/tag-packing.js';
+import type { WritebackPacer } from '../../io/writeback.js';
+import type { SlotOffset, SlotPage, SlotStorage, TagAccess } from '../../kernel-model/slot-storage.js';
+import { VmErrnoError } from '../../vm/vm.js';
+import { type RawRegion, type TagFileLayout, tagFileOffset } from './raw-layout.js';
 
 export interface RawFileHandles {
   readonly ramFd: number;
@@ -162,7 +163,8 @@ export class FileSlotStorage implements SlotStorage {
     let done = 0;
     while (done < destination.length) {
       const { bytesRead } = await readAsync(this.files.ramFd, destination, done, destination.length - done, position + done);
-      if (bytesRead === 0) throw new RangeError(`${this.files.ramPath}: ends at ${position + done}, before ${position + destination.length}`);
+      if (bytesRead === 0)
+        throw new RangeError(`${this.files.ramPath}: ends at ${position + done}, before ${position + destination.length}`);
       done += bytesRead;
     }
   }

@@ -4,12 +4,13 @@
  * slot is appended after the last one and the files grow with ftruncate, so
  * pages never written stay holes.
  */
-import { VmsnapError } from '../../format/errors.js';
+
 import { ftruncateSync } from 'node:fs';
+import { VmsnapError } from '../../format/errors.js';
 import type { SlotStorageFactory } from '../../kernel-model/slot-storage.js';
 import type { MemorySlotSpec } from '../../vm/vm.js';
 import { FileSlotStorage, type RawFileHandles } from './file-slot-storage.js';
-import { tagFileRatio, type RawLayout, type RawRegion } from './raw-layout.js';
+import { type RawLayout, type RawRegion, tagFileRatio } from './raw-layout.js';
 
 export class RawFilesError extends VmsnapError {
   constructor(
@@ -34,7 +35,10 @@ export class ExistingFilesStorageFactory implements SlotStorageFactory {
   createSlotStorage(spec: MemorySlotSpec, pageSize: number): FileSlotStorage {
     const region = this.layout.regions.find((r) => r.guestAddress === spec.guestAddress && r.size === spec.size);
     if (!region) {
-      throw new RawFilesError(this.files.ramPath, `no region of the layout covers slot ${spec.slot} at ${hex(spec.guestAddress)} size ${hex(spec.size)}`);
+      throw new RawFilesError(
+        this.files.ramPath,
+        `no region of the layout covers slot ${spec.slot} at ${hex(spec.guestAddress)} size ${hex(spec.size)}`,
+      );
     }
     const storage = new FileSlotStorage(region, this.files, pageSize, true);
     this.storages.push(storage);

@@ -16,28 +16,28 @@ import { closeSync, fstatSync, fsyncSync, openSync, writeFileSync } from 'node:f
 import { WritebackPacer } from '../../io/writeback.js';
 import { KernelModelVm } from '../../kernel-model/kernel-model-vm.js';
 import type { KernelVersion } from '../../kernel-model/kernel-version.js';
-import type { FileSlotStorage, RawFileHandles } from './file-slot-storage.js';
-import { ExistingFilesStorageFactory, NewFilesStorageFactory, RawFilesError } from './file-storage-factory.js';
-import { formatRawLayout, tagFileOffset, type RawLayout, type TagFileLayout } from './raw-layout.js';
 import type { SlotStorageFactory } from '../../kernel-model/slot-storage.js';
 import type { SnapshotRequirements, VmFactory } from '../../vm/vm.js';
+import type { FileSlotStorage, RawFileHandles } from './file-slot-storage.js';
+import { ExistingFilesStorageFactory, NewFilesStorageFactory, RawFilesError } from './file-storage-factory.js';
+import { formatRawLayout, type RawLayout, type TagFileLayout, tagFileOffset } from './raw-layout.js';
 
+export { RawFilesError } from './file-storage-factory.js';
 export {
   formatRawLayout,
   parseByteCount,
   parseRawLayout,
-  RawLayoutError,
-  readRawLayoutFile,
-  resolveRawLayout,
-  tagFileOffset,
-  tagFileRatio,
   type RawLayout,
+  RawLayoutError,
   type RawLayoutSpec,
   type RawRegion,
   type RawRegionSpec,
+  readRawLayoutFile,
+  resolveRawLayout,
   type TagFileLayout,
+  tagFileOffset,
+  tagFileRatio,
 } from './raw-layout.js';
-export { RawFilesError } from './file-storage-factory.js';
 
 export const RAW_FILES_BACKEND = 'raw-files';
 /** Raw dumps may come from VMs with LPA (52-bit IPA); accept any address KVM could have used. */
@@ -122,7 +122,13 @@ export function openRawFiles(options: OpenRawFilesOptions): RawFilesVm {
     });
     if (tagFd !== undefined) vm.enableMte();
     for (const region of layout.regions) {
-      vm.addMemorySlot({ slot: region.slot, name: region.name, guestAddress: region.guestAddress, size: region.size, readOnly: region.readOnly });
+      vm.addMemorySlot({
+        slot: region.slot,
+        name: region.name,
+        guestAddress: region.guestAddress,
+        size: region.size,
+        readOnly: region.readOnly,
+      });
     }
     return vm;
   } catch (error) {
@@ -134,7 +140,8 @@ export function openRawFiles(options: OpenRawFilesOptions): RawFilesVm {
 
 function checkTagFilePresence(paths: RawFilePaths, layout: RawLayout): void {
   const tagged = layout.regions.find((r) => r.mte);
-  if (tagged && paths.tags === undefined) throw new RawFilesError(paths.ram, `region ${tagged.name} has mte: true but no tag file was given`);
+  if (tagged && paths.tags === undefined)
+    throw new RawFilesError(paths.ram, `region ${tagged.name} has mte: true but no tag file was given`);
 }
 
 function checkFileSizes(files: RawFileHandles, layout: RawLayout): void {
@@ -146,7 +153,10 @@ function checkFileSizes(files: RawFileHandles, layout: RawLayout): void {
     if (!region.mte || files.tagPath === undefined) continue;
     const tagEnd = tagFileOffset(layout.tagLayout, end);
     if (tagEnd > tagSize) {
-      throw new RawFilesError(files.tagPath, `tags of region ${region.name} end at ${tagEnd} (${layout.tagLayout} layout) but the file has ${tagSize} bytes`);
+      throw new RawFilesError(
+        files.tagPath,
+        `tags of region ${region.name} end at ${tagEnd} (${layout.tagLayout} layout) but the file has ${tagSize} bytes`,
+      );
     }
   }
 }
@@ -172,13 +182,22 @@ export class RawFilesVmFactory implements VmFactory<RawFilesVm> {
 
   createVm(snapshot?: SnapshotRequirements): RawFilesVm {
     const pageSize = this.options.pageSize ?? snapshot?.pageSize;
-    if (pageSize === undefined) throw new RangeError('a raw-files target needs a page size: give pageSize, or let restore pass the snapshot\'s');
+    if (pageSize === undefined)
+      throw new RangeError("a raw-files target needs a page size: give pageSize, or let restore pass the snapshot's");
     const { paths, overwrite } = this.options;
     const tagLayout = this.options.tagLayout ?? 'byte';
     const flags = overwrite ? 'w+' : 'wx+';
     const ramFd = openFile(paths.ram, flags);
     const tagFd = paths.tags === undefined ? undefined : openFile(paths.tags, flags, ramFd);
-    const files: RawFileHandles = { ramFd, ramPath: paths.ram, tagFd, tagPath: paths.tags, tagLayout, writable: true, ramWriteback: new WritebackPacer(ramFd) };
+    const files: RawFileHandles = {
+      ramFd,
+      ramPath: paths.ram,
+      tagFd,
+      tagPath: paths.tags,
+      tagLayout,
+      writable: true,
+      ramWriteback: new WritebackPacer(ramFd),
+    };
     return new RawFilesVm(files, new NewFilesStorageFactory(files), tagLayout, { ...this.options, pageSize });
   }
 }
@@ -189,6 +208,9 @@ function openFile(path: string, flags: string, closeOnError?: number): number {
   } catch (error) {
     if (closeOnError !== undefined) closeSync(closeOnError);
     const code = (error as NodeJS.ErrnoException).code;
-    throw new RawFilesError(path, code === 'EEXIST' ? 'exists; pass overwrite to replace it' : `cannot create: ${(error as Error).message}`);
+    throw new RawFilesError(
+      path,
+      code === 'EEXIST' ? 'exists; pass overwrite to replace it' : `cannot create: ${(error as Error).message}`,
+    );
   }
 }

@@ -20,9 +20,10 @@
  *
  * Sizes and addresses are integers or strings: "0x1000", "4096", "256MiB".
  */
-import { VmsnapError } from '../../format/errors.js';
+
 import { readFileSync } from 'node:fs';
 import { GRANULE_SIZE, PAGE_SIZES } from '../../format/constants.js';
+import { VmsnapError } from '../../format/errors.js';
 
 export type TagFileLayout = 'byte' | 'packed';
 
@@ -88,20 +89,25 @@ export function resolveRawLayout(spec: RawLayoutSpec): RawLayout {
     throw new RawLayoutError('pageSize', `${spec.pageSize} is not an arm64 host page size (${PAGE_SIZES.join(', ')})`);
   }
   const tagLayout = spec.tagLayout ?? 'byte';
-  if (tagLayout !== 'byte' && tagLayout !== 'packed') throw new RawLayoutError('tagLayout', `"${tagLayout}" is neither "byte" nor "packed"`);
+  if (tagLayout !== 'byte' && tagLayout !== 'packed')
+    throw new RawLayoutError('tagLayout', `"${tagLayout}" is neither "byte" nor "packed"`);
   if (spec.regions.length === 0) throw new RawLayoutError('regions', 'no regions');
   const page = BigInt(spec.pageSize);
   let nextOffset = 0n;
   const regions = spec.regions.map((region, index): RawRegion => {
     const where = `regions[${index}]`;
     if (!region.name) throw new RawLayoutError(`${where}.name`, 'empty name');
-    if (region.size <= 0n || region.size % page !== 0n) throw new RawLayoutError(`${where}.size`, `${region.size} is not a positive multiple of ${spec.pageSize}`);
+    if (region.size <= 0n || region.size % page !== 0n)
+      throw new RawLayoutError(`${where}.size`, `${region.size} is not a positive multiple of ${spec.pageSize}`);
     if (region.guestAddress < 0n || region.guestAddress % page !== 0n) {
       throw new RawLayoutError(`${where}.guestAddress`, `0x${region.guestAddress.toString(16)} is not aligned to ${spec.pageSize}`);
     }
     const fileOffset = region.fileOffset ?? nextOffset;
     if (fileOffset < 0n || fileOffset % BigInt(2 * GRANULE_SIZE) !== 0n) {
-      throw new RawLayoutError(`${where}.fileOffset`, `${fileOffset} is not a multiple of 32, so its tags would not start on a tag-file byte`);
+      throw new RawLayoutError(
+        `${where}.fileOffset`,
+        `${fileOffset} is not a multiple of 32, so its tags would not start on a tag-file byte`,
+      );
     }
     nextOffset = fileOffset + region.size;
     return {
@@ -134,15 +140,27 @@ function checkDistinct(regions: readonly RawRegion[]): void {
   });
 }
 
-const UNITS: Record<string, bigint> = { '': 1n, k: 1n << 10n, kib: 1n << 10n, m: 1n << 20n, mib: 1n << 20n, g: 1n << 30n, gib: 1n << 30n, t: 1n << 40n, tib: 1n << 40n };
+const UNITS: Record<string, bigint> = {
+  '': 1n,
+  k: 1n << 10n,
+  kib: 1n << 10n,
+  m: 1n << 20n,
+  mib: 1n << 20n,
+  g: 1n << 30n,
+  gib: 1n << 30n,
+  t: 1n << 40n,
+  tib: 1n << 40n,
+};
 
 /** An integer from JSON: a safe number, or "0x..", "123", "256MiB", "4 GiB". */
 export function parseByteCount(value: unknown, where: string): bigint {
   if (typeof value === 'number') {
-    if (!Number.isSafeInteger(value) || value < 0) throw new RawLayoutError(where, `${value} is not a non-negative safe integer; write large values as strings`);
+    if (!Number.isSafeInteger(value) || value < 0)
+      throw new RawLayoutError(where, `${value} is not a non-negative safe integer; write large values as strings`);
     return BigInt(value);
   }
-  if (typeof value !== 'string') throw new RawLayoutError(where, `expected a number or a string, got ${value === null ? 'null' : typeof value}`);
+  if (typeof value !== 'string')
+    throw new RawLayoutError(where, `expected a number or a string, got ${value === null ? 'null' : typeof value}`);
   const text = value.trim();
   if (/^0x[0-9a-f]+$/i.test(text)) return BigInt(text);
   const match = /^(\d+)\s*([a-z]*)$/i.exec(text);

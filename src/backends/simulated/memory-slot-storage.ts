@@ -5,10 +5,11 @@
  * untouched 1 GiB guest costs little), tags packed two per byte (1/32 of the
  * slot) and one "MTE tagged" bit per page.
  */
-import { packTags, unpackTags } from '../../format/tag-packing.js';
-import { type MemorySlotSpec } from '../../vm/vm.js';
-import type { SlotOffset, SlotPage, SlotStorage, SlotStorageFactory, TagAccess } from '../../kernel-model/slot-storage.js';
+
 import { GRANULE_SIZE } from '../../format/constants.js';
+import { packTags, unpackTags } from '../../format/tag-packing.js';
+import type { SlotOffset, SlotPage, SlotStorage, SlotStorageFactory, TagAccess } from '../../kernel-model/slot-storage.js';
+import type { MemorySlotSpec } from '../../vm/vm.js';
 
 /** ArrayBuffers beyond this size are not portable across Node versions; larger slots are refused. */
 export const MAX_IN_MEMORY_SLOT_BYTES = 2 ** 32 - 65536;

@@ -3,10 +3,12 @@
  * every row of the conformance suite the way the kernel it names does, so the
  * writer and reader can be tested without /dev/kvm.
  */
-import type { SnapshotRequirements, VmFactory } from '../../vm/vm.js';
-import { KernelModelVm, type KernelModelOptions } from '../../kernel-model/kernel-model-vm.js';
-import { InMemorySlotStorage, InMemorySlotStorageFactory } from './memory-slot-storage.js';
+
+import { type KernelModelOptions, KernelModelVm } from '../../kernel-model/kernel-model-vm.js';
 import type { SlotStorageFactory } from '../../kernel-model/slot-storage.js';
+import type { SnapshotRequirements, VmFactory } from '../../vm/vm.js';
+import { InMemorySlotStorage, InMemorySlotStorageFactory } from './memory-slot-storage.js';
+
 /** The page size of a VM made without a snapshot to match: arm64 Linux's most common. */
 const DEFAULT_PAGE_SIZE = 4096;
 

@@ -63,7 +63,13 @@ export function parseDeb822(text: string): SourceEntry[] {
     if (fields.get('enabled')?.toLowerCase() === 'no') continue;
     const words = (key: string) => (fields.get(key) ?? '').split(/\s+/).filter(Boolean);
     if (!fields.has('uris')) continue;
-    entries.push({ types: words('types'), uris: words('uris'), suites: words('suites'), components: words('components'), signedBy: fields.get('signed-by') });
+    entries.push({
+      types: words('types'),
+      uris: words('uris'),
+      suites: words('suites'),
+      components: words('components'),
+      signedBy: fields.get('signed-by'),
+    });
   }
   return entries;
 }
@@ -74,8 +80,19 @@ export function parseOneLine(text: string): SourceEntry[] {
     const line = raw.replace(/#.*$/, '').trim();
     const match = /^(deb|deb-src)\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)\s*(.*)$/.exec(line);
     if (!match) continue;
-    const options = new Map((match[2] ?? '').split(/\s+/).filter(Boolean).map((option) => option.split('=') as [string, string]));
-    entries.push({ types: [match[1]], uris: [match[3]], suites: [match[4]], components: match[5].split(/\s+/).filter(Boolean), signedBy: options.get('signed-by') });
+    const options = new Map(
+      (match[2] ?? '')
+        .split(/\s+/)
+        .filter(Boolean)
+        .map((option) => option.split('=') as [string, string]),
+    );
+    entries.push({
+      types: [match[1]],
+      uris: [match[3]],
+      suites: [match[4]],
+      components: match[5].split(/\s+/).filter(Boolean),
+      signedBy: options.get('signed-by'),
+    });
   }
   return entries;
 }

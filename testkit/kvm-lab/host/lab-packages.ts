@@ -62,14 +62,16 @@ export interface NativePackage {
   readonly version: string;
 }
 
-const NETWORK_FAILURE = /Could not resolve|Temporary failure|Failed to fetch|Unable to connect|Connection (refused|timed out)|ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|network/i;
+const NETWORK_FAILURE =
+  /Could not resolve|Temporary failure|Failed to fetch|Unable to connect|Connection (refused|timed out)|ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|network/i;
 
 function run(command: string, args: string[], options: { cwd?: string; what: string; env?: NodeJS.ProcessEnv }): string {
   const result = spawnSync(command, args, { cwd: options.cwd, env: options.env, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (result.error) throw new LabUnavailableError(`${options.what}: cannot run ${command} (${result.error.message})`);
   if (result.status !== 0) {
     const output = `${result.stderr}\n${result.stdout}`.trim();
-    if (NETWORK_FAILURE.test(output)) throw new LabUnavailableError(`${options.what}: the package registry cannot be reached (${lastLines(output)})`);
+    if (NETWORK_FAILURE.test(output))
+      throw new LabUnavailableError(`${options.what}: the package registry cannot be reached (${lastLines(output)})`);
     throw new LabSetupError(`${options.what}: ${command} ${args.join(' ')} exited ${result.status}: ${lastLines(output)}`);
   }
   return result.stdout;
@@ -96,13 +98,15 @@ class PrivateApt {
 
   constructor(directory: string) {
     const mirror = findDebianMirror();
-    if (!mirror) throw new LabUnavailableError('no Debian archive in this machine\'s apt sources to copy the mirror from');
+    if (!mirror) throw new LabUnavailableError("no Debian archive in this machine's apt sources to copy the mirror from");
     const hostArchitecture = run('dpkg', ['--print-architecture'], { what: 'host architecture' }).trim();
     for (const sub of ['lists/partial', 'cache', 'parts', 'preferences.d']) mkdirSync(join(directory, sub), { recursive: true });
     const architectures = `arch=${hostArchitecture},arm64`;
     writeFileSync(
       join(directory, 'sources.list'),
-      [DEBIAN_RELEASE, BACKPORTS].map((suite) => `deb [${architectures} signed-by=${mirror.signedBy}] ${mirror.uri} ${suite} main\n`).join(''),
+      [DEBIAN_RELEASE, BACKPORTS]
+        .map((suite) => `deb [${architectures} signed-by=${mirror.signedBy}] ${mirror.uri} ${suite} main\n`)
+        .join(''),
     );
     this.options = [
       `-o=Dir::Etc::SourceList=${join(directory, 'sources.list')}`,
@@ -137,9 +141,24 @@ class PrivateApt {
   downloadWithMissingDependencies(pkg: string, release: string, directory: string): void {
     this.update();
     mkdirSync(join(directory, 'partial'), { recursive: true });
-    run('apt-get', [...this.options, `-o=Dir::Cache::archives=${directory}`, '-q', '-y', '--no-install-recommends', '--download-only', '-t', release, 'install', pkg], {
-      what: `apt-get install --download-only ${pkg}`,
-    });
+    run(
+      'apt-get',
+      [
+        ...this.options,
+        `-o=Dir::Cache::archives=${directory}`,
+        '-q',
+        '-y',
+        '--no-install-recommends',
+        '--download-only',
+        '-t',
+        release,
+        'install',
+        pkg,
+      ],
+      {
+        what: `apt-get install --download-only ${pkg}`,
+      },
+    );
   }
 
   /** The package a metapackage depends on first, e.g. linux-image-cloud-arm64 -> linux-image-6.1.0-NN-cloud-arm64. */
@@ -186,7 +205,8 @@ function prepareQemu(apt: () => PrivateApt, cache: string): { binary: string; da
   const env = { ...process.env, LD_LIBRARY_PATH: [libraryPath, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') };
   const versionLine = run(binary, ['--version'], { what: 'QEMU version', env }).split('\n')[0];
   const major = Number(/version (\d+)\./.exec(versionLine)?.[1] ?? 0);
-  if (major < MINIMUM_QEMU_MAJOR) throw new LabSetupError(`${versionLine}: QEMU ${MINIMUM_QEMU_MAJOR} or newer is needed (older TCG stores MTE tags at the wrong place)`);
+  if (major < MINIMUM_QEMU_MAJOR)
+    throw new LabSetupError(`${versionLine}: QEMU ${MINIMUM_QEMU_MAJOR} or newer is needed (older TCG stores MTE tags at the wrong place)`);
   return { binary, data: join(root, 'usr/share/qemu'), libraryPath, version: versionLine };
 }
 
@@ -210,7 +230,10 @@ function prepareArm64Root(apt: () => PrivateApt, cache: string): string {
   cached(root, { runtime: ARM64_RUNTIME }, () => {
     const debs = join(cache, 'debs', 'arm64-runtime');
     rmSync(debs, { recursive: true, force: true });
-    apt().download(ARM64_RUNTIME.map((pkg) => `${pkg}:arm64`), debs);
+    apt().download(
+      ARM64_RUNTIME.map((pkg) => `${pkg}:arm64`),
+      debs,
+    );
     unpackDebs(debs, root);
   });
   return root;
@@ -272,4 +295,3 @@ export function arm64NativePackages(repositoryRoot: string): NativePackage[] {
   }
   return packages;
 }
-

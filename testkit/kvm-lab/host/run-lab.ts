@@ -8,9 +8,9 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseResults, type LabResult } from '../lab-report.js';
+import { type LabResult, parseResults } from '../lab-report.js';
 import { buildInitramfs, LAB_BUILD, SUITE_ENTRY } from './initramfs.js';
-import { arm64NativePackages, LabSetupError, LabUnavailableError, prepareLabAssets, type LabAssets } from './lab-packages.js';
+import { arm64NativePackages, type LabAssets, LabSetupError, LabUnavailableError, prepareLabAssets } from './lab-packages.js';
 import { bootEmulatedHost, writeShellLauncher } from './qemu-boot.js';
 
 export interface LabRunOptions {
@@ -40,7 +40,8 @@ const DEFAULT_TIMEOUT_MS = 6 * 60_000;
 
 export async function runKvmLab(options: LabRunOptions): Promise<LabRun> {
   const cache = options.cacheDirectory ?? join(options.repositoryRoot, '.cache', 'kvm-lab');
-  if (!existsSync(join(options.repositoryRoot, LAB_BUILD, SUITE_ENTRY))) throw new LabSetupError(`${LAB_BUILD}/${SUITE_ENTRY} is missing: run npm run build:lab first`);
+  if (!existsSync(join(options.repositoryRoot, LAB_BUILD, SUITE_ENTRY)))
+    throw new LabSetupError(`${LAB_BUILD}/${SUITE_ENTRY} is missing: run npm run build:lab first`);
   const t0 = Date.now();
   let assets: LabAssets;
   try {
@@ -51,7 +52,12 @@ export async function runKvmLab(options: LabRunOptions): Promise<LabRun> {
   }
   const t1 = Date.now();
   const initramfs = join(cache, 'initramfs.cpio');
-  const initramfsBytes = buildInitramfs({ output: initramfs, repositoryRoot: options.repositoryRoot, assets, suiteArguments: options.only ?? [] });
+  const initramfsBytes = buildInitramfs({
+    output: initramfs,
+    repositoryRoot: options.repositoryRoot,
+    assets,
+    suiteArguments: options.only ?? [],
+  });
   writeShellLauncher(assets, initramfs, join(cache, 'shell.sh'));
   const t2 = Date.now();
   const serialLog = join(cache, 'serial.log');

@@ -60,12 +60,17 @@ export function checkLayout(layout: MteGuestLayout, imageSize: number, pageSize:
   const fillEnd = fillStart + layout.fillLength;
   // The image, then one page for the guest's level-1 table, then the fill.
   const tableEnd = layout.ramBase + BigInt(Math.ceil(imageSize / 4096) * 4096 + 4096);
-  if (layout.ramBase % BigInt(pageSize) !== 0n || layout.ramSize % BigInt(pageSize) !== 0n) throw new GuestLayoutError('RAM must be host-page aligned');
-  if (layout.fillLength <= 0n || layout.fillLength % 16n !== 0n || fillStart % 16n !== 0n) throw new GuestLayoutError('the fill must be a nonempty run of 16-byte granules');
-  if (fillStart < tableEnd || fillEnd > layout.ramBase + layout.ramSize) throw new GuestLayoutError('the fill must lie in RAM after the image and its page table');
-  if (fillEnd - 1n >> GIB_SHIFT !== layout.ramBase >> GIB_SHIFT) throw new GuestLayoutError('the fill must share the code\'s 1 GiB block');
-  if (layout.port >> GIB_SHIFT === layout.ramBase >> GIB_SHIFT) throw new GuestLayoutError('the report port must lie in another 1 GiB block than RAM');
-  if (layout.port + PORT_SIZE > ADDRESS_LIMIT || layout.ramBase + layout.ramSize > ADDRESS_LIMIT) throw new GuestLayoutError('everything must lie below 4 GiB');
+  if (layout.ramBase % BigInt(pageSize) !== 0n || layout.ramSize % BigInt(pageSize) !== 0n)
+    throw new GuestLayoutError('RAM must be host-page aligned');
+  if (layout.fillLength <= 0n || layout.fillLength % 16n !== 0n || fillStart % 16n !== 0n)
+    throw new GuestLayoutError('the fill must be a nonempty run of 16-byte granules');
+  if (fillStart < tableEnd || fillEnd > layout.ramBase + layout.ramSize)
+    throw new GuestLayoutError('the fill must lie in RAM after the image and its page table');
+  if ((fillEnd - 1n) >> GIB_SHIFT !== layout.ramBase >> GIB_SHIFT) throw new GuestLayoutError("the fill must share the code's 1 GiB block");
+  if (layout.port >> GIB_SHIFT === layout.ramBase >> GIB_SHIFT)
+    throw new GuestLayoutError('the report port must lie in another 1 GiB block than RAM');
+  if (layout.port + PORT_SIZE > ADDRESS_LIMIT || layout.ramBase + layout.ramSize > ADDRESS_LIMIT)
+    throw new GuestLayoutError('everything must lie below 4 GiB');
   if (layout.seed === 0n || layout.seed >= 1n << 64n) throw new GuestLayoutError('the seed must be a nonzero 64-bit value');
 }
 

@@ -8,20 +8,20 @@
  */
 import { PC_ID } from '../../../vm/arm64-registers.js';
 import type { Vcpu, Vm } from '../../../vm/vm.js';
-import { MTE_TEST_GUEST_IMAGE } from './mte-test-image.js';
 import { KvmVcpu } from '../kvm-vcpu.js';
 import {
   checkLayout,
+  DEFAULT_LAYOUT,
   decodeReport,
   describeReport,
-  DEFAULT_LAYOUT,
   GuestProtocolError,
+  type GuestReport,
+  type MteGuestLayout,
   PARAMETER_REGISTERS,
   PORT,
   PORT_SIZE,
-  type GuestReport,
-  type MteGuestLayout,
 } from './mte-guest-protocol.js';
+import { MTE_TEST_GUEST_IMAGE } from './mte-test-image.js';
 
 /** The guest's RAM is memslot 0. */
 export const RAM_SLOT = 0;
@@ -60,7 +60,8 @@ export function runUntilReport(vcpu: KvmVcpu): GuestReport {
   const details = { address: 0n, expected: 0n, actual: 0n };
   for (let exits = 0; exits < MAX_EXITS_PER_REPORT; exits++) {
     const exit = vcpu.runUntilExit();
-    if (exit.reason !== 'mmio') throw new GuestProtocolError(`unexpected exit ${exit.reason === 'other' ? exit.name : `system event ${exit.type}`}`);
+    if (exit.reason !== 'mmio')
+      throw new GuestProtocolError(`unexpected exit ${exit.reason === 'other' ? exit.name : `system event ${exit.type}`}`);
     const offset = exit.address - port;
     if (!exit.isWrite || offset < 0n || offset >= PORT_SIZE) {
       throw new GuestProtocolError(`MMIO ${exit.isWrite ? 'store' : 'load'} at IPA 0x${exit.address.toString(16)} outside the report port`);
