@@ -17,7 +17,7 @@ export {
   type ResumeOptions,
   type ResumeResult,
   resumeFromSnapshot,
-} from './backends/kvm/test-guest/live-checkpoint.js';
+} from './vmm/live-checkpoint.js';
 export {
   DEFAULT_LAYOUT,
   describeReport,
@@ -25,7 +25,7 @@ export {
   GuestProtocolError,
   type GuestReport,
   type MteGuestLayout,
-} from './backends/kvm/test-guest/mte-guest-protocol.js';
-export { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from './backends/kvm/test-guest/mte-guest-vmm.js';
-export { damageTag, type TagDamage } from './backends/kvm/test-guest/tag-damage.js';
+} from './vmm/mte-guest-protocol.js';
+export { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from './vmm/mte-guest-vmm.js';
+export { damageTag, type TagDamage } from './vmm/tag-damage.js';
 export type { MmioExit, OtherExit, SystemEventExit, VcpuExit } from './backends/kvm/vcpu-exit.js';

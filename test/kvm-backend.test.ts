@@ -10,7 +10,7 @@ import { GuardedBuffer, mapGuestMemory } from '../src/backends/kvm/host-memory.j
 import { KVM_EXIT_REASON, KVM_RUN_STRUCT } from '../src/backends/kvm/kvm-abi.js';
 import { KvmVmFactory, kvmMteUnavailableReason } from '../src/backends/kvm/kvm-factory.js';
 import { hostPageSize } from '../src/backends/kvm/libc.js';
-import { expectedTags, forEachGranule } from '../src/backends/kvm/test-guest/mte-guest-pattern.js';
+import { expectedTags, forEachGranule } from '../testkit/kvm-lab/mte-guest-pattern.js';
 import {
   checkLayout,
   DEFAULT_LAYOUT,
@@ -18,8 +18,8 @@ import {
   GuestLayoutError,
   GuestProtocolError,
   STATUS,
-} from '../src/backends/kvm/test-guest/mte-guest-protocol.js';
-import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../src/backends/kvm/test-guest/mte-guest-vmm.js';
+} from '../src/vmm/mte-guest-protocol.js';
+import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../src/vmm/mte-guest-vmm.js';
 import { decodeExit } from '../src/backends/kvm/vcpu-exit.js';
 import { SimulatedVm } from '../src/backends/simulated/index.js';
 import { PC_ID, xRegisterId } from '../src/vm/arm64-registers.js';

@@ -8,12 +8,12 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { MTE_TEST_GUEST_IMAGE, MTE_TEST_GUEST_SOURCE_SHA256 } from '../src/backends/kvm/test-guest/mte-test-image.js';
+import { MTE_TEST_GUEST_IMAGE, MTE_TEST_GUEST_SOURCE_SHA256 } from '../src/vmm/mte-test-image.js';
 import { externalTool, titled } from './support/external-tool.js';
 
 const root = resolve(import.meta.dirname, '..');
 const source = join(root, 'testkit/mte-test-guest/mte-test.S');
-const image = join(root, 'src/backends/kvm/test-guest/mte-test-image.ts');
+const image = join(root, 'src/vmm/mte-test-image.ts');
 const assembler = externalTool(
   'aarch64-linux-gnu-as',
   ['aarch64-linux-gnu-as', '--version'],

@@ -63,9 +63,3 @@ export function* chunkGrid(regions: readonly SnapshotRegion[], pageSize: number,
     }
   }
 }
-
-export function chunkCount(regions: readonly SnapshotRegion[], pageSize: number, pagesPerChunk: number): number {
-  let count = 0;
-  for (const region of regions) count += Math.ceil(regionPageCount(region, pageSize) / pagesPerChunk) * (region.mte ? 2 : 1);
-  return count;
-}

@@ -7,9 +7,9 @@
 
 import type { KvmVmFactory } from '../../src/backends/kvm/kvm-factory.js';
 import type { KvmVm } from '../../src/backends/kvm/kvm-vm.js';
-import { expectedTags, forEachGranule } from '../../src/backends/kvm/test-guest/mte-guest-pattern.js';
-import { DEFAULT_LAYOUT, describeReport, type GuestReport } from '../../src/backends/kvm/test-guest/mte-guest-protocol.js';
-import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../../src/backends/kvm/test-guest/mte-guest-vmm.js';
+import { expectedTags, forEachGranule } from './mte-guest-pattern.js';
+import { DEFAULT_LAYOUT, describeReport, type GuestReport } from '../../src/vmm/mte-guest-protocol.js';
+import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../../src/vmm/mte-guest-vmm.js';
 import { guestTags } from '../../src/vm/tag-copy.js';
 import { TAGS_FROM_GUEST } from '../../src/vm/vm.js';
 import { TagCorruptingVm, type TagCorruption } from '../tag-corruption.js';

@@ -6,9 +6,9 @@
 
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/backends/kvm/test-guest/live-checkpoint.js';
-import { expectedTags } from '../../src/backends/kvm/test-guest/mte-guest-pattern.js';
-import { DEFAULT_LAYOUT, describeReport } from '../../src/backends/kvm/test-guest/mte-guest-protocol.js';
+import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/vmm/live-checkpoint.js';
+import { expectedTags } from './mte-guest-pattern.js';
+import { DEFAULT_LAYOUT, describeReport } from '../../src/vmm/mte-guest-protocol.js';
 import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
 import { restoreSnapshot } from '../../src/reader/restore.js';
 import { guestTags } from '../../src/vm/tag-copy.js';

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Assembles testkit/mte-test-guest/mte-test.S and writes the bytes, with the source's
-# SHA-256, as src/backends/kvm/test-guest/mte-test-image.ts (or the file given as $1).
+# SHA-256, as src/vmm/mte-test-image.ts (or the file given as $1).
 # Needs aarch64-linux-gnu-as and -objcopy (Debian: binutils-aarch64-linux-gnu).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 source_file=$root/testkit/mte-test-guest/mte-test.S
-output=${1:-$root/src/backends/kvm/test-guest/mte-test-image.ts}
+output=${1:-$root/src/vmm/mte-test-image.ts}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -11,14 +11,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { KvmVmFactory } from '../../src/backends/kvm/kvm-factory.js';
-import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/backends/kvm/test-guest/live-checkpoint.js';
+import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/vmm/live-checkpoint.js';
 import {
   DEFAULT_LAYOUT,
   describeReport,
   type GuestReport,
   type MteGuestLayout,
-} from '../../src/backends/kvm/test-guest/mte-guest-protocol.js';
-import { damageTag, type TagDamage } from '../../src/backends/kvm/test-guest/tag-damage.js';
+} from '../../src/vmm/mte-guest-protocol.js';
+import { damageTag, type TagDamage } from '../../src/vmm/tag-damage.js';
 import type { Vm } from '../../src/vm/vm.js';
 import { CliError, EXIT, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';

@@ -9,7 +9,6 @@ import { lastErrno } from './libc.js';
 
 /** errno values the backend tests by number but the Vm interface does not name. */
 export const EINTR = 4;
-export const EAGAIN = 11;
 
 const NAME_BY_NUMBER = new Map<number, ErrnoName>(Object.entries(ERRNO).map(([name, value]) => [value, name as ErrnoName]));
 

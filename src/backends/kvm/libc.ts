@@ -24,7 +24,6 @@ export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
 export const MAP_NORESERVE = 0x4000;
-export const MFD_CLOEXEC = 0x1;
 /** sysconf(_SC_PAGESIZE) on glibc. */
 const SC_PAGESIZE = 30;
 

@@ -3,8 +3,8 @@
  * the registers that carry its parameters, the report port's layout and the
  * status codes. The numbers are the .S file's `.equ`s and its header comment.
  */
-import { VmsnapError } from '../../../format/errors.js';
-import { xRegisterId } from '../../../vm/arm64-registers.js';
+import { VmsnapError } from '../format/errors.js';
+import { xRegisterId } from '../vm/arm64-registers.js';
 
 /** Report port registers: offsets from the port's IPA. */
 export const PORT = { status: 0x00n, address: 0x08n, expected: 0x10n, actual: 0x18n } as const;

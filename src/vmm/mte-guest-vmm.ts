@@ -6,9 +6,9 @@
  * registers, so a vmsnap snapshot taken at the checkpoint is all a new VM
  * needs to resume and verify.
  */
-import { PC_ID } from '../../../vm/arm64-registers.js';
-import type { Vcpu, Vm } from '../../../vm/vm.js';
-import { KvmVcpu } from '../kvm-vcpu.js';
+import { PC_ID } from '../vm/arm64-registers.js';
+import type { Vcpu, Vm } from '../vm/vm.js';
+import { KvmVcpu } from '../backends/kvm/kvm-vcpu.js';
 import {
   checkLayout,
   DEFAULT_LAYOUT,

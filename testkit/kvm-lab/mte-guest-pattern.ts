@@ -4,7 +4,7 @@
  * the (i+1)-th value of xorshift64 (13, 7, 17) from the seed. Lets the VMM
  * check what the guest stored, through FROM_GUEST and the RAM mapping.
  */
-import type { MteGuestLayout } from './mte-guest-protocol.js';
+import type { MteGuestLayout } from '../../src/vmm/mte-guest-protocol.js';
 
 const MASK64 = (1n << 64n) - 1n;
 

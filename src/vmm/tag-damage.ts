@@ -4,9 +4,9 @@
  * person can watch the guest's own check catch a tag the snapshot did not
  * hold.
  */
-import { GRANULE_SIZE } from '../../../format/constants.js';
-import { readGuestTags, writeGuestTags } from '../../../vm/tag-copy.js';
-import type { GuestAddress, Vm } from '../../../vm/vm.js';
+import { GRANULE_SIZE } from '../format/constants.js';
+import { readGuestTags, writeGuestTags } from '../vm/tag-copy.js';
+import type { GuestAddress, Vm } from '../vm/vm.js';
 
 export interface TagDamage {
   /** The granule whose tag was changed. */
