@@ -76,9 +76,10 @@ export interface SaveSummary {
   readonly durationMs: number;
 }
 
+/** A save option is out of range (pages per chunk, compression level). */
 export class SaveError extends VmsnapError {
   constructor(message: string) {
-    super('save-failed', 'usage', message);
+    super('bad-save-option', 'usage', message);
   }
 }
 
