@@ -1,6 +1,6 @@
 /**
  * The one rule by which vmsnap's results become JSON, in the library and in
- * every `--json` output of the CLI (docs/json.md):
+ * every `--json` output of the CLI (docs/api.md, "JSON"):
  *
  *  - a 64-bit value (a `bigint` in the library: a guest address, a size, a file
  *    offset, a byte count) is a string of its decimal digits, whatever its

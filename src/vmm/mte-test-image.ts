@@ -7,7 +7,7 @@
  */
 
 /** SHA-256 of the mte-test.S these bytes were assembled from. */
-export const MTE_TEST_GUEST_SOURCE_SHA256 = '6ab28f1d9dc1b80515fe5534feb920bdb6f40585d56c5d1d1773deae800dd9ef';
+export const MTE_TEST_GUEST_SOURCE_SHA256 = 'b7640f643cac30469e48ed623199d446b9d159d6793239fe4bab51d6dd79e35d';
 
 const HEX = [
   '0940001009c018d5c97f001029fd3f9129cd74923f7d00a93f7d01a92affff10',

@@ -3,7 +3,7 @@
 // every allocation tag and every data word in place.
 //
 // It is position independent and is loaded at the start of a RAM memslot.
-// The VMM passes its parameters in registers (src/kvm/vmm/mte-guest-protocol.ts
+// The VMM passes its parameters in registers (src/vmm/mte-guest-protocol.ts
 // holds the same numbers on the TypeScript side):
 //
 //   x0  fill base IPA, 16-byte aligned, in the same 1 GiB block as this code
