@@ -105,7 +105,9 @@ function runSteps(directory: string, files: RawGuestFiles, options: BenchOptions
     {
       name: 'vmsnap save',
       outputs: [o('guest.vmsnap')],
-      command: `${vmsnap} save --ram ${quote(files.ram)} --tags ${quote(files.tags)} --layout ${quote(files.layout)} -o ${p('guest.vmsnap')} -q${threads}`,
+      command:
+        `${vmsnap} save --ram ${quote(files.ram)} --tags ${quote(files.tags)} ` +
+        `--layout ${quote(files.layout)} -o ${p('guest.vmsnap')} -q${threads}`,
     },
     { name: 'zstd -1 -T2', outputs: [o('guest.zst')], command: `zstd -1 -T2 -q -c ${inputs} > ${p('guest.zst')} && sync` },
     { name: 'cp', outputs: [o('copy')], command: `mkdir ${p('copy')} && cp ${inputs} ${p('copy')}/ && sync` },
@@ -155,18 +157,22 @@ function printResult(r: BenchResult): void {
   const mib = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`;
   const yes = (ok: boolean) => (ok ? 'met' : 'MISSED');
   console.log(
-    `data: ${mib(r.guest.ramBytes)} RAM + ${mib(r.guest.tagFileBytes)} tag file (one tag per byte), ${r.guest.pageSize}-byte pages, vmsnap threads ${r.guest.threads}`,
+    `data: ${mib(r.guest.ramBytes)} RAM + ${mib(r.guest.tagFileBytes)} tag file (one tag per byte), ` +
+      `${r.guest.pageSize}-byte pages, vmsnap threads ${r.guest.threads}`,
   );
   console.log(`step             time (median of ${r.repeat})  MB/s   peak RSS   all runs`);
   for (const s of r.steps)
     console.log(
-      `${s.name.padEnd(16)} ${(s.ms / 1000).toFixed(2).padStart(6)} s ${s.mbPerSecond.toFixed(0).padStart(13)}  ${mib(s.maxRssBytes).padStart(10)}   ${s.runsMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')}`,
+      `${s.name.padEnd(16)} ${(s.ms / 1000).toFixed(2).padStart(6)} s ${s.mbPerSecond.toFixed(0).padStart(13)}  ` +
+        `${mib(s.maxRssBytes).padStart(10)}   ${s.runsMs.map((ms) => (ms / 1000).toFixed(2)).join(' ')}`,
     );
   console.log(
-    `snapshot ${mib(r.snapshot.fileBytes)} (${r.snapshot.compressionRatio.toFixed(2)}:1), zstd ${mib(r.zstd.fileBytes)} (${r.zstd.compressionRatio.toFixed(2)}:1)`,
+    `snapshot ${mib(r.snapshot.fileBytes)} (${r.snapshot.compressionRatio.toFixed(2)}:1), ` +
+      `zstd ${mib(r.zstd.fileBytes)} (${r.zstd.compressionRatio.toFixed(2)}:1)`,
   );
   console.log(
-    `tag data in the snapshot: ${r.snapshot.tagBytes} bytes = ${r.snapshot.tagPercentOfRam.toFixed(3)}% of RAM (target < 1%: ${yes(r.targets.tagsUnder1PercentOfRam)})`,
+    `tag data in the snapshot: ${r.snapshot.tagBytes} bytes = ${r.snapshot.tagPercentOfRam.toFixed(3)}% of RAM ` +
+      `(target < 1%: ${yes(r.targets.tagsUnder1PercentOfRam)})`,
   );
   console.log(`save    vmsnap/zstd time ${r.ratios.saveVsZstd.toFixed(2)}x (target <= 1.25x: ${yes(r.targets.saveWithin125)})`);
   console.log(`restore vmsnap/zstd time ${r.ratios.restoreVsZstd.toFixed(2)}x (target <= 1.25x: ${yes(r.targets.restoreWithin125)})`);

@@ -25,7 +25,8 @@ async function runLab(): Promise<LabRun> {
   const first = await runKvmLab({ repositoryRoot, only });
   if (first.status !== 'ran' || first.timedOut || first.exitCode === null || first.exitCode < 128) return first;
   process.stdout.write(
-    `kvm lab: node in the emulated host died by signal ${first.exitCode - 128}; serial log tail:\n${first.serialTail}\nkvm lab: running the lab once more\n`,
+    `kvm lab: node in the emulated host died by signal ${first.exitCode - 128}; serial log tail:\n` +
+      `${first.serialTail}\nkvm lab: running the lab once more\n`,
   );
   return runKvmLab({ repositoryRoot, only });
 }
@@ -45,7 +46,8 @@ describe.skipIf(!enabled)('emulated arm64 host with real KVM and MTE (set VMSNAP
   const lab = run;
   process.stdout.write(
     `kvm lab: ${lab.assets.qemuVersion}; kernel ${lab.assets.kernelVersion}; initramfs ${(lab.initramfsBytes / 2 ** 20).toFixed(1)} MiB; ` +
-      `prepare ${lab.seconds.prepare.toFixed(1)} s, initramfs ${lab.seconds.initramfs.toFixed(1)} s, boot and suite ${lab.seconds.boot.toFixed(1)} s\n`,
+      `prepare ${lab.seconds.prepare.toFixed(1)} s, initramfs ${lab.seconds.initramfs.toFixed(1)} s, ` +
+      `boot and suite ${lab.seconds.boot.toFixed(1)} s\n`,
   );
 
   test('the emulated host ran the whole suite and exited 0', () => {

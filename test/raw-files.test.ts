@@ -106,7 +106,8 @@ describe('layout files', () => {
     ],
     [
       'file overlap',
-      '{"pageSize":4096,"regions":[{"name":"a","guestAddress":0,"size":8192},{"name":"b","guestAddress":65536,"size":4096,"fileOffset":4096}]}',
+      '{"pageSize":4096,"regions":[{"name":"a","guestAddress":0,"size":8192},' +
+        '{"name":"b","guestAddress":65536,"size":4096,"fileOffset":4096}]}',
       'regions[1].fileOffset',
       /overlaps/,
     ],

@@ -61,7 +61,9 @@ function rawSource(options: RawSourceOptions & { ram: string }): PlannedSource {
       const bytes = layout.regions.reduce((sum, r) => sum + r.size, 0n);
       return {
         vm,
-        description: `raw files ${options.ram}${options.tags ? ` + ${options.tags} (${layout.tagLayout} tags)` : ''}, ${layout.regions.length} regions, ${formatBytes(bytes)}`,
+        description:
+          `raw files ${options.ram}${options.tags ? ` + ${options.tags} (${layout.tagLayout} tags)` : ''}, ` +
+          `${layout.regions.length} regions, ${formatBytes(bytes)}`,
         details: {
           kind: 'raw-files',
           ram: options.ram,

@@ -93,7 +93,8 @@ function memtagFor(core: ElfCore, load: ElfSegment): ElfSegment | undefined {
     throw new ElfCoreFormatError(
       core.path,
       0,
-      `memtag segment ${memtag.index} [${hex(memtag.address)}, +${hex(memtag.memSize)}) does not cover exactly PT_LOAD ${load.index} [${hex(load.address)}, +${hex(load.memSize)})`,
+      `memtag segment ${memtag.index} [${hex(memtag.address)}, +${hex(memtag.memSize)}) ` +
+        `does not cover exactly PT_LOAD ${load.index} [${hex(load.address)}, +${hex(load.memSize)})`,
     );
   }
   return memtag;
@@ -128,7 +129,8 @@ function checkRegion(core: ElfCore, region: VmsnapRegionInfo, pageSize: number):
     throw new ElfCoreFormatError(
       core.path,
       0,
-      `region ${region.name} [${hex(region.guestAddress)}, +${hex(region.size)}) is not aligned to the ${pageSize}-byte page; try --page-size 4096`,
+      `region ${region.name} [${hex(region.guestAddress)}, +${hex(region.size)}) ` +
+        `is not aligned to the ${pageSize}-byte page; try --page-size 4096`,
     );
   }
 }

@@ -85,7 +85,9 @@ function regionSvg(region: RegionMap, map: TagMap, top: number): string[] {
   const out: string[] = [];
   const compared = map.against ? (region.compared ? '' : ' (not in the second snapshot)') : '';
   out.push(
-    `<text x="${LEFT}" y="${top + 13}" font-size="13" font-weight="bold" ${FONT}>${escapeXml(region.name)}  [${address(region.guestAddress)}, ${address(region.guestAddress + region.size)})  ${formatBytes(region.size)}, ${region.pages} pages${region.mte ? '' : ', not MTE'}${escapeXml(compared)}</text>`,
+    `<text x="${LEFT}" y="${top + 13}" font-size="13" font-weight="bold" ${FONT}>${escapeXml(region.name)}  ` +
+      `[${address(region.guestAddress)}, ${address(region.guestAddress + region.size)})  ` +
+      `${formatBytes(region.size)}, ${region.pages} pages${region.mte ? '' : ', not MTE'}${escapeXml(compared)}</text>`,
     `<text x="${LEFT}" y="${top + 26}" font-size="11" fill="#444" ${FONT}>${shareText(region)}</text>`,
   );
   const gridTop = top + REGION_LABEL;
@@ -94,14 +96,16 @@ function regionSvg(region: RegionMap, map: TagMap, top: number): string[] {
   });
   const width = Math.min(columns, region.cells.length) * cellPx;
   out.push(
-    `<rect x="${LEFT - 0.5}" y="${gridTop - 0.5}" width="${width + 1}" height="${rows * rowPx + 1}" fill="none" stroke="#333" stroke-width="1"/>`,
+    `<rect x="${LEFT - 0.5}" y="${gridTop - 0.5}" width="${width + 1}" height="${rows * rowPx + 1}" ` +
+      `fill="none" stroke="#333" stroke-width="1"/>`,
   );
   const rowBytes = BigInt(columns * pagesPerCell * map.pageSize);
   const labelEvery = Math.max(1, Math.ceil(ADDRESS_LABEL_SPACING_PX / rowPx));
   for (let row = 0; row < rows; row += labelEvery) {
     const y = gridTop + row * rowPx;
     out.push(
-      `<text x="${LEFT - 6}" y="${y + 9}" font-size="10" text-anchor="end" fill="#333" ${FONT}>${address(region.guestAddress + BigInt(row) * rowBytes)}</text>`,
+      `<text x="${LEFT - 6}" y="${y + 9}" font-size="10" text-anchor="end" fill="#333" ${FONT}>` +
+        `${address(region.guestAddress + BigInt(row) * rowBytes)}</text>`,
     );
     if (row > 0) out.push(`<path stroke="#333" d="M${LEFT - 4} ${y}h4"/>`);
   }
@@ -126,7 +130,8 @@ function headerSvg(map: TagMap): string[] {
   const cell =
     pagesPerCell === 1
       ? `1 cell = 1 page (${formatBytes(map.pageSize)})`
-      : `1 cell = ${pagesPerCell} pages (${formatBytes(pagesPerCell * map.pageSize)}), coloured by the state most of its pages are in${map.against ? '; changed if any page changed' : ''}`;
+      : `1 cell = ${pagesPerCell} pages (${formatBytes(pagesPerCell * map.pageSize)}), ` +
+        `coloured by the state most of its pages are in${map.against ? '; changed if any page changed' : ''}`;
   const title = map.against ? `MTE tag map of ${map.source}, changes since ${map.against}` : `MTE tag map of ${map.source}`;
   return [
     `<text x="${LEFT}" y="22" font-size="15" font-weight="bold" ${FONT}>${escapeXml(title)}</text>`,
@@ -147,7 +152,8 @@ export function renderTagMapSvg(map: TagMap): string {
   const height = Math.max(top, TOP) + 10;
   return [
     `<?xml version="1.0" encoding="UTF-8"?>`,
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" shape-rendering="crispEdges">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
+      `viewBox="0 0 ${width} ${height}" shape-rendering="crispEdges">`,
     `<rect width="100%" height="100%" fill="#ffffff"/>`,
     ...body,
     `</svg>`,

@@ -64,7 +64,8 @@ export function decodeHeader(bytes: Uint8Array): SnapshotHeader {
   // The version is read before the checksum so that a newer file gets the right message.
   if (major !== FORMAT_MAJOR) {
     fail(
-      `format version ${major}.${minor} is not supported: this vmsnap reads ${FORMAT_MAJOR}.x${major > FORMAT_MAJOR ? '; upgrade vmsnap' : ''}`,
+      `format version ${major}.${minor} is not supported: ` +
+        `this vmsnap reads ${FORMAT_MAJOR}.x${major > FORMAT_MAJOR ? '; upgrade vmsnap' : ''}`,
       8,
       'unsupported-version',
     );

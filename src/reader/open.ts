@@ -200,7 +200,8 @@ class FileSnapshotReader implements SnapshotReader {
     if (section.type !== type || BigInt(SECTION_HEADER_LENGTH) + section.payloadLength !== length) {
       throw new SnapshotFormatError(
         'bad-index',
-        `section is ${section.type} of ${section.payloadLength} payload bytes, the index says ${type} of ${length - BigInt(SECTION_HEADER_LENGTH)}`,
+        `section is ${section.type} of ${section.payloadLength} payload bytes, ` +
+          `the index says ${type} of ${length - BigInt(SECTION_HEADER_LENGTH)}`,
         { section: type, offset },
       );
     }

@@ -86,7 +86,8 @@ export async function decodeChunk(
   if (got.region !== expected.region || got.firstPage !== expected.firstPage || got.pageCount !== expected.pageCount) {
     throw new SnapshotFormatError(
       'layout-mismatch',
-      `chunk says region ${got.region} pages ${got.firstPage}+${got.pageCount}, the file's layout expects region ${expected.region} pages ${expected.firstPage}+${expected.pageCount}`,
+      `chunk says region ${got.region} pages ${got.firstPage}+${got.pageCount}, ` +
+        `the file's layout expects region ${expected.region} pages ${expected.firstPage}+${expected.pageCount}`,
       { section: section.type, offset: payloadOffset, region: expected.region, guestAddress },
     );
   }

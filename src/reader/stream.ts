@@ -101,7 +101,8 @@ async function readSection(
   if (section.type === SECTION.index && section.payloadLength !== BigInt(indexEntries * INDEX_ENTRY_LENGTH)) {
     throw new SnapshotFormatError(
       'bad-index',
-      `index declares ${section.payloadLength} bytes; ${indexEntries} sections came before it, so it must be ${indexEntries * INDEX_ENTRY_LENGTH}`,
+      `index declares ${section.payloadLength} bytes; ` +
+        `${indexEntries} sections came before it, so it must be ${indexEntries * INDEX_ENTRY_LENGTH}`,
       {
         section: 'INDX',
         offset: offset + 8n,

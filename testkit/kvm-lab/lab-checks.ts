@@ -7,12 +7,12 @@
 
 import type { KvmVmFactory } from '../../src/backends/kvm/kvm-factory.js';
 import type { KvmVm } from '../../src/backends/kvm/kvm-vm.js';
-import { expectedTags, forEachGranule } from './mte-guest-pattern.js';
-import { DEFAULT_LAYOUT, describeReport, type GuestReport } from '../../src/vmm/mte-guest-protocol.js';
-import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../../src/vmm/mte-guest-vmm.js';
 import { guestTags } from '../../src/vm/tag-copy.js';
 import { TAGS_FROM_GUEST } from '../../src/vm/vm.js';
+import { DEFAULT_LAYOUT, describeReport, type GuestReport } from '../../src/vmm/mte-guest-protocol.js';
+import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../../src/vmm/mte-guest-vmm.js';
 import { TagCorruptingVm, type TagCorruption } from '../tag-corruption.js';
+import { expectedTags, forEachGranule } from './mte-guest-pattern.js';
 import { transferVmState } from './state-transfer.js';
 
 /** What every check gets: the real KVM, and a directory for snapshot files. */
@@ -77,7 +77,10 @@ function checkGuestPattern(vm: KvmVm): string {
         );
     }
   });
-  return `${expected.length} granules: every tag read back with FROM_GUEST (flags ${TAGS_FROM_GUEST}) and every word through the mapping match the guest's pattern`;
+  return (
+    `${expected.length} granules: every tag read back with FROM_GUEST (flags ${TAGS_FROM_GUEST}) ` +
+    "and every word through the mapping match the guest's pattern"
+  );
 }
 
 function expectVerified(vm: KvmVm): string {
@@ -96,7 +99,8 @@ export function corruptionVerdict(report: GuestReport, corruption: TagCorruption
     report.actual !== BigInt(corruption.corrupted ?? -1)
   ) {
     throw new LabCheckFailure(
-      `the guest ${describeReport(report)}, not the damaged granule ${hex(corruption.guestAddress)} (${corruption.original} -> ${corruption.corrupted})`,
+      `the guest ${describeReport(report)}, ` +
+        `not the damaged granule ${hex(corruption.guestAddress)} (${corruption.original} -> ${corruption.corrupted})`,
     );
   }
   return `the guest ${describeReport(report)}`;

@@ -6,16 +6,16 @@
 
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/vmm/live-checkpoint.js';
-import { expectedTags } from './mte-guest-pattern.js';
-import { DEFAULT_LAYOUT, describeReport } from '../../src/vmm/mte-guest-protocol.js';
 import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
 import { restoreSnapshot } from '../../src/reader/restore.js';
 import { guestTags } from '../../src/vm/tag-copy.js';
+import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/vmm/live-checkpoint.js';
+import { DEFAULT_LAYOUT, describeReport } from '../../src/vmm/mte-guest-protocol.js';
 import { saveSnapshot } from '../../src/writer/save.js';
 import { parseKernelRelease } from '../conformance/kvm-target.js';
 import { tagCorruptingFactory } from '../tag-corruption.js';
 import { CORRUPTED_GRANULE, corruptionVerdict, type LabCheck, LabCheckFailure } from './lab-checks.js';
+import { expectedTags } from './mte-guest-pattern.js';
 
 const seconds = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 
@@ -27,7 +27,11 @@ export const SNAPSHOT_CHECKS: readonly LabCheck[] = [
       const saved = await checkpointToSnapshot(factory, file);
       const { report, restore } = await resumeFromSnapshot(file, factory);
       if (report.status !== 'verified') throw new LabCheckFailure(`the resumed guest ${describeReport(report)}`);
-      return `saved ${saved.fileBytes} bytes (${saved.tagBytes} of tags, ${saved.vcpus} vCPU) in ${seconds(saved.durationMs)}; restored with ${restore.tagCalls} TO_GUEST calls in ${seconds(restore.durationMs)}; the guest ${describeReport(report)}`;
+      return (
+        `saved ${saved.fileBytes} bytes (${saved.tagBytes} of tags, ${saved.vcpus} vCPU) in ${seconds(saved.durationMs)}; ` +
+        `restored with ${restore.tagCalls} TO_GUEST calls in ${seconds(restore.durationMs)}; ` +
+        `the guest ${describeReport(report)}`
+      );
     },
   },
   {
@@ -59,7 +63,8 @@ export const SNAPSHOT_CHECKS: readonly LabCheck[] = [
         const wrong = expected.findIndex((tag, i) => tags[i] !== tag);
         if (wrong >= 0)
           throw new LabCheckFailure(
-            `the simulated VM holds tag ${tags[wrong]} at 0x${(fillStart + BigInt(wrong) * 16n).toString(16)}, the guest stored ${expected[wrong]}`,
+            `the simulated VM holds tag ${tags[wrong]} at 0x${(fillStart + BigInt(wrong) * 16n).toString(16)}, ` +
+              `the guest stored ${expected[wrong]}`,
           );
         await saveSnapshot(vm, fromSim);
       } finally {

@@ -13,7 +13,8 @@ export function registerCheckPointer(program: Command): void {
   program
     .command('check-pointer')
     .description(
-      "Compares a tagged pointer's logical tag (bits 59:56) with the allocation tag of the granule(s) it points at, as GDB's `memory-tag check` does",
+      "Compares a tagged pointer's logical tag (bits 59:56) with the allocation tag of the granule(s) it points at, " +
+        "as GDB's `memory-tag check` does",
     )
     .argument('<file>', 'snapshot file')
     .argument('<pointer>', 'the 64-bit pointer, e.g. 0x0a00000040001234 (top byte: tag and ignored bits)')
@@ -33,11 +34,14 @@ export function registerCheckPointer(program: Command): void {
       if (options.json) printJson(result);
       else if (result.match) {
         printLine(
-          `Memory tags for address ${hex(result.pointer)} match (${hex(result.logicalTag)}) in region ${result.region}${result.granulesChecked > 1 ? ` over ${result.granulesChecked} granules` : ''}.`,
+          `Memory tags for address ${hex(result.pointer)} match (${hex(result.logicalTag)}) in region ${result.region}` +
+            `${result.granulesChecked > 1 ? ` over ${result.granulesChecked} granules` : ''}.`,
         );
       } else {
         printLine(
-          `Logical tag (${hex(result.logicalTag)}) does not match the allocation tag (${hex(result.allocationTag)}) for address ${hex(result.pointer)} in region ${result.region}: ${result.granulesMismatched} of ${result.granulesChecked} granules differ.`,
+          `Logical tag (${hex(result.logicalTag)}) does not match the allocation tag (${hex(result.allocationTag)}) ` +
+            `for address ${hex(result.pointer)} in region ${result.region}: ` +
+            `${result.granulesMismatched} of ${result.granulesChecked} granules differ.`,
         );
         for (const m of result.mismatches) printLine(`  granule ${hex(m.address)}: allocation tag ${hex(m.allocationTag)}`);
       }

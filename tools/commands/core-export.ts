@@ -8,7 +8,9 @@ export function registerExportCore(program: Command): void {
   commandGroup(program, 'export', 'Write a snapshot in another format')
     .command('core')
     .description(
-      'An AArch64 ELF core: a PT_LOAD per region at its guest physical address, a PT_AARCH64_MEMTAG_MTE segment per MTE region, NT_PRSTATUS per vCPU, NT_AUXV with HWCAP2_MTE, and a VMSNAP note for import. Zero pages are left as holes (a sparse file), so the file takes disk only for used pages',
+      'An AArch64 ELF core: a PT_LOAD per region at its guest physical address, a PT_AARCH64_MEMTAG_MTE segment per MTE region, ' +
+        'NT_PRSTATUS per vCPU, NT_AUXV with HWCAP2_MTE, and a VMSNAP note for import. ' +
+        'Zero pages are left as holes (a sparse file), so the file takes disk only for used pages',
     )
     .argument('<file>', 'snapshot file')
     .requiredOption('-o, --output <guest.core>', 'core file to write (a seekable file: holes need seeking)')
@@ -26,7 +28,8 @@ export function registerExportCore(program: Command): void {
       else {
         printLine(`wrote ${summary.path}: ${summary.loads} PT_LOAD, ${summary.memtagSegments} memtag segments, ${summary.vcpus} vCPUs`);
         printLine(
-          `  file length ${formatBytes(summary.fileSize)}, on disk ${formatBytes(summary.diskBytes)} (${formatBytes(summary.zeroBytesSkipped)} of zero pages and tags left as holes)`,
+          `  file length ${formatBytes(summary.fileSize)}, on disk ${formatBytes(summary.diskBytes)} ` +
+            `(${formatBytes(summary.zeroBytesSkipped)} of zero pages and tags left as holes)`,
         );
       }
     });

@@ -14,7 +14,9 @@ export function registerImportCore(program: Command): void {
   commandGroup(program, 'import', 'Make a snapshot from another format')
     .command('core')
     .description(
-      'A snapshot from an AArch64 ELF core. A core written by `vmsnap export core` gives back the original snapshot; a Linux process core gives one region per PT_LOAD ("load<N>", tags from its memtag segment) and registers from NT_PRSTATUS/NT_FPREGSET',
+      'A snapshot from an AArch64 ELF core. A core written by `vmsnap export core` gives back the original snapshot; ' +
+        'a Linux process core gives one region per PT_LOAD ("load<N>", tags from its memtag segment) ' +
+        'and registers from NT_PRSTATUS/NT_FPREGSET',
     )
     .argument('<core>', 'ELF core file')
     .requiredOption('-o, --output <file>', 'snapshot file to write')
@@ -32,7 +34,8 @@ export function registerImportCore(program: Command): void {
       if (options.json) printJson(summary);
       else {
         printLine(
-          `wrote ${summary.save.destination}: ${summary.regions} regions, ${summary.vcpus} vCPUs, ${summary.save.fileBytes} bytes${summary.fromVmsnap ? ' (the snapshot the core was exported from)' : ''}`,
+          `wrote ${summary.save.destination}: ${summary.regions} regions, ${summary.vcpus} vCPUs, ${summary.save.fileBytes} bytes` +
+            `${summary.fromVmsnap ? ' (the snapshot the core was exported from)' : ''}`,
         );
         if (summary.skippedLoads.length)
           printLine(`  left out ${summary.skippedLoads.length} PT_LOADs holding neither bytes nor tags (--keep-empty-loads keeps them)`);

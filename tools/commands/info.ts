@@ -15,10 +15,12 @@ function printInfo(info: SnapshotInfo): void {
   const f = info.format;
   printLine(`${info.file}: vmsnap format ${f.version}, ${formatBytes(info.fileBytes)} (${info.fileBytes} bytes)`);
   printLine(
-    `  pages ${f.pageSize} bytes, ${f.pagesPerChunk} per chunk; MTE granule ${f.granuleSize} bytes, ${f.tagBits}-bit tags; codec ${f.codec}`,
+    `  pages ${f.pageSize} bytes, ${f.pagesPerChunk} per chunk; ` +
+      `MTE granule ${f.granuleSize} bytes, ${f.tagBits}-bit tags; codec ${f.codec}`,
   );
   printLine(
-    `  snapshot ${info.snapshotId}${info.parentId ? `, parent ${info.parentId}` : ''}, created ${info.created ?? `at ${info.createdMs} ms (past the calendar)`} by ${info.tool}`,
+    `  snapshot ${info.snapshotId}${info.parentId ? `, parent ${info.parentId}` : ''}, ` +
+      `created ${info.created ?? `at ${info.createdMs} ms (past the calendar)`} by ${info.tool}`,
   );
   printLine(`regions (${info.regions.length}):`);
   for (const r of info.regions) {
@@ -31,7 +33,8 @@ function printInfo(info: SnapshotInfo): void {
     `totals: ${formatBytes(t.guestBytes)} of guest memory in ${t.ramChunks + t.tagChunks} chunks (${t.ramChunks} RAM, ${t.tagChunks} tag)`,
   );
   printLine(
-    `  compression ${t.compressionRatio.toFixed(2)}:1; RAM sections ${formatBytes(t.ramBytes)}, tag sections ${formatBytes(t.tagBytes)} = ${percent(t.tagBytes, t.guestBytes)} of RAM`,
+    `  compression ${t.compressionRatio.toFixed(2)}:1; RAM sections ${formatBytes(t.ramBytes)}, ` +
+      `tag sections ${formatBytes(t.tagBytes)} = ${percent(t.tagBytes, t.guestBytes)} of RAM`,
   );
   printLine(`vCPUs (${info.vcpus.length}): ${info.vcpus.map((v) => `${v.id} (${v.registers} registers)`).join(', ') || 'none'}`);
   printLine(`blobs (${info.blobs.length}): ${info.blobs.map((b) => `${b.name} (${formatBytes(b.bytes)})`).join(', ') || 'none'}`);

@@ -11,15 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { KvmVmFactory } from '../../src/backends/kvm/kvm-factory.js';
-import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/vmm/live-checkpoint.js';
-import {
-  DEFAULT_LAYOUT,
-  describeReport,
-  type GuestReport,
-  type MteGuestLayout,
-} from '../../src/vmm/mte-guest-protocol.js';
-import { damageTag, type TagDamage } from '../../src/vmm/tag-damage.js';
 import type { Vm } from '../../src/vm/vm.js';
+import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/vmm/live-checkpoint.js';
+import { DEFAULT_LAYOUT, describeReport, type GuestReport, type MteGuestLayout } from '../../src/vmm/mte-guest-protocol.js';
+import { damageTag, type TagDamage } from '../../src/vmm/tag-damage.js';
 import { CliError, EXIT, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
 import { formatBytes, hex, parseByteSize, parseGuestAddress } from '../units.js';
@@ -54,7 +49,8 @@ function openKvm(): KvmVmFactory {
     return new KvmVmFactory();
   } catch (error) {
     throw new CliError(
-      `${error instanceof Error ? error.message : String(error)}; vmsnap run needs an arm64 host with KVM and MTE (npm run test:kvm boots one under QEMU)`,
+      `${error instanceof Error ? error.message : String(error)}; ` +
+        'vmsnap run needs an arm64 host with KVM and MTE (npm run test:kvm boots one under QEMU)',
       'backend',
     );
   }
@@ -92,7 +88,8 @@ async function run(options: RunOptions): Promise<void> {
       const layout = layoutFrom(options);
       const saved = await checkpointToSnapshot(kvm, file, { layout });
       say(
-        `guest: filled ${formatBytes(layout.fillLength)} at ${hex(layout.ramBase + layout.fillOffset)} with data and tags (seed ${hex(layout.seed)}) and stopped at its checkpoint`,
+        `guest: filled ${formatBytes(layout.fillLength)} at ${hex(layout.ramBase + layout.fillOffset)} ` +
+          `with data and tags (seed ${hex(layout.seed)}) and stopped at its checkpoint`,
       );
       say(describeSave(saved));
       say('VM destroyed');

@@ -23,16 +23,21 @@ function pageText(page: ChangedPage): string {
 
 function regionText(r: RegionDiff): string {
   const tags = r.tagsCompared
-    ? `tags ${r.pagesTagsChanged} pages (granules: ${r.granulesTagged} tagged, ${r.granulesCleared} cleared, ${r.granulesRetagged} retagged)`
+    ? `tags ${r.pagesTagsChanged} pages ` +
+      `(granules: ${r.granulesTagged} tagged, ${r.granulesCleared} cleared, ${r.granulesRetagged} retagged)`
     : 'tags not compared (not MTE in both)';
-  return `${r.region.padEnd(12)} ${r.pages} pages, ${r.pagesChanged} changed: data ${r.pagesDataChanged} pages (${r.granulesDataChanged} granules), ${tags}`;
+  return (
+    `${r.region.padEnd(12)} ${r.pages} pages, ${r.pagesChanged} changed: ` +
+    `data ${r.pagesDataChanged} pages (${r.granulesDataChanged} granules), ${tags}`
+  );
 }
 
 export function registerTagsDiff(program: Command): void {
   commandGroup(program, 'tags', 'Offline forensics on MTE tag state')
     .command('diff')
     .description(
-      'Pages and granules whose tags or data changed between two snapshots of the same guest, per region. Tag changes are split into tagged (0->n), cleared (n->0) and retagged (n->m: what a free and a reallocation look like)',
+      'Pages and granules whose tags or data changed between two snapshots of the same guest, per region. ' +
+        'Tag changes are split into tagged (0->n), cleared (n->0) and retagged (n->m: what a free and a reallocation look like)',
     )
     .argument('<a>', 'the earlier snapshot')
     .argument('<b>', 'the later snapshot')
@@ -48,7 +53,8 @@ export function registerTagsDiff(program: Command): void {
         'vmsnap tags diff before.vmsnap after.vmsnap --list --limit 100',
         'vmsnap tags diff a.vmsnap b.vmsnap --tags-only --fail-on-diff --json',
       ]) +
-        '\nExit codes: 0 ok (or no change with --fail-on-diff), 1 invalid or incomparable snapshots, 2 usage, 3 I/O error, 4 changes found with --fail-on-diff',
+        '\nExit codes: 0 ok (or no change with --fail-on-diff), 1 invalid or incomparable snapshots, 2 usage, 3 I/O error, ' +
+        '4 changes found with --fail-on-diff',
     )
     .action(async (a: string, b: string, options: DiffCliOptions) => {
       const limit = parseCount(options.limit, '--limit');

@@ -15,7 +15,8 @@ export function registerTagsDump(program: Command): void {
   commandGroup(program, 'tags', 'Offline forensics on MTE tag state')
     .command('dump')
     .description(
-      'The allocation tag of every 16-byte granule of a guest range, with the data next to it when asked (one line per granule), else 16 tags per line',
+      'The allocation tag of every 16-byte granule of a guest range, ' +
+        'with the data next to it when asked (one line per granule), else 16 tags per line',
     )
     .argument('<file>', 'snapshot file')
     .requiredOption('--ipa <address>', 'guest physical address of the first byte (widened down to its granule)')

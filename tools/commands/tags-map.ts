@@ -17,7 +17,9 @@ export function registerTagsMap(program: Command): void {
   commandGroup(program, 'tags', 'Offline forensics on MTE tag state')
     .command('map')
     .description(
-      'An SVG picture of each region, one cell per page coloured by tag state (untagged region, all-zero, one tag, many tags; with --against also tags changed / data changed). Large guests get cells of 2^k pages so the picture stays about 1200x1200 px',
+      'An SVG picture of each region, one cell per page coloured by tag state ' +
+        '(untagged region, all-zero, one tag, many tags; with --against also tags changed / data changed). ' +
+        'Large guests get cells of 2^k pages so the picture stays about 1200x1200 px',
     )
     .argument('<file>', 'snapshot file')
     .requiredOption('-o, --output <map.svg>', 'SVG file to write (convert to PNG with e.g. rsvg-convert map.svg -o map.png)')

@@ -13,7 +13,8 @@ function printStats(title: string, s: TagStats): void {
   printLine(title);
   const mtePages = s.pages - s.untaggedRegionPages;
   printLine(
-    `  pages ${s.pages}: ${s.taggedPages} tagged (${percent(s.taggedPages, mtePages)} of MTE pages), ${s.zeroTagPages} all-zero tags, ${s.untaggedRegionPages} in regions without tags`,
+    `  pages ${s.pages}: ${s.taggedPages} tagged (${percent(s.taggedPages, mtePages)} of MTE pages), ` +
+      `${s.zeroTagPages} all-zero tags, ${s.untaggedRegionPages} in regions without tags`,
   );
   if (!s.granules) return;
   const histogram = s.tagHistogram.map((n, tag) => `${tag.toString(16)}:${n}`).join(' ');
@@ -24,7 +25,8 @@ function printStats(title: string, s: TagStats): void {
     .join(' ');
   printLine(`  distinct tags per page (count:pages): ${distinct}`);
   printLine(
-    `  runs of equal nonzero tags (allocations): ${s.runs.count}, ${formatBytes(s.runs.granules * 16)} in all, largest ${formatBytes(s.runs.largestBytes)}`,
+    `  runs of equal nonzero tags (allocations): ${s.runs.count}, ` +
+      `${formatBytes(s.runs.granules * 16)} in all, largest ${formatBytes(s.runs.largestBytes)}`,
   );
   for (const b of s.runs.buckets) printLine(`    ${String(b.minBytes).padStart(10)} .. ${String(b.maxBytes).padEnd(10)} bytes: ${b.count}`);
 }
@@ -40,7 +42,8 @@ export function registerTagsStats(program: Command): void {
   commandGroup(program, 'tags', 'Offline forensics on MTE tag state')
     .command('stats')
     .description(
-      'Tag statistics per region and overall: tagged and all-zero pages, tag histogram, distinct tags per page, allocation sizes (runs of equal tags)',
+      'Tag statistics per region and overall: tagged and all-zero pages, tag histogram, distinct tags per page, ' +
+        'allocation sizes (runs of equal tags)',
     )
     .argument('<file>', 'snapshot file')
     .option('--region <name>', 'only this region')

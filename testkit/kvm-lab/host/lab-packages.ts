@@ -62,8 +62,23 @@ export interface NativePackage {
   readonly version: string;
 }
 
-const NETWORK_FAILURE =
-  /Could not resolve|Temporary failure|Failed to fetch|Unable to connect|Connection (refused|timed out)|ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|network/i;
+const NETWORK_FAILURE = new RegExp(
+  [
+    'Could not resolve',
+    'Temporary failure',
+    'Failed to fetch',
+    'Unable to connect',
+    'Connection (refused|timed out)',
+    'ENOTFOUND',
+    'EAI_AGAIN',
+    'ECONNREFUSED',
+    'ECONNRESET',
+    'ETIMEDOUT',
+    'ENETUNREACH',
+    'network',
+  ].join('|'),
+  'i',
+);
 
 function run(command: string, args: string[], options: { cwd?: string; what: string; env?: NodeJS.ProcessEnv }): string {
   const result = spawnSync(command, args, { cwd: options.cwd, env: options.env, encoding: 'utf8', maxBuffer: 64 << 20 });
