@@ -56,9 +56,11 @@ export interface RestoredVm<T extends VmTarget = Vm> {
   readonly summary: RestoreSummary;
 }
 
+/** Restore cannot go on: the target cannot hold the snapshot's pages, or the input ended before its metadata. */
 export class RestoreError extends VmsnapError {
-  constructor(message: string) {
-    super('restore-refused', 'usage', message);
+  declare readonly code: 'page-size-mismatch' | 'no-metadata';
+  constructor(code: 'page-size-mismatch' | 'no-metadata', message: string) {
+    super(code, code === 'page-size-mismatch' ? 'usage' : 'invalid-input', message);
   }
 }
 
@@ -67,6 +69,7 @@ function createTarget<T extends VmTarget>(factory: VmFactory<T>, header: Snapsho
   try {
     if (header.pageSize % vm.pageSize !== 0) {
       throw new RestoreError(
+        'page-size-mismatch',
         `the snapshot has ${header.pageSize}-byte pages; a host with ${vm.pageSize}-byte pages cannot place them ` +
           `(it needs a page size that divides ${header.pageSize})`,
       );
@@ -192,7 +195,7 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
       } else if (event.type === 'vcpu') vcpuStates.push(event.vcpu);
       else if (event.type === 'blob') blobs.push(event.blob);
     }
-    if (!target) throw new RestoreError('the snapshot ended before its metadata');
+    if (!target) throw new RestoreError('no-metadata', 'the snapshot ended before its metadata');
     // vCPUs last: a pipe's index is checked at its very end, so nothing runs before the whole file proved good.
     for (const state of vcpuStates) target.setVcpu(state);
     return {
