@@ -4,13 +4,15 @@
  * subcommand lives in tools/commands/ and calls the library.
  */
 import { Command } from 'commander';
+import { FORMAT_MAJOR, FORMAT_MINOR } from '../src/format/constants.js';
 import { VERSION } from '../src/version.js';
 import { runMain } from './cli-support.js';
 import { registerCommands } from './commands/index.js';
 
 const program = new Command('vmsnap')
   .description('Snapshots of arm64 KVM guests with their MTE allocation tags')
-  .version(VERSION)
+  // The format version too: it says which snapshots this build reads and writes.
+  .version(`vmsnap ${VERSION} (format ${FORMAT_MAJOR}.${FORMAT_MINOR})`)
   .showHelpAfterError('(run with --help for usage and examples)')
   // Set before the subcommands exist so that they inherit it: their usage errors then exit 2 through runMain, not 1 from commander.
   .exitOverride();

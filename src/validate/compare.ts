@@ -31,7 +31,16 @@ function firstDifferentIndex(a: Uint8Array, b: Uint8Array): number {
   return -1;
 }
 
-export function compareVms(expected: VmSource, actual: VmSource, options: { tags?: boolean; limit?: number } = {}): VmComparison {
+export interface CompareOptions {
+  /** Compare allocation tags too (when both VMs have MTE on); default true. */
+  readonly tags?: boolean;
+  /** At most this many differences are kept; default 10. */
+  readonly limit?: number;
+  /** Guest bytes compared so far, of all slots' bytes; called after each step. */
+  readonly onProgress?: (bytesDone: bigint, bytesTotal: bigint) => void;
+}
+
+export function compareVms(expected: VmSource, actual: VmSource, options: CompareOptions = {}): VmComparison {
   const limit = options.limit ?? 10;
   const differences: VmDifference[] = [];
   const note = (difference: VmDifference) => differences.length < limit && differences.push(difference);
@@ -46,6 +55,8 @@ export function compareVms(expected: VmSource, actual: VmSource, options: { tags
   const withTags = (options.tags ?? true) && expected.mteEnabled && actual.mteEnabled;
   let pagesCompared = 0;
   let granulesCompared = 0;
+  const bytesTotal = slotsA.reduce((sum, slot) => sum + slot.size, 0n);
+  let bytesDone = 0n;
   for (const slot of slotsA) {
     for (let offset = 0n; offset < slot.size; offset += BigInt(STEP_BYTES)) {
       const address = slot.guestAddress + offset;
@@ -78,6 +89,8 @@ export function compareVms(expected: VmSource, actual: VmSource, options: { tags
         }
         granulesCompared += ta.length;
       }
+      bytesDone += BigInt(length);
+      options.onProgress?.(bytesDone, bytesTotal);
     }
   }
   compareVcpus(expected, actual, note);

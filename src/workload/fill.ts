@@ -35,16 +35,23 @@ export function addWorkloadSlots(vm: Vm, workload: Workload): void {
   }
 }
 
+/** Guest bytes generated so far, of all regions' bytes; called after each chunk. */
+export type FillProgress = (bytesDone: bigint, bytesTotal: bigint) => void;
+
 /** Writes every region's memory and tags into `vm`, whose slots must already exist. */
-export function fillVm(vm: Vm, workload: Workload, pagesPerChunk = 1024): FillStats {
+export function fillVm(vm: Vm, workload: Workload, pagesPerChunk = 1024, onProgress?: FillProgress): FillStats {
   let pages = 0;
   let dataPages = 0;
   let taggedPages = 0;
+  const bytesTotal = workload.regions.reduce((sum, region) => sum + region.size, 0n);
+  let bytesDone = 0n;
   for (const region of workload.regions) {
     for (const chunk of generateRegionChunks(workload, region, pagesPerChunk)) {
       pages += chunk.pageCount;
       dataPages += writeChunkMemory(vm, workload, region, chunk);
       if (region.mte) taggedPages += writeChunkTags(vm, workload, region, chunk);
+      bytesDone += BigInt(chunk.pageCount * workload.pageSize);
+      onProgress?.(bytesDone, bytesTotal);
     }
   }
   return { pages, dataPages, taggedPages };

@@ -10,7 +10,7 @@
  */
 import { SimulatedVm } from '../backends/simulated/simulated-vm.js';
 import type { KernelVersion } from '../kernel-model/kernel-version.js';
-import { addWorkloadSlots, type FillStats, fillVm } from './fill.js';
+import { addWorkloadSlots, type FillProgress, type FillStats, fillVm } from './fill.js';
 import { seedVcpuRegisters } from './vcpu-state.js';
 import { planWorkload, type Workload, type WorkloadOptions } from './workload-layout.js';
 
@@ -35,6 +35,8 @@ export interface SimulatedGuestOptions extends WorkloadOptions {
   readonly kernelVersion?: KernelVersion;
   /** vCPUs to create with plausible registers; default 2. */
   readonly vcpus?: number;
+  /** Called as memory is generated: a guest of a few GiB takes seconds. */
+  readonly onProgress?: FillProgress;
 }
 
 export interface SimulatedGuest {
@@ -48,7 +50,7 @@ export function createSimulatedGuest(options: SimulatedGuestOptions): SimulatedG
   const workload = planWorkload(options);
   const vm = new SimulatedVm({ pageSize: workload.pageSize, kernelVersion: options.kernelVersion });
   addWorkloadSlots(vm, workload);
-  const stats = fillVm(vm, workload);
+  const stats = fillVm(vm, workload, undefined, options.onProgress);
   for (let id = 0; id < (options.vcpus ?? 2); id++) seedVcpuRegisters(vm.createVcpu(id), workload);
   return { vm, workload, stats };
 }

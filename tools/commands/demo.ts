@@ -11,10 +11,12 @@ import type { Command } from 'commander';
 import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
 import { compareVms } from '../../src/validate/compare.js';
 import { workloadAnnotations } from '../../src/workload/annotations.js';
+import { createSimulatedGuest } from '../../src/workload/index.js';
 import { EXIT } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
+import { createProgress } from '../progress.js';
 import { writerOptions } from '../save-options.js';
-import { buildSimGuest, parseSimGuest, SIM_DEFAULTS } from '../sim-guest.js';
+import { parseSimGuest, SIM_DEFAULTS } from '../sim-guest.js';
 import { formatBytes, integerOption, megabytesPerSecond, percent } from '../units.js';
 import { describeComparison, runRestore } from './restore.js';
 import { runSave } from './save.js';
@@ -71,12 +73,18 @@ export function registerDemo(program: Command): void {
       const path = options.output ?? join(directory!, 'demo.vmsnap');
       const steps: Step[] = [];
       const guestBytes = BigInt(spec.sizeMiB) * 1024n * 1024n;
+      // One bar for every step, each its own phase.
+      const progress = createProgress({ quiet });
+      const onProgress = (done: bigint, total: bigint) => progress.update(done, total);
       try {
         const guest = await timed(
           steps,
           'generate',
           guestBytes,
-          () => buildSimGuest(spec),
+          () => {
+            progress.phase('generating guest');
+            return createSimulatedGuest({ ...spec, onProgress });
+          },
           (g) => `${g.stats.dataPages} data pages, ${g.stats.taggedPages} tagged pages`,
         );
         const saveOptions = writerOptions({ threads: options.threads }, spec.pageSize, workloadAnnotations(spec));
@@ -84,14 +92,14 @@ export function registerDemo(program: Command): void {
           steps,
           'save',
           guestBytes,
-          () => runSave(guest.vm, path, saveOptions, { quiet }),
+          () => runSave(guest.vm, path, saveOptions, progress),
           (s) => `${formatBytes(s.fileBytes)} in ${s.chunks} chunks`,
         );
         const verified = await timed(
           steps,
           'verify',
           guestBytes,
-          () => runVerify(path, { threads: options.threads, quiet }),
+          () => runVerify(path, { threads: options.threads }, progress),
           (r) => (r.ok ? 'every checksum good' : `${r.problems.length} problems`),
         );
         const factory = new SimulatedVmFactory({ pageSize: spec.pageSize, adoptRegisters: true });
@@ -99,16 +107,20 @@ export function registerDemo(program: Command): void {
           steps,
           'restore',
           guestBytes,
-          () => runRestore(path, factory, { threads: options.threads, quiet }),
+          () => runRestore(path, factory, { threads: options.threads }, progress),
           (r) => `${r.summary.ramPagesWritten} pages, ${r.summary.tagCalls} tag copies`,
         );
         const comparison = await timed(
           steps,
           'compare',
           guestBytes,
-          () => compareVms(guest.vm, restored.vm),
+          () => {
+            progress.phase('comparing');
+            return compareVms(guest.vm, restored.vm, { onProgress });
+          },
           (c) => (c.equal ? 'identical' : `${c.differences.length} differences`),
         );
+        progress.done();
         restored.vm.close();
         guest.vm.close();
         const result = {
@@ -128,14 +140,17 @@ export function registerDemo(program: Command): void {
         if (options.json) printJson(result);
         else {
           printLine(
-            `guest: ${spec.sizeMiB} MiB RAM + flash (${formatBytes(saved.guestBytes)} in ${saved.regions.length} regions), seed ${spec.seed}, ${spec.pageSize}-byte pages, ${saved.vcpus} vCPUs`,
+            `guest: ${spec.sizeMiB} MiB RAM + flash (${formatBytes(saved.guestBytes)} in ${saved.regions.length} regions), ` +
+              `seed ${spec.seed}, ${spec.pageSize}-byte pages, ${saved.vcpus} vCPUs`,
           );
           for (const s of steps)
             printLine(
               `  ${s.step.padEnd(8)} ${(s.ms / 1000).toFixed(2).padStart(6)} s ${s.mbPerSecond.toFixed(0).padStart(6)} MB/s  ${s.detail}`,
             );
           printLine(
-            `snapshot: ${formatBytes(saved.fileBytes)}, ${result.snapshot.compressionRatio.toFixed(2)}:1, tags ${formatBytes(saved.tagBytes)} = ${percent(saved.tagBytes, saved.guestBytes)} of RAM${options.output ? `, kept at ${options.output}` : ''}`,
+            `snapshot: ${formatBytes(saved.fileBytes)}, ${result.snapshot.compressionRatio.toFixed(2)}:1, ` +
+              `tags ${formatBytes(saved.tagBytes)} = ${percent(saved.tagBytes, saved.guestBytes)} of RAM` +
+              `${options.output ? `, kept at ${options.output}` : ''}`,
           );
           for (const problem of verified.problems) printLine(`  verify ${problem.severity} ${problem.code}: ${problem.message}`);
           printLine(describeComparison(comparison));
@@ -144,6 +159,7 @@ export function registerDemo(program: Command): void {
         if (!verified.ok) process.exitCode = EXIT.invalid;
         else if (!comparison.equal) process.exitCode = EXIT.differs;
       } finally {
+        progress.done();
         if (directory) rmSync(directory, { recursive: true, force: true });
       }
     });

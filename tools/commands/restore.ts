@@ -12,11 +12,12 @@ import { compareVms, type VmComparison } from '../../src/validate/compare.js';
 import { TagCopyError } from '../../src/vm/tag-copy.js';
 import type { Vm, VmFactory, VmTarget } from '../../src/vm/vm.js';
 import { workloadFromAnnotations } from '../../src/workload/annotations.js';
+import { createSimulatedGuest } from '../../src/workload/index.js';
 import { CliError, EXIT, snapshotInput, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
-import { createProgress } from '../progress.js';
+import { createProgress, type Progress } from '../progress.js';
 import { type RawTargetOptions, rawTargetFactory } from '../raw-files-options.js';
-import { buildSimGuest, parseSimGuest, type SimGuestSpec } from '../sim-guest.js';
+import { parseSimGuest, type SimGuestSpec } from '../sim-guest.js';
 import { formatBytes, formatRate, hex, integerOption } from '../units.js';
 
 export interface RestoreCommandOptions extends RawTargetOptions {
@@ -28,13 +29,14 @@ export interface RestoreCommandOptions extends RawTargetOptions {
   quiet?: boolean;
 }
 
-/** Restores with a progress bar; shared with `demo`. */
+/** Restores in a "restoring" phase of `progress`; shared with `demo`. */
 export async function runRestore<T extends VmTarget>(
   source: string | Readable | NodeJS.ReadableStream,
   factory: VmFactory<T>,
-  options: { threads?: number; quiet?: boolean },
+  options: { threads?: number },
+  progress: Progress,
 ) {
-  const progress = createProgress('restore', options);
+  progress.phase('restoring');
   try {
     return await restoreSnapshot(source, factory, {
       threads: options.threads,
@@ -47,13 +49,16 @@ export async function runRestore<T extends VmTarget>(
 
 export function describeRestore(summary: RestoreSummary, target: string): string {
   return [
-    `restored ${formatBytes(summary.guestBytes)} of guest memory into ${target}: ${summary.ramPagesWritten} pages written, ${formatBytes(summary.taggedBytes)} tagged in ${summary.tagCalls} tag copies, ${summary.vcpus} vCPUs`,
+    `restored ${formatBytes(summary.guestBytes)} of guest memory into ${target}: ${summary.ramPagesWritten} pages written, ` +
+      `${formatBytes(summary.taggedBytes)} tagged in ${summary.tagCalls} tag copies, ${summary.vcpus} vCPUs`,
     `  ${(summary.durationMs / 1000).toFixed(2)} s, ${formatRate(summary.guestBytes, summary.durationMs)}`,
   ].join('\n');
 }
 
 export function describeComparison(comparison: VmComparison): string {
-  const head = `compare: ${comparison.pagesCompared} pages and ${comparison.granulesCompared} tag granules, ${comparison.equal ? 'identical' : 'DIFFERENT'}`;
+  const head =
+    `compare: ${comparison.pagesCompared} pages and ${comparison.granulesCompared} tag granules, ` +
+    `${comparison.equal ? 'identical' : 'DIFFERENT'}`;
   const lines = comparison.differences.map(
     (d) => `  ${d.kind}${d.guestAddress === undefined ? '' : ` at IPA ${hex(d.guestAddress)}`}: ${d.message}`,
   );
@@ -91,13 +96,23 @@ function checkTargetOptions(options: RestoreCommandOptions): void {
   if (stray) throw new CliError(`${stray} needs --ram-out FILE`, 'usage');
 }
 
-/** A snapshot without vCPUs (saved from raw files) is compared with a guest without vCPUs: memory and tags only. */
-function compareWithSim(vm: Vm, spec: SimGuestSpec): VmComparison {
-  const original = buildSimGuest(spec, vm.vcpus().length === 0 ? 0 : undefined);
+/**
+ * Regenerates the original and compares, each in a phase of `progress`: both take as long as the restore.
+ * A snapshot without vCPUs (saved from raw files) is compared with a guest without vCPUs: memory and tags only.
+ */
+function compareWithSim(vm: Vm, spec: SimGuestSpec, progress: Progress): VmComparison {
+  const onProgress = (done: bigint, total: bigint) => progress.update(done, total);
   try {
-    return compareVms(original.vm, vm);
+    progress.phase('regenerating guest');
+    const original = createSimulatedGuest({ ...spec, vcpus: vm.vcpus().length === 0 ? 0 : undefined, onProgress });
+    try {
+      progress.phase('comparing');
+      return compareVms(original.vm, vm, { onProgress });
+    } finally {
+      original.vm.close();
+    }
   } finally {
-    original.vm.close();
+    progress.done();
   }
 }
 
@@ -150,7 +165,8 @@ export function registerRestore(program: Command): void {
             layout: options.layoutOut ?? null,
           }
         : { kind: 'simulated' };
-      const restored = await runRestore(input.source, factory, options).catch((error: unknown) => {
+      const progress = createProgress(options);
+      const restored = await runRestore(input.source, factory, options, progress).catch((error: unknown) => {
         // restoreSnapshot closed the half-written target; files it created must not pass for a restored guest.
         if (options.ramOut) removeFiles([options.ramOut, options.tagsOut, options.layoutOut]);
         if (error instanceof TagCopyError && options.ramOut && !options.tagsOut) {
@@ -163,7 +179,7 @@ export function registerRestore(program: Command): void {
       });
       try {
         const comparison = options.compareSim
-          ? compareWithSim(restored.vm, comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize))
+          ? compareWithSim(restored.vm, comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize), progress)
           : undefined;
         if (options.json) printLine(toJson({ source: name, target: targetDetails, summary: restored.summary, comparison }));
         else if (!options.quiet) {

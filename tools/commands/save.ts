@@ -8,9 +8,9 @@ import type { Vm } from '../../src/vm/vm.js';
 import { type SaveOptions, type SaveSummary, saveSnapshot } from '../../src/writer/save.js';
 import { CliError, toJson } from '../cli-support.js';
 import { helpAfter } from '../help.js';
-import { createProgress } from '../progress.js';
+import { createProgress, type Progress } from '../progress.js';
 import { collect, type WriterFlags, writerOptions } from '../save-options.js';
-import { planSaveSource, type SourceOptions } from '../sources.js';
+import { type PlannedSource, planSaveSource, type SaveSource, type SourceOptions } from '../sources.js';
 import { formatBytes, formatRate, integerOption, percent, sizeOption } from '../units.js';
 
 export interface SaveCommandOptions extends SourceOptions, WriterFlags {
@@ -19,11 +19,25 @@ export interface SaveCommandOptions extends SourceOptions, WriterFlags {
   quiet?: boolean;
 }
 
-/** Saves with a progress bar; shared with `demo`. */
-export async function runSave(vm: Vm, output: string, options: SaveOptions, flags: { quiet?: boolean }): Promise<SaveSummary> {
-  const progress = createProgress('save', flags);
+/** Saves in a "saving" phase of `progress`; shared with `demo`. */
+export async function runSave(vm: Vm, output: string, options: SaveOptions, progress: Progress): Promise<SaveSummary> {
+  progress.phase('saving');
   try {
     return await saveSnapshot(vm, output, { ...options, onProgress: (p) => progress.update(p.guestBytesDone, p.guestBytesTotal) });
+  } finally {
+    progress.done();
+  }
+}
+
+/**
+ * Builds the source in a phase of its own: generating a guest of a few GiB takes seconds, and the bar says what
+ * the command is doing meanwhile. open() runs synchronously and takes no progress callback, so its first frame
+ * is all this phase shows.
+ */
+function openSource(planned: PlannedSource, phase: string, progress: Progress): SaveSource {
+  progress.phase(phase);
+  try {
+    return planned.open();
   } finally {
     progress.done();
   }
@@ -32,8 +46,10 @@ export async function runSave(vm: Vm, output: string, options: SaveOptions, flag
 export function describeSave(summary: SaveSummary): string {
   const ratio = Number(summary.guestBytes) / Number(summary.fileBytes);
   return [
-    `saved ${formatBytes(summary.guestBytes)} of guest memory (${summary.regions.length} regions, ${summary.vcpus} vCPUs) to ${summary.destination}`,
-    `  ${formatBytes(summary.fileBytes)} in ${summary.chunks} chunks, ${ratio.toFixed(2)}:1, tags ${formatBytes(summary.tagBytes)} = ${percent(summary.tagBytes, summary.guestBytes)} of RAM`,
+    `saved ${formatBytes(summary.guestBytes)} of guest memory ` +
+      `(${summary.regions.length} regions, ${summary.vcpus} vCPUs) to ${summary.destination}`,
+    `  ${formatBytes(summary.fileBytes)} in ${summary.chunks} chunks, ${ratio.toFixed(2)}:1, ` +
+      `tags ${formatBytes(summary.tagBytes)} = ${percent(summary.tagBytes, summary.guestBytes)} of RAM`,
     `  ${(summary.durationMs / 1000).toFixed(2)} s, ${formatRate(summary.guestBytes, summary.durationMs)}`,
   ].join('\n');
 }
@@ -92,20 +108,22 @@ export function registerSave(program: Command): void {
       const planned = planSaveSource(options);
       // Every option is checked before the source is built: a typo must not cost a guest generation.
       const saveOptions = writerOptions(options, planned.pageSize, {});
-      const source = planned.open();
+      const progress = createProgress(options);
+      const source = openSource(planned, options.sim ? 'generating guest' : 'opening raw files', progress);
+      // Standard output may be carrying the snapshot itself.
+      const report = options.output === '-' ? process.stderr : process.stdout;
+      const people = !options.quiet && !options.json;
+      // The source is named before the bar, so that the person watching knows what is being saved.
+      if (people) report.write(`${source.description}\n`);
       try {
         const summary = await runSave(
           source.vm,
           options.output,
           { ...saveOptions, annotations: { ...source.annotations, ...saveOptions.annotations } },
-          options,
+          progress,
         );
-        if (options.quiet) return;
-        // Standard output may be carrying the snapshot itself.
-        const report = options.output === '-' ? process.stderr : process.stdout;
-        report.write(
-          `${options.json ? toJson({ source: source.details, ...summary }) : `${source.description}\n${describeSave(summary)}`}\n`,
-        );
+        if (people) report.write(`${describeSave(summary)}\n`);
+        else if (options.json && !options.quiet) report.write(`${toJson({ source: source.details, ...summary })}\n`);
       } finally {
         source.close();
       }

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { type VerifyReport, verifySnapshot } from '../../src/validate/verify.js';
 import { EXIT, snapshotInput } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
-import { createProgress } from '../progress.js';
+import { createProgress, type Progress } from '../progress.js';
 import { formatBytes, integerOption } from '../units.js';
 
 export interface VerifyCommandOptions {
@@ -23,7 +23,8 @@ function printReport(report: VerifyReport): void {
   const warnings = report.problems.length - errors;
   const verdict = report.ok ? 'OK' : 'INVALID';
   printLine(
-    `${report.source}: ${verdict}${report.formatVersion ? ` (format ${report.formatVersion})` : ''}, ${count(errors, 'error')}, ${count(warnings, 'warning')}`,
+    `${report.source}: ${verdict}${report.formatVersion ? ` (format ${report.formatVersion})` : ''}, ` +
+      `${count(errors, 'error')}, ${count(warnings, 'warning')}`,
   );
   printLine(`  ${s.regions} regions, ${s.chunks} chunks checked, ${formatBytes(s.fileBytes)}`);
   printLine(
@@ -33,9 +34,9 @@ function printReport(report: VerifyReport): void {
   for (const problem of report.problems) printLine(`  ${problem.severity} ${problem.code}: ${problem.message}`);
 }
 
-/** Runs the check; shared with `demo`, which verifies what it saved. */
-export async function runVerify(source: string, options: VerifyCommandOptions): Promise<VerifyReport> {
-  const progress = createProgress('verify', options);
+/** Runs the check in a "verifying" phase of `progress`; shared with `demo`, which verifies what it saved. */
+export async function runVerify(source: string, options: { threads?: number }, progress: Progress): Promise<VerifyReport> {
+  progress.phase('verifying');
   try {
     return await verifySnapshot(source, {
       threads: options.threads,
@@ -66,7 +67,7 @@ export function registerVerify(program: Command): void {
       snapshotInput(source, 'verify');
       // A missing or unreadable file is an I/O failure (exit 3), not an invalid snapshot.
       if (source !== '-') statSync(source);
-      const report = await runVerify(source, options);
+      const report = await runVerify(source, options, createProgress(options));
       if (options.json) printJson(report);
       else printReport(report);
       if (!report.ok) process.exitCode = EXIT.invalid;
