@@ -8,7 +8,8 @@
  */
 import { closeSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { formatRawLayout, type RawLayout, resolveRawLayout, tagFileOffset } from '../src/backends/raw-files/raw-files-vm.js';
-import { generateRegionChunks, planWorkload, type Workload } from '../src/workload/index.js';
+import { generateRegionChunks } from '../src/workload/generate.js';
+import { planWorkload, type Workload } from '../src/workload/workload-layout.js';
 
 export interface RawGuestFiles {
   readonly ram: string;

@@ -5,7 +5,9 @@ import { readFileSync } from 'node:fs';
 
 const width = JSON.parse(readFileSync('biome.json', 'utf8')).formatter.lineWidth;
 const generated = new Set(['src/vmm/mte-test-image.ts']);
-const files = execFileSync('git', ['ls-files', '*.ts', '*.mts', '*.mjs', '*.cjs'], { encoding: 'utf8' }).split('\n').filter((f) => f && !generated.has(f));
+const files = execFileSync('git', ['ls-files', '*.ts', '*.mts', '*.mjs', '*.cjs'], { encoding: 'utf8' })
+  .split('\n')
+  .filter((f) => f && !generated.has(f));
 const long = [];
 for (const file of files) {
   readFileSync(file, 'utf8')

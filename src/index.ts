@@ -113,6 +113,6 @@ export {
 } from './vm/vm.js';
 export { type WorkloadSpec, workloadAnnotations, workloadFromAnnotations } from './workload/annotations.js';
 // The seeded workload guest of the demo and the tests.
-export { createSimulatedGuest, type SimulatedGuest, type SimulatedGuestOptions } from './workload/index.js';
+export { createSimulatedGuest, type SimulatedGuest, type SimulatedGuestOptions } from './workload/simulated-guest.js';
 // Save, read, restore.
 export { DEFAULT_CHUNK_BYTES, type SaveOptions, type SaveProgress, type SaveSummary, saveSnapshot } from './writer/save.js';

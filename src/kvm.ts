@@ -12,6 +12,7 @@ export { KvmVmFactory, kvmMteUnavailableReason } from './backends/kvm/kvm-factor
 export { KvmSystem, KvmUnavailableError, kvmDevicePresent } from './backends/kvm/kvm-system.js';
 export { KvmVcpu } from './backends/kvm/kvm-vcpu.js';
 export { GuestRangeError, KvmVm } from './backends/kvm/kvm-vm.js';
+export type { MmioExit, OtherExit, SystemEventExit, VcpuExit } from './backends/kvm/vcpu-exit.js';
 export {
   checkpointToSnapshot,
   type ResumeOptions,
@@ -28,4 +29,3 @@ export {
 } from './vmm/mte-guest-protocol.js';
 export { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from './vmm/mte-guest-vmm.js';
 export { damageTag, type TagDamage } from './vmm/tag-damage.js';
-export type { MmioExit, OtherExit, SystemEventExit, VcpuExit } from './backends/kvm/vcpu-exit.js';

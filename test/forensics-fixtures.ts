@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { SimulatedVm } from '../src/backends/simulated/simulated-vm.js';
 import { GRANULE_SIZE } from '../src/format/constants.js';
 import { PC_ID, xRegisterId } from '../src/vm/arm64-registers.js';
 import { readGuestTags, writeGuestTags } from '../src/vm/tag-copy.js';

@@ -15,7 +15,7 @@ import { exportCore } from '../src/forensics/core-export.js';
 import { checkPointer } from '../src/forensics/pointer-check.js';
 import type { SnapshotReader, SnapshotRegion } from '../src/format/model.js';
 import { openSnapshot } from '../src/reader/open.js';
-import { createSimulatedGuest } from '../src/workload/index.js';
+import { createSimulatedGuest } from '../src/workload/simulated-guest.js';
 import { saveSnapshot } from '../src/writer/save.js';
 import { SCENARIO_A, saveGuest, temporaryDirectory } from './forensics-fixtures.js';
 import { externalTool, titled } from './support/external-tool.js';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { SimulatedVm } from '../src/backends/simulated/simulated-vm.js';
 import type { SnapshotFormatError } from '../src/format/errors.js';
 import { encodeSectionHeader } from '../src/format/section.js';
 import { readSnapshotStream } from '../src/reader/stream.js';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openSnapshot } from '../src/reader/open.js';
 import { verifySnapshot } from '../src/validate/verify.js';
-import { createSimulatedGuest } from '../src/workload/index.js';
+import { createSimulatedGuest } from '../src/workload/simulated-guest.js';
 import { saveSnapshot } from '../src/writer/save.js';
 import { externalTool, titled } from './support/external-tool.js';
 import { VECTOR_DIR, vectorNames } from './support/vectors.js';

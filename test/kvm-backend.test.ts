@@ -10,23 +10,16 @@ import { GuardedBuffer, mapGuestMemory } from '../src/backends/kvm/host-memory.j
 import { KVM_EXIT_REASON, KVM_RUN_STRUCT } from '../src/backends/kvm/kvm-abi.js';
 import { KvmVmFactory, kvmMteUnavailableReason } from '../src/backends/kvm/kvm-factory.js';
 import { hostPageSize } from '../src/backends/kvm/libc.js';
-import { expectedTags, forEachGranule } from '../testkit/kvm-lab/mte-guest-pattern.js';
-import {
-  checkLayout,
-  DEFAULT_LAYOUT,
-  decodeReport,
-  GuestLayoutError,
-  GuestProtocolError,
-  STATUS,
-} from '../src/vmm/mte-guest-protocol.js';
-import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../src/vmm/mte-guest-vmm.js';
 import { decodeExit } from '../src/backends/kvm/vcpu-exit.js';
-import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { SimulatedVm } from '../src/backends/simulated/simulated-vm.js';
 import { PC_ID, xRegisterId } from '../src/vm/arm64-registers.js';
 import { guestTags, writeGuestTags } from '../src/vm/tag-copy.js';
+import { checkLayout, DEFAULT_LAYOUT, decodeReport, GuestLayoutError, GuestProtocolError, STATUS } from '../src/vmm/mte-guest-protocol.js';
+import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from '../src/vmm/mte-guest-vmm.js';
 import { conformanceRows, runConformanceRow } from '../testkit/conformance/index.js';
 import { kvmConformanceTarget, parseKernelRelease } from '../testkit/conformance/kvm-target.js';
 import { deserialiseCopyRequest, serialiseCopyRequest } from '../testkit/conformance/other-process-copy.js';
+import { expectedTags, forEachGranule } from '../testkit/kvm-lab/mte-guest-pattern.js';
 import { transferVmState } from '../testkit/kvm-lab/state-transfer.js';
 import { TagCorruptingVm, type TagCorruption } from '../testkit/tag-corruption.js';
 

@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { FORMAT_MAJOR, FORMAT_MINOR } from '../src/format/constants.js';
 import { compareVms } from '../src/validate/compare.js';
 import { VERSION } from '../src/version.js';
-import { createSimulatedGuest } from '../src/workload/index.js';
+import { createSimulatedGuest } from '../src/workload/simulated-guest.js';
 import { createProgress, type ProgressStream } from '../tools/progress.js';
 
 const ROOT = resolve(import.meta.dirname, '..');

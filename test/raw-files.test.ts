@@ -17,7 +17,8 @@ import {
 } from '../src/backends/raw-files/raw-files-vm.js';
 import { guestTags, writeGuestTags } from '../src/vm/tag-copy.js';
 import { TAGS_TO_GUEST, VmErrnoError } from '../src/vm/vm.js';
-import { addWorkloadSlots, createSimulatedGuest, fillVm } from '../src/workload/index.js';
+import { addWorkloadSlots, fillVm } from '../src/workload/fill.js';
+import { createSimulatedGuest } from '../src/workload/simulated-guest.js';
 import { type ConformanceTarget, conformanceRows, runConformanceRow } from '../testkit/conformance/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmsnap-raw-'));

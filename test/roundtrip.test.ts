@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SimulatedVm, SimulatedVmFactory } from '../src/backends/simulated/index.js';
+import { SimulatedVm, SimulatedVmFactory } from '../src/backends/simulated/simulated-vm.js';
 import { openSnapshot } from '../src/reader/open.js';
 import { restoreSnapshot } from '../src/reader/restore.js';
 import { compareVms } from '../src/validate/compare.js';

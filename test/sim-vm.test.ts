@@ -1,6 +1,6 @@
 /** The simulated backend beyond the conformance rows: registers, memslots, stores, lifecycle. */
 import { describe, expect, it } from 'vitest';
-import { SimulatedVm, SimulatedVmFactory } from '../src/backends/simulated/index.js';
+import { SimulatedVm, SimulatedVmFactory } from '../src/backends/simulated/simulated-vm.js';
 import { isAllZero } from '../src/format/bytes.js';
 import { registerSize } from '../src/format/registers.js';
 import { packTags, unpackTags } from '../src/format/tag-packing.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { SimulatedVm } from '../src/backends/simulated/simulated-vm.js';
 import { MAX_TAG_COPY_BYTES, readGuestTags, TagCopyError, writeGuestTags } from '../src/vm/tag-copy.js';
 import type { CopyMteTagsRequest, Vm } from '../src/vm/vm.js';
 

@@ -1,20 +1,14 @@
 /** The workload generator: reproducible, random access, shaped like a real MTE guest, fast. */
 import { describe, expect, it } from 'vitest';
 import { compress } from 'zstd-napi';
-import { SimulatedVm } from '../src/backends/simulated/index.js';
+import { SimulatedVm } from '../src/backends/simulated/simulated-vm.js';
 import { isAllZero } from '../src/format/bytes.js';
 import { namedSysRegisterId } from '../src/vm/arm64-registers.js';
 import { guestTags } from '../src/vm/tag-copy.js';
-import {
-  addWorkloadSlots,
-  createSimulatedGuest,
-  fillVm,
-  frameKind,
-  generatePages,
-  generateRegionChunks,
-  planWorkload,
-  type Workload,
-} from '../src/workload/index.js';
+import { addWorkloadSlots, fillVm } from '../src/workload/fill.js';
+import { generatePages, generateRegionChunks } from '../src/workload/generate.js';
+import { createSimulatedGuest } from '../src/workload/simulated-guest.js';
+import { frameKind, planWorkload, type Workload } from '../src/workload/workload-layout.js';
 
 const MiB = 1024 * 1024;
 

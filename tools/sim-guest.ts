@@ -7,7 +7,8 @@
 
 import { PAGE_SIZES } from '../src/format/constants.js';
 import type { WorkloadSpec } from '../src/workload/annotations.js';
-import { createSimulatedGuest, type SimulatedGuest } from '../src/workload/index.js';
+import type { FillProgress } from '../src/workload/fill.js';
+import { createSimulatedGuest, type SimulatedGuest } from '../src/workload/simulated-guest.js';
 import { CliError } from './cli-support.js';
 import { parseByteSize, parseInteger } from './units.js';
 
@@ -43,6 +44,6 @@ export function parseSimGuest(options: SimGuestOptions): SimGuestSpec {
 }
 
 /** `vcpus`: how many vCPUs to create (default: the generator's). */
-export function buildSimGuest(spec: SimGuestSpec, vcpus?: number): SimulatedGuest {
-  return createSimulatedGuest({ sizeMiB: spec.sizeMiB, seed: spec.seed, pageSize: spec.pageSize, vcpus });
+export function buildSimGuest(spec: SimGuestSpec, vcpus?: number, onProgress?: FillProgress): SimulatedGuest {
+  return createSimulatedGuest({ sizeMiB: spec.sizeMiB, seed: spec.seed, pageSize: spec.pageSize, vcpus, onProgress });
 }

@@ -12,13 +12,7 @@ import { formatBytes } from './units.js';
 
 export interface SaveSource {
   readonly vm: Vm;
-  /** One line for people: "simulated guest, 512 MiB, seed 7". */
-  readonly description: string;
-  /** The same as data, for --json. */
-  readonly details: Readonly<Record<string, unknown>>;
   readonly annotations: Record<string, string>;
-  /** Milliseconds spent building the source (generating a simulated guest). */
-  readonly preparationMs: number;
   close(): void;
 }
 
@@ -26,59 +20,53 @@ export interface SourceOptions extends SimGuestOptions, RawSourceOptions {
   sim?: boolean;
 }
 
-/** A source whose options are checked and whose page size is known, not yet built or opened (that can take seconds). */
+/** A source whose options are checked, not yet built or opened (generating a guest takes seconds). */
 export interface PlannedSource {
   readonly pageSize: number;
-  open(): SaveSource;
+  /** One line for people: "simulated guest, 512 MiB, seed 7". */
+  readonly description: string;
+  /** The same as data, for --json. */
+  readonly details: Readonly<Record<string, unknown>>;
+  /** Builds or opens the source, reporting guest bytes prepared where that takes a while. */
+  open(onProgress?: (bytesDone: bigint, bytesTotal: bigint) => void): SaveSource;
 }
 
 function simSource(options: SimGuestOptions): PlannedSource {
   const spec = parseSimGuest(options);
   return {
     pageSize: spec.pageSize,
-    open() {
-      const started = performance.now();
-      const guest = buildSimGuest(spec);
-      return {
-        vm: guest.vm,
-        description: `simulated guest, ${spec.sizeMiB} MiB, seed ${spec.seed}, ${spec.pageSize}-byte pages`,
-        details: { kind: 'simulated', guestBytes: BigInt(spec.sizeMiB) << 20n, seed: spec.seed, pageSize: spec.pageSize },
-        annotations: workloadAnnotations(spec),
-        preparationMs: performance.now() - started,
-        close: () => guest.vm.close(),
-      };
+    description: `simulated guest, ${spec.sizeMiB} MiB, seed ${spec.seed}, ${spec.pageSize}-byte pages`,
+    details: { kind: 'simulated', guestBytes: BigInt(spec.sizeMiB) << 20n, seed: spec.seed, pageSize: spec.pageSize },
+    open(onProgress) {
+      const guest = buildSimGuest(spec, undefined, onProgress);
+      return { vm: guest.vm, annotations: workloadAnnotations(spec), close: () => guest.vm.close() };
     },
   };
 }
 
 function rawSource(options: RawSourceOptions & { ram: string }): PlannedSource {
   const layout = rawSourceLayout(options, parsePageSize(options.pageSize ?? SIM_DEFAULTS.pageSize));
+  const bytes = layout.regions.reduce((sum, r) => sum + r.size, 0n);
   return {
     pageSize: layout.pageSize,
+    description:
+      `raw files ${options.ram}${options.tags ? ` + ${options.tags} (${layout.tagLayout} tags)` : ''}, ` +
+      `${layout.regions.length} regions, ${formatBytes(bytes)}`,
+    details: {
+      kind: 'raw-files',
+      ram: options.ram,
+      tags: options.tags ?? null,
+      tagLayout: layout.tagLayout,
+      regions: layout.regions.length,
+      guestBytes: bytes,
+    },
     open() {
-      const started = performance.now();
       const vm = openRawSource(options, layout);
-      const bytes = layout.regions.reduce((sum, r) => sum + r.size, 0n);
-      return {
-        vm,
-        description:
-          `raw files ${options.ram}${options.tags ? ` + ${options.tags} (${layout.tagLayout} tags)` : ''}, ` +
-          `${layout.regions.length} regions, ${formatBytes(bytes)}`,
-        details: {
-          kind: 'raw-files',
-          ram: options.ram,
-          tags: options.tags ?? null,
-          tagLayout: layout.tagLayout,
-          regions: layout.regions.length,
-          guestBytes: bytes,
-        },
-        annotations: {
-          'raw.ram-file': options.ram,
-          ...(options.tags ? { 'raw.tag-file': options.tags, 'raw.tag-layout': layout.tagLayout } : {}),
-        },
-        preparationMs: performance.now() - started,
-        close: () => vm.close(),
+      const annotations = {
+        'raw.ram-file': options.ram,
+        ...(options.tags ? { 'raw.tag-file': options.tags, 'raw.tag-layout': layout.tagLayout } : {}),
       };
+      return { vm, annotations, close: () => vm.close() };
     },
   };
 }

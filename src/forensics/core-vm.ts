@@ -14,7 +14,7 @@
 import { PAGE_SIZES } from '../format/constants.js';
 import { KernelModelVm } from '../kernel-model/kernel-model-vm.js';
 import { DEFAULT_IPA_BITS, MAX_USER_MEMSLOTS } from '../kernel-model/memslot-table.js';
-import { type Vcpu, type VcpuState, VmErrnoError } from '../vm/vm.js';
+import { memorySlotSpec, type Vcpu, type VcpuState, VmErrnoError } from '../vm/vm.js';
 import { hwcap2FromNotes, vcpusFromNotes } from './core-notes.js';
 import { type CoreRegionSource, CoreSlotStorageFactory } from './core-slot-storage.js';
 import { AT_PAGESZ, HWCAP2_MTE, NT_AUXV, PF_W } from './elf-constants.js';
@@ -163,13 +163,6 @@ export function openCoreVm(core: ElfCore, options: CoreVmOptions = {}): OpenedCo
   const vm = new CoreVm(core, sources, pageSize, bitsFor(maxEnd), vcpus);
   const hasTags = regions.some((r) => r.mte) || ((hwcap2FromNotes(core.notes) ?? 0n) & HWCAP2_MTE) !== 0n;
   if (hasTags) vm.enableMte();
-  for (const region of regions)
-    vm.addMemorySlot({
-      slot: region.slot,
-      name: region.name,
-      guestAddress: region.guestAddress,
-      size: region.size,
-      readOnly: region.readOnly,
-    });
+  for (const region of regions) vm.addMemorySlot(memorySlotSpec(region));
   return { vm, state, regions, skippedLoads: skipped };
 }

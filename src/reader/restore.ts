@@ -22,7 +22,7 @@ import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } fr
 import { forEachRun } from '../format/page-runs.js';
 import { jsonResult } from '../json.js';
 import { writeGuestTags } from '../vm/tag-copy.js';
-import type { VcpuState, Vm, VmFactory, VmTarget } from '../vm/vm.js';
+import { memorySlotSpec, type VcpuState, type Vm, type VmFactory, type VmTarget } from '../vm/vm.js';
 import type { SnapshotEvent } from './events.js';
 import { openSnapshot } from './open.js';
 import { readSnapshotStream } from './stream.js';
@@ -76,13 +76,7 @@ function createTarget<T extends VmTarget>(factory: VmFactory<T>, header: Snapsho
     }
     if (metadata.regions.some((region) => region.mte)) vm.enableMte();
     for (const region of metadata.regions) {
-      vm.addMemorySlot({
-        slot: region.slot,
-        name: region.name,
-        guestAddress: region.guestAddress,
-        size: region.size,
-        readOnly: region.readOnly,
-      });
+      vm.addMemorySlot(memorySlotSpec(region));
     }
     return vm;
   } catch (error) {

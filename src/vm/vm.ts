@@ -49,6 +49,11 @@ export interface MemorySlotSpec {
   readonly backing?: MemoryBacking;
 }
 
+/** The spec of the memslot that holds `region` (a snapshot region, a raw-files region, ...): only the slot's own fields. */
+export function memorySlotSpec(region: Pick<MemorySlotSpec, 'slot' | 'name' | 'guestAddress' | 'size' | 'readOnly'>): MemorySlotSpec {
+  return { slot: region.slot, name: region.name, guestAddress: region.guestAddress, size: region.size, readOnly: region.readOnly };
+}
+
 export interface MemorySlot extends Required<MemorySlotSpec> {
   readonly dirtyLogging: boolean;
 }

@@ -11,10 +11,10 @@
  * Both run in the process that owns the VM, as KVM requires for the tag ioctl.
  */
 
+import type { KvmVmFactory } from '../backends/kvm/kvm-factory.js';
 import { type RestoreSummary, restoreSnapshot } from '../reader/restore.js';
 import type { Vm, VmFactory } from '../vm/vm.js';
 import { type SaveOptions, type SaveSummary, saveSnapshot } from '../writer/save.js';
-import type { KvmVmFactory } from '../backends/kvm/kvm-factory.js';
 import { DEFAULT_LAYOUT, type GuestReport, type MteGuestLayout } from './mte-guest-protocol.js';
 import { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from './mte-guest-vmm.js';
 

@@ -6,9 +6,10 @@
  * registers, so a vmsnap snapshot taken at the checkpoint is all a new VM
  * needs to resume and verify.
  */
+
+import { KvmVcpu } from '../backends/kvm/kvm-vcpu.js';
 import { PC_ID } from '../vm/arm64-registers.js';
 import type { Vcpu, Vm } from '../vm/vm.js';
-import { KvmVcpu } from '../backends/kvm/kvm-vcpu.js';
 import {
   checkLayout,
   DEFAULT_LAYOUT,

@@ -9,7 +9,7 @@ import { isAllZero } from '../format/bytes.js';
 import { GRANULE_SIZE } from '../format/constants.js';
 import { forEachRun } from '../format/page-runs.js';
 import { writeGuestTags } from '../vm/tag-copy.js';
-import type { Vm } from '../vm/vm.js';
+import { memorySlotSpec, type Vm } from '../vm/vm.js';
 import { type GeneratedPages, generateRegionChunks } from './generate.js';
 import type { Workload, WorkloadRegion } from './workload-layout.js';
 
@@ -25,13 +25,7 @@ export interface FillStats {
 export function addWorkloadSlots(vm: Vm, workload: Workload): void {
   if (!vm.mteEnabled && workload.regions.some((r) => r.mte)) vm.enableMte();
   for (const region of workload.regions) {
-    vm.addMemorySlot({
-      slot: region.slot,
-      name: region.name,
-      guestAddress: region.guestAddress,
-      size: region.size,
-      readOnly: region.readOnly,
-    });
+    vm.addMemorySlot(memorySlotSpec(region));
   }
 }
 

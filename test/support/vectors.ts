@@ -6,7 +6,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { SimulatedVm } from '../../src/backends/simulated/index.js';
+import { SimulatedVm } from '../../src/backends/simulated/simulated-vm.js';
 import { writeGuestTags } from '../../src/vm/tag-copy.js';
 import type { Vcpu, Vm } from '../../src/vm/vm.js';
 

@@ -6,7 +6,7 @@
 
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
+import { SimulatedVmFactory } from '../../src/backends/simulated/simulated-vm.js';
 import { restoreSnapshot } from '../../src/reader/restore.js';
 import { guestTags } from '../../src/vm/tag-copy.js';
 import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/vmm/live-checkpoint.js';

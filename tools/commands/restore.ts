@@ -6,13 +6,13 @@
 import { rmSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Command } from 'commander';
-import { SimulatedVmFactory } from '../../src/backends/simulated/index.js';
+import { SimulatedVmFactory } from '../../src/backends/simulated/simulated-vm.js';
 import { type RestoreSummary, restoreSnapshot } from '../../src/reader/restore.js';
 import { compareVms, type VmComparison } from '../../src/validate/compare.js';
 import { TagCopyError } from '../../src/vm/tag-copy.js';
 import type { Vm, VmFactory, VmTarget } from '../../src/vm/vm.js';
 import { workloadFromAnnotations } from '../../src/workload/annotations.js';
-import { createSimulatedGuest } from '../../src/workload/index.js';
+import { createSimulatedGuest } from '../../src/workload/simulated-guest.js';
 import { CliError, EXIT, snapshotInput, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';

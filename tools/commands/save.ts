@@ -29,15 +29,11 @@ export async function runSave(vm: Vm, output: string, options: SaveOptions, prog
   }
 }
 
-/**
- * Builds the source in a phase of its own: generating a guest of a few GiB takes seconds, and the bar says what
- * the command is doing meanwhile. open() runs synchronously and takes no progress callback, so its first frame
- * is all this phase shows.
- */
+/** Builds the source in a phase of its own: generating a guest of a few GiB takes seconds, and the bar shows it. */
 function openSource(planned: PlannedSource, phase: string, progress: Progress): SaveSource {
   progress.phase(phase);
   try {
-    return planned.open();
+    return planned.open((done, total) => progress.update(done, total));
   } finally {
     progress.done();
   }
@@ -109,12 +105,12 @@ export function registerSave(program: Command): void {
       // Every option is checked before the source is built: a typo must not cost a guest generation.
       const saveOptions = writerOptions(options, planned.pageSize, {});
       const progress = createProgress(options);
-      const source = openSource(planned, options.sim ? 'generating guest' : 'opening raw files', progress);
       // Standard output may be carrying the snapshot itself.
       const report = options.output === '-' ? process.stderr : process.stdout;
       const people = !options.quiet && !options.json;
-      // The source is named before the bar, so that the person watching knows what is being saved.
-      if (people) report.write(`${source.description}\n`);
+      // The source is named before any bar, so that the person watching knows what is being saved.
+      if (people) report.write(`${planned.description}\n`);
+      const source = openSource(planned, options.sim ? 'generating guest' : 'opening raw files', progress);
       try {
         const summary = await runSave(
           source.vm,
@@ -123,7 +119,7 @@ export function registerSave(program: Command): void {
           progress,
         );
         if (people) report.write(`${describeSave(summary)}\n`);
-        else if (options.json && !options.quiet) report.write(`${toJson({ source: source.details, ...summary })}\n`);
+        else if (options.json && !options.quiet) report.write(`${toJson({ source: planned.details, ...summary })}\n`);
       } finally {
         source.close();
       }

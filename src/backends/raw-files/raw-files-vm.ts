@@ -17,7 +17,7 @@ import { WritebackPacer } from '../../io/writeback.js';
 import { KernelModelVm } from '../../kernel-model/kernel-model-vm.js';
 import type { KernelVersion } from '../../kernel-model/kernel-version.js';
 import type { SlotStorageFactory } from '../../kernel-model/slot-storage.js';
-import type { SnapshotRequirements, VmFactory } from '../../vm/vm.js';
+import { memorySlotSpec, type SnapshotRequirements, type VmFactory } from '../../vm/vm.js';
 import type { FileSlotStorage, RawFileHandles } from './file-slot-storage.js';
 import { ExistingFilesStorageFactory, NewFilesStorageFactory, RawFilesError } from './file-storage-factory.js';
 import { formatRawLayout, type RawLayout, type TagFileLayout, tagFileOffset } from './raw-layout.js';
@@ -122,13 +122,7 @@ export function openRawFiles(options: OpenRawFilesOptions): RawFilesVm {
     });
     if (tagFd !== undefined) vm.enableMte();
     for (const region of layout.regions) {
-      vm.addMemorySlot({
-        slot: region.slot,
-        name: region.name,
-        guestAddress: region.guestAddress,
-        size: region.size,
-        readOnly: region.readOnly,
-      });
+      vm.addMemorySlot(memorySlotSpec(region));
     }
     return vm;
   } catch (error) {

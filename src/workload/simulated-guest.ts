@@ -14,22 +14,6 @@ import { addWorkloadSlots, type FillProgress, type FillStats, fillVm } from './f
 import { seedVcpuRegisters } from './vcpu-state.js';
 import { planWorkload, type Workload, type WorkloadOptions } from './workload-layout.js';
 
-export { addWorkloadSlots, type FillStats, fillVm } from './fill.js';
-export { type GeneratedPages, generatePages, generateRegionChunks, type PageBuffers, regionOf } from './generate.js';
-export { seedVcpuRegisters } from './vcpu-state.js';
-export {
-  FLASH_GUEST_ADDRESS,
-  FRAME_SIZE,
-  type FrameKind,
-  frameKind,
-  planWorkload,
-  RAM_GUEST_ADDRESS,
-  type RegionKind,
-  type Workload,
-  type WorkloadOptions,
-  type WorkloadRegion,
-} from './workload-layout.js';
-
 export interface SimulatedGuestOptions extends WorkloadOptions {
   /** Kernel the simulated VM behaves like; default [6, 1]. */
   readonly kernelVersion?: KernelVersion;
