@@ -70,10 +70,13 @@ describe('vmsnap tags', () => {
     const withData = await vmsnap('tags', 'dump', a, '--ipa', '0x40000040', '--length', '16', '--data');
     expect(withData.out).toMatch(/^0x0000000040000040 {2}tag 5 {2}/);
     const json = JSON.parse((await vmsnap('tags', 'dump', a, '--ipa', '0x40001000', '--length', '32', '--json')).out);
-    expect(json).toEqual([
-      { address: '0x40001000', tag: 7 },
-      { address: '0x40001010', tag: 7 },
-    ]);
+    expect(json).toEqual({
+      schemaVersion: 1,
+      granules: [
+        { address: String(0x40001000), tag: 7 },
+        { address: String(0x40001010), tag: 7 },
+      ],
+    });
   });
 
   it('dump outside every region is a usage error (exit 2) naming the address', async () => {

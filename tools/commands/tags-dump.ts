@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { parseAddress } from '../../src/forensics/addresses.js';
 import { dumpGranules, formatDataLine, formatTagLines } from '../../src/forensics/granule-dump.js';
+import { JSON_SCHEMA_VERSION, toJsonValue } from '../../src/json.js';
 import { commandGroup, EXIT_CODES_HELP, examples, printLine, withSnapshot } from './forensics-support.js';
 
 interface DumpCliOptions {
@@ -22,7 +23,7 @@ export function registerTagsDump(program: Command): void {
     .requiredOption('--ipa <address>', 'guest physical address of the first byte (widened down to its granule)')
     .requiredOption('--length <bytes>', 'bytes to dump (widened up to whole granules; K/M suffixes allowed)')
     .option('--data', 'show the 16 data bytes of each granule, in hex and ASCII')
-    .option('--json', 'one JSON array of {address, tag, data}')
+    .option('--json', 'JSON: {schemaVersion, granules: [{address, tag, data}]}')
     .addHelpText(
       'after',
       examples([
@@ -37,17 +38,17 @@ export function registerTagsDump(program: Command): void {
       await withSnapshot(file, async (reader) => {
         const lines = dumpGranules(reader, address, length, { data: options.data });
         if (options.json) {
-          // Streamed element by element so a long dump never sits in memory whole.
+          // Streamed granule by granule so a long dump never sits in memory whole; same rule as every --json.
           let first = true;
-          process.stdout.write('[');
+          process.stdout.write(`{\n  "schemaVersion": ${JSON_SCHEMA_VERSION},\n  "granules": [`);
           for await (const line of lines) {
-            const data = line.data ? `, "data": "${Buffer.from(line.data).toString('hex')}"` : '';
+            const { address, tag, data } = line;
             process.stdout.write(
-              `${first ? '\n' : ',\n'}  { "address": "0x${line.address.toString(16)}", "tag": ${line.tag ?? 'null'}${data} }`,
+              `${first ? '\n' : ',\n'}    ${JSON.stringify(toJsonValue(data ? { address, tag, data } : { address, tag }))}`,
             );
             first = false;
           }
-          process.stdout.write('\n]\n');
+          process.stdout.write('\n  ]\n}\n');
         } else if (options.data) {
           for await (const line of lines) printLine(formatDataLine(line));
         } else {

@@ -244,8 +244,9 @@ export function readRawLayoutFile(path: string): RawLayout {
 }
 
 /** The JSON text of a layout, every field explicit, addresses in hex; parseRawLayout reads it back. */
+/** The layout as JSON, by the library's one rule: 64-bit values as decimal strings (docs/api.md, "JSON"). */
 export function formatRawLayout(layout: RawLayout): string {
-  const hexOf = (value: bigint): string => `0x${value.toString(16)}`;
+  const decimal = (value: bigint): string => value.toString();
   return `${JSON.stringify(
     {
       pageSize: layout.pageSize,
@@ -253,11 +254,11 @@ export function formatRawLayout(layout: RawLayout): string {
       regions: layout.regions.map((r) => ({
         name: r.name,
         slot: r.slot,
-        guestAddress: hexOf(r.guestAddress),
-        size: hexOf(r.size),
+        guestAddress: decimal(r.guestAddress),
+        size: decimal(r.size),
         mte: r.mte,
         readOnly: r.readOnly,
-        fileOffset: hexOf(r.fileOffset),
+        fileOffset: decimal(r.fileOffset),
       })),
     },
     null,
