@@ -17,6 +17,7 @@ export {
 export { ChunkDecodeError, type ChunkFaultCode } from './format/chunk.js';
 export { type ErrorKind, type FormatErrorCode, type FormatErrorLocation, SnapshotFormatError, VmsnapError } from './format/errors.js';
 export { ZstdFrameError } from './format/zstd.js';
+export { OutputError, type OutputErrorCode } from './io/output-file.js';
 export { RestoreError } from './reader/restore.js';
 export { TagCopyError } from './vm/tag-copy.js';
 export { type ErrnoName, VmErrnoError } from './vm/vm.js';

@@ -281,7 +281,7 @@ describe('an interrupted save', () => {
   async function killMidway(target: string): Promise<string> {
     const child = spawn(
       process.execPath,
-      [CLI, 'save', '--sim', '--size', '256MiB', '--level', '9', '--threads', '0', '-q', '-o', target],
+      [CLI, 'save', '--sim', '--size', '256MiB', '--level', '9', '--threads', '0', '-q', '--force', '-o', target],
       { stdio: 'ignore' },
     );
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));

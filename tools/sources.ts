@@ -27,6 +27,8 @@ export interface PlannedSource {
   readonly description: string;
   /** The same as data, for --json. */
   readonly details: Readonly<Record<string, unknown>>;
+  /** The files it reads: the snapshot may never be written over one of them. */
+  readonly inputs: readonly string[];
   /** Builds or opens the source, reporting guest bytes prepared where that takes a while. */
   open(onProgress?: (bytesDone: bigint, bytesTotal: bigint) => void): SaveSource;
 }
@@ -37,6 +39,7 @@ function simSource(options: SimGuestOptions): PlannedSource {
     pageSize: spec.pageSize,
     description: `simulated guest, ${spec.sizeMiB} MiB, seed ${spec.seed}, ${spec.pageSize}-byte pages`,
     details: { kind: 'simulated', guestBytes: BigInt(spec.sizeMiB) << 20n, seed: spec.seed, pageSize: spec.pageSize },
+    inputs: [],
     open(onProgress) {
       const guest = buildSimGuest(spec, undefined, onProgress);
       return { vm: guest.vm, annotations: workloadAnnotations(spec), close: () => guest.vm.close() };
@@ -60,6 +63,7 @@ function rawSource(options: RawSourceOptions & { ram: string }): PlannedSource {
       regions: layout.regions.length,
       guestBytes: bytes,
     },
+    inputs: [options.ram, options.tags, options.layout].filter((path): path is string => path !== undefined),
     open() {
       const vm = openRawSource(options, layout);
       const annotations = {

@@ -1,16 +1,15 @@
 /**
  * Where a snapshot's bytes go. A file is written under a temporary name in the
- * same directory, fsynced, then renamed over the target, so that a save that
- * fails or is killed never leaves a half-written file where a good snapshot is
- * expected and never damages an existing one. Mode 0600: guest RAM holds
- * secrets. A stream (standard output, a pipe) is written in order with
- * backpressure.
+ * same directory, fsynced, then renamed over the target (src/io/output-file.ts),
+ * so that a save that fails or is killed never leaves a half-written file where
+ * a good snapshot is expected and never damages an existing one. Mode 0600:
+ * guest RAM holds secrets. A stream (standard output, a pipe, a FIFO or device
+ * named as the output) is written in order with backpressure.
  */
 
-import { randomBytes } from 'node:crypto';
-import { closeSync, constants as fsConstants, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { writeSync } from 'node:fs';
 import type { Writable } from 'node:stream';
+import { TemporaryFile } from '../io/output-file.js';
 import { WritebackPacer } from '../io/writeback.js';
 
 export interface SnapshotOutput {
@@ -24,91 +23,38 @@ export interface SnapshotOutput {
   abort(): void;
 }
 
-/** Temporary files still open, removed if the process is interrupted. */
-const openTemporaries = new Set<string>();
-let signalHandlersInstalled = false;
-
-function removeTemporariesOnSignal(): void {
-  if (signalHandlersInstalled) return;
-  signalHandlersInstalled = true;
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      for (const path of openTemporaries) {
-        try {
-          unlinkSync(path);
-        } catch {
-          // Already gone.
-        }
-      }
-      process.kill(process.pid, signal);
-    });
-  }
-}
-
+/** A snapshot file: written under a temporary name beside the target and renamed over it on commit. */
 export class FileOutput implements SnapshotOutput {
-  private fd: number;
   private written = 0n;
-  private readonly temporary: string;
-  private finished = false;
+  private readonly file: TemporaryFile;
   private readonly writeback: WritebackPacer;
 
-  constructor(readonly target: string) {
-    this.temporary = join(dirname(target), `.${basename(target)}.vmsnap.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-    // O_EXCL: never write through a file or link someone else placed at the temporary name.
-    try {
-      this.fd = openSync(this.temporary, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
-    } catch (error) {
-      // Name the user's target, not the temporary name they never asked for.
-      throw Object.assign(error as NodeJS.ErrnoException, { syscall: 'create', path: target });
-    }
-    this.writeback = new WritebackPacer(this.fd);
-    openTemporaries.add(this.temporary);
-    removeTemporariesOnSignal();
+  constructor(
+    target: string,
+    /** The destination as the caller named it (the target may be a link's resolved path). */
+    readonly description = target,
+  ) {
+    this.file = new TemporaryFile(target);
+    this.writeback = new WritebackPacer(this.file.fd);
   }
 
   get position(): bigint {
     return this.written;
   }
 
-  get description(): string {
-    return this.target;
-  }
-
   async write(bytes: Uint8Array): Promise<void> {
     let done = 0;
-    while (done < bytes.length) done += writeSync(this.fd, bytes, done, bytes.length - done);
+    while (done < bytes.length) done += writeSync(this.file.fd, bytes, done, bytes.length - done);
     this.written += BigInt(bytes.length);
     this.writeback.wrote(bytes.length);
   }
 
   async commit(): Promise<void> {
-    fsyncSync(this.fd);
-    closeSync(this.fd);
-    this.finished = true;
-    renameSync(this.temporary, this.target);
-    openTemporaries.delete(this.temporary);
-    // Make the rename itself durable.
-    const directory = openSync(dirname(this.target), fsConstants.O_RDONLY);
-    try {
-      fsyncSync(directory);
-    } finally {
-      closeSync(directory);
-    }
+    this.file.commit();
   }
 
   abort(): void {
-    if (this.finished) return;
-    this.finished = true;
-    try {
-      closeSync(this.fd);
-    } finally {
-      openTemporaries.delete(this.temporary);
-      try {
-        unlinkSync(this.temporary);
-      } catch {
-        // Nothing to remove.
-      }
-    }
+    this.file.abort();
   }
 }
 
@@ -125,6 +71,8 @@ export class StreamOutput implements SnapshotOutput {
   constructor(
     private readonly stream: Writable | NodeJS.WritableStream,
     readonly description = 'stream',
+    /** End the stream on commit: a FIFO or device this output opened itself (never standard output). */
+    private readonly owned = false,
   ) {
     // One listener for the output's lifetime, not one per write (which piled up past MaxListeners).
     stream.on('error', this.onError);
@@ -168,6 +116,7 @@ export class StreamOutput implements SnapshotOutput {
   }
 
   async commit(): Promise<void> {
+    if (this.owned && !this.failure) await new Promise<void>((settle) => this.stream.end(settle));
     // Standard output is never ended: the process may still print to it. A write that failed after it resolved fails the save here.
     await Promise.race([this.lastWrite, new Promise((settle) => this.stream.once('close', settle))]);
     this.detach();
@@ -176,5 +125,6 @@ export class StreamOutput implements SnapshotOutput {
 
   abort(): void {
     this.detach();
+    if (this.owned) (this.stream as Writable).destroy?.();
   }
 }

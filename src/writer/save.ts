@@ -8,6 +8,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { checksum } from '../format/checksum.js';
 import { checkRegions, chunkGrid, type GridChunk } from '../format/chunk-grid.js';
@@ -27,6 +28,7 @@ import { encodeTrailer, IndexBuilder } from '../format/index-section.js';
 import { encodeBlob, encodeMetadata, encodeVcpu } from '../format/metadata.js';
 import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from '../format/model.js';
 import { encodeSectionHeader } from '../format/section.js';
+import { resolveOutput } from '../io/output-file.js';
 import { jsonResult } from '../json.js';
 import type { EncodedChunk } from '../parallel/chunk-jobs.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
@@ -61,6 +63,10 @@ export interface SaveOptions {
   tool?: string;
   /** Worker threads; 0 runs inline. Default: one per core. */
   threads?: number;
+  /** Replace an existing file at the destination path; by default an existing file is refused (OutputError). */
+  force?: boolean;
+  /** Files the caller reads while saving: the destination may never be one of them. */
+  inputs?: readonly string[];
   onProgress?: (progress: SaveProgress) => void;
 }
 
@@ -213,10 +219,13 @@ async function writeChunks(
   return count;
 }
 
-function openOutput(destination: string | Writable | NodeJS.WritableStream): SnapshotOutput {
+function openOutput(destination: string | Writable | NodeJS.WritableStream, options: SaveOptions): SnapshotOutput {
   if (typeof destination !== 'string') return new StreamOutput(destination);
   if (destination === '-') return new StreamOutput(process.stdout, 'standard output');
-  return new FileOutput(destination);
+  const target = resolveOutput(destination, { force: options.force, inputs: options.inputs, streamable: true });
+  // A FIFO or device is written through, never replaced ('a' opens it without O_TRUNC).
+  if (target.kind === 'stream') return new StreamOutput(createWriteStream(target.path, { flags: 'a' }), destination, true);
+  return new FileOutput(target.path, destination);
 }
 
 /**
@@ -241,7 +250,7 @@ export async function saveSnapshot(
     annotations: { backend: vm.backend, ...options.annotations },
   };
   const guestBytesTotal = regions.reduce((sum, region) => sum + region.size, 0n);
-  const output = openOutput(destination);
+  const output = openOutput(destination, options);
   const executor = createChunkExecutor(options.threads);
   try {
     const sections = new SectionWriter(output);

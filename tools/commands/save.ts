@@ -4,6 +4,7 @@
  * renamed when complete, so an interrupted save leaves the target untouched.
  */
 import type { Command } from 'commander';
+import { resolveOutput } from '../../src/io/output-file.js';
 import type { Vm } from '../../src/vm/vm.js';
 import { type SaveOptions, type SaveSummary, saveSnapshot } from '../../src/writer/save.js';
 import { CliError, toJson } from '../cli-support.js';
@@ -15,6 +16,7 @@ import { formatBytes, formatRate, integerOption, percent, sizeOption } from '../
 
 export interface SaveCommandOptions extends SourceOptions, WriterFlags {
   output: string;
+  force?: boolean;
   json?: boolean;
   quiet?: boolean;
 }
@@ -84,6 +86,7 @@ export function registerSave(program: Command): void {
       integerOption('--threads', 0, 256),
     )
     .option('--annotate <key=value>', 'record an annotation in the snapshot (repeatable)', collect, [])
+    .option('--force', 'replace an existing snapshot file (never one of the inputs)')
     .option('--json', 'print the summary as JSON (to standard error when the snapshot goes to standard output)')
     .option('-q, --quiet', 'no progress bar and no summary')
     .addHelpText(
@@ -103,7 +106,8 @@ export function registerSave(program: Command): void {
       if (options.output === '-') process.stdout.on('error', () => {});
       const planned = planSaveSource(options);
       // Every option is checked before the source is built: a typo must not cost a guest generation.
-      const saveOptions = writerOptions(options, planned.pageSize, {});
+      const saveOptions = { ...writerOptions(options, planned.pageSize, {}), force: options.force, inputs: planned.inputs };
+      if (options.output !== '-') resolveOutput(options.output, { ...saveOptions, streamable: true });
       const progress = createProgress(options);
       // Standard output may be carrying the snapshot itself.
       const report = options.output === '-' ? process.stderr : process.stdout;
