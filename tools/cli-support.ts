@@ -46,6 +46,12 @@ export function snapshotInput(name: string, command: string): { source: string |
   return { source: process.stdin, description: 'standard input' };
 }
 
+/** Standard output as a command's data output ("-o -"), which must not be a terminal. */
+export function standardOutput(what: string): NodeJS.WritableStream {
+  if (process.stdout.isTTY) throw new CliError(`${what}: standard output is a terminal; redirect it to a file or a pipe`, 'usage');
+  return process.stdout;
+}
+
 /** A `--json` output: `schemaVersion` first, then `value` by the library's one JSON rule (src/json.ts). */
 export function toJson(value: object): string {
   return JSON.stringify({ schemaVersion: JSON_SCHEMA_VERSION, ...(toJsonValue(value) as object) }, null, 2);

@@ -1,16 +1,3 @@
-/**
- * Raw RAM and tag files on the command line (src/backends/raw-files):
- *
- *  - as a save source: --ram FILE [--tags FILE] [--tag-layout byte|packed]
- *    with --layout layout.json or --region name:ipa:size[:mte][:ro] ...;
- *  - as a restore target: --ram-out FILE [--tags-out FILE] [--tag-layout]
- *    [--layout-out layout.json] [--force].
- *
- * Layout mistakes are reported as the library names them ("raw layout
- * regions[1].size: ..."): a bad --region is a usage error, a bad layout file
- * or files too short for it an invalid input.
- */
-import { existsSync } from 'node:fs';
 import {
   openRawFiles,
   RawFilesError,
@@ -23,6 +10,7 @@ import {
   resolveRawLayout,
   type TagFileLayout,
 } from '../src/backends/raw-files/raw-files-vm.js';
+import { resolveOutput, TemporaryFile } from '../src/io/output-file.js';
 import { CliError } from './cli-support.js';
 import { parseByteSize, parseGuestAddress } from './units.js';
 
@@ -106,14 +94,48 @@ export function openRawSource(options: RawSourceOptions & { ram: string }, layou
   }
 }
 
-export function rawTargetFactory(options: RawTargetOptions & { ramOut: string }): RawFilesVmFactory {
-  for (const path of [options.ramOut, options.tagsOut, options.layoutOut]) {
-    if (path && !options.force && existsSync(path)) throw new CliError(`${path} exists; pass --force to replace it`, 'usage');
+/** Raw files a restore writes: made under temporary names, put in place together only when all is done. */
+export interface RawTargetFiles {
+  readonly factory: RawFilesVmFactory;
+  /** Renames every file over its target, the layout last (it describes the others). */
+  commit(): void;
+  /** Removes the temporary files; the targets stay as they were. */
+  abort(): void;
+}
+
+/** Checks every output before anything is written: none may be an input, a directory, a FIFO, or exist without --force. */
+export function rawTargetFiles(options: RawTargetOptions & { ramOut: string }, inputs: readonly string[]): RawTargetFiles {
+  const named = [options.ramOut, options.tagsOut, options.layoutOut];
+  const targets = named.map((path) => (path === undefined ? undefined : resolveOutput(path, { force: options.force, inputs }).path));
+  const present = targets.filter((path) => path !== undefined);
+  if (new Set(present).size !== present.length)
+    throw new CliError('--ram-out, --tags-out and --layout-out must name different files', 'usage');
+  const temporaries: TemporaryFile[] = [];
+  const create = (path: string | undefined) => {
+    if (path === undefined) return undefined;
+    const file = new TemporaryFile(path);
+    temporaries.push(file);
+    return file.path;
+  };
+  try {
+    const [ram, tags, layout] = targets.map(create);
+    const factory = new RawFilesVmFactory({
+      paths: { ram: ram!, tags },
+      tagLayout: parseTagLayout(options.tagLayout) ?? 'byte',
+      overwrite: true,
+      layoutPath: layout,
+    });
+    return {
+      factory,
+      commit: () => {
+        for (const file of temporaries) file.commit();
+      },
+      abort: () => {
+        for (const file of temporaries) file.abort();
+      },
+    };
+  } catch (error) {
+    for (const file of temporaries) file.abort();
+    throw error;
   }
-  return new RawFilesVmFactory({
-    paths: { ram: options.ramOut, tags: options.tagsOut },
-    tagLayout: parseTagLayout(options.tagLayout) ?? 'byte',
-    overwrite: options.force,
-    layoutPath: options.layoutOut,
-  });
 }

@@ -6,9 +6,14 @@
  * snapshot. Regions are streamed window by window; zero pages and zero tag
  * runs become holes (see elf-core-writer.ts).
  */
+import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
 import { packTags } from '../format/tag-packing.js';
+import { resolveOutput, TemporaryFile } from '../io/output-file.js';
 import { jsonResult } from '../json.js';
 import { linuxCoreNotes } from './core-notes.js';
 import { GUEST_BYTES_PER_TAG_BYTE, PF_R, PF_W, PF_X, PT_AARCH64_MEMTAG_MTE, PT_LOAD } from './elf-constants.js';
@@ -73,7 +78,44 @@ async function writeRegion(
   }
 }
 
-export async function exportCore(reader: SnapshotReader, path: string): Promise<CoreExportSummary> {
+export interface CoreExportOptions {
+  /** Replace an existing file at the destination. */
+  readonly force?: boolean;
+  /** Files the caller reads besides the snapshot: the destination may never be one of them. */
+  readonly inputs?: readonly string[];
+}
+
+/**
+ * Writes the snapshot as an ELF core to `destination`: a path (a new file, or
+ * an existing one with `force`, replaced only once the core is complete; a
+ * FIFO or device is written through) or a stream. A core places segments at
+ * fixed offsets with holes between, so it is always built in a file first: for
+ * a stream, a temporary file in the system's temporary directory.
+ */
+export async function exportCore(
+  reader: SnapshotReader,
+  destination: string | NodeJS.WritableStream,
+  options: CoreExportOptions = {},
+): Promise<CoreExportSummary> {
+  const inputs = [reader.path, ...(options.inputs ?? [])];
+  const target = typeof destination === 'string' ? resolveOutput(destination, { force: options.force, inputs, streamable: true }) : null;
+  const file = new TemporaryFile(target?.kind === 'file' ? target.path : join(tmpdir(), 'vmsnap-export.core'));
+  try {
+    const written = await writeCore(reader, file.path);
+    if (target?.kind === 'file') file.commit();
+    else {
+      const stream = target ? createWriteStream(target.path, { flags: 'a' }) : (destination as NodeJS.WritableStream);
+      await pipeline(createReadStream(file.path), stream, { end: target !== null });
+      file.abort();
+    }
+    return jsonResult({ path: typeof destination === 'string' ? destination : '-', ...written });
+  } catch (error) {
+    file.abort();
+    throw error;
+  }
+}
+
+async function writeCore(reader: SnapshotReader, path: string): Promise<Omit<CoreExportSummary, 'path'>> {
   const pageSize = reader.header.pageSize;
   const vcpus = await reader.vcpus();
   const blobs = await reader.blobs();
@@ -95,8 +137,7 @@ export async function exportCore(reader: SnapshotReader, path: string): Promise<
   }
   const written = await writer.finish();
   const info = await stat(path, { bigint: true });
-  return jsonResult({
-    path,
+  return {
     fileSize: written.fileSize,
     diskBytes: info.blocks * 512n,
     bytesWritten: written.bytesWritten,
@@ -105,5 +146,5 @@ export async function exportCore(reader: SnapshotReader, path: string): Promise<
     memtagSegments: reader.regions.filter((r) => r.mte).length,
     vcpus: vcpus.length,
     programHeaders: layout.segments.length,
-  });
+  };
 }

@@ -23,9 +23,15 @@ export interface CoreImportSummary {
 
 export interface CoreImportOptions extends CoreVmOptions {
   readonly threads?: number;
+  /** Replace an existing snapshot file (never the core itself). */
+  readonly force?: boolean;
 }
 
-export async function importCore(corePath: string, destination: string, options: CoreImportOptions = {}): Promise<CoreImportSummary> {
+export async function importCore(
+  corePath: string,
+  destination: string | NodeJS.WritableStream,
+  options: CoreImportOptions = {},
+): Promise<CoreImportSummary> {
   const core = ElfCore.open(corePath);
   try {
     const { vm, state, regions, skippedLoads } = openCoreVm(core, options);
@@ -39,7 +45,12 @@ export async function importCore(corePath: string, destination: string, options:
           pagesPerChunk: state.pagesPerChunk,
         }
       : { annotations: { source: 'elf-core', core: basename(corePath), 'core-skipped-loads': String(skippedLoads.length) } };
-    const save = await saveSnapshot(vm, destination, { ...saveOptions, threads: options.threads });
+    const save = await saveSnapshot(vm, destination, {
+      ...saveOptions,
+      threads: options.threads,
+      force: options.force,
+      inputs: [corePath],
+    });
     vm.close();
     return jsonResult({
       save,

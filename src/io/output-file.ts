@@ -18,6 +18,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
+  createWriteStream,
   constants as fsConstants,
   fsyncSync,
   lstatSync,
@@ -28,8 +29,10 @@ import {
   type Stats,
   statSync,
   unlinkSync,
+  writeSync,
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { VmsnapError } from '../format/errors.js';
 
 export type OutputErrorCode = 'output-exists' | 'output-is-input' | 'output-is-directory' | 'output-not-seekable';
@@ -207,5 +210,22 @@ function syncDirectory(directory: string): void {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** Writes `bytes` (a small output: an SVG map, a layout) to `destination` by the rule above. */
+export async function writeOutputFile(destination: string, bytes: Uint8Array, options: OutputOptions = {}): Promise<void> {
+  const target = resolveOutput(destination, { ...options, streamable: true });
+  if (target.kind === 'stream') {
+    await pipeline([bytes], createWriteStream(target.path, { flags: 'a' }));
+    return;
+  }
+  const file = new TemporaryFile(target.path);
+  try {
+    for (let done = 0; done < bytes.length; ) done += writeSync(file.fd, bytes, done, bytes.length - done);
+    file.commit();
+  } catch (error) {
+    file.abort();
+    throw error;
   }
 }

@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import { exportCore } from '../../src/forensics/core-export.js';
 import { formatBytes } from '../../src/units.js';
-import { commandGroup, EXIT_CODES_HELP, examples, printJson, printLine, withSnapshot } from './forensics-support.js';
+import { standardOutput, toJson } from '../cli-support.js';
+import { commandGroup, EXIT_CODES_HELP, examples, printLine, withSnapshot } from './forensics-support.js';
 
 export function registerExportCore(program: Command): void {
   commandGroup(program, 'export', 'Write a snapshot in another format')
@@ -13,7 +14,8 @@ export function registerExportCore(program: Command): void {
         'Zero pages are left as holes (a sparse file), so the file takes disk only for used pages',
     )
     .argument('<file>', 'snapshot file')
-    .requiredOption('-o, --output <guest.core>', 'core file to write (a seekable file: holes need seeking)')
+    .requiredOption('-o, --output <guest.core>', 'core file to write, or - for standard output (a file keeps the holes)')
+    .option('--force', 'replace an existing file (never the snapshot read)')
     .option('--json', 'machine-readable summary')
     .addHelpText(
       'after',
@@ -22,12 +24,15 @@ export function registerExportCore(program: Command): void {
         "gdb-multiarch -nx -batch -ex 'core-file guest.core' -ex 'memory-tag print-allocation-tag 0x40001000' -ex 'x/4xgm 0x40001000'",
       ]) + EXIT_CODES_HELP,
     )
-    .action(async (file: string, options: { output: string; json?: boolean }) => {
-      const summary = await withSnapshot(file, (reader) => exportCore(reader, options.output));
-      if (options.json) printJson(summary);
+    .action(async (file: string, options: { output: string; force?: boolean; json?: boolean }) => {
+      const destination = options.output === '-' ? standardOutput('export core -o -') : options.output;
+      const summary = await withSnapshot(file, (reader) => exportCore(reader, destination, { force: options.force }));
+      // The core itself may be on standard output.
+      const report = options.output === '-' ? (line: string) => process.stderr.write(`${line}\n`) : printLine;
+      if (options.json) report(toJson(summary));
       else {
-        printLine(`wrote ${summary.path}: ${summary.loads} PT_LOAD, ${summary.memtagSegments} memtag segments, ${summary.vcpus} vCPUs`);
-        printLine(
+        report(`wrote ${summary.path}: ${summary.loads} PT_LOAD, ${summary.memtagSegments} memtag segments, ${summary.vcpus} vCPUs`);
+        report(
           `  file length ${formatBytes(summary.fileSize)}, on disk ${formatBytes(summary.diskBytes)} ` +
             `(${formatBytes(summary.zeroBytesSkipped)} of zero pages and tags left as holes)`,
         );

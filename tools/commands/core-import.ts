@@ -1,10 +1,12 @@
 /** `vmsnap import core guest.core -o FILE`: a snapshot from an ELF core (ours, or a Linux MTE process core). */
 import type { Command } from 'commander';
 import { importCore } from '../../src/forensics/core-import.js';
-import { commandGroup, EXIT_CODES_HELP, examples, parseCount, printJson, printLine } from './forensics-support.js';
+import { standardOutput, toJson } from '../cli-support.js';
+import { commandGroup, EXIT_CODES_HELP, examples, parseCount, printLine } from './forensics-support.js';
 
 interface ImportCliOptions {
   output: string;
+  force?: boolean;
   pageSize?: string;
   keepEmptyLoads?: boolean;
   json?: boolean;
@@ -19,7 +21,8 @@ export function registerImportCore(program: Command): void {
         'and registers from NT_PRSTATUS/NT_FPREGSET',
     )
     .argument('<core>', 'ELF core file')
-    .requiredOption('-o, --output <file>', 'snapshot file to write')
+    .requiredOption('-o, --output <file>', 'snapshot file to write, or - for standard output')
+    .option('--force', 'replace an existing snapshot file (never the core read)')
     .option('--page-size <bytes>', 'page size for a Linux core (default: AT_PAGESZ, else 4096)')
     .option('--keep-empty-loads', 'keep PT_LOADs with no bytes in the file and no tags (guard pages, reservations)')
     .option('--json', 'machine-readable summary')
@@ -30,15 +33,18 @@ export function registerImportCore(program: Command): void {
     )
     .action(async (core: string, options: ImportCliOptions) => {
       const pageSize = options.pageSize ? parseCount(options.pageSize, '--page-size') : undefined;
-      const summary = await importCore(core, options.output, { pageSize, keepEmptyLoads: options.keepEmptyLoads });
-      if (options.json) printJson(summary);
+      const destination = options.output === '-' ? standardOutput('import core -o -') : options.output;
+      const summary = await importCore(core, destination, { pageSize, keepEmptyLoads: options.keepEmptyLoads, force: options.force });
+      // The snapshot itself may be on standard output.
+      const report = options.output === '-' ? (line: string) => process.stderr.write(`${line}\n`) : printLine;
+      if (options.json) report(toJson(summary));
       else {
-        printLine(
+        report(
           `wrote ${summary.save.destination}: ${summary.regions} regions, ${summary.vcpus} vCPUs, ${summary.save.fileBytes} bytes` +
             `${summary.fromVmsnap ? ' (the snapshot the core was exported from)' : ''}`,
         );
         if (summary.skippedLoads.length)
-          printLine(`  left out ${summary.skippedLoads.length} PT_LOADs holding neither bytes nor tags (--keep-empty-loads keeps them)`);
+          report(`  left out ${summary.skippedLoads.length} PT_LOADs holding neither bytes nor tags (--keep-empty-loads keeps them)`);
       }
     });
 }

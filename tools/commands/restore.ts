@@ -1,9 +1,3 @@
-/**
- * `vmsnap restore FILE|-`: a snapshot into a fresh simulated VM (optionally
- * compared page for page and granule for granule with the regenerated
- * original), or into raw RAM and tag files.
- */
-import { rmSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Command } from 'commander';
 import { SimulatedVmFactory } from '../../src/backends/simulated/simulated-vm.js';
@@ -16,7 +10,7 @@ import { createSimulatedGuest } from '../../src/workload/simulated-guest.js';
 import { CliError, EXIT, snapshotInput, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';
-import { type RawTargetOptions, rawTargetFactory } from '../raw-files-options.js';
+import { type RawTargetOptions, rawTargetFiles } from '../raw-files-options.js';
 import { parseSimGuest, type SimGuestSpec } from '../sim-guest.js';
 import { formatBytes, formatRate, hex, integerOption } from '../units.js';
 
@@ -76,10 +70,6 @@ function comparisonSpec(options: RestoreCommandOptions, annotations: Readonly<Re
     seed: options.seed ?? String(recorded!.seed),
     pageSize: String(recorded?.pageSize ?? pageSize),
   });
-}
-
-function removeFiles(paths: ReadonlyArray<string | undefined>): void {
-  for (const path of paths) if (path) rmSync(path, { force: true });
 }
 
 function checkTargetOptions(options: RestoreCommandOptions): void {
@@ -152,9 +142,9 @@ export function registerRestore(program: Command): void {
     .action(async (name: string, options: RestoreCommandOptions) => {
       checkTargetOptions(options);
       const input = snapshotInput(name, 'restore');
-      const factory: VmFactory = options.ramOut
-        ? rawTargetFactory({ ...options, ramOut: options.ramOut })
-        : new SimulatedVmFactory({ adoptRegisters: true });
+      // Raw outputs are checked and made under temporary names before the snapshot is read.
+      const rawFiles = options.ramOut ? rawTargetFiles({ ...options, ramOut: options.ramOut }, name === '-' ? [] : [name]) : undefined;
+      const factory: VmFactory = rawFiles?.factory ?? new SimulatedVmFactory({ adoptRegisters: true });
       const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
       const targetDetails = options.ramOut
         ? {
@@ -167,8 +157,8 @@ export function registerRestore(program: Command): void {
         : { kind: 'simulated' };
       const progress = createProgress(options);
       const restored = await runRestore(input.source, factory, options, progress).catch((error: unknown) => {
-        // restoreSnapshot closed the half-written target; files it created must not pass for a restored guest.
-        if (options.ramOut) removeFiles([options.ramOut, options.tagsOut, options.layoutOut]);
+        // restoreSnapshot closed the half-written target: its temporary files go, the targets stay as they were.
+        rawFiles?.abort();
         if (error instanceof TagCopyError && options.ramOut && !options.tagsOut) {
           throw new CliError(
             `the snapshot holds MTE tags (the first at IPA ${hex(error.guestAddress)}); give --tags-out FILE to restore them`,
@@ -177,20 +167,27 @@ export function registerRestore(program: Command): void {
         }
         throw error;
       });
+      let comparison: VmComparison | undefined;
       try {
-        const comparison = options.compareSim
-          ? compareWithSim(restored.vm, comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize), progress)
-          : undefined;
-        if (options.json) printLine(toJson({ source: name, target: targetDetails, summary: restored.summary, comparison }));
-        else if (!options.quiet) {
-          printLine(describeRestore(restored.summary, target));
-          if (comparison) printLine(describeComparison(comparison));
-          if (comparison && restored.summary.vcpus === 0)
-            printLine('  (the snapshot holds no vCPU state, as from raw files: registers were not compared)');
+        if (options.compareSim) {
+          const spec = comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize);
+          comparison = compareWithSim(restored.vm, spec, progress);
         }
-        if (comparison && !comparison.equal) process.exitCode = EXIT.differs;
-      } finally {
+        // Raw files are flushed, their layout written, and only then put in place of the targets.
         restored.vm.close();
+        rawFiles?.commit();
+      } catch (error) {
+        restored.vm.close();
+        rawFiles?.abort();
+        throw error;
       }
+      if (options.json) printLine(toJson({ source: name, target: targetDetails, summary: restored.summary, comparison }));
+      else if (!options.quiet) {
+        printLine(describeRestore(restored.summary, target));
+        if (comparison) printLine(describeComparison(comparison));
+        if (comparison && restored.summary.vcpus === 0)
+          printLine('  (the snapshot holds no vCPU state, as from raw files: registers were not compared)');
+      }
+      if (comparison && !comparison.equal) process.exitCode = EXIT.differs;
     });
 }

@@ -1,13 +1,16 @@
 /** `vmsnap tags map FILE -o map.svg [--against B]`: a picture of every region, one cell per page (or group of pages). */
-import { writeFile } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { PAGE_STATE_NAMES, type PageState } from '../../src/forensics/page-states.js';
 import { buildTagMap } from '../../src/forensics/tag-map.js';
 import { renderTagMapSvg } from '../../src/forensics/tag-map-svg.js';
-import { commandGroup, EXIT_CODES_HELP, examples, printJson, printLine, withSnapshot } from './forensics-support.js';
+import { resolveOutput, writeOutputFile } from '../../src/io/output-file.js';
+import { standardOutput, toJson } from '../cli-support.js';
+import { commandGroup, EXIT_CODES_HELP, examples, printLine, withSnapshot } from './forensics-support.js';
 
 interface MapCliOptions {
   output: string;
+  force?: boolean;
   against?: string;
   tagsOnly?: boolean;
   json?: boolean;
@@ -22,7 +25,8 @@ export function registerTagsMap(program: Command): void {
         'Large guests get cells of 2^k pages so the picture stays about 1200x1200 px',
     )
     .argument('<file>', 'snapshot file')
-    .requiredOption('-o, --output <map.svg>', 'SVG file to write (convert to PNG with e.g. rsvg-convert map.svg -o map.png)')
+    .requiredOption('-o, --output <map.svg>', 'SVG file to write, or - for standard output (to PNG: rsvg-convert map.svg -o map.png)')
+    .option('--force', 'replace an existing file (never a snapshot read)')
     .option('--against <snapshot>', 'an earlier snapshot of the same guest: mark pages that changed since it')
     .option('--tags-only', 'with --against, compare tags only (faster)')
     .option('--json', 'print the map summary (scale, pages per state per region) as JSON')
@@ -32,13 +36,18 @@ export function registerTagsMap(program: Command): void {
         EXIT_CODES_HELP,
     )
     .action(async (file: string, options: MapCliOptions) => {
+      const inputs = [file, options.against ?? file];
+      // Refused outputs are refused before the map is computed.
+      if (options.output !== '-') resolveOutput(options.output, { force: options.force, inputs, streamable: true });
       const map = await withSnapshot(file, (reader) =>
         options.against
           ? withSnapshot(options.against, (against) => buildTagMap(reader, { against, compareData: !options.tagsOnly }))
           : buildTagMap(reader),
       );
       const svg = renderTagMapSvg(map);
-      await writeFile(options.output, svg);
+      const bytes = Buffer.from(svg);
+      if (options.output === '-') await pipeline([bytes], standardOutput('tags map -o -'), { end: false });
+      else await writeOutputFile(options.output, bytes, { force: options.force, inputs });
       const regions = map.regions.map((r) => ({
         name: r.name,
         guestAddress: r.guestAddress,
@@ -47,7 +56,9 @@ export function registerTagsMap(program: Command): void {
         cells: r.cells.length,
         pagesInState: Object.fromEntries(r.pagesInState.map((n, s) => [PAGE_STATE_NAMES[s as PageState], n])),
       }));
-      if (options.json) printJson({ output: options.output, svgBytes: Buffer.byteLength(svg), scale: map.scale, regions });
-      else printLine(`wrote ${options.output} (${Buffer.byteLength(svg)} bytes, ${map.scale.pagesPerCell} page(s) per cell)`);
+      // The map itself may be on standard output.
+      const report = options.output === '-' ? (line: string) => process.stderr.write(`${line}\n`) : printLine;
+      if (options.json) report(toJson({ output: options.output, svgBytes: Buffer.byteLength(svg), scale: map.scale, regions }));
+      else report(`wrote ${options.output} (${Buffer.byteLength(svg)} bytes, ${map.scale.pagesPerCell} page(s) per cell)`);
     });
 }
