@@ -193,6 +193,17 @@ describe('save', () => {
     expect(temporaries(at('a-directory'))).toEqual([]);
   });
 
+  it('names the file when the disk is full, and a directory given as input', () => {
+    const full = vmsnap('save', '--sim', '--size', '8MiB', '-q', '-o', '/dev/full');
+    expect(full.status).toBe(3);
+    expect(full.stderr).toMatch(/\/dev\/full: no space left on device \(ENOSPC\)/);
+    for (const args of [['verify', dir], ['tags', 'stats', dir], ['restore', dir]]) {
+      const run = vmsnap(...args);
+      expect(run.status, args.join(' ')).toBe(2);
+      expect(run.stderr).toContain(`${dir}: is a directory`);
+    }
+  });
+
   it('never writes over its raw input files', () => {
     const restored = vmsnap('restore', SNAP, '--ram-out', at('in.ram'), '--tags-out', at('in.tags'), '--layout-out', at('in.json'));
     expect(restored.status, restored.stderr).toBe(0);

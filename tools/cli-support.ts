@@ -8,6 +8,8 @@
  *   3  I/O or backend failure (file system, KVM)
  *   4  a comparison found differences (verify after restore, tags diff --fail)
  */
+
+import { statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CommanderError } from 'commander';
 import { type ErrorKind, VmsnapError } from '../src/errors.js';
@@ -39,9 +41,18 @@ export class CliError extends VmsnapError {
   }
 }
 
+/** An input file must be a file: a directory gets a one-line usage error naming it (reads report EISDIR without a name). */
+export function checkInputFile(path: string): void {
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory())
+    throw new CliError(`${path}: is a directory; name a snapshot file`, 'usage');
+}
+
 /** A snapshot named on the command line: a path, or "-" for standard input, which must not be a terminal. */
 export function snapshotInput(name: string, command: string): { source: string | NodeJS.ReadableStream; description: string } {
-  if (name !== '-') return { source: name, description: name };
+  if (name !== '-') {
+    checkInputFile(name);
+    return { source: name, description: name };
+  }
   if (process.stdin.isTTY) throw new CliError(`${command} -: standard input is a terminal; pipe a snapshot into it`, 'usage');
   return { source: process.stdin, description: 'standard input' };
 }

@@ -156,6 +156,12 @@ function removeTemporariesOnSignal(): void {
   }
 }
 
+/** `error` (an operating-system error, which names no path for a write or an fsync) naming the file it is about. */
+export function namingFile(error: unknown, path: string): unknown {
+  if (error instanceof Error && (error as NodeJS.ErrnoException).path === undefined) Object.assign(error, { path });
+  return error;
+}
+
 /** A new file under a temporary name beside `finalPath`, that becomes `finalPath` only on commit. */
 export class TemporaryFile {
   readonly path: string;
@@ -178,7 +184,11 @@ export class TemporaryFile {
 
   /** Makes the file durable and puts it in place of the target. */
   commit(): void {
-    fsyncSync(this.fd);
+    try {
+      fsyncSync(this.fd);
+    } catch (error) {
+      throw namingFile(error, this.finalPath);
+    }
     closeSync(this.fd);
     this.finished = true;
     renameSync(this.path, this.finalPath);
@@ -226,6 +236,6 @@ export async function writeOutputFile(destination: string, bytes: Uint8Array, op
     file.commit();
   } catch (error) {
     file.abort();
-    throw error;
+    throw namingFile(error, destination);
   }
 }

@@ -9,7 +9,7 @@
 
 import { writeSync } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { TemporaryFile } from '../io/output-file.js';
+import { namingFile, TemporaryFile } from '../io/output-file.js';
 import { WritebackPacer } from '../io/writeback.js';
 
 export interface SnapshotOutput {
@@ -44,7 +44,12 @@ export class FileOutput implements SnapshotOutput {
 
   async write(bytes: Uint8Array): Promise<void> {
     let done = 0;
-    while (done < bytes.length) done += writeSync(this.file.fd, bytes, done, bytes.length - done);
+    try {
+      while (done < bytes.length) done += writeSync(this.file.fd, bytes, done, bytes.length - done);
+    } catch (error) {
+      // ENOSPC and EIO name no file by themselves.
+      throw namingFile(error, this.description);
+    }
     this.written += BigInt(bytes.length);
     this.writeback.wrote(bytes.length);
   }
@@ -83,7 +88,7 @@ export class StreamOutput implements SnapshotOutput {
   }
 
   private fail(error: Error): void {
-    this.failure ??= error;
+    this.failure ??= namingFile(error, this.description) as Error;
     this.waiting?.(error);
     this.waiting = undefined;
   }

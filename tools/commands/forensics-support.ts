@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import type { SnapshotReader } from '../../src/format/model.js';
 import { openSnapshot } from '../../src/reader/open.js';
+import { checkInputFile } from '../cli-support.js';
 import { parseInteger } from '../units.js';
 
 export { EXIT_CODES_HELP, examples, printJson, printLine } from '../help.js';
@@ -20,6 +21,7 @@ export function commandGroup(program: Command, name: string, description: string
 }
 
 export async function withSnapshot<T>(path: string, use: (reader: SnapshotReader) => Promise<T>): Promise<T> {
+  checkInputFile(path);
   const reader = await openSnapshot(path);
   try {
     return await use(reader);
