@@ -224,9 +224,12 @@ describe('raw files as a source', () => {
     expect(readFileSync(p.ram).every((b) => b === 7)).toBe(true);
   });
 
-  it('refuses files shorter than the layout, and MTE regions without a tag file', () => {
-    expect(() => openRawFiles({ paths: makeFiles(4096, 512), layout })).toThrow(/ends at 8192 but the file has 4096/);
-    expect(() => openRawFiles({ paths: makeFiles(8192, 100), layout })).toThrow(/tags of region ram end at 512/);
+  it('refuses files of another size than the layout, and MTE regions without a tag file', () => {
+    expect(() => openRawFiles({ paths: makeFiles(4096, 512), layout })).toThrow(/has 4096 bytes but the layout needs exactly 8192/);
+    expect(() => openRawFiles({ paths: makeFiles(12288, 512), layout })).toThrow(/has 12288 bytes but the layout needs exactly 8192/);
+    expect(() => openRawFiles({ paths: makeFiles(8192, 100), layout })).toThrow(
+      /has 100 bytes but the byte tag layout .* needs exactly 512/,
+    );
     expect(() => openRawFiles({ paths: makeFiles(8192, undefined), layout })).toThrow(RawFilesError);
   });
 

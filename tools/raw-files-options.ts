@@ -83,12 +83,19 @@ export function rawSourceLayout(options: RawSourceOptions, pageSize: number): Ra
 
 /** Opens the dumps read-only as a VM with `layout`. */
 export function openRawSource(options: RawSourceOptions & { ram: string }, layout: RawLayout): RawFilesVm {
-  if (layout.regions.some((r) => r.mte) && !options.tags)
-    throw new CliError('a region is marked mte but no --tags FILE was given', 'usage');
+  const tagged = layout.regions.some((r) => r.mte);
+  if (tagged && !options.tags) throw new CliError('a region is marked mte but no --tags FILE was given', 'usage');
+  if (!tagged && options.tags) {
+    throw new CliError(
+      '--tags was given but no region is marked mte, so no tag would be saved: mark the tagged regions ' +
+        '(--region name:ipa:size:mte, or "mte": true in the layout) or leave out --tags',
+      'usage',
+    );
+  }
   try {
     return openRawFiles({ paths: { ram: options.ram, tags: options.tags }, layout });
   } catch (error) {
-    // Files that do not match their layout (too short) are invalid input.
+    // Files that do not match their layout (a size other than the one it implies) are invalid input.
     if (error instanceof RawFilesError) throw new CliError(error.message, 'invalid-input');
     throw error;
   }

@@ -39,6 +39,12 @@ export interface KernelModelOptions {
   readonly owner?: ProcessId;
   /** IPA size in bits; default 40 (KVM's default VM type). */
   readonly ipaBits?: number;
+  /**
+   * Enforce the limits of a real KVM VM: memslot ids 0..32766, ranges inside the IPA space (`ipaBits`), vCPU ids
+   * below KVM_MAX_VCPUS; default true. False for a store that is not a KVM VM (raw files): any 32-bit slot or vCPU
+   * id and any range below 2^64 are taken. KVM's other rules (alignment, overlaps, the tag ioctl) hold either way.
+   */
+  readonly kvmLimits?: boolean;
   /** vCPUs take the register list they are given (restoring a snapshot of another CPU); default false, as KVM. */
   readonly adoptRegisters?: boolean;
 }
@@ -57,8 +63,9 @@ export class KernelModelVm implements Vm {
   private mte = false;
   private closed = false;
   private readonly memslots: MemslotTable;
-  private readonly vcpuList: SimulatedVcpu[] = [];
+  private readonly vcpuList: Vcpu[] = [];
   private readonly adoptRegisters: boolean;
+  private readonly kvmLimits: boolean;
 
   constructor(
     readonly backend: string,
@@ -72,7 +79,8 @@ export class KernelModelVm implements Vm {
     this.kernelVersion = checkKernelVersion(options.kernelVersion ?? DEFAULT_KERNEL_VERSION);
     this.behaviour = kernelBehaviour(this.kernelVersion);
     this.owner = options.owner ?? process.pid;
-    this.memslots = new MemslotTable(this.pageSize, options.ipaBits ?? DEFAULT_IPA_BITS);
+    this.kvmLimits = options.kvmLimits ?? true;
+    this.memslots = new MemslotTable(this.pageSize, { ipaBits: options.ipaBits ?? DEFAULT_IPA_BITS, kvmLimits: this.kvmLimits });
     this.adoptRegisters = options.adoptRegisters ?? false;
   }
 
@@ -151,15 +159,22 @@ export class KernelModelVm implements Vm {
 
   createVcpu(id: number): Vcpu {
     this.checkOpen('KVM_CREATE_VCPU');
-    if (!Number.isInteger(id) || id < 0 || id >= MAX_VCPUS) {
-      throw new VmErrnoError('EINVAL', 'KVM_CREATE_VCPU', `vCPU id ${id} outside 0..${MAX_VCPUS - 1}`);
+    const limit = this.kvmLimits ? MAX_VCPUS : 2 ** 32;
+    if (!Number.isInteger(id) || id < 0 || id >= limit) {
+      const why = this.kvmLimits ? ` (KVM_MAX_VCPUS is ${MAX_VCPUS})` : '';
+      throw new VmErrnoError('EINVAL', 'KVM_CREATE_VCPU', `vCPU id ${id} outside 0..${limit - 1}${why}`);
     }
     if (this.vcpuList.some((vcpu) => vcpu.id === id)) {
       throw new VmErrnoError('EEXIST', 'KVM_CREATE_VCPU', `vCPU ${id} exists`);
     }
-    const vcpu = new SimulatedVcpu(id, this.adoptRegisters);
+    const vcpu = this.newVcpu(id);
     this.vcpuList.push(vcpu);
     return vcpu;
+  }
+
+  /** The vCPU KVM_CREATE_VCPU makes once the VM-level rules passed: the model's registers (a store keeping none overrides it). */
+  protected newVcpu(id: number): Vcpu {
+    return new SimulatedVcpu(id, this.adoptRegisters);
   }
 
   vcpus(): readonly Vcpu[] {

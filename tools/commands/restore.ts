@@ -1,6 +1,9 @@
 import type { Readable } from 'node:stream';
 import type { Command } from 'commander';
+import { RawFilesVm } from '../../src/backends/raw-files/raw-files-vm.js';
 import { SimulatedVmFactory } from '../../src/backends/simulated/simulated-vm.js';
+import type { SnapshotMetadata } from '../../src/format/model.js';
+import { MAX_IPA_BITS } from '../../src/kernel-model/memslot-table.js';
 import { type RestoreSummary, restoreSnapshot } from '../../src/reader/restore.js';
 import { compareVms, type VmComparison } from '../../src/validate/compare.js';
 import { TagCopyError } from '../../src/vm/tag-copy.js';
@@ -41,12 +44,39 @@ export async function runRestore<T extends VmTarget>(
   }
 }
 
-export function describeRestore(summary: RestoreSummary, target: string): string {
+/** A restore's summary as the command reports it: `vcpusSkipped` vCPUs of the snapshot were not restored (raw files keep no registers). */
+export type RestoreReport = RestoreSummary & { readonly vcpusSkipped?: number };
+
+export function describeRestore(summary: RestoreReport, target: string): string {
+  const skipped = summary.vcpusSkipped ? ` (${summary.vcpusSkipped} not restored: raw files keep no registers)` : '';
   return [
     `restored ${formatBytes(summary.guestBytes)} of guest memory into ${target}: ${summary.ramPagesWritten} pages written, ` +
-      `${formatBytes(summary.taggedBytes)} tagged in ${summary.tagCalls} tag copies, ${summary.vcpus} vCPUs`,
+      `${formatBytes(summary.taggedBytes)} tagged in ${summary.tagCalls} tag copies, ${summary.vcpus} vCPUs${skipped}`,
     `  ${(summary.durationMs / 1000).toFixed(2)} s, ${formatRate(summary.guestBytes, summary.durationMs)}`,
   ].join('\n');
+}
+
+/**
+ * Raw files keep no vCPU registers (restore created the vCPUs, the files dropped what was set on them): the summary
+ * says so, `vcpus: 0` and `vcpusSkipped: N`. The layout written on close records which regions keep tags exactly as
+ * the snapshot says, including a tagged region whose tags are all zero (it got no tag write).
+ */
+function finishRawFiles(vm: RawFilesVm, restored: { metadata: SnapshotMetadata; summary: RestoreSummary }, tagsOut: string | undefined) {
+  const tagged = restored.metadata.regions.filter((region) => region.mte);
+  if (tagged.length && !tagsOut) {
+    throw new CliError(
+      `the snapshot keeps the MTE tags of region ${tagged.map((r) => r.name).join(', ')}; give --tags-out FILE to restore them`,
+      'usage',
+    );
+  }
+  vm.markTaggedRegions(restored.metadata.regions);
+  return restoreReport(restored.summary, 0, vm.vcpusNotKept);
+}
+
+/** The summary with `vcpusSkipped` beside `vcpus`. */
+function restoreReport(summary: RestoreSummary, vcpus: number, vcpusSkipped: number): RestoreReport {
+  const { durationMs, ...rest } = summary;
+  return { ...rest, vcpus, vcpusSkipped, durationMs };
 }
 
 export function describeComparison(comparison: VmComparison): string {
@@ -113,10 +143,15 @@ export function registerRestore(program: Command): void {
       'Restore a snapshot into a fresh simulated VM or into raw RAM and tag files, optionally comparing it with the regenerated original',
     )
     .argument('<source>', 'snapshot file, or - for standard input')
-    .option('--ram-out <file>', 'restore into raw files: the RAM image to create (default: a simulated VM)')
+    .option(
+      '--ram-out <file>',
+      'restore into raw files: the RAM image to create (default: a simulated VM); raw files keep no vCPU registers ' +
+        "and take any slot number and guest address the format allows, where the simulated VM keeps KVM's limits " +
+        '(memslot ids 0..32766, a 52-bit IPA space)',
+    )
     .option('--tags-out <file>', 'with --ram-out: the tag file to create')
     .option('--tag-layout <layout>', 'with --tags-out: byte (one tag per byte) or packed (two per byte); default byte')
-    .option('--layout-out <file>', 'with --ram-out: write the layout JSON (for `save --ram ... --layout`)')
+    .option('--layout-out <file>', 'with --ram-out: write the layout JSON (for `save --ram ... --layout`; docs/raw-layout.md)')
     .option('--force', 'with --ram-out: replace existing files')
     .option(
       '--compare-sim',
@@ -144,7 +179,8 @@ export function registerRestore(program: Command): void {
       const input = snapshotInput(name, 'restore');
       // Raw outputs are checked and made under temporary names before the snapshot is read.
       const rawFiles = options.ramOut ? rawTargetFiles({ ...options, ramOut: options.ramOut }, name === '-' ? [] : [name]) : undefined;
-      const factory: VmFactory = rawFiles?.factory ?? new SimulatedVmFactory({ adoptRegisters: true });
+      // The simulated VM keeps KVM's limits (memslot ids 0..32766) with the largest IPA space a KVM host offers (52 bits).
+      const factory: VmFactory = rawFiles?.factory ?? new SimulatedVmFactory({ adoptRegisters: true, ipaBits: MAX_IPA_BITS });
       const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
       const targetDetails = options.ramOut
         ? {
@@ -168,7 +204,9 @@ export function registerRestore(program: Command): void {
         throw error;
       });
       let comparison: VmComparison | undefined;
+      let summary = restoreReport(restored.summary, restored.summary.vcpus, 0);
       try {
+        if (restored.vm instanceof RawFilesVm) summary = finishRawFiles(restored.vm, restored, options.tagsOut);
         if (options.compareSim) {
           const spec = comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize);
           comparison = compareWithSim(restored.vm, spec, progress);
@@ -181,11 +219,12 @@ export function registerRestore(program: Command): void {
         rawFiles?.abort();
         throw error;
       }
-      if (options.json) printLine(toJson({ source: name, target: targetDetails, summary: restored.summary, comparison }));
+      if (options.json) printLine(toJson({ source: name, target: targetDetails, summary, comparison }));
       else if (!options.quiet) {
-        printLine(describeRestore(restored.summary, target));
+        printLine(describeRestore(summary, target));
         if (comparison) printLine(describeComparison(comparison));
-        if (comparison && restored.summary.vcpus === 0)
+        if (comparison && summary.vcpusSkipped) printLine('  (raw files keep no vCPU registers: registers were not compared)');
+        else if (comparison && summary.vcpus === 0)
           printLine('  (the snapshot holds no vCPU state, as from raw files: registers were not compared)');
       }
       if (comparison && !comparison.equal) process.exitCode = EXIT.differs;

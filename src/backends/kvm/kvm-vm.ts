@@ -12,6 +12,7 @@
  * (docs/vmm-guide.md).
  */
 import { VmsnapError } from '../../format/errors.js';
+import { DEFAULT_IPA_BITS, kvmMemslotLimit } from '../../kernel-model/memslot-table.js';
 import { type CopyMteTagsRequest, type GuestAddress, type MemorySlot, type MemorySlotSpec, type Vm, VmErrnoError } from '../../vm/vm.js';
 import { check } from './errno.js';
 import { type HostMapping, mapGuestMemory } from './host-memory.js';
@@ -147,8 +148,10 @@ export class KvmVm implements Vm {
     KVM_USERSPACE_MEMORY_REGION_STRUCT.write(region, 'guest_phys_addr', BigInt.asUintN(64, slot.guestAddress));
     KVM_USERSPACE_MEMORY_REGION_STRUCT.write(region, 'memory_size', BigInt.asUintN(64, slot.size));
     KVM_USERSPACE_MEMORY_REGION_STRUCT.write(region, 'userspace_addr', mapping.address);
+    // The VM is made with type 0 (kvm-system.ts), so its IPA space is KVM's default; a refusal names the limit it broke.
+    const limit = kvmMemslotLimit(slot, DEFAULT_IPA_BITS);
     const where = `slot ${slot.slot} "${slot.name}" at IPA 0x${slot.guestAddress.toString(16)}, ${slot.backing}`;
-    check(ioctlBuffer(this.fd, KVM_SET_USER_MEMORY_REGION, region), 'KVM_SET_USER_MEMORY_REGION', where);
+    check(ioctlBuffer(this.fd, KVM_SET_USER_MEMORY_REGION, region), 'KVM_SET_USER_MEMORY_REGION', limit ? `${where}: ${limit}` : where);
   }
 
   /** The VMM's bytes for a guest range that lies inside one slot. */

@@ -1,6 +1,6 @@
 /**
  * A memslot stored in plain files: its bytes at `fileOffset` in the RAM file,
- * its tags at the matching offset of the tag file (layout.ts), read and
+ * its tags at the matching offset of the tag file (raw-layout.ts), read and
  * written with positioned reads and writes so memory use stays bounded
  * whatever the guest size. The "MTE tagged" page flags live in memory: a
  * region opened from existing files starts all tagged (the file holds its
@@ -126,7 +126,6 @@ export class FileSlotStorage implements SlotStorage {
   private readonly tagged: Uint8Array;
   /** Read-modify-write space for packed tags that start or end mid-byte. */
   private readonly scratch: Uint8Array;
-  private anyTagged = false;
 
   constructor(
     readonly region: RawRegion,
@@ -141,17 +140,11 @@ export class FileSlotStorage implements SlotStorage {
     const hasTags = region.mte && files.tagFd !== undefined;
     this.tagAccess = !hasTags ? 'none' : files.writable ? 'read-write' : 'read';
     this.tagged = new Uint8Array(Math.ceil(this.pageCount / 8)).fill(startsTagged && hasTags ? 0xff : 0);
-    this.anyTagged = startsTagged && hasTags;
     this.scratch = new Uint8Array(this.granulesPerPage);
   }
 
   private readonly pendingTags = new TagWriteCombiner();
   private readonly tagBlock = new TagReadAhead();
-
-  /** Whether any page got tags (a created region records mte from this). */
-  get hasTaggedPages(): boolean {
-    return this.anyTagged;
-  }
 
   readMemory(offset: SlotOffset, destination: Uint8Array): void {
     readFully(this.files.ramFd, destination, this.ramBase + offset, this.files.ramPath);
@@ -183,7 +176,6 @@ export class FileSlotStorage implements SlotStorage {
 
   markPageTagged(page: SlotPage): void {
     this.tagged[page >> 3] |= 1 << (page & 7);
-    this.anyTagged = true;
   }
 
   readTags(page: SlotPage, firstGranule: number, destination: Uint8Array): void {

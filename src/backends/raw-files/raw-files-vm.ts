@@ -1,14 +1,20 @@
 /**
  * The raw-files backend: a `Vm` over a VMM's own dumps, a RAM image plus an
- * optional tag file, placed by a layout (raw-files/layout.ts, which also
+ * optional tag file, placed by a layout (raw-layout.ts, docs/raw-layout.md, which also
  * documents where each region's tags sit). It runs on the same kernel model
  * as the simulator, so tag copies have exactly the KVM semantics.
  *
  *  - As a source, `openRawFiles` opens existing files read-only; every region
  *    of the layout becomes a memslot (MTE on when a tag file is given).
+ *    The files must have exactly the sizes the layout implies (rawFileSizes).
  *  - As a restore target, `RawFilesVmFactory` creates the files (mode 0600,
  *    grown with ftruncate so zero pages stay sparse); slots are laid out in
  *    the order they are added, and `close()` can write the resulting layout.
+ *
+ * Raw files are not a KVM VM: the kernel model runs without KVM's limits
+ * (memslot ids, IPA size, vCPU ids), so any snapshot the format allows fits;
+ * and they keep no vCPU registers: vCPUs can be created (a restore creates
+ * the snapshot's) but what is set on them is dropped and none is listed.
  *
  * Memory stays bounded: files are read and written at offsets, never whole.
  */
@@ -17,10 +23,10 @@ import { WritebackPacer } from '../../io/writeback.js';
 import { KernelModelVm } from '../../kernel-model/kernel-model-vm.js';
 import type { KernelVersion } from '../../kernel-model/kernel-version.js';
 import type { SlotStorageFactory } from '../../kernel-model/slot-storage.js';
-import { memorySlotSpec, type SnapshotRequirements, type VmFactory } from '../../vm/vm.js';
+import { memorySlotSpec, type SnapshotRequirements, type Vcpu, VmErrnoError, type VmFactory } from '../../vm/vm.js';
 import type { FileSlotStorage, RawFileHandles } from './file-slot-storage.js';
 import { ExistingFilesStorageFactory, NewFilesStorageFactory, RawFilesError } from './file-storage-factory.js';
-import { formatRawLayout, type RawLayout, type TagFileLayout, tagFileOffset } from './raw-layout.js';
+import { formatRawLayout, type RawLayout, type RawRegion, rawFileSizes, type TagFileLayout } from './raw-layout.js';
 
 export { RawFilesError } from './file-storage-factory.js';
 export {
@@ -32,6 +38,7 @@ export {
   type RawLayoutSpec,
   type RawRegion,
   type RawRegionSpec,
+  rawFileSizes,
   readRawLayoutFile,
   resolveRawLayout,
   type TagFileLayout,
@@ -40,8 +47,6 @@ export {
 } from './raw-layout.js';
 
 export const RAW_FILES_BACKEND = 'raw-files';
-/** Raw dumps may come from VMs with LPA (52-bit IPA); accept any address KVM could have used. */
-const RAW_FILES_IPA_BITS = 52;
 
 export interface RawFilePaths {
   /** The RAM image. */
@@ -58,10 +63,25 @@ interface RawFilesVmOptions {
   readonly layoutPath?: string;
 }
 
+/** A vCPU of raw files, which keep no registers: what is set on it is dropped, and it lists none. */
+class UnkeptVcpu implements Vcpu {
+  constructor(readonly id: number) {}
+  registerIds(): bigint[] {
+    return [];
+  }
+  getRegister(id: bigint): Uint8Array {
+    throw new VmErrnoError('ENOENT', 'KVM_GET_ONE_REG', `raw files keep no registers (vCPU ${this.id}, register 0x${id.toString(16)})`);
+  }
+  setRegister(): void {}
+}
+
 export class RawFilesVm extends KernelModelVm {
   private filesClosed = false;
 
   private readonly layoutPath: string | undefined;
+  private readonly unkeptVcpus: UnkeptVcpu[] = [];
+  /** Created regions: which keep tags, as the snapshot restored into them says (markTaggedRegions). */
+  private readonly taggedSlots = new Map<number, boolean>();
 
   constructor(
     private readonly files: RawFileHandles,
@@ -69,17 +89,65 @@ export class RawFilesVm extends KernelModelVm {
     private readonly tagLayout: TagFileLayout,
     options: RawFilesVmOptions,
   ) {
-    super(RAW_FILES_BACKEND, fileStores, { pageSize: options.pageSize, kernelVersion: options.kernelVersion, ipaBits: RAW_FILES_IPA_BITS });
+    super(RAW_FILES_BACKEND, fileStores, { pageSize: options.pageSize, kernelVersion: options.kernelVersion, kvmLimits: false });
     this.layoutPath = options.layoutPath;
   }
 
-  /** Where every slot is in the files; a created region has `mte` once a page of it got tags. */
+  /**
+   * Where every slot is in the files, and which regions keep tags: an opened region as its layout says; a created
+   * one as markTaggedRegions said, or by default when the VM has MTE, a tag file exists and the region is writable.
+   */
   layout(): RawLayout {
     return {
       pageSize: this.pageSize,
       tagLayout: this.tagLayout,
-      regions: this.fileStores.storages.map((s) => ({ ...s.region, mte: s.region.mte && s.hasTaggedPages })),
+      regions: this.fileStores.storages.map((s) => ({ ...s.region, mte: this.keepsTags(s.region) })),
     };
+  }
+
+  private keepsTags(region: RawRegion): boolean {
+    if (!region.mte || !this.files.writable) return region.mte;
+    return this.taggedSlots.get(region.slot) ?? (this.mteEnabled && !region.readOnly);
+  }
+
+  /** A region's tags are saved only where the layout says `mte: true` (the writer asks this). */
+  isSlotTagged(slot: number): boolean {
+    const storage = this.fileStores.storages.find((s) => s.region.slot === slot);
+    return storage !== undefined && this.keepsTags(storage.region);
+  }
+
+  /**
+   * Records which created regions keep tags, from the regions of the snapshot restored into the files (their
+   * `mte`), so that the layout written on close describes the snapshot exactly: a tagged region whose tags are
+   * all zero got no tag write, yet stays `mte: true`. A tagged region needs a tag file and a writable slot.
+   */
+  markTaggedRegions(regions: readonly { readonly slot: number; readonly mte: boolean }[]): void {
+    for (const { slot, mte } of regions) {
+      const storage = this.fileStores.storages.find((s) => s.region.slot === slot);
+      if (!storage) throw new RangeError(`markTaggedRegions: no slot ${slot} in these raw files`);
+      if (mte && !storage.region.mte)
+        throw new RawFilesError(this.files.ramPath, `region ${storage.region.name} keeps tags but no tag file was given`);
+      if (mte && storage.region.readOnly)
+        throw new RawFilesError(this.files.ramPath, `region ${storage.region.name} is read-only and cannot keep tags`);
+      this.taggedSlots.set(slot, mte);
+    }
+  }
+
+  /** KVM's vCPU rules still hold (MTE before the first vCPU, no duplicate ids); the registers are not kept. */
+  protected override newVcpu(id: number): Vcpu {
+    const vcpu = new UnkeptVcpu(id);
+    this.unkeptVcpus.push(vcpu);
+    return vcpu;
+  }
+
+  /** None: raw files keep no vCPU state, so a save from them has no vCPUs and a comparison leaves registers out. */
+  override vcpus(): readonly Vcpu[] {
+    return [];
+  }
+
+  /** How many vCPUs were created (a restore creates the snapshot's) whose registers the files could not keep. */
+  get vcpusNotKept(): number {
+    return this.unkeptVcpus.length;
   }
 
   override flush(): void {
@@ -136,22 +204,32 @@ function checkTagFilePresence(paths: RawFilePaths, layout: RawLayout): void {
   const tagged = layout.regions.find((r) => r.mte);
   if (tagged && paths.tags === undefined)
     throw new RawFilesError(paths.ram, `region ${tagged.name} has mte: true but no tag file was given`);
+  if (!tagged && paths.tags !== undefined)
+    throw new RawFilesError(paths.tags, 'a tag file was given but no region of the layout has mte: true, so no tag would be read');
 }
 
+/** Every file exactly as long as the layout says: a file of another layout (byte tags read as packed) is refused. */
 function checkFileSizes(files: RawFileHandles, layout: RawLayout): void {
+  const expected = rawFileSizes(layout);
+  const last = layout.regions.reduce((a, b) => (b.fileOffset + b.size > a.fileOffset + a.size ? b : a));
   const ramSize = BigInt(fstatSync(files.ramFd).size);
-  const tagSize = files.tagFd === undefined ? 0n : BigInt(fstatSync(files.tagFd).size);
-  for (const region of layout.regions) {
-    const end = region.fileOffset + region.size;
-    if (end > ramSize) throw new RawFilesError(files.ramPath, `region ${region.name} ends at ${end} but the file has ${ramSize} bytes`);
-    if (!region.mte || files.tagPath === undefined) continue;
-    const tagEnd = tagFileOffset(layout.tagLayout, end);
-    if (tagEnd > tagSize) {
-      throw new RawFilesError(
-        files.tagPath,
-        `tags of region ${region.name} end at ${tagEnd} (${layout.tagLayout} layout) but the file has ${tagSize} bytes`,
-      );
-    }
+  if (ramSize !== expected.ram) {
+    throw new RawFilesError(
+      files.ramPath,
+      `the RAM file has ${ramSize} bytes but the layout needs exactly ${expected.ram} ` +
+        `(region ${last.name} ends there: file offset ${last.fileOffset} + size ${last.size})`,
+    );
+  }
+  if (files.tagFd === undefined || files.tagPath === undefined) return;
+  const tagSize = BigInt(fstatSync(files.tagFd).size);
+  if (tagSize !== expected.tags) {
+    const perByte =
+      layout.tagLayout === 'byte' ? 'one tag per byte, 1 byte per 16 RAM bytes' : 'two tags per byte, 1 byte per 32 RAM bytes';
+    throw new RawFilesError(
+      files.tagPath,
+      `the tag file has ${tagSize} bytes but the ${layout.tagLayout} tag layout (${perByte}) needs exactly ${expected.tags} ` +
+        `for ${expected.ram} bytes of RAM file`,
+    );
   }
 }
 

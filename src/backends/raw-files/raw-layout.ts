@@ -1,6 +1,7 @@
 /**
  * The layout of a VMM's raw dumps: which guest range sits where in the RAM
- * file, and where its tags sit in the tag file.
+ * file, and where its tags sit in the tag file. docs/raw-layout.md documents
+ * every field of the JSON, its defaults and the files' exact sizes.
  *
  *   RAM file   | region 0 bytes | region 1 bytes | ...      (file order)
  *   tag file   | r0 tags        | r1 tags (hole if no MTE) | ...
@@ -10,7 +11,9 @@
  * low nibble = lower address, the Linux ELF core layout), counting ALL
  * regions: tagOffset = fileOffset / 16 (or / 32). Regions without MTE leave a
  * hole in the tag file. So one rule maps any RAM offset to its tags, whatever
- * the mix of regions, and a tag file made this way is the RAM file's shadow.
+ * the mix of regions, and a tag file made this way is the RAM file's shadow:
+ * the RAM file is exactly as long as the last region's end, the tag file
+ * exactly 1/16 (1/32) of that (`rawFileSizes`).
  *
  * Without `fileOffset`, regions are packed one after another in list order
  * from offset 0. A layout file is JSON:
@@ -29,11 +32,11 @@ export type TagFileLayout = 'byte' | 'packed';
 
 export interface RawRegion {
   readonly name: string;
-  /** KVM slot number the region becomes; default its index. */
+  /** KVM slot number the region becomes (0..2^32-1); default its index. */
   readonly slot: number;
   readonly guestAddress: bigint;
   readonly size: bigint;
-  /** The region's tags are in the tag file. */
+  /** The region's tags are in the tag file and are saved; false: the region has no tags (never read-only and mte). */
   readonly mte: boolean;
   readonly readOnly: boolean;
   /** Offset of the region's first byte in the RAM file. */
@@ -83,6 +86,15 @@ export function tagFileOffset(layout: TagFileLayout, fileOffset: bigint): bigint
   return fileOffset / BigInt(tagFileRatio(layout));
 }
 
+/** The exact sizes the layout's files must have: the RAM file ends where its last region ends, the tag file is its shadow. */
+export function rawFileSizes(layout: RawLayout): { readonly ram: bigint; readonly tags: bigint } {
+  const ram = layout.regions.reduce((end, r) => (r.fileOffset + r.size > end ? r.fileOffset + r.size : end), 0n);
+  return { ram, tags: tagFileOffset(layout.tagLayout, ram) };
+}
+
+/** Slot numbers are 32-bit in KVM's ABI and in the snapshot format. */
+const MAX_SLOT = 0xffff_ffff;
+
 /** Fills defaults and checks alignment, overlaps and names. */
 export function resolveRawLayout(spec: RawLayoutSpec): RawLayout {
   if (!PAGE_SIZES.includes(spec.pageSize)) {
@@ -102,6 +114,17 @@ export function resolveRawLayout(spec: RawLayoutSpec): RawLayout {
     if (region.guestAddress < 0n || region.guestAddress % page !== 0n) {
       throw new RawLayoutError(`${where}.guestAddress`, `0x${region.guestAddress.toString(16)} is not aligned to ${spec.pageSize}`);
     }
+    if (region.guestAddress + region.size > 1n << 64n)
+      throw new RawLayoutError(`${where}.size`, 'the region runs past the end of the 64-bit guest address space');
+    const slot = region.slot ?? index;
+    if (!Number.isInteger(slot) || slot < 0 || slot > MAX_SLOT)
+      throw new RawLayoutError(`${where}.slot`, `${slot} is not an integer in 0..${MAX_SLOT}`);
+    if (region.mte && region.readOnly) {
+      throw new RawLayoutError(
+        `${where}.mte`,
+        'a read-only region cannot keep tags (KVM cannot write tags into a read-only memslot): drop mte or readOnly',
+      );
+    }
     const fileOffset = region.fileOffset ?? nextOffset;
     if (fileOffset < 0n || fileOffset % BigInt(2 * GRANULE_SIZE) !== 0n) {
       throw new RawLayoutError(
@@ -112,7 +135,7 @@ export function resolveRawLayout(spec: RawLayoutSpec): RawLayout {
     nextOffset = fileOffset + region.size;
     return {
       name: region.name,
-      slot: region.slot ?? index,
+      slot,
       guestAddress: region.guestAddress,
       size: region.size,
       mte: region.mte ?? false,
@@ -194,8 +217,11 @@ function parseRegion(value: unknown, index: number): RawRegionSpec {
   if (typeof value.name !== 'string') throw new RawLayoutError(`${where}.name`, 'expected a string');
   if (value.guestAddress === undefined) throw new RawLayoutError(`${where}.guestAddress`, 'missing');
   if (value.size === undefined) throw new RawLayoutError(`${where}.size`, 'missing');
-  if (value.slot !== undefined && (typeof value.slot !== 'number' || !Number.isInteger(value.slot) || value.slot < 0)) {
-    throw new RawLayoutError(`${where}.slot`, `expected a non-negative integer, got ${JSON.stringify(value.slot)}`);
+  if (
+    value.slot !== undefined &&
+    (typeof value.slot !== 'number' || !Number.isInteger(value.slot) || value.slot < 0 || value.slot > MAX_SLOT)
+  ) {
+    throw new RawLayoutError(`${where}.slot`, `expected an integer in 0..${MAX_SLOT}, got ${JSON.stringify(value.slot)}`);
   }
   return {
     name: value.name,
@@ -243,8 +269,10 @@ export function readRawLayoutFile(path: string): RawLayout {
   }
 }
 
-/** The JSON text of a layout, every field explicit, addresses in hex; parseRawLayout reads it back. */
-/** The layout as JSON, by the library's one rule: 64-bit values as decimal strings (docs/api.md, "JSON"). */
+/**
+ * The layout as JSON, every field explicit, by the library's one rule: 64-bit values as decimal strings
+ * (docs/api.md, "JSON"); parseRawLayout reads it back.
+ */
 export function formatRawLayout(layout: RawLayout): string {
   const decimal = (value: bigint): string => value.toString();
   return `${JSON.stringify(
