@@ -12,6 +12,8 @@ export interface StepResult {
   readonly command: string;
   readonly ms: number;
   readonly maxRssBytes: number;
+  /** CPU time, user plus system, of the median run. */
+  readonly cpuMs: number;
   /** Every run's time; `ms` is their median. */
   readonly runsMs: readonly number[];
 }
@@ -42,8 +44,11 @@ export function measure(name: string, command: string, outputs: readonly string[
   const ms = performance.now() - started;
   if (run.status !== 0) throw new BenchStepError(`${name} failed (exit ${run.status}): ${command}\n${run.stderr}`);
   const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(run.stderr);
-  if (!rss) throw new BenchStepError(`${name}: no peak memory in the output of ${TIME} -v`);
-  return { name, command, ms, maxRssBytes: Number(rss[1]) * 1024, runsMs: [ms] };
+  const user = /User time \(seconds\): ([\d.]+)/.exec(run.stderr);
+  const system = /System time \(seconds\): ([\d.]+)/.exec(run.stderr);
+  if (!rss || !user || !system) throw new BenchStepError(`${name}: no peak memory or CPU time in the output of ${TIME} -v`);
+  const cpuMs = (Number(user[1]) + Number(system[1])) * 1000;
+  return { name, command, ms, maxRssBytes: Number(rss[1]) * 1024, cpuMs, runsMs: [ms] };
 }
 
 export interface StepPlan {
@@ -66,11 +71,12 @@ export function measureInterleaved(plan: readonly StepPlan[], repeat: number): S
     });
   return plan.map((step, i) => {
     const times = runs[i].map((r) => r.ms);
-    const sorted = [...times].sort((a, b) => a - b);
+    const median = [...runs[i]].sort((a, b) => a.ms - b.ms)[Math.floor(runs[i].length / 2)];
     return {
       name: step.name,
       command: step.command,
-      ms: sorted[Math.floor(sorted.length / 2)],
+      ms: median.ms,
+      cpuMs: median.cpuMs,
       maxRssBytes: Math.max(...runs[i].map((r) => r.maxRssBytes)),
       runsMs: times,
     };
