@@ -25,6 +25,7 @@ import {
 import { ElfCore } from '../src/forensics/elf-core-reader.js';
 import { type CoreSegmentSpec, ElfCoreWriter, layoutCore } from '../src/forensics/elf-core-writer.js';
 import { encodeNotes } from '../src/forensics/elf-notes.js';
+import { ElfCoreFormatError } from '../src/forensics/errors.js';
 import type { SnapshotReader } from '../src/format/model.js';
 import { openSnapshot } from '../src/reader/open.js';
 import { xRegisterId } from '../src/vm/arm64-registers.js';
@@ -138,6 +139,31 @@ describe('import core', () => {
     } finally {
       await again.close();
     }
+  });
+
+  it('refuses a core whose tag segment lies where no PT_LOAD is, instead of dropping its tags', async () => {
+    const path = join(dir.path, 'stray-tags.core');
+    const page = 4096n;
+    const specs: CoreSegmentSpec[] = [
+      { type: PT_LOAD, flags: PF_R | PF_W, address: 0xffff_8000_0000n, memSize: 4n * page, fileSize: 4n * page, align: page },
+      {
+        type: PT_AARCH64_MEMTAG_MTE,
+        flags: 0,
+        address: 0xffff_c000_0000n,
+        physicalAddress: 0n,
+        memSize: 4n * page,
+        fileSize: (4n * page) / 32n,
+        align: 0n,
+      },
+    ];
+    const notes = encodeNotes([{ name: 'CORE', type: NT_AUXV, desc: auxvDesc(4096) }]);
+    const writer = await ElfCoreWriter.create(path, layoutCore(notes.length, specs), notes, 4096);
+    await writer.writeSegment(2, 0n, new Uint8Array(128).fill(0x77));
+    await writer.finish();
+    const error = await importCore(path, join(dir.path, 'stray-tags.vmsnap')).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ElfCoreFormatError);
+    expect((error as ElfCoreFormatError).kind).toBe('invalid-input');
+    expect(String(error)).toMatch(/memtag segment 2 \[0xffffc0000000, \+0x4000\) matches no PT_LOAD/);
   });
 
   it('reads a Linux-style MTE process core: many loads, p_filesz 0 or short, memtag after the loads', async () => {

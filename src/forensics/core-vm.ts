@@ -139,7 +139,20 @@ function bitsFor(end: bigint): number {
   return Math.max(DEFAULT_IPA_BITS, end.toString(2).length);
 }
 
+/** Every memtag segment must shadow a PT_LOAD: tags at addresses no load covers would be dropped unseen. */
+function checkMemtagsCovered(core: ElfCore): void {
+  for (const memtag of core.memtags) {
+    if (core.loads.some((load) => load.address === memtag.address && load.memSize === memtag.memSize)) continue;
+    throw new ElfCoreFormatError(
+      core.path,
+      memtag.offset,
+      `memtag segment ${memtag.index} [${hex(memtag.address)}, +${hex(memtag.memSize)}) matches no PT_LOAD: its tags belong to no memory`,
+    );
+  }
+}
+
 export function openCoreVm(core: ElfCore, options: CoreVmOptions = {}): OpenedCoreVm {
+  checkMemtagsCovered(core);
   const state = decodeVmsnapNote(core.notes, core.path);
   const pageSize = state?.pageSize ?? options.pageSize ?? auxvPageSize(core) ?? 4096;
   if (!PAGE_SIZES.includes(pageSize))
