@@ -7,6 +7,7 @@
 
 import { ftruncateSync } from 'node:fs';
 import { VmsnapError } from '../../format/errors.js';
+import { namingFile } from '../../io/output-file.js';
 import type { SlotStorageFactory } from '../../kernel-model/slot-storage.js';
 import type { MemorySlotSpec } from '../../vm/vm.js';
 import { FileSlotStorage, type RawFileHandles } from './file-slot-storage.js';
@@ -64,10 +65,20 @@ export class NewFilesStorageFactory implements SlotStorageFactory {
       fileOffset: this.end,
     };
     this.end += spec.size;
-    ftruncateSync(this.files.ramFd, Number(this.end));
-    if (this.files.tagFd !== undefined) ftruncateSync(this.files.tagFd, Number(this.end / BigInt(tagFileRatio(this.files.tagLayout))));
+    growFile(this.files.ramFd, this.files.ramPath, this.end);
+    if (this.files.tagFd !== undefined)
+      growFile(this.files.tagFd, this.files.tagPath ?? '', this.end / BigInt(tagFileRatio(this.files.tagLayout)));
     const storage = new FileSlotStorage(region, this.files, pageSize, false);
     this.storages.push(storage);
     return storage;
+  }
+}
+
+/** ftruncate, with an error that names the file (the system's names none: "ENOSPC: no space left on device, ftruncate"). */
+function growFile(fd: number, path: string, length: bigint): void {
+  try {
+    ftruncateSync(fd, Number(length));
+  } catch (error) {
+    throw namingFile(error, path);
   }
 }
