@@ -83,6 +83,13 @@ describe('restore to raw files', () => {
     expect(lstatSync(device).isCharacterDevice()).toBe(true);
   });
 
+  it('refuses - as a raw output and writes no file named -', () => {
+    const run = vmsnap('restore', SNAP, '--ram-out', '-', '--tags-out', at('dash.tags'));
+    expect(run.status).toBe(2);
+    expect(run.stderr).toMatch(/seekable/);
+    expect(existsSync('-')).toBe(false);
+  });
+
   it('creates its files 0600 and replaces a 0644 file with a 0600 one', () => {
     writeFileSync(at('mode.ram'), 'x');
     chmodSync(at('mode.ram'), 0o644);
@@ -197,7 +204,11 @@ describe('save', () => {
     const full = vmsnap('save', '--sim', '--size', '8MiB', '-q', '-o', '/dev/full');
     expect(full.status).toBe(3);
     expect(full.stderr).toMatch(/\/dev\/full: no space left on device \(ENOSPC\)/);
-    for (const args of [['verify', dir], ['tags', 'stats', dir], ['restore', dir]]) {
+    for (const args of [
+      ['verify', dir],
+      ['tags', 'stats', dir],
+      ['restore', dir],
+    ]) {
       const run = vmsnap(...args);
       expect(run.status, args.join(' ')).toBe(2);
       expect(run.stderr).toContain(`${dir}: is a directory`);

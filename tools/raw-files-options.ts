@@ -113,6 +113,8 @@ export interface RawTargetFiles {
 /** Checks every output before anything is written: none may be an input, a directory, a FIFO, or exist without --force. */
 export function rawTargetFiles(options: RawTargetOptions & { ramOut: string }, inputs: readonly string[]): RawTargetFiles {
   const named = [options.ramOut, options.tagsOut, options.layoutOut];
+  // Raw files are written at offsets (sparse, region by region): standard output cannot hold them.
+  if (named.includes('-')) throw new CliError('raw outputs need seekable files: - (standard output) cannot be one; name a file', 'usage');
   const targets = named.map((path) => (path === undefined ? undefined : resolveOutput(path, { force: options.force, inputs }).path));
   const present = targets.filter((path) => path !== undefined);
   if (new Set(present).size !== present.length)
