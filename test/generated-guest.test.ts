@@ -70,7 +70,9 @@ describe('ComparingTarget', () => {
   it('finds a different guest: data, tags, registers, and pages the snapshot leaves zero', async () => {
     const path = join(dir, 'other.vmsnap');
     await saveSnapshot(new GeneratedGuest({ sizeMiB: 4, seed: 1 }), path, fixed);
-    const { vm: target } = await restoreSnapshot(path, comparingFactory(new GeneratedGuest({ sizeMiB: 4, seed: 2 }), 100_000), { threads: 0 });
+    const { vm: target } = await restoreSnapshot(path, comparingFactory(new GeneratedGuest({ sizeMiB: 4, seed: 2 }), 100_000), {
+      threads: 0,
+    });
     const result = target.finish();
     expect(result.equal).toBe(false);
     expect(new Set(result.differences.map((d) => d.kind))).toEqual(new Set(['data', 'tag', 'vcpu']));
