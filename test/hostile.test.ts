@@ -170,12 +170,20 @@ describe('hostile lengths with valid checksums allocate nothing large', () => {
     await expectRefusedCheaply(seal(header, sections));
   });
 
-  it('a region of 2^43 bytes that the index cannot cover', async () => {
+  it('a region of 2^43 bytes needs more sections than a file may hold: refused at the metadata, in both modes', async () => {
     const { header, sections } = takeApart(original);
     const meta = packr.unpack(sections[0].payload);
     meta.regions[1].size = 2n ** 43n; // the highest region, so nothing overlaps
     sections[0].payload = new Packr({ useRecords: false, useBigInt64: true } as never).pack(meta);
-    await expectRefusedCheaply(seal(header, sections), ['bad-index', 'layout-mismatch']);
+    await expectRefusedCheaply(seal(header, sections), ['limit-exceeded']);
+  });
+
+  it('a region two pages longer than its chunks: the same layout fault in both modes', async () => {
+    const { header, sections } = takeApart(original);
+    const meta = packr.unpack(sections[0].payload);
+    meta.regions[1].size = 5n * 4096n;
+    sections[0].payload = new Packr({ useRecords: false, useBigInt64: true } as never).pack(meta);
+    await expectRefusedCheaply(seal(header, sections), ['layout-mismatch']);
   });
 
   it('a read-only region marked MTE, whose tags could never be restored', async () => {

@@ -17,8 +17,8 @@ import { resolveOutput, TemporaryFile } from '../io/output-file.js';
 import { jsonResult } from '../json.js';
 import { linuxCoreNotes } from './core-notes.js';
 import { GUEST_BYTES_PER_TAG_BYTE, PF_R, PF_W, PF_X, PT_AARCH64_MEMTAG_MTE, PT_LOAD } from './elf-constants.js';
-import { type CoreSegmentSpec, ElfCoreWriter, layoutCore } from './elf-core-writer.js';
-import { encodeNotes } from './elf-notes.js';
+import { type CoreLayout, type CoreSegmentSpec, ElfCoreWriter, layoutCore } from './elf-core-writer.js';
+import { encodeNoteParts } from './elf-notes.js';
 import { pageWindows } from './region-cursor.js';
 import { encodeVmsnapNote, vmsnapStateFrom } from './vmsnap-note.js';
 
@@ -115,17 +115,24 @@ export async function exportCore(
   }
 }
 
-async function writeCore(reader: SnapshotReader, path: string): Promise<Omit<CoreExportSummary, 'path'>> {
-  const pageSize = reader.header.pageSize;
+/**
+ * Creates the core file with its headers and notes. The vCPUs, blobs and
+ * notes live only in here: they are let go before the regions are written.
+ */
+async function createCore(reader: SnapshotReader, path: string): Promise<{ writer: ElfCoreWriter; layout: CoreLayout; vcpus: number }> {
   const vcpus = await reader.vcpus();
   const blobs = await reader.blobs();
-  const notes = encodeNotes([
-    ...linuxCoreNotes(vcpus, pageSize, 'vmsnap-guest'),
+  const notes = encodeNoteParts([
+    ...linuxCoreNotes(vcpus, reader.header.pageSize, 'vmsnap-guest'),
     encodeVmsnapNote(vmsnapStateFrom(reader.metadata, reader.header, vcpus, blobs)),
   ]);
-  const specs = segmentSpecs(reader.regions, pageSize);
-  const layout = layoutCore(notes.length, specs);
-  const writer = await ElfCoreWriter.create(path, layout, notes, pageSize);
+  const notesSize = notes.reduce((n, part) => n + part.length, 0);
+  const layout = layoutCore(notesSize, segmentSpecs(reader.regions, reader.header.pageSize));
+  return { writer: await ElfCoreWriter.create(path, layout, notes, reader.header.pageSize), layout, vcpus: vcpus.length };
+}
+
+async function writeCore(reader: SnapshotReader, path: string): Promise<Omit<CoreExportSummary, 'path'>> {
+  const { writer, layout, vcpus } = await createCore(reader, path);
   try {
     let nextMemtag = 1 + reader.regions.length;
     for (const [i, region] of reader.regions.entries()) {
@@ -144,7 +151,7 @@ async function writeCore(reader: SnapshotReader, path: string): Promise<Omit<Cor
     zeroBytesSkipped: written.zeroBytesSkipped,
     loads: reader.regions.length,
     memtagSegments: reader.regions.filter((r) => r.mte).length,
-    vcpus: vcpus.length,
+    vcpus,
     programHeaders: layout.segments.length,
   };
 }

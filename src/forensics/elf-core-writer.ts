@@ -129,13 +129,26 @@ export class ElfCoreWriter {
     private readonly holeUnit: number,
   ) {}
 
-  /** Creates (truncates) the file and writes header, program headers and notes. `holeUnit` is the zero-skip unit (the page size). */
-  static async create(path: string, layout: CoreLayout, notes: Uint8Array, holeUnit: number): Promise<ElfCoreWriter> {
+  /**
+   * Creates (truncates) the file and writes header, program headers and notes
+   * (one buffer, or the pieces encodeNoteParts gives). `holeUnit` is the
+   * zero-skip unit (the page size).
+   */
+  static async create(
+    path: string,
+    layout: CoreLayout,
+    notes: Uint8Array | readonly Uint8Array[],
+    holeUnit: number,
+  ): Promise<ElfCoreWriter> {
     const file = await open(path, 'w');
     const writer = new ElfCoreWriter(file, layout, holeUnit);
     await writer.writeAt(0n, elfHeader(layout));
     await writer.writeAt(BigInt(ELF_HEADER_SIZE), programHeaders(layout));
-    await writer.writeAt(layout.notesOffset, notes);
+    let at = layout.notesOffset;
+    for (const part of notes instanceof Uint8Array ? [notes] : notes) {
+      await writer.writeAt(at, part);
+      at += BigInt(part.length);
+    }
     if (layout.sectionHeaderOffset !== null) await writer.writeAt(layout.sectionHeaderOffset, extendedNumberingHeader(layout));
     return writer;
   }

@@ -14,18 +14,37 @@ function align4(n: number): number {
   return (n + 3) & ~3;
 }
 
-export function encodeNotes(notes: readonly ElfNote[]): Uint8Array {
-  const parts = notes.map((note) => {
+/** A note whose descriptor comes in pieces (a large one is never copied into one buffer). */
+export interface ElfNoteParts {
+  readonly name: string;
+  readonly type: number;
+  readonly parts: readonly Uint8Array[];
+}
+
+/**
+ * The notes as a list of buffers to write one after the other: each note's
+ * header and name, its descriptor (or the descriptor's pieces) and padding.
+ * Descriptors are not copied.
+ */
+export function encodeNoteParts(notes: readonly (ElfNote | ElfNoteParts)[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const note of notes) {
+    const parts = 'parts' in note ? note.parts : [note.desc];
+    const descSize = parts.reduce((n, part) => n + part.length, 0);
     const name = Buffer.from(`${note.name}\0`, 'latin1');
-    const out = Buffer.alloc(12 + align4(name.length) + align4(note.desc.length));
-    out.writeUInt32LE(name.length, 0);
-    out.writeUInt32LE(note.desc.length, 4);
-    out.writeUInt32LE(note.type >>> 0, 8);
-    name.copy(out, 12);
-    out.set(note.desc, 12 + align4(name.length));
-    return out;
-  });
-  return Buffer.concat(parts);
+    const head = Buffer.alloc(12 + align4(name.length));
+    head.writeUInt32LE(name.length, 0);
+    head.writeUInt32LE(descSize, 4);
+    head.writeUInt32LE(note.type >>> 0, 8);
+    name.copy(head, 12);
+    out.push(head, ...parts);
+    if (align4(descSize) > descSize) out.push(new Uint8Array(align4(descSize) - descSize));
+  }
+  return out;
+}
+
+export function encodeNotes(notes: readonly (ElfNote | ElfNoteParts)[]): Uint8Array {
+  return Buffer.concat(encodeNoteParts(notes));
 }
 
 /** Decodes the notes of one PT_NOTE segment; `fileOffset` is where it starts, for error messages. */

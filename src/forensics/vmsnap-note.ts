@@ -9,7 +9,7 @@
  */
 import type { SnapshotHeader, SnapshotMetadata, SnapshotRegion, VmmBlob } from '../format/model.js';
 import type { VcpuState } from '../vm/vm.js';
-import type { ElfNote } from './elf-notes.js';
+import type { ElfNote, ElfNoteParts } from './elf-notes.js';
 import { ElfCoreFormatError } from './errors.js';
 
 export const VMSNAP_NOTE_NAME = 'VMSNAP';
@@ -53,22 +53,38 @@ export function vmsnapStateFrom(metadata: SnapshotMetadata, header: SnapshotHead
   };
 }
 
-export function encodeVmsnapNote(state: VmsnapState): ElfNote {
-  const json = {
+/**
+ * The note, as the JSON text of VmsnapJson in pieces: the register list of
+ * each vCPU and the base64 of each blob are pieces of their own, so a
+ * snapshot at the format's limits (16 MiB of vCPUs, 64 MiB of blobs) is
+ * never held as one string or one buffer besides its pieces.
+ */
+export function encodeVmsnapNote(state: VmsnapState): ElfNoteParts {
+  const text = (value: string) => Buffer.from(value, 'utf8');
+  const head = JSON.stringify({
     pageSize: state.pageSize,
     pagesPerChunk: state.pagesPerChunk,
     regions: state.regions.map((r) => ({ ...r, guestAddress: r.guestAddress.toString(16), size: r.size.toString(16) })),
-    vcpus: state.vcpus.map((v) => ({
-      id: v.id,
-      registers: v.registers.map((r) => [r.id.toString(16), Buffer.from(r.value).toString('hex')]),
-    })),
-    blobs: state.blobs.map((b) => ({ name: b.name, data: Buffer.from(b.data).toString('base64') })),
+  });
+  const parts: Uint8Array[] = [text(`${head.slice(0, -1)},"vcpus":[`)];
+  state.vcpus.forEach((v, i) => {
+    const registers = v.registers.map((r) => [r.id.toString(16), Buffer.from(r.value).toString('hex')]);
+    parts.push(text(`${i ? ',' : ''}${JSON.stringify({ id: v.id, registers })}`));
+  });
+  parts.push(text('],"blobs":['));
+  state.blobs.forEach((b, i) => {
+    parts.push(text(`${i ? ',' : ''}{"name":${JSON.stringify(b.name)},"data":"`));
+    parts.push(Buffer.from(Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength).toString('base64'), 'latin1'));
+    parts.push(text('"}'));
+  });
+  const tail = JSON.stringify({
     annotations: state.annotations,
     snapshotId: Buffer.from(state.snapshotId).toString('hex'),
     parentId: state.parentId ? Buffer.from(state.parentId).toString('hex') : null,
     createdMs: state.createdMs.toString(),
-  };
-  return { name: VMSNAP_NOTE_NAME, type: NT_VMSNAP_STATE, desc: Buffer.from(JSON.stringify(json), 'utf8') };
+  });
+  parts.push(text(`],${tail.slice(1)}`));
+  return { name: VMSNAP_NOTE_NAME, type: NT_VMSNAP_STATE, parts };
 }
 
 interface VmsnapJson {

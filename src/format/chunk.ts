@@ -200,16 +200,51 @@ function popcount(bitmap: Uint8Array): number {
 }
 
 /**
+ * The rules a chunk header and its payload's length must keep, checked before
+ * anything is read past the chunk header (a file reader checks them when it
+ * opens the file, from the 40 bytes of the chunk header alone):
+ * the bitmap fits, present_count <= page_count, content_length is
+ * present_count pages, the encoding is known, raw content is exactly
+ * content_length bytes, and compressed content is shorter than it would be raw
+ * (a writer stores raw otherwise, so a reader refuses anything else).
+ */
+export function checkChunkFraming(header: ChunkHeader, kind: ChunkKind, pageSize: number, zstd: boolean, payloadLength: number): void {
+  const bitmapBytes = bitmapLength(header.pageCount);
+  if (CHUNK_HEADER_LENGTH + bitmapBytes > payloadLength)
+    throw new ChunkDecodeError('bitmap runs past the end of the payload', CHUNK_HEADER_LENGTH);
+  if (header.presentCount > header.pageCount)
+    throw new ChunkDecodeError(`present_count ${header.presentCount} is more than page_count ${header.pageCount}`, 20);
+  const perPage = contentBytesPerPage(kind, pageSize);
+  if (header.contentLength !== header.presentCount * perPage) {
+    throw new ChunkDecodeError(`content_length ${header.contentLength} is not ${header.presentCount} pages of ${perPage} bytes`, 24);
+  }
+  const stored = payloadLength - CHUNK_HEADER_LENGTH - bitmapBytes;
+  if (header.encoding === ENCODING.raw) {
+    if (stored !== header.contentLength) {
+      throw new ChunkDecodeError(`raw content is ${stored} bytes, content_length says ${header.contentLength}`, 24);
+    }
+    return;
+  }
+  if (header.encoding !== ENCODING.compressed) throw new ChunkDecodeError(`unknown encoding ${header.encoding}`, 16);
+  if (!zstd) throw new ChunkDecodeError('compressed chunk in a file whose codec is "none"', 16);
+  if (stored >= header.contentLength) {
+    throw new ChunkDecodeError(
+      `compressed content of ${stored} bytes is not shorter than its ${header.contentLength} raw bytes: it must be stored raw`,
+      16,
+    );
+  }
+}
+
+/**
  * Checks a chunk payload's internal consistency and expands it to every page
  * of its range. Lengths are checked before anything is allocated. Errors carry
  * the offset of the bad field inside the payload; the caller adds the section.
  */
 export function decodeChunkPayload(payload: Uint8Array, expect: ChunkExpectation, header: ChunkHeader): DecodedChunk {
   const { pageSize, kind } = expect;
+  checkChunkFraming(header, kind, pageSize, expect.codec !== null, payload.length);
   const perPage = contentBytesPerPage(kind, pageSize);
   const bitmapBytes = bitmapLength(header.pageCount);
-  if (CHUNK_HEADER_LENGTH + bitmapBytes > payload.length)
-    throw new ChunkDecodeError('bitmap runs past the end of the payload', CHUNK_HEADER_LENGTH);
   const bitmap = payload.subarray(CHUNK_HEADER_LENGTH, CHUNK_HEADER_LENGTH + bitmapBytes);
   if (header.pageCount % 8 && bitmap[bitmapBytes - 1] >>> (header.pageCount % 8)) {
     throw new ChunkDecodeError('bitmap has bits set past page_count', CHUNK_HEADER_LENGTH + bitmapBytes - 1);
@@ -217,28 +252,35 @@ export function decodeChunkPayload(payload: Uint8Array, expect: ChunkExpectation
   const present = popcount(bitmap);
   if (present !== header.presentCount)
     throw new ChunkDecodeError(`present_count ${header.presentCount} but the bitmap has ${present} pages`, 20);
-  if (header.contentLength !== present * perPage) {
-    throw new ChunkDecodeError(`content_length ${header.contentLength} is not ${present} pages of ${perPage} bytes`, 24);
-  }
   const stored = payload.subarray(CHUNK_HEADER_LENGTH + bitmapBytes);
   const content = decodeContent(stored, header, expect);
   if (checksum(content) !== header.contentChecksum) throw new ChunkDecodeError('content checksum mismatch', 32, 'checksum-mismatch');
+  checkNoZeroPages(bitmap, header.pageCount, content, perPage, kind);
   const expanded =
     kind === 'ram' ? expandRam(bitmap, header.pageCount, content, pageSize) : expandTags(bitmap, header.pageCount, content, pageSize);
   return { header, bitmap, expanded };
 }
 
-function decodeContent(stored: Uint8Array, header: ChunkHeader, expect: ChunkExpectation): Uint8Array {
-  if (header.encoding === ENCODING.raw) {
-    if (stored.length !== header.contentLength) {
-      throw new ChunkDecodeError(`raw content is ${stored.length} bytes, content_length says ${header.contentLength}`, 24);
+/** A present page is one that could not be left out: all-zero bytes (RAMC) or all-zero tags (TAGC) must be absent. */
+function checkNoZeroPages(bitmap: Uint8Array, pageCount: number, content: Uint8Array, perPage: number, kind: ChunkKind): void {
+  let next = 0;
+  for (let page = 0; page < pageCount; page++) {
+    if (!isPagePresent(bitmap, page)) continue;
+    if (isAllZero(content.subarray(next * perPage, (next + 1) * perPage))) {
+      throw new ChunkDecodeError(
+        `page ${page} of the chunk is stored but its ${kind === 'ram' ? 'bytes' : 'tags'} are all zero: it must be left out`,
+        CHUNK_HEADER_LENGTH + (page >>> 3),
+      );
     }
-    return stored;
+    next++;
   }
-  if (header.encoding !== ENCODING.compressed) throw new ChunkDecodeError(`unknown encoding ${header.encoding}`, 16);
-  if (!expect.codec) throw new ChunkDecodeError('compressed chunk in a file whose codec is "none"', 16);
+}
+
+function decodeContent(stored: Uint8Array, header: ChunkHeader, expect: ChunkExpectation): Uint8Array {
+  // checkChunkFraming has checked the encoding and the stored length.
+  if (header.encoding === ENCODING.raw) return stored;
   try {
-    return expect.codec.decompress(stored, header.contentLength);
+    return expect.codec!.decompress(stored, header.contentLength);
   } catch (error) {
     throw new ChunkDecodeError(`content does not decompress: ${(error as Error).message}`, CHUNK_HEADER_LENGTH, 'decompression-failed');
   }

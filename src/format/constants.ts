@@ -44,18 +44,43 @@ export const MAX_CHUNK_CONTENT = 4 * 1024 * 1024;
 /** The highest zstd level a writer may use: higher levels need windows the wasm codec cannot hold. */
 export const MAX_ZSTD_LEVEL = 9;
 
-/** Upper bounds on payload lengths, checked before any allocation. */
+/**
+ * Upper bounds (spec/FORMAT.md, "Limits"), checked before anything is
+ * allocated: each declared length against its limit, each count and total as
+ * sections arrive. They bound what any reader holds, whatever the file says.
+ */
 export const LIMITS = {
   metadata: 16 * 1024 * 1024,
   vcpu: 4 * 1024 * 1024,
-  blob: 256 * 1024 * 1024,
-  /** An unknown ancillary section is skipped, never read whole, so it needs no limit beyond the file. */
+  blob: 16 * 1024 * 1024,
+  /** An unknown ancillary section's payload: skipped, never held, but not read forever either. */
+  ancillary: 16 * 1024 * 1024,
+  /** Every section before the index (META, chunks, VCPU, BLOB, ancillary): the index is at most 48 MiB. */
+  sections: 1_048_576,
   regions: 65_536,
   vcpus: 4_096,
+  /** All VCPU payloads of a file together: a restore holds every vCPU until the end of the file. */
+  vcpuTotal: 16 * 1024 * 1024,
+  blobs: 4_096,
+  /** All BLOB payloads of a file together: a restore hands every blob back in memory. */
+  blobTotal: 64 * 1024 * 1024,
   registersPerVcpu: 65_536,
+  /** Registers of all vCPUs of a file together: decoded, each is a small object, so their number bounds memory too. */
+  registers: 524_288,
   /** 2^52 bytes of guest memory per region: the whole of the largest arm64 IPA space (52 bits). */
   regionSize: 1n << 52n,
+  /** Unicode code points (not UTF-16 units, not bytes) of a region's or a blob's name. */
+  name: 256,
+  /** Code points of META's `tool` and of an annotation's key. */
+  text: 4_096,
+  /** Code points of an annotation's value. */
+  annotationValue: 65_536,
+  /** Arrays and maps inside arrays and maps, counting the payload's own map as depth 1. */
+  nesting: 32,
 } as const;
+
+/** The largest zstd window a chunk's frame may ask for (Window_Size): as large as the largest chunk content, no larger. */
+export const MAX_ZSTD_WINDOW = 4 * 1024 * 1024;
 
 /** Region index written in index entries of sections that belong to no region. */
 export const NO_REGION = 0xffff_ffff;

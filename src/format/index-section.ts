@@ -10,7 +10,7 @@
  * Trailer, 32 bytes at the very end of the file:
  *   0 index_offset u64  8 file_length u64  16 magic "VMSNAPND"  24 trailer_xxh64 u64 (over 0..23)
  */
-import { ascii, equalBytes, view } from './bytes.js';
+import { equalBytes, view } from './bytes.js';
 import { checksum } from './checksum.js';
 import { INDEX_ENTRY_LENGTH, TRAILER_LENGTH, TRAILER_MAGIC } from './constants.js';
 import { SnapshotFormatError } from './errors.js';
@@ -63,12 +63,38 @@ export class IndexBuilder {
     this.count++;
   }
 
+  get entries(): number {
+    return this.count;
+  }
+
   payload(): Uint8Array {
     return this.bytes.subarray(0, this.count * INDEX_ENTRY_LENGTH);
   }
 }
 
-export function decodeIndex(payload: Uint8Array, offset: bigint): IndexEntry[] {
+/** Decodes entry `i` of an index payload whose length is a multiple of 48; `offset` is the payload's file offset. */
+export function decodeIndexEntry(payload: Uint8Array, i: number, offset: bigint, dv: DataView = view(payload)): IndexEntry {
+  const at = i * INDEX_ENTRY_LENGTH;
+  const firstPage = dv.getBigUint64(at + 8, true);
+  if (firstPage > 0xffff_ffffn || dv.getUint32(at + 36, true) !== 0) {
+    throw new SnapshotFormatError('bad-index', `index entry ${i} has a bad first_page or reserved field`, {
+      section: 'INDX',
+      offset: offset + BigInt(at),
+    });
+  }
+  return {
+    type: String.fromCharCode(payload[at], payload[at + 1], payload[at + 2], payload[at + 3]),
+    region: dv.getUint32(at + 4, true),
+    firstPage: Number(firstPage),
+    offset: dv.getBigUint64(at + 16, true),
+    length: dv.getBigUint64(at + 24, true),
+    pageCount: dv.getUint32(at + 32, true),
+    payloadChecksum: dv.getBigUint64(at + 40, true),
+  };
+}
+
+/** Checks the payload is whole entries and returns how many. */
+export function indexEntryCount(payload: Uint8Array, offset: bigint): number {
   if (payload.length % INDEX_ENTRY_LENGTH !== 0) {
     throw new SnapshotFormatError(
       'bad-index',
@@ -76,27 +102,19 @@ export function decodeIndex(payload: Uint8Array, offset: bigint): IndexEntry[] {
       { section: 'INDX', offset },
     );
   }
-  const dv = view(payload);
-  const entries: IndexEntry[] = [];
-  for (let at = 0; at < payload.length; at += INDEX_ENTRY_LENGTH) {
-    const firstPage = dv.getBigUint64(at + 8, true);
-    if (firstPage > 0xffff_ffffn || dv.getUint32(at + 36, true) !== 0) {
-      throw new SnapshotFormatError('bad-index', `index entry ${at / INDEX_ENTRY_LENGTH} has a bad first_page or reserved field`, {
-        section: 'INDX',
-        offset: offset + BigInt(at),
-      });
-    }
-    entries.push({
-      type: ascii(payload.subarray(at, at + 4)),
-      region: dv.getUint32(at + 4, true),
-      firstPage: Number(firstPage),
-      offset: dv.getBigUint64(at + 16, true),
-      length: dv.getBigUint64(at + 24, true),
-      pageCount: dv.getUint32(at + 32, true),
-      payloadChecksum: dv.getBigUint64(at + 40, true),
-    });
-  }
-  return entries;
+  return payload.length / INDEX_ENTRY_LENGTH;
+}
+
+/** The first field in which two entries differ, by the spec's name, or null when they are equal. */
+export function differingIndexField(actual: IndexEntry, expected: IndexEntry): string | null {
+  if (actual.type !== expected.type) return 'type';
+  if (actual.region !== expected.region) return 'region';
+  if (actual.firstPage !== expected.firstPage) return 'first_page';
+  if (actual.offset !== expected.offset) return 'offset';
+  if (actual.length !== expected.length) return 'length';
+  if (actual.pageCount !== expected.pageCount) return 'page_count';
+  if (actual.payloadChecksum !== expected.payloadChecksum) return 'payload_checksum';
+  return null;
 }
 
 export interface Trailer {

@@ -84,10 +84,24 @@ export interface TagChunk extends ChunkLocation {
   readonly tags: Uint8Array;
 }
 
+/** A VCPU section, without its registers. */
+export interface VcpuSummary {
+  readonly id: number;
+  readonly registers: number;
+}
+
+/** A BLOB section, without its data. */
+export interface BlobSummary {
+  readonly name: string;
+  readonly bytes: number;
+}
+
 /**
- * A snapshot opened for random access. Opening checks the header, trailer,
- * index and metadata; every chunk read checks that chunk's checksums.
- * Memory use is bounded by the chunk size, whatever the guest size.
+ * A snapshot opened for random access. Opening checks everything but the
+ * chunks' contents (header, trailer, index, every section header and chunk
+ * header, metadata, vCPUs, blobs); every chunk read checks that chunk's
+ * checksums and content. Memory use is bounded by the chunk size and the
+ * format's limits, whatever the guest size.
  */
 export interface SnapshotReader {
   readonly path: string;
@@ -97,6 +111,10 @@ export interface SnapshotReader {
   /** Every chunk in file order. */
   readonly chunks: readonly ChunkLocation[];
   readonly fileSize: bigint;
+  /** The VCPU sections in file order, as checked when the file was opened: vcpus() decodes them. */
+  readonly vcpuSummaries: readonly VcpuSummary[];
+  /** The BLOB sections in file order: blobs() reads their data. */
+  readonly blobSummaries: readonly BlobSummary[];
 
   readRamChunk(location: ChunkLocation): Promise<RamChunk>;
   readTagChunk(location: ChunkLocation): Promise<TagChunk>;

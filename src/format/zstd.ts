@@ -3,12 +3,13 @@
  *  - zstd-napi, native (built from its bundled source at install), the default;
  *  - zstd-codec, WebAssembly with a fixed 16 MiB heap, the portable fallback
  *    used when the native module cannot load.
- * Frames the format allows (content size in the header, at most
- * MAX_CHUNK_CONTENT bytes, level <= MAX_ZSTD_LEVEL) decode with either.
+ * Frames the format allows (one frame, content size in the header, at most
+ * MAX_CHUNK_CONTENT bytes, a window of at most MAX_ZSTD_WINDOW) decode with
+ * either; both are handed a frame only once its header has been checked.
  */
 
 import { createRequire } from 'node:module';
-import { MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL } from './constants.js';
+import { MAX_CHUNK_CONTENT, MAX_ZSTD_LEVEL, MAX_ZSTD_WINDOW } from './constants.js';
 import { VmsnapError } from './errors.js';
 
 const require = createRequire(import.meta.url);
@@ -29,12 +30,24 @@ export class ZstdFrameError extends VmsnapError {
 
 const ZSTD_MAGIC = 0xfd2fb528;
 
+/** What a zstd frame header (RFC 8878, 3.1.1.1) says, as far as the format cares. */
+export interface FrameHeader {
+  readonly contentSize: number;
+  /** Window_Size: the content size for a single-segment frame, else what the window descriptor says. */
+  readonly windowSize: number;
+  /** Content_Checksum_Flag: four bytes of checksum follow the last block. */
+  readonly checksum: boolean;
+  /** Bytes of the header, magic included: where the first block starts. */
+  readonly length: number;
+}
+
 /**
- * The content size a zstd frame header declares (RFC 8878, 3.1.1.1), or
- * throws. Checked before decoding because both decoders allocate whatever
- * size the frame claims.
+ * Reads and checks a frame header before anything is decoded, because both
+ * decoders allocate whatever size and window the frame claims: the content
+ * size must be declared, no dictionary, the reserved bit clear, and the window
+ * at most MAX_ZSTD_WINDOW (spec/FORMAT.md, "Chunks").
  */
-export function frameContentSize(frame: Uint8Array): number {
+export function readFrameHeader(frame: Uint8Array): FrameHeader {
   if (frame.length < 6) throw new ZstdFrameError('zstd frame shorter than its header');
   const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   if (dv.getUint32(0, true) !== ZSTD_MAGIC) throw new ZstdFrameError('not a zstd frame (bad magic)');
@@ -48,24 +61,60 @@ export function frameContentSize(frame: Uint8Array): number {
   const fcsBytes = [singleSegment ? 1 : 0, 2, 4, 8][fcsFlag];
   if (fcsBytes === 0) throw new ZstdFrameError('zstd frame does not declare its content size');
   if (frame.length < at + fcsBytes) throw new ZstdFrameError('zstd frame header truncated');
-  let size: number;
+  let contentSize: number;
   switch (fcsBytes) {
     case 1:
-      size = frame[at];
+      contentSize = frame[at];
       break;
     case 2:
-      size = dv.getUint16(at, true) + 256;
+      contentSize = dv.getUint16(at, true) + 256;
       break;
     case 4:
-      size = dv.getUint32(at, true);
+      contentSize = dv.getUint32(at, true);
       break;
     default: {
       const big = dv.getBigUint64(at, true);
       if (big > BigInt(MAX_CHUNK_CONTENT)) throw new ZstdFrameError(`zstd frame declares ${big} bytes`);
-      size = Number(big);
+      contentSize = Number(big);
     }
   }
-  return size;
+  let windowSize = contentSize;
+  if (!singleSegment) {
+    const windowLog = 10 + (frame[5] >> 3);
+    windowSize = 2 ** windowLog + (2 ** windowLog / 8) * (frame[5] & 7);
+  }
+  if (windowSize > MAX_ZSTD_WINDOW) {
+    throw new ZstdFrameError(`zstd frame asks for a ${windowSize}-byte window; the format allows at most ${MAX_ZSTD_WINDOW}`);
+  }
+  return { contentSize, windowSize, checksum: ((descriptor >> 2) & 1) === 1, length: at + fcsBytes };
+}
+
+/** The content size a zstd frame header declares, after the checks of readFrameHeader. */
+export function frameContentSize(frame: Uint8Array): number {
+  return readFrameHeader(frame).contentSize;
+}
+
+/**
+ * The frame's length in bytes, header, blocks and checksum, found by walking
+ * its block headers (RFC 8878, 3.1.1.2) without decoding: the stored content
+ * must be exactly one frame, with no second or skippable frame after it.
+ */
+export function frameLength(frame: Uint8Array, header: FrameHeader): number {
+  let at = header.length;
+  for (;;) {
+    if (at + 3 > frame.length) throw new ZstdFrameError('zstd frame ends inside a block header');
+    const blockHeader = frame[at] | (frame[at + 1] << 8) | (frame[at + 2] << 16);
+    at += 3;
+    const blockType = (blockHeader >> 1) & 3;
+    if (blockType === 3) throw new ZstdFrameError(`zstd block at byte ${at - 3} has the reserved block type`);
+    // An RLE block stores one byte, repeated Block_Size times; raw and compressed blocks store Block_Size bytes.
+    at += blockType === 1 ? 1 : blockHeader >>> 3;
+    if (at > frame.length) throw new ZstdFrameError('zstd frame ends inside a block');
+    if (blockHeader & 1) break;
+  }
+  if (header.checksum) at += 4;
+  if (at > frame.length) throw new ZstdFrameError('zstd frame ends inside its content checksum');
+  return at;
 }
 
 function checkLevel(level: number): void {
@@ -80,9 +129,13 @@ function plain(bytes: Uint8Array): Uint8Array {
 }
 
 function checkedDecode(frame: Uint8Array, contentSize: number, decode: () => Uint8Array): Uint8Array {
-  const declared = frameContentSize(frame);
-  if (declared !== contentSize) {
-    throw new ZstdFrameError(`zstd frame declares ${declared} bytes, the chunk ${contentSize}`);
+  const header = readFrameHeader(frame);
+  if (header.contentSize !== contentSize) {
+    throw new ZstdFrameError(`zstd frame declares ${header.contentSize} bytes, the chunk ${contentSize}`);
+  }
+  const length = frameLength(frame, header);
+  if (length !== frame.length) {
+    throw new ZstdFrameError(`${frame.length - length} bytes follow the zstd frame; the stored content must be exactly one frame`);
   }
   const out = plain(decode());
   if (out.length !== contentSize) throw new ZstdFrameError(`zstd frame decoded to ${out.length} bytes, expected ${contentSize}`);
@@ -93,8 +146,8 @@ export function loadNativeZstd(): ZstdCodec {
   const napi = require('zstd-napi') as typeof import('zstd-napi');
   const compressor = new napi.Compressor();
   const decompressor = new napi.Decompressor();
-  // The frame window never needs to exceed the chunk size; refuse bigger ones.
-  decompressor.setParameters({ windowLogMax: 23 });
+  // readFrameHeader already refused windows over MAX_ZSTD_WINDOW (2^22); the decoder refuses them too.
+  decompressor.setParameters({ windowLogMax: 22 });
   let currentLevel = -1;
   return {
     name: 'zstd-napi',

@@ -1,18 +1,32 @@
 /**
- * Opening a snapshot file for random access. Before anything is returned the
- * header, the trailer, the index and the metadata are read and checked, and
- * the index is checked against the chunk grid: its sections must tile the file
- * from the header to the index, with exactly the chunks the regions call for,
- * in order. Chunk payloads are checked when read.
+ * Opening a snapshot file for random access. Before anything is returned,
+ * everything but the chunks' contents is read and checked, with the same
+ * rules (src/reader/sections.ts) the pipe reader applies as sections arrive:
+ * the header, the trailer, the index; then, walking the index, every
+ * section's header against its index entry and its place in the file, the
+ * chunk header of every chunk against the chunk grid, and the META, VCPU and
+ * BLOB payloads. So every command that opens a file (info, verify, restore,
+ * the forensics commands) gives the verdict the pipe reader gives on the same
+ * bytes, except for the faults inside a chunk's content, which are found when
+ * that chunk is read.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { checkRegions, chunkGrid, type GridChunk } from '../format/chunk-grid.js';
-import { GRANULE_SIZE, HEADER_LENGTH, INDEX_ENTRY_LENGTH, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
+import type { GridChunk } from '../format/chunk-grid.js';
+import {
+  GRANULE_SIZE,
+  HEADER_LENGTH,
+  INDEX_ENTRY_LENGTH,
+  LIMITS,
+  SECTION,
+  SECTION_HEADER_LENGTH,
+  TRAILER_LENGTH,
+} from '../format/constants.js';
 import { SnapshotFormatError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
-import { decodeIndex, decodeTrailer, type IndexEntry } from '../format/index-section.js';
+import { decodeIndexEntry, decodeTrailer, type IndexEntry, indexEntryCount } from '../format/index-section.js';
 import { decodeBlob, decodeMetadata, decodeVcpu } from '../format/metadata.js';
 import type {
+  BlobSummary,
   ChunkLocation,
   RamChunk,
   SnapshotHeader,
@@ -20,25 +34,55 @@ import type {
   SnapshotReader,
   SnapshotRegion,
   TagChunk,
+  VcpuSummary,
   VmmBlob,
 } from '../format/model.js';
-import { checkPayload, decodeSectionHeader, isCritical, type SectionHeader } from '../format/section.js';
+import { checkPayload, decodeSectionHeader, type SectionHeader } from '../format/section.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
 import type { VcpuState } from '../vm/vm.js';
 import type { SnapshotEvent } from './events.js';
-import { checkPayloadLength, chunkType, decodeChunk } from './sections.js';
+import {
+  checkPayloadLength,
+  chunkHeaderFault,
+  chunkType,
+  decodeChunk,
+  expectedIndexEntry,
+  indexEntryFault,
+  SectionSequence,
+} from './sections.js';
 
 export interface OpenOptions {
   /** Worker threads for chunk decoding; 0 decodes inline. Default: one per core. */
   threads?: number;
 }
 
+/** Bytes read ahead for the small reads of opening (section and chunk headers): many small sections cost one read. */
+const HEADER_WINDOW = 16 * 1024;
+
 /** Positional reads that fail with a located error instead of returning short. */
 class FileBytes {
+  private window: Uint8Array = new Uint8Array(0);
+  private windowStart = 0n;
+
   constructor(
     readonly fd: number,
     readonly size: bigint,
   ) {}
+
+  /**
+   * `length` (small) bytes at `offset`, from a window read ahead up to `limit`:
+   * a view, valid until the next call. For the headers read when opening.
+   */
+  peek(offset: bigint, length: number, limit: bigint, section: string): Uint8Array {
+    const at = offset - this.windowStart;
+    if (at < 0n || at + BigInt(length) > BigInt(this.window.length)) {
+      const end = offset + BigInt(HEADER_WINDOW) < limit ? offset + BigInt(HEADER_WINDOW) : limit;
+      this.window = this.read(offset, Number(end - offset), section);
+      this.windowStart = offset;
+      return this.window.subarray(0, length);
+    }
+    return this.window.subarray(Number(at), Number(at) + length);
+  }
 
   read(offset: bigint, length: number, section: string): Uint8Array {
     if (offset < 0n || offset + BigInt(length) > this.size) {
@@ -56,9 +100,21 @@ class FileBytes {
     }
     return bytes;
   }
+
+  /** A section's payload, as long as its header says (already checked against the limits). */
+  payload(section: SectionHeader): Uint8Array {
+    return this.read(section.offset + BigInt(SECTION_HEADER_LENGTH), Number(section.payloadLength), section.type);
+  }
 }
 
-function readTrailerAndIndex(file: FileBytes): { entries: IndexEntry[]; indexOffset: bigint } {
+/** A section other than a chunk, located by the index. */
+interface SectionEntry {
+  readonly type: string;
+  readonly offset: bigint;
+  readonly length: bigint;
+}
+
+function readTrailerAndIndex(file: FileBytes): { index: Uint8Array; indexSection: SectionHeader } {
   const minimum = BigInt(HEADER_LENGTH + 2 * SECTION_HEADER_LENGTH + TRAILER_LENGTH);
   if (file.size < minimum)
     throw new SnapshotFormatError('truncated', `file of ${file.size} bytes is too short to be a snapshot`, { offset: file.size });
@@ -90,91 +146,125 @@ function readTrailerAndIndex(file: FileBytes): { entries: IndexEntry[]; indexOff
       offset: indexOffset + 8n,
     });
   }
-  const payload = file.read(payloadOffset, Number(section.payloadLength), 'INDX');
-  checkPayload(section, payload);
-  return { entries: decodeIndex(payload, payloadOffset), indexOffset };
+  if (section.payloadLength > BigInt(LIMITS.sections * INDEX_ENTRY_LENGTH)) {
+    throw new SnapshotFormatError('limit-exceeded', `the index lists more than ${LIMITS.sections} sections`, {
+      section: 'INDX',
+      offset: indexOffset + 8n,
+    });
+  }
+  const index = file.payload(section);
+  checkPayload(section, index);
+  return { index, indexSection: section };
 }
 
-/** The index must tile the file from the header to the index section, META first. */
-function checkTiling(entries: IndexEntry[], indexOffset: bigint): void {
-  let expected = BigInt(HEADER_LENGTH);
-  entries.forEach((entry, i) => {
-    const where = { section: 'INDX', offset: indexOffset + BigInt(SECTION_HEADER_LENGTH + i * INDEX_ENTRY_LENGTH) };
-    if (entry.offset !== expected)
-      throw new SnapshotFormatError(
-        'bad-index',
-        `index entry ${i} (${entry.type}) is at offset ${entry.offset}, expected ${expected}`,
-        where,
-      );
-    if (entry.length < BigInt(SECTION_HEADER_LENGTH))
-      throw new SnapshotFormatError('bad-index', `index entry ${i} has length ${entry.length}`, where);
-    expected += entry.length;
-  });
-  if (expected !== indexOffset)
-    throw new SnapshotFormatError('bad-index', `indexed sections end at ${expected}, the index starts at ${indexOffset}`, {
+/**
+ * Walks the index and the sections it lists together, front to back, with
+ * the pipe reader's rules (SectionSequence), and the index's own: its
+ * entries tile the file from the header to the index, and each says what the
+ * section at its offset is. Where a chunk header or an index entry is wrong,
+ * the section's payload checksum is checked first, as the pipe reader (which
+ * reads the payload before it looks inside) would, so both report the same
+ * fault.
+ */
+function walkSections(
+  file: FileBytes,
+  header: SnapshotHeader,
+  index: Uint8Array,
+  indexSection: SectionHeader,
+): { metadata: SnapshotMetadata; chunks: ChunkLocation[]; others: SectionEntry[]; vcpus: VcpuSummary[]; blobs: BlobSummary[] } {
+  const indexOffset = indexSection.offset;
+  const payloadOffset = indexOffset + BigInt(SECTION_HEADER_LENGTH);
+  const count = indexEntryCount(index, payloadOffset);
+  const sequence = new SectionSequence(header);
+  let metadata: SnapshotMetadata | undefined;
+  const chunks: ChunkLocation[] = [];
+  const others: SectionEntry[] = [];
+  const vcpus: VcpuSummary[] = [];
+  const blobs: BlobSummary[] = [];
+  let next = BigInt(HEADER_LENGTH);
+  const indexView = new DataView(index.buffer, index.byteOffset, index.byteLength);
+  for (let i = 0; i < count; i++) {
+    const entryOffset = payloadOffset + BigInt(i * INDEX_ENTRY_LENGTH);
+    const entry = decodeIndexEntry(index, i, payloadOffset, indexView);
+    if (entry.offset !== next) throw tilingError(i, entry, entryOffset, `is at offset ${entry.offset}, expected ${next}`);
+    if (indexOffset - entry.offset < BigInt(SECTION_HEADER_LENGTH))
+      throw tilingError(i, entry, entryOffset, 'starts where no section header fits before the index');
+    // The section header and, for a chunk, its chunk header: one read (or none, from the window of the last one).
+    const head = file.peek(entry.offset, Number(bigMin(72n, indexOffset - entry.offset)), indexOffset, 'section header');
+    const section = decodeSectionHeader(head, entry.offset);
+    // Placed before the entry's length is looked at: a pipe reader meets the section header's claims first.
+    const role = sequence.place(section);
+    if (entry.length < BigInt(SECTION_HEADER_LENGTH) || entry.offset + entry.length > indexOffset)
+      throw tilingError(i, entry, entryOffset, `has length ${entry.length}, which does not fit before the index`);
+    const expected = expectedIndexEntry(section, role);
+    switch (role.role) {
+      case 'metadata':
+      case 'vcpu':
+      case 'blob': {
+        const payload = file.payload(section);
+        checkPayload(section, payload);
+        const at = section.offset + BigInt(SECTION_HEADER_LENGTH);
+        if (role.role === 'metadata') {
+          metadata = decodeMetadata(payload, at);
+          sequence.begin(metadata, section);
+        } else if (role.role === 'vcpu') {
+          const vcpu = decodeVcpu(payload, at);
+          sequence.vcpu(vcpu, section);
+          vcpus.push({ id: vcpu.id, registers: vcpu.registers.length });
+        } else {
+          const blob = decodeBlob(payload, at);
+          blobs.push({ name: blob.name, bytes: blob.data.length });
+        }
+        if (role.role !== 'metadata') others.push({ type: section.type, offset: section.offset, length: entry.length });
+        break;
+      }
+      case 'chunk': {
+        const fault =
+          chunkHeaderFault(section, head.subarray(SECTION_HEADER_LENGTH), role.chunk, header, metadata!.regions) ??
+          indexEntryFault(entry, expected, i, entryOffset);
+        if (fault) {
+          checkPayload(section, file.payload(section));
+          throw fault;
+        }
+        const { kind, region, firstPage, pageCount } = role.chunk;
+        chunks.push({ kind, region, firstPage, pageCount, offset: section.offset, length: entry.length });
+        break;
+      }
+      case 'ancillary':
+        others.push({ type: section.type, offset: section.offset, length: entry.length });
+        break;
+      case 'index':
+        throw new SnapshotFormatError('bad-index', `index entry ${i} lists an INDX section; the index lists the sections before it`, {
+          section: 'INDX',
+          offset: entryOffset,
+        });
+    }
+    const fault = indexEntryFault(entry, expected, i, entryOffset);
+    if (fault) throw fault;
+    next += entry.length;
+  }
+  if (next !== indexOffset)
+    throw new SnapshotFormatError('bad-index', `indexed sections end at ${next}, the index starts at ${indexOffset}`, {
       section: 'INDX',
       offset: indexOffset,
     });
-  if (entries[0]?.type !== SECTION.metadata)
-    throw new SnapshotFormatError('bad-index', 'the first section is not META', { section: 'INDX', offset: indexOffset });
+  sequence.finish(indexSection);
+  return { metadata: metadata!, chunks, others, vcpus, blobs };
 }
 
-/** Every chunk the grid calls for, once, in order; other sections known or ancillary. */
-function checkIndexAgainstGrid(
-  entries: IndexEntry[],
-  regions: readonly SnapshotRegion[],
-  header: SnapshotHeader,
-): { chunks: ChunkLocation[]; others: IndexEntry[] } {
-  const grid = chunkGrid(regions, header.pageSize, header.pagesPerChunk);
-  const chunks: ChunkLocation[] = [];
-  const others: IndexEntry[] = [];
-  for (const entry of entries.slice(1)) {
-    const where = { section: entry.type, offset: entry.offset };
-    if (entry.type === SECTION.ramChunk || entry.type === SECTION.tagChunk) {
-      const next = grid.next();
-      const want = next.done ? undefined : next.value;
-      if (
-        !want ||
-        chunkType(want.kind) !== entry.type ||
-        want.region !== entry.region ||
-        want.firstPage !== entry.firstPage ||
-        want.pageCount !== entry.pageCount
-      ) {
-        const wanted = want ? `${chunkType(want.kind)} region ${want.region} pages ${want.firstPage}+${want.pageCount}` : 'no more chunks';
-        throw new SnapshotFormatError(
-          'bad-index',
-          `index lists ${entry.type} region ${entry.region} pages ${entry.firstPage}+${entry.pageCount} where the layout wants ${wanted}`,
-          where,
-        );
-      }
-      chunks.push({
-        kind: want.kind,
-        region: want.region,
-        firstPage: want.firstPage,
-        pageCount: want.pageCount,
-        offset: entry.offset,
-        length: entry.length,
-      });
-    } else if (entry.type === SECTION.vcpu || entry.type === SECTION.blob || !isCritical(entry.type)) {
-      others.push(entry);
-    } else {
-      throw new SnapshotFormatError(
-        'unknown-critical-section',
-        `critical section type ${entry.type} is unknown to this reader (written by a newer vmsnap?)`,
-        where,
-      );
-    }
-  }
-  const missing = grid.next();
-  if (!missing.done) {
-    const m = missing.value;
-    throw new SnapshotFormatError(
-      'bad-index',
-      `${chunkType(m.kind)} for region ${m.region} pages ${m.firstPage}+${m.pageCount} is missing`,
-      { section: 'INDX', region: m.region, guestAddress: regions[m.region].guestAddress + BigInt(m.firstPage) * BigInt(header.pageSize) },
-    );
-  }
-  return { chunks, others };
+function tilingError(i: number, entry: IndexEntry, entryOffset: bigint, message: string): SnapshotFormatError {
+  return new SnapshotFormatError('bad-index', `index entry ${i} (${printable(entry.type)}) ${message}`, {
+    section: 'INDX',
+    offset: entryOffset,
+  });
+}
+
+function bigMin(a: bigint, b: bigint): bigint {
+  return a < b ? a : b;
+}
+
+function printable(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, '?');
 }
 
 class FileSnapshotReader implements SnapshotReader {
@@ -187,7 +277,9 @@ class FileSnapshotReader implements SnapshotReader {
     readonly header: SnapshotHeader,
     readonly metadata: SnapshotMetadata,
     readonly chunks: readonly ChunkLocation[],
-    private readonly others: readonly IndexEntry[],
+    private readonly others: readonly SectionEntry[],
+    readonly vcpuSummaries: readonly VcpuSummary[],
+    readonly blobSummaries: readonly BlobSummary[],
     private readonly executor: ChunkExecutor,
   ) {
     this.regions = metadata.regions;
@@ -324,26 +416,9 @@ export async function openSnapshot(path: string, options: OpenOptions = {}): Pro
   try {
     const file = new FileBytes(fd, BigInt(fstatSync(fd).size));
     const header = decodeHeader(file.read(0n, Math.min(HEADER_LENGTH, Number(file.size)), 'header'));
-    const { entries, indexOffset } = readTrailerAndIndex(file);
-    checkTiling(entries, indexOffset);
-    const metaEntry = entries[0];
-    const metaSection = decodeSectionHeader(file.read(metaEntry.offset, SECTION_HEADER_LENGTH, SECTION.metadata), metaEntry.offset);
-    if (metaSection.type !== SECTION.metadata || BigInt(SECTION_HEADER_LENGTH) + metaSection.payloadLength !== metaEntry.length) {
-      throw new SnapshotFormatError('bad-index', 'META section does not match its index entry', {
-        section: SECTION.metadata,
-        offset: metaEntry.offset,
-      });
-    }
-    const metaPayload = file.read(
-      metaEntry.offset + BigInt(SECTION_HEADER_LENGTH),
-      checkPayloadLength(metaSection, header),
-      SECTION.metadata,
-    );
-    checkPayload(metaSection, metaPayload);
-    const metadata = decodeMetadata(metaPayload, metaEntry.offset + BigInt(SECTION_HEADER_LENGTH));
-    checkRegions(metadata.regions, header.pageSize);
-    const { chunks, others } = checkIndexAgainstGrid(entries, metadata.regions, header);
-    return new FileSnapshotReader(path, file, header, metadata, chunks, others, createChunkExecutor(options.threads));
+    const { index, indexSection } = readTrailerAndIndex(file);
+    const { metadata, chunks, others, vcpus, blobs } = walkSections(file, header, index, indexSection);
+    return new FileSnapshotReader(path, file, header, metadata, chunks, others, vcpus, blobs, createChunkExecutor(options.threads));
   } catch (error) {
     closeSync(fd);
     throw error;

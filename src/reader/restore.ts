@@ -35,6 +35,8 @@ export interface RestoreProgress {
 export interface RestoreOptions {
   threads?: number;
   onProgress?: (progress: RestoreProgress) => void;
+  /** From a stream: how long to wait for the next bytes before failing with code "stream-idle" (StreamReadOptions). */
+  idleTimeoutMs?: number;
 }
 
 export interface RestoreSummary {
@@ -144,6 +146,7 @@ class RestoreTarget<T extends VmTarget> {
 function eventsFrom(
   source: string | Readable | NodeJS.ReadableStream,
   threads?: number,
+  idleTimeoutMs?: number,
 ): { events: AsyncIterable<SnapshotEvent>; close(): Promise<void> } {
   if (typeof source === 'string' && source !== '-') {
     const opened = openSnapshot(source, { threads });
@@ -155,7 +158,7 @@ function eventsFrom(
     };
   }
   const stream = source === '-' ? process.stdin : (source as Readable | NodeJS.ReadableStream);
-  return { events: readSnapshotStream(stream, { threads }), close: async () => {} };
+  return { events: readSnapshotStream(stream, { threads, idleTimeoutMs }), close: async () => {} };
 }
 
 /**
@@ -169,7 +172,7 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
   options: RestoreOptions = {},
 ): Promise<RestoredVm<T>> {
   const started = performance.now();
-  const { events, close } = eventsFrom(source, options.threads);
+  const { events, close } = eventsFrom(source, options.threads, options.idleTimeoutMs);
   let target: RestoreTarget<T> | undefined;
   const blobs: VmmBlob[] = [];
   const vcpuStates: VcpuState[] = [];

@@ -1,15 +1,27 @@
 /**
- * Section-level checks shared by the file and stream readers: payload length
- * limits (checked before allocating), and turning a decoded chunk into the
- * chunk types the library hands out, after checking it is the chunk the grid
- * expects at that place.
+ * The reader-side rules of spec/FORMAT.md that concern sections, in one place
+ * for both readers: the file reader (open.ts) walks the index and the pipe
+ * reader (stream.ts) walks the stream, and both feed every section, in file
+ * order, through the same checks. So the two cannot come to different
+ * verdicts on a file:
+ *
+ *  - SectionSequence: what may come where (META first, chunks in grid order,
+ *    VCPU and BLOB after the chunks, INDX last, unknown critical types
+ *    refused), payload length limits, and the counts and totals of the
+ *    "Limits" table, each checked before the payload is read;
+ *  - expectedIndexEntry / indexEntryFault: what the index must say about each
+ *    section;
+ *  - chunkHeaderFault / decodeChunk: the chunk header against the grid, and a
+ *    chunk decoded into the types the library hands out.
  */
-import { bitmapLength, contentBytesPerPage } from '../format/chunk.js';
-import type { GridChunk } from '../format/chunk-grid.js';
-import { CHUNK_HEADER_LENGTH, LIMITS, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
-import { SnapshotFormatError } from '../format/errors.js';
-import type { ChunkLocation, RamChunk, SnapshotHeader, SnapshotRegion, TagChunk } from '../format/model.js';
-import type { SectionHeader } from '../format/section.js';
+import { bitmapLength, ChunkDecodeError, checkChunkFraming, contentBytesPerPage, readChunkHeader } from '../format/chunk.js';
+import { checkRegions, chunkGrid, type GridChunk, regionPageCount } from '../format/chunk-grid.js';
+import { CHUNK_HEADER_LENGTH, LIMITS, NO_REGION, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
+import { type FormatErrorLocation, SnapshotFormatError } from '../format/errors.js';
+import { differingIndexField, type IndexEntry } from '../format/index-section.js';
+import type { ChunkLocation, RamChunk, SnapshotHeader, SnapshotMetadata, SnapshotRegion, TagChunk } from '../format/model.js';
+import type { VcpuState } from '../format/registers.js';
+import { isCritical, type SectionHeader } from '../format/section.js';
 import type { DecodedChunkResult } from '../parallel/chunk-jobs.js';
 import type { ChunkExecutor } from '../parallel/chunk-pool.js';
 
@@ -28,29 +40,275 @@ export function payloadLimit(type: string, header: SnapshotHeader): bigint {
       return BigInt(LIMITS.blob);
     case SECTION.ramChunk:
     case SECTION.tagChunk: {
-      // Stored content is never larger than the raw content: writers store raw when zstd does not help.
+      // Stored content is never larger than the raw content: compressed content must be shorter (checkChunkFraming).
       const kind = type === SECTION.ramChunk ? 'ram' : 'tags';
       const content = header.pagesPerChunk * contentBytesPerPage(kind, header.pageSize);
       return BigInt(CHUNK_HEADER_LENGTH + bitmapLength(header.pagesPerChunk) + content);
     }
     default:
-      return -1n;
+      return BigInt(LIMITS.ancillary);
   }
+}
+
+function where(section: SectionHeader, plus = 0n): FormatErrorLocation {
+  return { section: section.type, offset: section.offset + plus };
 }
 
 export function checkPayloadLength(section: SectionHeader, header: SnapshotHeader): number {
   const limit = payloadLimit(section.type, header);
-  if (limit >= 0n && section.payloadLength > limit) {
+  if (section.payloadLength > limit) {
     throw new SnapshotFormatError(
       'limit-exceeded',
       `${section.type} declares ${section.payloadLength} payload bytes, more than the ${limit} this file allows`,
-      {
-        section: section.type,
-        offset: section.offset + 8n,
-      },
+      where(section, 8n),
     );
   }
   return Number(section.payloadLength);
+}
+
+/** What a section is, once SectionSequence has placed it. */
+export type SectionRole =
+  | { readonly role: 'metadata' }
+  | { readonly role: 'chunk'; readonly chunk: GridChunk }
+  | { readonly role: 'vcpu' }
+  | { readonly role: 'blob' }
+  | { readonly role: 'ancillary' }
+  | { readonly role: 'index' };
+
+/** Chunks the grid holds: what the index will list besides META and the sections after the chunks. */
+function gridChunkCount(regions: readonly SnapshotRegion[], header: SnapshotHeader): number {
+  let count = 0;
+  for (const region of regions) count += Math.ceil(regionPageCount(region, header.pageSize) / header.pagesPerChunk) * (region.mte ? 2 : 1);
+  return count;
+}
+
+/**
+ * The order, counts and totals of a file's sections (spec sections 4 and
+ * 10.3), fed with each section header in file order. `place` says what the
+ * section is and throws when it may not come there; the caller then reads
+ * the payload (META: `begin` with its metadata; VCPU: `vcpu`) and, at INDX,
+ * `finish` says whether every chunk came.
+ */
+export class SectionSequence {
+  /** Sections placed so far, INDX not counted: the entries the index must hold. */
+  sections = 0;
+  private grid: Generator<GridChunk> | undefined;
+  private pending: IteratorResult<GridChunk> | undefined;
+  private vcpus = 0;
+  private vcpuBytes = 0n;
+  private blobs = 0;
+  private blobBytes = 0n;
+  private readonly vcpuIds = new Set<number>();
+  private registers = 0;
+
+  constructor(readonly header: SnapshotHeader) {}
+
+  place(section: SectionHeader): SectionRole {
+    const { type } = section;
+    if (this.sections === 0 && type !== SECTION.metadata) {
+      throw new SnapshotFormatError('bad-section', `the first section is ${type}, not META`, where(section));
+    }
+    if (type === SECTION.index) {
+      this.finish(section);
+      return { role: 'index' };
+    }
+    if (type === SECTION.metadata && this.sections > 0)
+      throw new SnapshotFormatError('bad-section', 'a second META section', where(section));
+    const known = (Object.values(SECTION) as string[]).includes(type);
+    if (!known && isCritical(type)) {
+      throw new SnapshotFormatError(
+        'unknown-critical-section',
+        `critical section type ${type} is unknown to this reader (written by a newer vmsnap?)`,
+        where(section),
+      );
+    }
+    let role: SectionRole;
+    if (type === SECTION.metadata) role = { role: 'metadata' };
+    else if (type === SECTION.ramChunk || type === SECTION.tagChunk) role = { role: 'chunk', chunk: this.nextChunk(section) };
+    else if (type === SECTION.vcpu || type === SECTION.blob) role = this.afterChunks(section);
+    else role = { role: 'ancillary' };
+    if (++this.sections > LIMITS.sections) {
+      throw new SnapshotFormatError('limit-exceeded', `more than ${LIMITS.sections} sections`, where(section));
+    }
+    checkPayloadLength(section, this.header);
+    this.count(section, role);
+    return role;
+  }
+
+  /** The chunk grid of the metadata META carried: checks the regions, and that the file's sections stay within the limit. */
+  begin(metadata: SnapshotMetadata, metaSection: SectionHeader): void {
+    checkRegions(metadata.regions, this.header.pageSize);
+    const chunks = gridChunkCount(metadata.regions, this.header);
+    if (1 + chunks > LIMITS.sections) {
+      throw new SnapshotFormatError(
+        'limit-exceeded',
+        `the regions need ${chunks} chunk sections with ${this.header.pagesPerChunk} pages per chunk; ` +
+          `a file holds at most ${LIMITS.sections} sections`,
+        where(metaSection, BigInt(SECTION_HEADER_LENGTH)),
+      );
+    }
+    this.grid = chunkGrid(metadata.regions, this.header.pageSize, this.header.pagesPerChunk);
+    this.pending = this.grid.next();
+  }
+
+  private nextChunk(section: SectionHeader): GridChunk {
+    const want = this.pending;
+    if (!want || want.done || chunkType(want.value.kind) !== section.type) {
+      const wanted = !want || want.done ? 'no more chunks' : describeChunk(want.value);
+      throw new SnapshotFormatError('layout-mismatch', `a ${section.type} section where the chunk grid wants ${wanted}`, where(section));
+    }
+    this.pending = this.grid!.next();
+    return want.value;
+  }
+
+  private afterChunks(section: SectionHeader): SectionRole {
+    if (this.pending && !this.pending.done) {
+      throw new SnapshotFormatError(
+        'bad-section',
+        `a ${section.type} section before the last chunk (the grid still wants ${describeChunk(this.pending.value)}); ` +
+          'VCPU and BLOB sections come after the chunks',
+        where(section),
+      );
+    }
+    return section.type === SECTION.vcpu ? { role: 'vcpu' } : { role: 'blob' };
+  }
+
+  private count(section: SectionHeader, role: SectionRole): void {
+    const over = (what: string, limit: number) => {
+      throw new SnapshotFormatError('limit-exceeded', `more than ${limit} ${what} in one file`, where(section, 8n));
+    };
+    if (role.role === 'vcpu') {
+      if (++this.vcpus > LIMITS.vcpus) over('vCPUs', LIMITS.vcpus);
+      this.vcpuBytes += section.payloadLength;
+      if (this.vcpuBytes > BigInt(LIMITS.vcpuTotal)) over('bytes of VCPU payloads', LIMITS.vcpuTotal);
+    } else if (role.role === 'blob') {
+      if (++this.blobs > LIMITS.blobs) over('blobs', LIMITS.blobs);
+      this.blobBytes += section.payloadLength;
+      if (this.blobBytes > BigInt(LIMITS.blobTotal)) over('bytes of BLOB payloads', LIMITS.blobTotal);
+    }
+  }
+
+  /** A decoded vCPU: each vCPU id at most once per file, and a bound on the registers of all of them. */
+  vcpu(state: VcpuState, section: SectionHeader): void {
+    if (this.vcpuIds.has(state.id)) {
+      throw new SnapshotFormatError('bad-metadata', `vCPU ${state.id} is saved twice`, where(section, BigInt(SECTION_HEADER_LENGTH)));
+    }
+    this.vcpuIds.add(state.id);
+    this.registers += state.registers.length;
+    if (this.registers > LIMITS.registers) {
+      throw new SnapshotFormatError(
+        'limit-exceeded',
+        `more than ${LIMITS.registers} registers in all vCPUs together`,
+        where(section, BigInt(SECTION_HEADER_LENGTH)),
+      );
+    }
+  }
+
+  /** At the index: META came, and every chunk of the grid. `at` locates the index. */
+  finish(at: { type: string; offset: bigint }): void {
+    if (!this.grid) throw new SnapshotFormatError('bad-section', 'the file has no META section', { section: at.type, offset: at.offset });
+    if (!this.pending!.done) {
+      throw new SnapshotFormatError('layout-mismatch', `the index comes before ${describeChunk(this.pending!.value)}`, {
+        section: at.type,
+        offset: at.offset,
+      });
+    }
+  }
+}
+
+function describeChunk(chunk: GridChunk): string {
+  return `${chunkType(chunk.kind)} region ${chunk.region} pages ${chunk.firstPage}+${chunk.pageCount}`;
+}
+
+/** What the index must say about a section read at its place (spec section 8). */
+export function expectedIndexEntry(section: SectionHeader, role: SectionRole): IndexEntry {
+  const chunk = role.role === 'chunk' ? role.chunk : undefined;
+  return {
+    type: section.type,
+    region: chunk?.region ?? NO_REGION,
+    firstPage: chunk?.firstPage ?? 0,
+    offset: section.offset,
+    length: BigInt(SECTION_HEADER_LENGTH) + section.payloadLength,
+    pageCount: chunk?.pageCount ?? 0,
+    payloadChecksum: section.payloadChecksum,
+  };
+}
+
+/** What is wrong with index entry `i` (at file offset `entryOffset`) against what it must say, field by field, or null. */
+export function indexEntryFault(entry: IndexEntry, expected: IndexEntry, i: number, entryOffset: bigint): SnapshotFormatError | null {
+  const field = differingIndexField(entry, expected);
+  if (field === null) return null;
+  const shown = (e: IndexEntry) => {
+    const value = {
+      type: e.type,
+      region: e.region,
+      first_page: e.firstPage,
+      offset: e.offset,
+      length: e.length,
+      page_count: e.pageCount,
+      payload_checksum: `0x${e.payloadChecksum.toString(16)}`,
+    }[field];
+    return String(value).replace(/[^\x20-\x7e]/g, '?');
+  };
+  return new SnapshotFormatError(
+    'bad-index',
+    `index entry ${i} says ${field} ${shown(entry)}, the ${expected.type} section it lists has ${shown(expected)}`,
+    { section: 'INDX', offset: entryOffset },
+  );
+}
+
+function chunkAddress(regions: readonly SnapshotRegion[], header: SnapshotHeader, chunk: GridChunk): bigint {
+  return regions[chunk.region].guestAddress + BigInt(chunk.firstPage) * BigInt(header.pageSize);
+}
+
+/** The chunk header names the grid's chunk, or the chunk is not where the grid places it. */
+function checkChunkPlace(
+  got: { region: number; firstPage: number; pageCount: number },
+  expected: GridChunk,
+  section: SectionHeader,
+  guestAddress: bigint,
+): void {
+  if (got.region !== expected.region || got.firstPage !== expected.firstPage || got.pageCount !== expected.pageCount) {
+    throw new SnapshotFormatError(
+      'layout-mismatch',
+      `chunk says region ${got.region} pages ${got.firstPage}+${got.pageCount}, ` +
+        `the file's layout expects region ${expected.region} pages ${expected.firstPage}+${expected.pageCount}`,
+      { section: section.type, offset: section.offset + BigInt(SECTION_HEADER_LENGTH), region: expected.region, guestAddress },
+    );
+  }
+}
+
+/**
+ * What is wrong with a chunk's header, from its first 40 payload bytes and
+ * its declared length alone (spec 10.1: a file reader checks this when it
+ * opens the file), or null. The caller reports it only once the payload
+ * checksum is known to be good, as the pipe reader, which checks the payload
+ * first, would.
+ */
+export function chunkHeaderFault(
+  section: SectionHeader,
+  chunkHeader: Uint8Array,
+  expected: GridChunk,
+  header: SnapshotHeader,
+  regions: readonly SnapshotRegion[],
+): SnapshotFormatError | null {
+  const guestAddress = chunkAddress(regions, header, expected);
+  const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
+  try {
+    const read = readChunkHeader(chunkHeader.subarray(0, Number(section.payloadLength < 40n ? section.payloadLength : 40n)));
+    checkChunkFraming(read, expected.kind, header.pageSize, header.codec !== 0, Number(section.payloadLength));
+    checkChunkPlace(read, expected, section, guestAddress);
+    return null;
+  } catch (error) {
+    if (error instanceof SnapshotFormatError) return error;
+    if (!(error instanceof ChunkDecodeError)) throw error;
+    return new SnapshotFormatError(error.code, error.message, {
+      section: section.type,
+      offset: payloadOffset + BigInt(error.fieldOffset),
+      region: expected.region,
+      guestAddress,
+    });
+  }
 }
 
 /** Decodes a chunk payload on the executor and checks it is `expected`; errors name the section, offset and IPA. */
@@ -62,8 +320,7 @@ export async function decodeChunk(
   payload: Uint8Array,
   expected: GridChunk,
 ): Promise<RamChunk | TagChunk> {
-  const region = regions[expected.region];
-  const guestAddress = region.guestAddress + BigInt(expected.firstPage) * BigInt(header.pageSize);
+  const guestAddress = chunkAddress(regions, header, expected);
   const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
   const result = await executor.run({
     op: 'decode',
@@ -82,15 +339,7 @@ export async function decodeChunk(
     });
   }
   const decoded = result as DecodedChunkResult;
-  const got = decoded.header;
-  if (got.region !== expected.region || got.firstPage !== expected.firstPage || got.pageCount !== expected.pageCount) {
-    throw new SnapshotFormatError(
-      'layout-mismatch',
-      `chunk says region ${got.region} pages ${got.firstPage}+${got.pageCount}, ` +
-        `the file's layout expects region ${expected.region} pages ${expected.firstPage}+${expected.pageCount}`,
-      { section: section.type, offset: payloadOffset, region: expected.region, guestAddress },
-    );
-  }
+  checkChunkPlace(decoded.header, expected, section, guestAddress);
   const location: ChunkLocation = {
     kind: expected.kind,
     region: expected.region,

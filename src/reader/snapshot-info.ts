@@ -1,8 +1,9 @@
 /**
  * A summary of a snapshot for people and scripts (`vmsnap info`): regions and
  * their IPA ranges, chunk counts and bytes, the compression ratio, tag bytes
- * as a share of RAM, vCPUs, blobs and annotations. It reads no chunk, so it
- * takes the same time for any guest size.
+ * as a share of RAM, vCPUs, blobs and annotations. It reads no chunk and no
+ * blob (what it says of vCPUs and blobs was found when the file was opened),
+ * so it takes the same time for any guest size.
  */
 import { CODEC } from '../format/constants.js';
 import type { SnapshotReader } from '../format/model.js';
@@ -59,7 +60,7 @@ export interface SnapshotInfo {
   annotations: Record<string, string>;
 }
 
-/** What `reader`'s snapshot holds, from its header, metadata and index (and its vCPU and blob sections). */
+/** What `reader`'s snapshot holds, from its header, metadata and index, and the vCPU and blob sections opening it found. */
 export async function describeSnapshot(reader: SnapshotReader): Promise<SnapshotInfo> {
   const regions: RegionInfo[] = reader.regions.map((region) => ({
     index: region.index,
@@ -115,8 +116,8 @@ export async function describeSnapshot(reader: SnapshotReader): Promise<Snapshot
       compressionRatio: Number(guestBytes) / Number(reader.fileSize),
       tagPercentOfRam: guestBytes === 0n ? 0 : (Number(tagBytes) / Number(guestBytes)) * 100,
     },
-    vcpus: (await reader.vcpus()).map((vcpu) => ({ id: vcpu.id, registers: vcpu.registers.length })),
-    blobs: (await reader.blobs()).map((blob) => ({ name: blob.name, bytes: blob.data.length })),
+    vcpus: reader.vcpuSummaries.map((vcpu) => ({ id: vcpu.id, registers: vcpu.registers })),
+    blobs: reader.blobSummaries.map((blob) => ({ name: blob.name, bytes: blob.bytes })),
     annotations: { ...metadata.annotations },
   });
 }

@@ -1,219 +1,238 @@
 /**
  * Reading a snapshot front to back from a pipe, where nothing can be sought:
- * chunks describe themselves, so each section is checked as it arrives
- * against the chunk grid the metadata defines; the index at the end is then
- * checked against what was read, and the trailer against the byte count.
+ * chunks describe themselves, so each section is checked as it arrives, with
+ * the same rules (src/reader/sections.ts) the file reader applies when it
+ * walks the index; the index at the end is then checked against what was
+ * read, and the trailer against the byte count.
+ *
+ * Resources stay bounded whatever the stream says: every declared length is
+ * checked against its limit before it is read, an unknown ancillary section
+ * is read and dropped in pieces, what the index must say is kept as 48 bytes
+ * per section, and a stream that stops sending ends with a StreamIdleError
+ * after `idleTimeoutMs` instead of holding the reader forever.
  */
 import type { Readable } from 'node:stream';
-import { checkRegions, chunkGrid } from '../format/chunk-grid.js';
-import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, NO_REGION, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
-import { SnapshotFormatError } from '../format/errors.js';
+import { equalBytes } from '../format/bytes.js';
+import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
+import { SnapshotFormatError, VmsnapError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
-import { decodeIndex, decodeTrailer, type IndexEntry } from '../format/index-section.js';
+import { decodeIndexEntry, decodeTrailer, IndexBuilder } from '../format/index-section.js';
 import { decodeBlob, decodeMetadata, decodeVcpu } from '../format/metadata.js';
-import type { SnapshotHeader } from '../format/model.js';
-import { checkPayload, decodeSectionHeader, isCritical, type SectionHeader } from '../format/section.js';
-import { createChunkExecutor } from '../parallel/chunk-pool.js';
+import type { SnapshotMetadata } from '../format/model.js';
+import { checkPayload, decodeSectionHeader, type SectionHeader } from '../format/section.js';
+import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
 import type { SnapshotEvent } from './events.js';
-import { checkPayloadLength, chunkType, decodeChunk } from './sections.js';
+import { decodeChunk, expectedIndexEntry, indexEntryFault, SectionSequence } from './sections.js';
+
+/** How long a pipe reader waits for the next bytes by default before it gives up: two minutes. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
+
+/** The stream sent nothing for `idleMs` milliseconds; `offset` is how far it had come. */
+export class StreamIdleError extends VmsnapError {
+  declare readonly code: 'stream-idle';
+  constructor(
+    readonly offset: bigint,
+    readonly idleMs: number,
+  ) {
+    super(
+      'stream-idle',
+      'io',
+      `the stream sent nothing for ${idleMs} ms at offset ${offset} (0x${offset.toString(16)}): ` +
+        'the writer stalled or the connection hangs (idle limit: idleTimeoutMs)',
+    );
+  }
+}
+
+type ByteSource = Readable | NodeJS.ReadableStream | AsyncIterable<Uint8Array>;
 
 /** Exact-length reads from an async byte stream, counting the offset. */
 class StreamBytes {
   private readonly iterator: AsyncIterator<Uint8Array>;
-  private buffer: Uint8Array = new Uint8Array(0);
+  /** Bytes received and not yet consumed: a view of the last piece the stream gave. */
+  private rest: Uint8Array = new Uint8Array(0);
   private ended = false;
   position = 0n;
 
-  constructor(stream: Readable | NodeJS.ReadableStream | AsyncIterable<Uint8Array>) {
-    this.iterator = (stream as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+  constructor(
+    private readonly source: ByteSource,
+    private readonly idleMs: number,
+  ) {
+    this.iterator = (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
   }
 
-  private async fill(length: number): Promise<void> {
-    // An empty remainder may be a view of a buffer already transferred to a worker (detached): leave it out.
-    const parts: Uint8Array[] = this.buffer.length ? [this.buffer] : [];
-    let have = this.buffer.length;
-    while (have < length && !this.ended) {
-      const next = await this.iterator.next();
-      if (next.done) this.ended = true;
-      else {
-        parts.push(next.value);
-        have += next.value.length;
+  /** The next piece of the stream, or null at its end; a stream silent for idleMs fails. */
+  private async pull(): Promise<Uint8Array | null> {
+    if (this.ended) return null;
+    let timer: NodeJS.Timeout | undefined;
+    const idle =
+      this.idleMs > 0
+        ? new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new StreamIdleError(this.position, this.idleMs)), this.idleMs);
+          })
+        : null;
+    try {
+      const next = await (idle ? Promise.race([this.iterator.next(), idle]) : this.iterator.next());
+      if (next.done) {
+        this.ended = true;
+        return null;
       }
+      return next.value;
+    } catch (error) {
+      if (error instanceof StreamIdleError) this.abandon();
+      throw error;
+    } finally {
+      clearTimeout(timer);
     }
-    if (parts.length > 1) this.buffer = Buffer.concat(parts);
-    else if (parts.length === 1) this.buffer = parts[0];
   }
 
+  /** Lets go of a stalled stream, so that it holds neither the reader nor the process. */
+  private abandon(): void {
+    this.ended = true;
+    const source = this.source as { destroy?: () => void };
+    if (typeof source.destroy === 'function') source.destroy();
+    else void this.iterator.return?.()?.catch(() => {});
+  }
+
+  /** Stops reading a stream the reader is done with (a refused file): the rest is neither read nor kept. */
+  release(): void {
+    if (this.ended) return;
+    this.ended = true;
+    void this.iterator.return?.()?.catch(() => {});
+  }
+
+  private truncated(short: number, section: string): SnapshotFormatError {
+    return new SnapshotFormatError('truncated', `stream ended ${short} bytes short`, { section, offset: this.position });
+  }
+
+  /** The next `length` bytes, in a buffer of their own (it may be handed to a worker thread). */
   async read(length: number, section: string): Promise<Uint8Array> {
-    await this.fill(length);
-    if (this.buffer.length < length) {
-      throw new SnapshotFormatError('truncated', `stream ended ${length - this.buffer.length} bytes short`, {
-        section,
-        offset: this.position + BigInt(this.buffer.length),
-      });
+    const out = new Uint8Array(length);
+    let have = 0;
+    while (have < length) {
+      if (this.rest.length === 0) {
+        const piece = await this.pull();
+        if (!piece) throw this.truncated(length - have, section);
+        this.rest = piece;
+      }
+      const take = Math.min(length - have, this.rest.length);
+      out.set(this.rest.subarray(0, take), have);
+      this.rest = this.rest.subarray(take);
+      have += take;
+      this.position += BigInt(take);
     }
-    const bytes = this.buffer.slice(0, length);
-    this.buffer = this.buffer.subarray(length);
-    this.position += BigInt(length);
-    return bytes;
+    return out;
   }
 
-  /** Skips `length` bytes without holding them. */
+  /** Reads and drops `length` bytes, one piece of the stream at a time: nothing is held. */
   async skip(length: bigint, section: string): Promise<void> {
     let left = length;
     while (left > 0n) {
-      const step = left > 1n << 20n ? 1 << 20 : Number(left);
-      await this.read(step, section);
-      left -= BigInt(step);
+      if (this.rest.length === 0) {
+        const piece = await this.pull();
+        if (!piece) throw this.truncated(Number(left), section);
+        this.rest = piece;
+      }
+      const take = BigInt(this.rest.length) < left ? this.rest.length : Number(left);
+      this.rest = this.rest.subarray(take);
+      this.position += BigInt(take);
+      left -= BigInt(take);
     }
   }
 
   async atEnd(): Promise<boolean> {
-    await this.fill(1);
-    return this.buffer.length === 0;
-  }
-}
-
-/**
- * Reads the next section. `indexEntries` is how many sections came before:
- * an index must list exactly those, so its length is known before it is read
- * (a hostile stream cannot make the reader buffer more).
- */
-async function readSection(
-  bytes: StreamBytes,
-  header: SnapshotHeader,
-  indexEntries: number,
-): Promise<{ section: SectionHeader; payload: Uint8Array | null }> {
-  const offset = bytes.position;
-  const section = decodeSectionHeader(await bytes.read(SECTION_HEADER_LENGTH, 'section header'), offset);
-  const known = [SECTION.metadata, SECTION.ramChunk, SECTION.tagChunk, SECTION.vcpu, SECTION.blob, SECTION.index] as string[];
-  if (!known.includes(section.type)) {
-    if (isCritical(section.type)) {
-      throw new SnapshotFormatError(
-        'unknown-critical-section',
-        `critical section type ${section.type} is unknown to this reader (written by a newer vmsnap?)`,
-        { section: section.type, offset },
-      );
+    while (this.rest.length === 0) {
+      const piece = await this.pull();
+      if (!piece) return true;
+      this.rest = piece;
     }
-    await bytes.skip(section.payloadLength, section.type);
-    return { section, payload: null };
+    return false;
   }
-  if (section.type === SECTION.index && section.payloadLength !== BigInt(indexEntries * INDEX_ENTRY_LENGTH)) {
-    throw new SnapshotFormatError(
-      'bad-index',
-      `index declares ${section.payloadLength} bytes; ` +
-        `${indexEntries} sections came before it, so it must be ${indexEntries * INDEX_ENTRY_LENGTH}`,
-      {
-        section: 'INDX',
-        offset: offset + 8n,
-      },
-    );
-  }
-  const length = section.type === SECTION.index ? indexEntries * INDEX_ENTRY_LENGTH : checkPayloadLength(section, header);
-  return { section, payload: await bytes.read(length, section.type) };
 }
 
 export interface StreamReadOptions {
   threads?: number;
+  /**
+   * Milliseconds the reader waits for the next bytes before it fails with a
+   * StreamIdleError (code "stream-idle") naming the offset; 0 waits forever.
+   * Default DEFAULT_IDLE_TIMEOUT_MS (two minutes).
+   */
+  idleTimeoutMs?: number;
 }
 
 /** Reads a snapshot from a stream, yielding events in file order; throws a SnapshotFormatError at the first fault. */
-export async function* readSnapshotStream(
-  stream: Readable | NodeJS.ReadableStream | AsyncIterable<Uint8Array>,
-  options: StreamReadOptions = {},
-): AsyncGenerator<SnapshotEvent> {
-  const bytes = new StreamBytes(stream);
+export async function* readSnapshotStream(stream: ByteSource, options: StreamReadOptions = {}): AsyncGenerator<SnapshotEvent> {
+  const bytes = new StreamBytes(stream, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
   const header = decodeHeader(await bytes.read(HEADER_LENGTH, 'header'));
-  const first = await readSection(bytes, header, 0);
-  if (first.section.type !== SECTION.metadata || !first.payload)
-    throw new SnapshotFormatError('bad-section', 'the first section is not META', {
-      section: first.section.type,
-      offset: first.section.offset,
-    });
-  checkPayload(first.section, first.payload);
-  const metadata = decodeMetadata(first.payload, first.section.offset + BigInt(SECTION_HEADER_LENGTH));
-  checkRegions(metadata.regions, header.pageSize);
-  yield { type: 'start', header, metadata };
-
-  const seen: IndexEntry[] = [indexEntryOf(first.section)];
-  const grid = chunkGrid(metadata.regions, header.pageSize, header.pagesPerChunk);
-  let expected = grid.next();
-  const executor = createChunkExecutor(options.threads);
+  const sequence = new SectionSequence(header);
+  // What the index must hold, 48 bytes per section, as the writer keeps it.
+  const index = new IndexBuilder();
+  let metadata: SnapshotMetadata | undefined;
+  let executor: ChunkExecutor | undefined;
   try {
     for (;;) {
-      const { section, payload } = await readSection(bytes, header, seen.length);
-      if (section.type === SECTION.index) {
-        if (!expected.done)
-          throw new SnapshotFormatError(
-            'truncated',
-            `the index came before ${chunkType(expected.value.kind)} region ${expected.value.region} page ${expected.value.firstPage}`,
-            { section: 'INDX', offset: section.offset },
-          );
-        checkPayload(section, payload!);
-        checkIndexMatches(decodeIndex(payload!, section.offset + BigInt(SECTION_HEADER_LENGTH)), seen, section.offset);
+      const offset = bytes.position;
+      const section = decodeSectionHeader(await bytes.read(SECTION_HEADER_LENGTH, 'section header'), offset);
+      const role = sequence.place(section);
+      if (role.role === 'index') {
+        await readIndex(bytes, section, index);
         await checkTrailer(bytes, section.offset);
         return;
       }
-      if (section.type === SECTION.ramChunk || section.type === SECTION.tagChunk) {
-        if (expected.done || chunkType(expected.value.kind) !== section.type) {
-          throw new SnapshotFormatError(
-            'bad-section',
-            `unexpected ${section.type}: the layout wants ${expected.done ? 'no more chunks' : chunkType(expected.value.kind)}`,
-            { section: section.type, offset: section.offset },
-          );
-        }
-        const chunk = await decodeChunk(executor, header, metadata.regions, section, payload!, expected.value);
-        seen.push(indexEntryOf(section, chunk));
-        expected = grid.next();
-        yield { type: 'chunk', chunk };
-        continue;
-      }
-      seen.push(indexEntryOf(section));
-      if (!payload) {
+      index.add(expectedIndexEntry(section, role));
+      if (role.role === 'ancillary') {
+        await bytes.skip(section.payloadLength, section.type);
         yield { type: 'skipped', sectionType: section.type, offset: section.offset };
         continue;
       }
-      checkPayload(section, payload);
+      const payload = await bytes.read(Number(section.payloadLength), section.type);
       const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
-      if (section.type === SECTION.vcpu) yield { type: 'vcpu', vcpu: decodeVcpu(payload, payloadOffset) };
-      else if (section.type === SECTION.blob) yield { type: 'blob', blob: decodeBlob(payload, payloadOffset) };
-      else
-        throw new SnapshotFormatError('bad-section', `a second ${section.type} section`, { section: section.type, offset: section.offset });
+      if (role.role === 'chunk') {
+        executor ??= createChunkExecutor(options.threads);
+        yield { type: 'chunk', chunk: await decodeChunk(executor, header, metadata!.regions, section, payload, role.chunk) };
+        continue;
+      }
+      checkPayload(section, payload);
+      if (role.role === 'metadata') {
+        metadata = decodeMetadata(payload, payloadOffset);
+        sequence.begin(metadata, section);
+        yield { type: 'start', header, metadata };
+      } else if (role.role === 'vcpu') {
+        const vcpu = decodeVcpu(payload, payloadOffset);
+        sequence.vcpu(vcpu, section);
+        yield { type: 'vcpu', vcpu };
+      } else yield { type: 'blob', blob: decodeBlob(payload, payloadOffset) };
     }
   } finally {
-    await executor.close();
+    bytes.release();
+    await executor?.close();
   }
 }
 
-function indexEntryOf(section: SectionHeader, chunk?: { region: number; firstPage: number; pageCount: number }): IndexEntry {
-  return {
-    type: section.type,
-    region: chunk?.region ?? NO_REGION,
-    firstPage: chunk?.firstPage ?? 0,
-    offset: section.offset,
-    length: BigInt(SECTION_HEADER_LENGTH) + section.payloadLength,
-    pageCount: chunk?.pageCount ?? 0,
-    payloadChecksum: section.payloadChecksum,
-  };
-}
-
-function checkIndexMatches(index: IndexEntry[], seen: IndexEntry[], offset: bigint): void {
-  const same = (a: IndexEntry, b: IndexEntry) =>
-    a.type === b.type &&
-    a.region === b.region &&
-    a.firstPage === b.firstPage &&
-    a.offset === b.offset &&
-    a.length === b.length &&
-    a.pageCount === b.pageCount &&
-    a.payloadChecksum === b.payloadChecksum;
-  if (index.length !== seen.length || index.some((entry, i) => !same(entry, seen[i]))) {
-    const at = index.findIndex((entry, i) => !seen[i] || !same(entry, seen[i]));
+/**
+ * The index: its length follows from the sections read (checked before it is
+ * read, so a hostile stream cannot make the reader buffer more), and each
+ * entry must say what was read.
+ */
+async function readIndex(bytes: StreamBytes, section: SectionHeader, expected: IndexBuilder): Promise<void> {
+  const entries = expected.entries;
+  if (section.payloadLength !== BigInt(entries * INDEX_ENTRY_LENGTH)) {
     throw new SnapshotFormatError(
       'bad-index',
-      `the index does not describe the sections read (first difference at entry ${at === -1 ? seen.length : at})`,
-      { section: 'INDX', offset },
+      `index declares ${section.payloadLength} bytes; ${entries} sections came before it, so it must be ${entries * INDEX_ENTRY_LENGTH}`,
+      { section: 'INDX', offset: section.offset + 8n },
     );
   }
+  const payload = await bytes.read(entries * INDEX_ENTRY_LENGTH, 'INDX');
+  checkPayload(section, payload);
+  const want = expected.payload();
+  if (equalBytes(payload, want)) return;
+  const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
+  for (let i = 0; i < entries; i++) {
+    const entryOffset = payloadOffset + BigInt(i * INDEX_ENTRY_LENGTH);
+    const fault = indexEntryFault(decodeIndexEntry(payload, i, payloadOffset), decodeIndexEntry(want, i, payloadOffset), i, entryOffset);
+    if (fault) throw fault;
+  }
+  throw new SnapshotFormatError('bad-index', 'the index does not describe the sections read', { section: 'INDX', offset: section.offset });
 }
 
 async function checkTrailer(bytes: StreamBytes, indexOffset: bigint): Promise<void> {

@@ -16,6 +16,10 @@ export interface ForgedSection {
   region: number;
   firstPage: number;
   pageCount: number;
+  /** A nonzero value for the section header's reserved field (its header checksum is recomputed). */
+  reserved?: number;
+  /** Fields of this section's index entry to write instead of the true ones. */
+  entry?: Partial<IndexEntry>;
 }
 
 export function takeApart(file: Uint8Array): { header: Uint8Array; sections: ForgedSection[] } {
@@ -43,7 +47,13 @@ export function seal(header: Uint8Array, sections: ForgedSection[]): Uint8Array 
   const entries: IndexEntry[] = [];
   let offset = BigInt(header.length);
   for (const section of sections) {
-    parts.push(encodeSectionHeader(section.type, section.payload), section.payload);
+    const sectionHeader = encodeSectionHeader(section.type, section.payload);
+    if (section.reserved) {
+      const dv = new DataView(sectionHeader.buffer, sectionHeader.byteOffset, sectionHeader.byteLength);
+      dv.setUint32(4, section.reserved, true);
+      dv.setBigUint64(24, checksum(sectionHeader.subarray(0, 24)), true);
+    }
+    parts.push(sectionHeader, section.payload);
     const length = BigInt(SECTION_HEADER_LENGTH + section.payload.length);
     entries.push({
       type: section.type,
@@ -53,6 +63,7 @@ export function seal(header: Uint8Array, sections: ForgedSection[]): Uint8Array 
       length,
       pageCount: section.pageCount,
       payloadChecksum: checksum(section.payload),
+      ...section.entry,
     });
     offset += length;
   }

@@ -5,6 +5,7 @@
  */
 import { statSync } from 'node:fs';
 import type { Command } from 'commander';
+import { DEFAULT_IDLE_TIMEOUT_MS } from '../../src/reader/stream.js';
 import { type VerifyReport, verifySnapshot } from '../../src/validate/verify.js';
 import { EXIT, snapshotInput } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
@@ -15,6 +16,7 @@ export interface VerifyCommandOptions {
   json?: boolean;
   quiet?: boolean;
   threads?: number;
+  idleTimeout?: number;
 }
 
 function printReport(report: VerifyReport): void {
@@ -35,11 +37,16 @@ function printReport(report: VerifyReport): void {
 }
 
 /** Runs the check in a "verifying" phase of `progress`; shared with `demo`, which verifies what it saved. */
-export async function runVerify(source: string, options: { threads?: number }, progress: Progress): Promise<VerifyReport> {
+export async function runVerify(
+  source: string,
+  options: { threads?: number; idleTimeout?: number },
+  progress: Progress,
+): Promise<VerifyReport> {
   progress.phase('verifying');
   try {
     return await verifySnapshot(source, {
       threads: options.threads,
+      idleTimeoutMs: options.idleTimeout,
       onProgress: ({ bytesDone, bytesTotal }) => progress.update(bytesDone, bytesTotal),
     });
   } finally {
@@ -54,6 +61,11 @@ export function registerVerify(program: Command): void {
     .argument('<source>', 'snapshot file, or - for standard input')
     .option('--json', 'machine-readable report on standard output')
     .option('--threads <n>', 'decoding threads (default: one per core; 0 decodes on the main thread)', integerOption('--threads', 0, 256))
+    .option(
+      '--idle-timeout <ms>',
+      `with -: give up when the stream sends nothing for this long (default ${DEFAULT_IDLE_TIMEOUT_MS}; 0 waits forever)`,
+      integerOption('--idle-timeout', 0, 2 ** 31 - 1),
+    )
     .option('-q, --quiet', 'no progress bar')
     .addHelpText(
       'after',
