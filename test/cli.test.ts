@@ -117,7 +117,7 @@ describe('pipes', () => {
     expect(run.status, run.stderr).toBe(0);
     const result = JSON.parse(run.stdout);
     expect(result.source).toBe('-');
-    expect(result.target).toEqual({ kind: 'simulated' });
+    expect(result.target).toEqual({ kind: 'comparison' });
     expect(result.comparison.equal).toBe(true);
     expect(result.comparison.pagesCompared).toBe((28 * 1024 * 1024) / 4096);
     expect(result.comparison.granulesCompared).toBeGreaterThan(0);

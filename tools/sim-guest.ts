@@ -7,8 +7,6 @@
 
 import { PAGE_SIZES } from '../src/format/constants.js';
 import type { WorkloadSpec } from '../src/workload/annotations.js';
-import type { FillProgress } from '../src/workload/fill.js';
-import { createSimulatedGuest, type SimulatedGuest } from '../src/workload/simulated-guest.js';
 import { CliError } from './cli-support.js';
 import { parseByteSize, parseInteger } from './units.js';
 
@@ -37,13 +35,7 @@ export function parseSimGuest(options: SimGuestOptions): SimGuestSpec {
   const pageSize = parsePageSize(options.pageSize ?? SIM_DEFAULTS.pageSize);
   if (size === 0n || size % MiB !== 0n) throw new CliError(`--size: the simulated guest is sized in whole MiB, got ${size} bytes`, 'usage');
   if (size % BigInt(pageSize) !== 0n) throw new CliError(`--size: ${size} bytes is not a whole number of ${pageSize}-byte pages`, 'usage');
-  // The simulator keeps guest memory in one ArrayBuffer per slot.
-  if (size > 4095n * MiB)
-    throw new CliError('--size: the simulated guest holds at most 4095 MiB (use raw files for larger guests)', 'usage');
+  // Generated on demand, the guest costs no memory; 1 TiB keeps its regions inside a 48-bit IPA space.
+  if (size > 1n << 40n) throw new CliError('--size: the simulated guest is at most 1TiB', 'usage');
   return { sizeMiB: Number(size / MiB), seed: parseInteger(options.seed ?? SIM_DEFAULTS.seed, '--seed', 0, 0xffff_ffff), pageSize };
-}
-
-/** `vcpus`: how many vCPUs to create (default: the generator's). */
-export function buildSimGuest(spec: SimGuestSpec, vcpus?: number, onProgress?: FillProgress): SimulatedGuest {
-  return createSimulatedGuest({ sizeMiB: spec.sizeMiB, seed: spec.seed, pageSize: spec.pageSize, vcpus, onProgress });
 }

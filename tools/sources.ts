@@ -1,17 +1,18 @@
 /**
  * Where `save` takes a guest from: the seeded simulated guest (--sim) or raw
- * files (--ram and friends). Each becomes a `Vm`, so the writer never knows
+ * files (--ram and friends). Each becomes a `VmSource`, so the writer never knows
  * which; the source's own description goes into the snapshot's annotations.
  */
-import type { Vm } from '../src/vm/vm.js';
+import type { VmSource } from '../src/vm/vm.js';
 import { workloadAnnotations } from '../src/workload/annotations.js';
+import { GeneratedGuest } from '../src/workload/generated-guest.js';
 import { CliError } from './cli-support.js';
 import { openRawSource, type RawSourceOptions, rawSourceLayout } from './raw-files-options.js';
-import { buildSimGuest, parsePageSize, parseSimGuest, SIM_DEFAULTS, type SimGuestOptions } from './sim-guest.js';
+import { parsePageSize, parseSimGuest, SIM_DEFAULTS, type SimGuestOptions } from './sim-guest.js';
 import { formatBytes } from './units.js';
 
 export interface SaveSource {
-  readonly vm: Vm;
+  readonly vm: VmSource;
   readonly annotations: Record<string, string>;
   close(): void;
 }
@@ -29,8 +30,8 @@ export interface PlannedSource {
   readonly details: Readonly<Record<string, unknown>>;
   /** The files it reads: the snapshot may never be written over one of them. */
   readonly inputs: readonly string[];
-  /** Builds or opens the source, reporting guest bytes prepared where that takes a while. */
-  open(onProgress?: (bytesDone: bigint, bytesTotal: bigint) => void): SaveSource;
+  /** Opens the source (raw files) or makes it (a generated guest): both take no time. */
+  open(): SaveSource;
 }
 
 function simSource(options: SimGuestOptions): PlannedSource {
@@ -40,10 +41,8 @@ function simSource(options: SimGuestOptions): PlannedSource {
     description: `simulated guest, ${spec.sizeMiB} MiB, seed ${spec.seed}, ${spec.pageSize}-byte pages`,
     details: { kind: 'simulated', guestBytes: BigInt(spec.sizeMiB) << 20n, seed: spec.seed, pageSize: spec.pageSize },
     inputs: [],
-    open(onProgress) {
-      const guest = buildSimGuest(spec, undefined, onProgress);
-      return { vm: guest.vm, annotations: workloadAnnotations(spec), close: () => guest.vm.close() };
-    },
+    // Generated page by page as the writer reads it: no memory held, no time up front.
+    open: () => ({ vm: new GeneratedGuest(spec), annotations: workloadAnnotations(spec), close: () => {} }),
   };
 }
 

@@ -67,7 +67,7 @@ export class RestoreError extends VmsnapError {
 }
 
 function createTarget<T extends VmTarget>(factory: VmFactory<T>, header: SnapshotHeader, metadata: SnapshotMetadata): T {
-  const vm = factory.createVm({ pageSize: header.pageSize });
+  const vm = factory.createVm({ pageSize: header.pageSize, metadata });
   try {
     if (header.pageSize % vm.pageSize !== 0) {
       throw new RestoreError(

@@ -6,8 +6,9 @@
  * snapshot reproduces a guest, page for page and granule for granule, in
  * memory bounded by the chunk size instead of the guest size.
  */
-import { equalBytes } from '../format/bytes.js';
+import { equalBytes, isAllZero } from '../format/bytes.js';
 import { GRANULE_SIZE } from '../format/constants.js';
+import { forEachRun } from '../format/page-runs.js';
 import { jsonResult } from '../json.js';
 import { readGuestTags } from '../vm/tag-copy.js';
 import {
@@ -158,43 +159,41 @@ export class ComparingTarget implements VmTarget {
     for (let first = 0; first < pages; first += pagesPerStep) {
       const count = Math.min(pagesPerStep, pages - first);
       const address = record.slot.guestAddress + BigInt(first * this.pageSize);
-      const anyData = rangeHasUnmarked(record.dataWritten, first, count);
-      const anyTags = withTags && rangeHasUnmarked(record.tagsWritten, first, count);
-      if (anyData) {
-        const data = new Uint8Array(count * this.pageSize);
-        this.expected.readMemory(address, data);
-        this.checkZeros('data', record.dataWritten, first, count, address, data, this.pageSize, 1);
-      }
-      if (anyTags) {
-        const tags = new Uint8Array((count * this.pageSize) / GRANULE_SIZE);
-        readGuestTags(this.expected, address, tags);
-        this.checkZeros('tag', record.tagsWritten, first, count, address, tags, this.pageSize / GRANULE_SIZE, GRANULE_SIZE);
+      // Only the runs of pages restore left alone are read from the expected guest.
+      forEachRun(
+        count,
+        (page) => !isMarked(record.dataWritten, first + page),
+        (runFirst, pages) => {
+          const data = new Uint8Array(pages * this.pageSize);
+          this.expected.readMemory(address + BigInt(runFirst * this.pageSize), data);
+          this.checkZeros('data', address + BigInt(runFirst * this.pageSize), data, this.pageSize, 1);
+        },
+      );
+      if (withTags) {
+        forEachRun(
+          count,
+          (page) => !isMarked(record.tagsWritten, first + page),
+          (runFirst, pages) => {
+            const tags = new Uint8Array((pages * this.pageSize) / GRANULE_SIZE);
+            readGuestTags(this.expected, address + BigInt(runFirst * this.pageSize), tags);
+            this.checkZeros('tag', address + BigInt(runFirst * this.pageSize), tags, this.pageSize / GRANULE_SIZE, GRANULE_SIZE);
+          },
+        );
       }
       progress(count * this.pageSize);
     }
   }
 
-  private checkZeros(
-    kind: 'data' | 'tag',
-    written: Uint8Array,
-    first: number,
-    count: number,
-    address: GuestAddress,
-    values: Uint8Array,
-    perPage: number,
-    unit: number,
-  ): void {
-    for (let page = 0; page < count; page++) {
-      if (isMarked(written, first + page)) continue;
-      const at = values.subarray(page * perPage, (page + 1) * perPage).findIndex((value) => value !== 0);
-      if (at < 0) continue;
-      const where = address + BigInt(page * this.pageSize + at * unit);
-      this.note({
-        kind,
-        guestAddress: where,
-        message: `${kind === 'data' ? 'byte' : 'allocation tag'} differs: ${values[page * perPage + at]} vs 0 (not restored)`,
-      });
-    }
+  /** `values` (pages restore did not write, from `address` on) must be all zero. */
+  private checkZeros(kind: 'data' | 'tag', address: GuestAddress, values: Uint8Array, perPage: number, unit: number): void {
+    if (isAllZero(values)) return;
+    const at = values.findIndex((value) => value !== 0);
+    const where = address + BigInt(Math.floor(at / perPage) * this.pageSize + (at % perPage) * unit);
+    this.note({
+      kind,
+      guestAddress: where,
+      message: `${kind === 'data' ? 'byte' : 'allocation tag'} differs: ${values[at]} vs 0 (not restored)`,
+    });
   }
 
   private compareVcpus(): void {
@@ -222,11 +221,6 @@ function markPages(bitmap: Uint8Array, first: number, count: number): void {
 
 function isMarked(bitmap: Uint8Array, page: number): boolean {
   return (bitmap[page >> 3] & (1 << (page & 7))) !== 0;
-}
-
-function rangeHasUnmarked(bitmap: Uint8Array, first: number, count: number): boolean {
-  for (let page = first; page < first + count; page++) if (!isMarked(bitmap, page)) return true;
-  return false;
 }
 
 /** A factory for restoreSnapshot whose one VM compares with `expected`. */

@@ -22,7 +22,7 @@
  */
 
 import { VmsnapError } from '../format/errors.js';
-import type { GuestAddress } from '../format/model.js';
+import type { GuestAddress, SnapshotMetadata } from '../format/model.js';
 import type { RegisterValue, VcpuState } from '../format/registers.js';
 
 export type { GuestAddress, RegisterValue, VcpuState };
@@ -197,6 +197,8 @@ export interface Vm extends VmSource, VmTarget {
 export interface SnapshotRequirements {
   /** The snapshot's page size. A factory that can choose (the simulator) makes VMs of it. */
   readonly pageSize: number;
+  /** The snapshot's metadata (regions, annotations), for a factory whose VM depends on them. */
+  readonly metadata?: SnapshotMetadata;
 }
 
 /** Makes fresh VMs to restore into. */

@@ -21,6 +21,9 @@ import { type GeneratedPages, generatePages } from './generate.js';
 import { seedVcpuRegisters } from './vcpu-state.js';
 import { planWorkload, type Workload, type WorkloadOptions, type WorkloadRegion } from './workload-layout.js';
 
+/** Pages are generated in aligned windows of this many bytes: a chunk's memory and tags come from one generation. */
+const WINDOW_BYTES = 1024 * 1024;
+
 export interface GeneratedGuestOptions extends WorkloadOptions {
   /** vCPUs with plausible registers; default 2, as createSimulatedGuest. */
   readonly vcpus?: number;
@@ -55,16 +58,30 @@ export class GeneratedGuest implements VmSource {
 
   readMemory(guestAddress: GuestAddress, destination: Uint8Array): void {
     const { region, firstPage, pageCount, skip } = this.pages('read', guestAddress, destination.length);
-    destination.set(this.generate(region, firstPage, pageCount).data.subarray(skip, skip + destination.length));
+    const { pages, from } = this.generate(region, firstPage, pageCount);
+    const start = from * this.pageSize + skip;
+    destination.set(pages.data.subarray(start, start + destination.length));
   }
 
-  /** The pages asked for; the last range is kept, since the writer asks for a chunk's tags right after its memory. */
-  private generate(region: WorkloadRegion, firstPage: number, pageCount: number): GeneratedPages {
+  /**
+   * A window of pages that holds the pages asked for, and where they start in it. The last window is kept: the
+   * writer asks for a chunk's tags right after its memory, and restore writes a chunk's runs of pages, then its tags.
+   */
+  private generate(region: WorkloadRegion, firstPage: number, pageCount: number): { pages: GeneratedPages; from: number } {
     const last = this.last;
-    if (last && last.region === region && last.pages.firstPage === firstPage && last.pages.pageCount === pageCount) return last.pages;
-    const pages = generatePages(this.workload, region, firstPage, pageCount);
+    if (
+      last?.region === region &&
+      firstPage >= last.pages.firstPage &&
+      firstPage + pageCount <= last.pages.firstPage + last.pages.pageCount
+    ) {
+      return { pages: last.pages, from: firstPage - last.pages.firstPage };
+    }
+    const windowPages = Math.max(1, WINDOW_BYTES / this.pageSize);
+    const first = firstPage - (firstPage % windowPages);
+    const end = Math.min(region.pageCount, Math.max(first + windowPages, firstPage + pageCount));
+    const pages = generatePages(this.workload, region, first, end - first);
     this.last = { region, pages };
-    return pages;
+    return { pages, from: firstPage - first };
   }
 
   /** KVM_ARM_MTE_COPY_TAGS, FROM_GUEST only: this guest cannot be written. */
@@ -76,7 +93,9 @@ export class GeneratedGuest implements VmSource {
     }
     if (!request.buffer || request.buffer.length < length / GRANULE_SIZE) throw new VmErrnoError('EFAULT', 'KVM_ARM_MTE_COPY_TAGS');
     const { region, firstPage, pageCount } = this.pages('KVM_ARM_MTE_COPY_TAGS', request.guestIpa, length);
-    request.buffer.set(this.generate(region, firstPage, pageCount).tags);
+    const { pages, from } = this.generate(region, firstPage, pageCount);
+    const granulesPerPage = this.pageSize / GRANULE_SIZE;
+    request.buffer.set(pages.tags.subarray(from * granulesPerPage, (from + pageCount) * granulesPerPage));
     return length;
   }
 

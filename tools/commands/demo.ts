@@ -1,17 +1,18 @@
 /**
  * `vmsnap demo`: the whole story in one command, on a generated guest of a
- * few hundred MiB with MTE tags: save it, verify the file, restore it into a
- * fresh simulated VM, and compare every page and every tag granule with the
- * original. Prints what each step did and how fast it went.
+ * few hundred MiB with MTE tags: save it, verify the file, restore it, and
+ * compare every page and every tag granule with the original. The guest is
+ * generated page by page as it is read, and the restore compares each write
+ * with the original as it happens, so memory stays bounded by the chunk size
+ * for any guest size. Prints what each step did and how fast it went.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { SimulatedVmFactory } from '../../src/backends/simulated/simulated-vm.js';
-import { compareVms } from '../../src/validate/compare.js';
+import { comparingFactory } from '../../src/validate/comparing-target.js';
 import { workloadAnnotations } from '../../src/workload/annotations.js';
-import { createSimulatedGuest } from '../../src/workload/simulated-guest.js';
+import { GeneratedGuest } from '../../src/workload/generated-guest.js';
 import { EXIT } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { createProgress } from '../progress.js';
@@ -27,6 +28,7 @@ interface DemoOptions {
   seed?: string;
   pageSize?: string;
   output?: string;
+  force?: boolean;
   threads?: number;
   json?: boolean;
   quiet?: boolean;
@@ -62,6 +64,7 @@ export function registerDemo(program: Command): void {
     .option('--seed <n>', `workload seed (default ${SIM_DEFAULTS.seed})`)
     .option('--page-size <bytes>', 'host page size: 4096, 16384 or 65536 (default 4096)')
     .option('-o, --output <file>', 'keep the snapshot here (default: a temporary file, removed afterwards)')
+    .option('--force', 'with --output: replace an existing file')
     .option('--threads <n>', 'worker threads (default: one per core)', integerOption('--threads', 0, 256))
     .option('--json', 'print the steps and results as JSON')
     .option('-q, --quiet', 'no progress bars')
@@ -77,22 +80,13 @@ export function registerDemo(program: Command): void {
       const progress = createProgress({ quiet });
       const onProgress = (done: bigint, total: bigint) => progress.update(done, total);
       try {
-        const guest = await timed(
-          steps,
-          'generate',
-          guestBytes,
-          () => {
-            progress.phase('generating guest');
-            return createSimulatedGuest({ ...spec, onProgress });
-          },
-          (g) => `${g.stats.dataPages} data pages, ${g.stats.taggedPages} tagged pages`,
-        );
+        const guest = new GeneratedGuest(spec);
         const saveOptions = writerOptions({ threads: options.threads }, spec.pageSize, workloadAnnotations(spec));
         const saved = await timed(
           steps,
           'save',
           guestBytes,
-          () => runSave(guest.vm, path, saveOptions, progress),
+          () => runSave(guest, path, { ...saveOptions, force: options.force }, progress),
           (s) => `${formatBytes(s.fileBytes)} in ${s.chunks} chunks`,
         );
         const verified = await timed(
@@ -102,27 +96,25 @@ export function registerDemo(program: Command): void {
           () => runVerify(path, { threads: options.threads }, progress),
           (r) => (r.ok ? 'every checksum good' : `${r.problems.length} problems`),
         );
-        const factory = new SimulatedVmFactory({ pageSize: spec.pageSize, adoptRegisters: true });
+        // Each page and tag restore writes is compared with the original as it is written.
         const restored = await timed(
           steps,
           'restore',
           guestBytes,
-          () => runRestore(path, factory, { threads: options.threads }, progress),
-          (r) => `${r.summary.ramPagesWritten} pages, ${r.summary.tagCalls} tag copies`,
+          () => runRestore(path, comparingFactory(guest), { threads: options.threads }, progress),
+          (r) => `${r.summary.ramPagesWritten} pages, ${r.summary.tagCalls} tag copies, each compared with the original`,
         );
         const comparison = await timed(
           steps,
           'compare',
           guestBytes,
           () => {
-            progress.phase('comparing');
-            return compareVms(guest.vm, restored.vm, { onProgress });
+            progress.phase('comparing unwritten pages');
+            return restored.vm.finish(onProgress);
           },
           (c) => (c.equal ? 'identical' : `${c.differences.length} differences`),
         );
         progress.done();
-        restored.vm.close();
-        guest.vm.close();
         const result = {
           guest: { ...spec, regions: saved.regions.length, vcpus: saved.vcpus, guestBytes: saved.guestBytes },
           snapshot: {

@@ -6,10 +6,11 @@ import type { SnapshotMetadata } from '../../src/format/model.js';
 import { MAX_IPA_BITS } from '../../src/kernel-model/memslot-table.js';
 import { type RestoreSummary, restoreSnapshot } from '../../src/reader/restore.js';
 import { compareVms, type VmComparison } from '../../src/validate/compare.js';
+import { ComparingTarget } from '../../src/validate/comparing-target.js';
 import { TagCopyError } from '../../src/vm/tag-copy.js';
 import type { Vm, VmFactory, VmTarget } from '../../src/vm/vm.js';
 import { workloadFromAnnotations } from '../../src/workload/annotations.js';
-import { createSimulatedGuest } from '../../src/workload/simulated-guest.js';
+import { GeneratedGuest } from '../../src/workload/generated-guest.js';
 import { CliError, EXIT, snapshotInput, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';
@@ -117,20 +118,37 @@ function checkTargetOptions(options: RestoreCommandOptions): void {
 }
 
 /**
- * Regenerates the original and compares, each in a phase of `progress`: both take as long as the restore.
- * A snapshot without vCPUs (saved from raw files) is compared with a guest without vCPUs: memory and tags only.
+ * Compares raw files restored with the guest regenerated on demand, in a phase of `progress`, chunk by chunk.
+ * Raw files keep no vCPU registers: memory and tags only.
  */
-function compareWithSim(vm: Vm, spec: SimGuestSpec, progress: Progress): VmComparison {
-  const onProgress = (done: bigint, total: bigint) => progress.update(done, total);
+function compareRawFiles(vm: Vm, spec: SimGuestSpec, progress: Progress): VmComparison {
   try {
-    progress.phase('regenerating guest');
-    const original = createSimulatedGuest({ ...spec, vcpus: vm.vcpus().length === 0 ? 0 : undefined, onProgress });
-    try {
-      progress.phase('comparing');
-      return compareVms(original.vm, vm, { onProgress });
-    } finally {
-      original.vm.close();
-    }
+    progress.phase('comparing');
+    return compareVms(new GeneratedGuest({ ...spec, vcpus: 0 }), vm, { onProgress: (done, total) => progress.update(done, total) });
+  } finally {
+    progress.done();
+  }
+}
+
+/**
+ * The restore target of --compare-sim without --ram-out: it keeps nothing and compares every write with the guest
+ * the snapshot's annotations describe (or --seed/--size), generated on demand; memory stays bounded by the chunk.
+ */
+function comparingSimFactory(options: RestoreCommandOptions): VmFactory<ComparingTarget> {
+  return {
+    backend: 'comparison',
+    createVm: (snapshot) => {
+      const spec = comparisonSpec(options, snapshot?.metadata?.annotations ?? {}, snapshot?.pageSize ?? 4096);
+      return new ComparingTarget(new GeneratedGuest(spec));
+    },
+  };
+}
+
+/** Checks the pages restore left alone, once it is done, in a phase of `progress`. */
+function finishComparison(target: ComparingTarget, progress: Progress): VmComparison {
+  try {
+    progress.phase('checking unwritten pages');
+    return target.finish((done, total) => progress.update(done, total));
   } finally {
     progress.done();
   }
@@ -180,7 +198,9 @@ export function registerRestore(program: Command): void {
       // Raw outputs are checked and made under temporary names before the snapshot is read.
       const rawFiles = options.ramOut ? rawTargetFiles({ ...options, ramOut: options.ramOut }, name === '-' ? [] : [name]) : undefined;
       // The simulated VM keeps KVM's limits (memslot ids 0..32766) with the largest IPA space a KVM host offers (52 bits).
-      const factory: VmFactory = rawFiles?.factory ?? new SimulatedVmFactory({ adoptRegisters: true, ipaBits: MAX_IPA_BITS });
+      const factory: VmFactory<VmTarget> =
+        rawFiles?.factory ??
+        (options.compareSim ? comparingSimFactory(options) : new SimulatedVmFactory({ adoptRegisters: true, ipaBits: MAX_IPA_BITS }));
       const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
       const targetDetails = options.ramOut
         ? {
@@ -190,7 +210,7 @@ export function registerRestore(program: Command): void {
             tagLayout: options.tagLayout ?? 'byte',
             layout: options.layoutOut ?? null,
           }
-        : { kind: 'simulated' };
+        : { kind: options.compareSim ? 'comparison' : 'simulated' };
       const progress = createProgress(options);
       const restored = await runRestore(input.source, factory, options, progress).catch((error: unknown) => {
         // restoreSnapshot closed the half-written target: its temporary files go, the targets stay as they were.
@@ -206,11 +226,13 @@ export function registerRestore(program: Command): void {
       let comparison: VmComparison | undefined;
       let summary = restoreReport(restored.summary, restored.summary.vcpus, 0);
       try {
-        if (restored.vm instanceof RawFilesVm) summary = finishRawFiles(restored.vm, restored, options.tagsOut);
-        if (options.compareSim) {
-          const spec = comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize);
-          comparison = compareWithSim(restored.vm, spec, progress);
-        }
+        if (restored.vm instanceof RawFilesVm) {
+          summary = finishRawFiles(restored.vm, restored, options.tagsOut);
+          if (options.compareSim) {
+            const spec = comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize);
+            comparison = compareRawFiles(restored.vm, spec, progress);
+          }
+        } else if (restored.vm instanceof ComparingTarget) comparison = finishComparison(restored.vm, progress);
         // Raw files are flushed, their layout written, and only then put in place of the targets.
         restored.vm.close();
         rawFiles?.commit();

@@ -5,13 +5,13 @@
  */
 import type { Command } from 'commander';
 import { resolveOutput } from '../../src/io/output-file.js';
-import type { Vm } from '../../src/vm/vm.js';
+import type { VmSource } from '../../src/vm/vm.js';
 import { type SaveOptions, type SaveSummary, saveSnapshot } from '../../src/writer/save.js';
 import { CliError, toJson } from '../cli-support.js';
 import { helpAfter } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';
 import { collect, type WriterFlags, writerOptions } from '../save-options.js';
-import { type PlannedSource, planSaveSource, type SaveSource, type SourceOptions } from '../sources.js';
+import { planSaveSource, type SourceOptions } from '../sources.js';
 import { formatBytes, formatRate, integerOption, percent, sizeOption } from '../units.js';
 
 export interface SaveCommandOptions extends SourceOptions, WriterFlags {
@@ -22,20 +22,10 @@ export interface SaveCommandOptions extends SourceOptions, WriterFlags {
 }
 
 /** Saves in a "saving" phase of `progress`; shared with `demo`. */
-export async function runSave(vm: Vm, output: string, options: SaveOptions, progress: Progress): Promise<SaveSummary> {
+export async function runSave(vm: VmSource, output: string, options: SaveOptions, progress: Progress): Promise<SaveSummary> {
   progress.phase('saving');
   try {
     return await saveSnapshot(vm, output, { ...options, onProgress: (p) => progress.update(p.guestBytesDone, p.guestBytesTotal) });
-  } finally {
-    progress.done();
-  }
-}
-
-/** Builds the source in a phase of its own: generating a guest of a few GiB takes seconds, and the bar shows it. */
-function openSource(planned: PlannedSource, phase: string, progress: Progress): SaveSource {
-  progress.phase(phase);
-  try {
-    return planned.open((done, total) => progress.update(done, total));
   } finally {
     progress.done();
   }
@@ -114,7 +104,7 @@ export function registerSave(program: Command): void {
       const people = !options.quiet && !options.json;
       // The source is named before any bar, so that the person watching knows what is being saved.
       if (people) report.write(`${planned.description}\n`);
-      const source = openSource(planned, options.sim ? 'generating guest' : 'opening raw files', progress);
+      const source = planned.open();
       try {
         const summary = await runSave(
           source.vm,
