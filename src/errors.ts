@@ -19,6 +19,7 @@ export { type ErrorKind, type FormatErrorCode, type FormatErrorLocation, Snapsho
 export { ZstdFrameError } from './format/zstd.js';
 export { OutputError, type OutputErrorCode } from './io/output-file.js';
 export { RestoreError } from './reader/restore.js';
+export { StreamIdleError } from './reader/stream.js';
 export { TagCopyError } from './vm/tag-copy.js';
 export { type ErrnoName, VmErrnoError } from './vm/vm.js';
 export { SaveError } from './writer/save.js';

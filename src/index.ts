@@ -85,7 +85,7 @@ export type { SnapshotEvent } from './reader/events.js';
 export { type FileSnapshot, type OpenOptions, openSnapshot } from './reader/open.js';
 export { type RestoredVm, type RestoreOptions, type RestoreProgress, type RestoreSummary, restoreSnapshot } from './reader/restore.js';
 export { describeSnapshot, type RegionInfo, type SnapshotInfo } from './reader/snapshot-info.js';
-export { readSnapshotStream, type StreamReadOptions } from './reader/stream.js';
+export { DEFAULT_IDLE_TIMEOUT_MS, readSnapshotStream, type StreamReadOptions } from './reader/stream.js';
 export { compareVms, type VmComparison, type VmDifference } from './validate/compare.js';
 // Proof: verify a file, compare two VMs.
 export { type VerifyOptions, type VerifyProblem, type VerifyReport, type VerifyStats, verifySnapshot } from './validate/verify.js';

@@ -20,7 +20,8 @@ const FLAT_MARGIN = 64 * MiB;
 
 /** Runs the CLI in a node that prints its peak resident memory on exit; returns it in bytes. */
 function peakRss(...args: string[]): number {
-  const wrapper = `process.on('exit', () => process.stderr.write('maxrss ' + process.resourceUsage().maxRSS + '\\n')); await import(${JSON.stringify(CLI)});`;
+  const report = `process.on('exit', () => process.stderr.write('maxrss ' + process.resourceUsage().maxRSS + '\\n'));`;
+  const wrapper = `${report} await import(${JSON.stringify(CLI)});`;
   const run = spawnSync(process.execPath, ['--input-type=module', '-e', wrapper, 'vmsnap', ...args], {
     encoding: 'utf8',
     timeout: 300_000,

@@ -9,7 +9,7 @@
 import { GRANULE_SIZE } from '../../format/constants.js';
 import { packTags, unpackTags } from '../../format/tag-packing.js';
 import type { SlotOffset, SlotPage, SlotStorage, SlotStorageFactory, TagAccess } from '../../kernel-model/slot-storage.js';
-import type { MemorySlotSpec } from '../../vm/vm.js';
+import { type MemorySlotSpec, VmErrnoError } from '../../vm/vm.js';
 
 /** ArrayBuffers beyond this size are not portable across Node versions; larger slots are refused. */
 export const MAX_IN_MEMORY_SLOT_BYTES = 2 ** 32 - 65536;
@@ -27,7 +27,12 @@ export class InMemorySlotStorage implements SlotStorage {
     readonly pageSize: number,
   ) {
     if (size > MAX_IN_MEMORY_SLOT_BYTES) {
-      throw new RangeError(`in-memory slot of ${size} bytes exceeds ${MAX_IN_MEMORY_SLOT_BYTES}; use a file-backed store`);
+      // A host that cannot back a memslot: the simulated VM keeps guest memory in this process.
+      throw new VmErrnoError(
+        'ENOMEM',
+        'KVM_SET_USER_MEMORY_REGION',
+        `an in-memory slot of ${size} bytes exceeds the simulated VM's ${MAX_IN_MEMORY_SLOT_BYTES}; restore to raw files (--ram-out)`,
+      );
     }
     this.pageCount = size / pageSize;
     this.granulesPerPage = pageSize / GRANULE_SIZE;
