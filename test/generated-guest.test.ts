@@ -1,5 +1,5 @@
 /** The workload guest generated on demand: the same snapshot as the guest filled into a simulated VM, in bounded memory. */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -77,5 +77,18 @@ describe('ComparingTarget', () => {
     expect(result.equal).toBe(false);
     expect(new Set(result.differences.map((d) => d.kind))).toEqual(new Set(['data', 'tag', 'vcpu']));
     expect(result.differences.some((d) => d.message.endsWith('(not restored)'))).toBe(true);
+  });
+});
+
+describe('the writer keeps to the format limits', () => {
+  it('refuses, before writing, a blob larger than the readers accept and more sections than the format allows', async () => {
+    const guest = new GeneratedGuest({ sizeMiB: 4, seed: 1 });
+    const big = { name: 'ram-dump', data: new Uint8Array(16 * 1024 * 1024 + 1) };
+    await expect(saveSnapshot(guest, join(dir, 'big-blob.vmsnap'), { ...fixed, blobs: [big] })).rejects.toMatchObject({
+      code: 'bad-save-option',
+    });
+    const huge = new GeneratedGuest({ sizeMiB: 600 * 1024, seed: 1 });
+    await expect(saveSnapshot(huge, join(dir, 'many.vmsnap'), { ...fixed, pagesPerChunk: 1 })).rejects.toThrow(/sections pass/);
+    expect(existsSync(join(dir, 'big-blob.vmsnap')) || existsSync(join(dir, 'many.vmsnap'))).toBe(false);
   });
 });

@@ -11,10 +11,11 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { checksum } from '../format/checksum.js';
-import { checkRegions, chunkGrid, type GridChunk } from '../format/chunk-grid.js';
+import { checkRegions, chunkGrid, type GridChunk, regionPageCount } from '../format/chunk-grid.js';
 import {
   CODEC,
   GRANULE_SIZE,
+  LIMITS,
   MAX_CHUNK_CONTENT,
   MAX_ZSTD_LEVEL,
   NO_REGION,
@@ -86,6 +87,21 @@ export interface SaveSummary {
 export class SaveError extends VmsnapError {
   constructor(message: string) {
     super('bad-save-option', 'usage', message);
+  }
+}
+
+/** Refuses, before anything is written, a file the readers would refuse (spec/FORMAT.md, limits). */
+function checkWithinLimits(regions: readonly SnapshotRegion[], pageSize: number, pagesPerChunk: number, blobs: readonly VmmBlob[]): void {
+  const chunks = regions.reduce((n, region) => n + Math.ceil(regionPageCount(region, pageSize) / pagesPerChunk) * (region.mte ? 2 : 1), 0);
+  const sections = 1 + chunks + blobs.length;
+  if (sections > LIMITS.sections) {
+    throw new SaveError(`${sections} sections pass the format's ${LIMITS.sections}: give a larger chunk size (pages per chunk)`);
+  }
+  const large = blobs.find((blob) => blob.data.length > LIMITS.blob);
+  if (large) throw new SaveError(`blob ${large.name} holds ${large.data.length} bytes, more than the format's ${LIMITS.blob}`);
+  const total = blobs.reduce((sum, blob) => sum + blob.data.length, 0);
+  if (blobs.length > LIMITS.blobs || total > LIMITS.blobTotal) {
+    throw new SaveError(`${blobs.length} blobs of ${total} bytes pass the format's ${LIMITS.blobs} blobs of ${LIMITS.blobTotal} bytes`);
   }
 }
 
@@ -241,6 +257,7 @@ export async function saveSnapshot(
   const { pagesPerChunk, level } = chooseChunking(vm, options);
   const regions = regionsOf(vm);
   checkRegions(regions, vm.pageSize);
+  checkWithinLimits(regions, vm.pageSize, pagesPerChunk, options.blobs ?? []);
   const metadata: SnapshotMetadata = {
     snapshotId: options.snapshotId ?? randomBytes(16),
     parentId: options.parentId ?? null,
