@@ -7,26 +7,13 @@
  */
 import { Packr } from 'msgpackr';
 import { checksum } from '../../src/format/checksum.js';
+import { FrameRandom } from '../../src/workload/random.js';
 import { type ForgedSection, seal, takeApart } from './forge.js';
 
 const packr = new Packr({ useRecords: false, int64AsType: 'bigint', mapsAsObjects: true, variableMapSize: false });
 
-/** xorshift32: small, seeded, reproducible. */
-export class FuzzRandom {
-  constructor(private state: number) {
-    if (this.state === 0) this.state = 0x9e3779b9;
-  }
-  next(): number {
-    let x = this.state;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.state = x >>> 0;
-    return this.state;
-  }
-  below(n: number): number {
-    return this.next() % n;
-  }
+/** The workload's seeded xorshift32, with a pick: the same seed gives the same case. */
+export class FuzzRandom extends FrameRandom {
   pick<T>(items: readonly T[]): T {
     return items[this.below(items.length)];
   }
