@@ -47,6 +47,20 @@ module.exports = {
       to: { path: '^src/(backends|kernel-model|workload|forensics|vmm)/' },
     },
     {
+      name: 'store-stands-on-the-snapshot-layers',
+      severity: 'error',
+      comment: 'The chunk store reads and writes snapshots through format, reader, writer and parallel; it knows no VM backend.',
+      from: { path: '^src/store/' },
+      to: { path: '^src/(backends|kernel-model|workload|forensics|vmm|validate)/' },
+    },
+    {
+      name: 'nothing-below-reaches-the-store',
+      severity: 'error',
+      comment: 'The store is a layer above the reader and writer: restore takes its events through an interface (SnapshotEventSource).',
+      from: { path: '^src/(format|vm|kernel-model|backends|writer|reader|validate|parallel|io|workload|forensics)/' },
+      to: { path: '^src/store/' },
+    },
+    {
       name: 'koffi-only-through-vmsnap-kvm',
       severity: 'error',
       comment: "The KVM backend loads koffi: only the 'vmsnap/kvm' entry, its small VMM, the CLI and test support reach it.",

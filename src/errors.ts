@@ -20,6 +20,7 @@ export { ZstdFrameError } from './format/zstd.js';
 export { OutputError, type OutputErrorCode } from './io/output-file.js';
 export { RestoreError } from './reader/restore.js';
 export { StreamIdleError } from './reader/stream.js';
+export { StoreError, type StoreErrorCode } from './store/errors.js';
 export { TagCopyError } from './vm/tag-copy.js';
 export { type ErrnoName, VmErrnoError } from './vm/vm.js';
 export { SaveError } from './writer/save.js';

@@ -14,3 +14,9 @@ export type SnapshotEvent =
   | { readonly type: 'blob'; readonly blob: VmmBlob }
   /** A section this reader does not know and was allowed to skip. */
   | { readonly type: 'skipped'; readonly sectionType: string; readonly offset: bigint };
+
+/** Events from somewhere other than a file or a stream (a snapshot in a chunk store): restore takes one as its source. */
+export interface SnapshotEventSource {
+  events(): AsyncIterable<SnapshotEvent>;
+  close(): Promise<void>;
+}

@@ -23,7 +23,7 @@ import { forEachRun } from '../format/page-runs.js';
 import { jsonResult } from '../json.js';
 import { writeGuestTags } from '../vm/tag-copy.js';
 import { memorySlotSpec, type VcpuState, type Vm, type VmFactory, type VmTarget } from '../vm/vm.js';
-import type { SnapshotEvent } from './events.js';
+import type { SnapshotEvent, SnapshotEventSource } from './events.js';
 import { openSnapshot } from './open.js';
 import { readSnapshotStream } from './stream.js';
 
@@ -143,11 +143,16 @@ class RestoreTarget<T extends VmTarget> {
   }
 }
 
+function isEventSource(source: unknown): source is SnapshotEventSource {
+  return typeof source === 'object' && source !== null && typeof (source as SnapshotEventSource).events === 'function';
+}
+
 function eventsFrom(
-  source: string | Readable | NodeJS.ReadableStream,
+  source: string | Readable | NodeJS.ReadableStream | SnapshotEventSource,
   threads?: number,
   idleTimeoutMs?: number,
 ): { events: AsyncIterable<SnapshotEvent>; close(): Promise<void> } {
+  if (isEventSource(source)) return { events: source.events(), close: () => source.close() };
   if (typeof source === 'string' && source !== '-') {
     const opened = openSnapshot(source, { threads });
     return {
@@ -162,12 +167,13 @@ function eventsFrom(
 }
 
 /**
- * Restores a snapshot (a path, '-' for standard input, or a stream) into a new
+ * Restores a snapshot (a path, '-' for standard input, a stream, or another
+ * source of events such as a snapshot in a chunk store) into a new
  * VM from `factory`. On any error the new VM is closed and the error thrown:
  * a half-restored VM is never handed out.
  */
 export async function restoreSnapshot<T extends VmTarget = Vm>(
-  source: string | Readable | NodeJS.ReadableStream,
+  source: string | Readable | NodeJS.ReadableStream | SnapshotEventSource,
   factory: VmFactory<T>,
   options: RestoreOptions = {},
 ): Promise<RestoredVm<T>> {

@@ -8,6 +8,8 @@ import { registerInfo } from './info.js';
 import { registerRestore } from './restore.js';
 import { registerRun } from './run.js';
 import { registerSave } from './save.js';
+import { registerStore } from './store-admin.js';
+import { registerPull, registerPush } from './store-push.js';
 import { registerTagsDiff } from './tags-diff.js';
 import { registerTagsDump } from './tags-dump.js';
 import { registerTagsMap } from './tags-map.js';
@@ -29,4 +31,7 @@ export function registerCommands(program: Command): void {
   registerExportCore(program);
   registerImportCore(program);
   registerRun(program);
+  registerPush(program);
+  registerPull(program);
+  registerStore(program);
 }

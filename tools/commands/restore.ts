@@ -4,7 +4,10 @@ import { RawFilesVm } from '../../src/backends/raw-files/raw-files-vm.js';
 import { SimulatedVmFactory } from '../../src/backends/simulated/simulated-vm.js';
 import type { SnapshotMetadata } from '../../src/format/model.js';
 import { MAX_IPA_BITS } from '../../src/kernel-model/memslot-table.js';
+import type { SnapshotEventSource } from '../../src/reader/events.js';
 import { type RestoreSummary, restoreSnapshot } from '../../src/reader/restore.js';
+import { isStoreReference } from '../../src/store/chunk-store.js';
+import { StoredSnapshot } from '../../src/store/stored-snapshot.js';
 import { compareVms, type VmComparison } from '../../src/validate/compare.js';
 import { ComparingTarget } from '../../src/validate/comparing-target.js';
 import { TagCopyError } from '../../src/vm/tag-copy.js';
@@ -16,9 +19,10 @@ import { helpAfter, printLine } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';
 import { type RawTargetOptions, rawTargetFiles } from '../raw-files-options.js';
 import { parseSimGuest, type SimGuestSpec } from '../sim-guest.js';
+import { openStoreReference, type StoreCommandOptions, storeOptions } from '../store-options.js';
 import { formatBytes, formatRate, hex, integerOption } from '../units.js';
 
-export interface RestoreCommandOptions extends RawTargetOptions {
+export interface RestoreCommandOptions extends RawTargetOptions, StoreCommandOptions {
   compareSim?: boolean;
   seed?: string;
   size?: string;
@@ -29,7 +33,7 @@ export interface RestoreCommandOptions extends RawTargetOptions {
 
 /** Restores in a "restoring" phase of `progress`; shared with `demo`. */
 export async function runRestore<T extends VmTarget>(
-  source: string | Readable | NodeJS.ReadableStream,
+  source: string | Readable | NodeJS.ReadableStream | SnapshotEventSource,
   factory: VmFactory<T>,
   options: { threads?: number },
   progress: Progress,
@@ -154,13 +158,35 @@ function finishComparison(target: ComparingTarget, progress: Progress): VmCompar
   }
 }
 
+/**
+ * The snapshot to restore: a file, standard input, or STORE/NAME in a chunk store, whose chunks are fetched in
+ * parallel and written as they arrive, in the restore order KVM needs (src/store/stored-snapshot.ts).
+ */
+async function restoreInput(
+  name: string,
+  options: RestoreCommandOptions,
+): Promise<{ source: string | NodeJS.ReadableStream | SnapshotEventSource; inputs: string[]; close(): void }> {
+  if (!isStoreReference(name)) {
+    const input = snapshotInput(name, 'restore');
+    return { source: input.source, inputs: name === '-' ? [] : [name], close: () => {} };
+  }
+  const { store, name: stored } = await openStoreReference(name, options);
+  try {
+    const snapshot = await StoredSnapshot.open(store, stored, { parallel: options.parallel, threads: options.threads });
+    return { source: snapshot, inputs: [], close: () => store.close() };
+  } catch (error) {
+    store.close();
+    throw error;
+  }
+}
+
 export function registerRestore(program: Command): void {
-  program
+  const command = program
     .command('restore')
     .description(
       'Restore a snapshot into a fresh simulated VM or into raw RAM and tag files, optionally comparing it with the regenerated original',
     )
-    .argument('<source>', 'snapshot file, or - for standard input')
+    .argument('<source>', 'snapshot file, - for standard input, or STORE/NAME: a snapshot in a chunk store (with --key-file)')
     .option(
       '--ram-out <file>',
       'restore into raw files: the RAM image to create (default: a simulated VM); raw files keep no vCPU registers ' +
@@ -190,65 +216,80 @@ export function registerRestore(program: Command): void {
         'vmsnap restore guest.vmsnap --compare-sim',
         'vmsnap save --sim --seed 7 -o - | vmsnap restore - --compare-sim',
         'vmsnap restore guest.vmsnap --ram-out guest.ram --tags-out guest.tags --layout-out guest.layout.json',
+        'vmsnap restore /srv/snapshots/guest --key-file tenant.key --compare-sim',
+        'vmsnap restore s3://fleet/snaps/web-1 --key-file tenant.key --ram-out web-1.ram --tags-out web-1.tags',
       ]),
-    )
-    .action(async (name: string, options: RestoreCommandOptions) => {
-      checkTargetOptions(options);
-      const input = snapshotInput(name, 'restore');
-      // Raw outputs are checked and made under temporary names before the snapshot is read.
-      const rawFiles = options.ramOut ? rawTargetFiles({ ...options, ramOut: options.ramOut }, name === '-' ? [] : [name]) : undefined;
-      // The simulated VM keeps KVM's limits (memslot ids 0..32766) with the largest IPA space a KVM host offers (52 bits).
-      const factory: VmFactory<VmTarget> =
-        rawFiles?.factory ??
-        (options.compareSim ? comparingSimFactory(options) : new SimulatedVmFactory({ adoptRegisters: true, ipaBits: MAX_IPA_BITS }));
-      const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
-      const targetDetails = options.ramOut
-        ? {
-            kind: 'raw-files',
-            ram: options.ramOut,
-            tags: options.tagsOut ?? null,
-            tagLayout: options.tagLayout ?? 'byte',
-            layout: options.layoutOut ?? null,
-          }
-        : { kind: options.compareSim ? 'comparison' : 'simulated' };
-      const progress = createProgress(options);
-      const restored = await runRestore(input.source, factory, options, progress).catch((error: unknown) => {
-        // restoreSnapshot closed the half-written target: its temporary files go, the targets stay as they were.
-        rawFiles?.abort();
-        if (error instanceof TagCopyError && options.ramOut && !options.tagsOut) {
-          throw new CliError(
-            `the snapshot holds MTE tags (the first at IPA ${hex(error.guestAddress)}); give --tags-out FILE to restore them`,
-            'usage',
-          );
-        }
-        throw error;
-      });
-      let comparison: VmComparison | undefined;
-      let summary = restoreReport(restored.summary, restored.summary.vcpus, 0);
-      try {
-        if (restored.vm instanceof RawFilesVm) {
-          summary = finishRawFiles(restored.vm, restored, options.tagsOut);
-          if (options.compareSim) {
-            const spec = comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize);
-            comparison = compareRawFiles(restored.vm, spec, progress);
-          }
-        } else if (restored.vm instanceof ComparingTarget) comparison = finishComparison(restored.vm, progress);
-        // Raw files are flushed, their layout written, and only then put in place of the targets.
-        restored.vm.close();
-        rawFiles?.commit();
-      } catch (error) {
-        restored.vm.close();
-        rawFiles?.abort();
-        throw error;
+    );
+  storeOptions(command).action(async (name: string, options: RestoreCommandOptions) => {
+    checkTargetOptions(options);
+    const input = await restoreInput(name, options);
+    try {
+      await restoreAction(name, input.source, input.inputs, options);
+    } finally {
+      input.close();
+    }
+  });
+}
+
+async function restoreAction(
+  name: string,
+  source: string | NodeJS.ReadableStream | SnapshotEventSource,
+  inputs: string[],
+  options: RestoreCommandOptions,
+): Promise<void> {
+  // Raw outputs are checked and made under temporary names before the snapshot is read.
+  const rawFiles = options.ramOut ? rawTargetFiles({ ...options, ramOut: options.ramOut }, inputs) : undefined;
+  // The simulated VM keeps KVM's limits (memslot ids 0..32766) with the largest IPA space a KVM host offers (52 bits).
+  const factory: VmFactory<VmTarget> =
+    rawFiles?.factory ??
+    (options.compareSim ? comparingSimFactory(options) : new SimulatedVmFactory({ adoptRegisters: true, ipaBits: MAX_IPA_BITS }));
+  const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
+  const targetDetails = options.ramOut
+    ? {
+        kind: 'raw-files',
+        ram: options.ramOut,
+        tags: options.tagsOut ?? null,
+        tagLayout: options.tagLayout ?? 'byte',
+        layout: options.layoutOut ?? null,
       }
-      if (options.json) printLine(toJson({ source: name, target: targetDetails, summary, comparison }));
-      else if (!options.quiet) {
-        printLine(describeRestore(summary, target));
-        if (comparison) printLine(describeComparison(comparison));
-        if (comparison && summary.vcpusSkipped) printLine('  (raw files keep no vCPU registers: registers were not compared)');
-        else if (comparison && summary.vcpus === 0)
-          printLine('  (the snapshot holds no vCPU state, as from raw files: registers were not compared)');
+    : { kind: options.compareSim ? 'comparison' : 'simulated' };
+  const progress = createProgress(options);
+  const restored = await runRestore(source, factory, options, progress).catch((error: unknown) => {
+    // restoreSnapshot closed the half-written target: its temporary files go, the targets stay as they were.
+    rawFiles?.abort();
+    if (error instanceof TagCopyError && options.ramOut && !options.tagsOut) {
+      throw new CliError(
+        `the snapshot holds MTE tags (the first at IPA ${hex(error.guestAddress)}); give --tags-out FILE to restore them`,
+        'usage',
+      );
+    }
+    throw error;
+  });
+  let comparison: VmComparison | undefined;
+  let summary = restoreReport(restored.summary, restored.summary.vcpus, 0);
+  try {
+    if (restored.vm instanceof RawFilesVm) {
+      summary = finishRawFiles(restored.vm, restored, options.tagsOut);
+      if (options.compareSim) {
+        const spec = comparisonSpec(options, restored.metadata.annotations, restored.vm.pageSize);
+        comparison = compareRawFiles(restored.vm, spec, progress);
       }
-      if (comparison && !comparison.equal) process.exitCode = EXIT.differs;
-    });
+    } else if (restored.vm instanceof ComparingTarget) comparison = finishComparison(restored.vm, progress);
+    // Raw files are flushed, their layout written, and only then put in place of the targets.
+    restored.vm.close();
+    rawFiles?.commit();
+  } catch (error) {
+    restored.vm.close();
+    rawFiles?.abort();
+    throw error;
+  }
+  if (options.json) printLine(toJson({ source: name, target: targetDetails, summary, comparison }));
+  else if (!options.quiet) {
+    printLine(describeRestore(summary, target));
+    if (comparison) printLine(describeComparison(comparison));
+    if (comparison && summary.vcpusSkipped) printLine('  (raw files keep no vCPU registers: registers were not compared)');
+    else if (comparison && summary.vcpus === 0)
+      printLine('  (the snapshot holds no vCPU state, as from raw files: registers were not compared)');
+  }
+  if (comparison && !comparison.equal) process.exitCode = EXIT.differs;
 }

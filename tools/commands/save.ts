@@ -3,8 +3,12 @@
  * file or to standard output. A file is written under a temporary name and
  * renamed when complete, so an interrupted save leaves the target untouched.
  */
+import { PassThrough, type Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { resolveOutput } from '../../src/io/output-file.js';
+import { readSnapshotStream } from '../../src/reader/stream.js';
+import { isStoreReference } from '../../src/store/chunk-store.js';
+import { type PushSummary, pushSnapshot } from '../../src/store/push.js';
 import type { VmSource } from '../../src/vm/vm.js';
 import { type SaveOptions, type SaveSummary, saveSnapshot } from '../../src/writer/save.js';
 import { CliError, toJson } from '../cli-support.js';
@@ -12,9 +16,11 @@ import { helpAfter } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';
 import { collect, type WriterFlags, writerOptions } from '../save-options.js';
 import { planSaveSource, type SourceOptions } from '../sources.js';
+import { openStoreReference, type StoreCommandOptions, storeOptions } from '../store-options.js';
 import { formatBytes, formatRate, integerOption, percent, sizeOption } from '../units.js';
+import { describePush } from './store-push.js';
 
-export interface SaveCommandOptions extends SourceOptions, WriterFlags {
+export interface SaveCommandOptions extends SourceOptions, WriterFlags, StoreCommandOptions {
   output: string;
   force?: boolean;
   json?: boolean;
@@ -22,7 +28,7 @@ export interface SaveCommandOptions extends SourceOptions, WriterFlags {
 }
 
 /** Saves in a "saving" phase of `progress`; shared with `demo`. */
-export async function runSave(vm: VmSource, output: string, options: SaveOptions, progress: Progress): Promise<SaveSummary> {
+export async function runSave(vm: VmSource, output: string | Writable, options: SaveOptions, progress: Progress): Promise<SaveSummary> {
   progress.phase('saving');
   try {
     return await saveSnapshot(vm, output, { ...options, onProgress: (p) => progress.update(p.guestBytesDone, p.guestBytesTotal) });
@@ -42,8 +48,42 @@ export function describeSave(summary: SaveSummary): string {
   ].join('\n');
 }
 
+/**
+ * Saves straight into a chunk store (-o STORE/NAME): the snapshot stream goes through a pipe into push, which
+ * reads it as a pipe reader would (every check) and stores its chunks; no file is written.
+ */
+async function saveToStore(vm: VmSource, reference: string, options: SaveCommandOptions, saveOptions: SaveOptions, progress: Progress) {
+  const { store, name } = await openStoreReference(reference, options, true);
+  try {
+    const pipe = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+    let fileBytes = 0n;
+    const pushing = pushSnapshot(readSnapshotStream(pipe, { threads: options.threads }), store, name, {
+      force: options.force,
+      threads: options.threads,
+      parallel: options.parallel,
+      fileBytes: () => fileBytes,
+    });
+    // A push that fails (a name taken, the store gone) stops the save at its next write.
+    pushing.catch((error: unknown) => pipe.destroy(error as Error));
+    let summary: SaveSummary;
+    try {
+      summary = await runSave(vm, pipe, { ...saveOptions, force: undefined }, progress);
+      fileBytes = summary.fileBytes;
+      pipe.end();
+    } catch (error) {
+      pipe.destroy(error as Error);
+      await pushing.catch(() => {});
+      throw error;
+    }
+    const pushed: PushSummary = await pushing;
+    return { summary: { ...summary, destination: `${store.description}/${name}` }, pushed };
+  } finally {
+    store.close();
+  }
+}
+
 export function registerSave(program: Command): void {
-  program
+  const command = program
     .command('save')
     .description('Save a guest with its MTE tags to a snapshot file or standard output')
     .option('--sim', 'source: a generated simulated guest (see --size, --seed, --page-size)')
@@ -63,7 +103,7 @@ export function registerSave(program: Command): void {
       collect,
       [],
     )
-    .requiredOption('-o, --output <file>', 'snapshot file to write, or - for standard output')
+    .requiredOption('-o, --output <file>', 'snapshot file to write, - for standard output, or STORE/NAME: a snapshot in a chunk store')
     .option('--level <n>', 'zstd level 1..9, 0 to store uncompressed (default 1)', integerOption('--level', 0, 99))
     .option(
       '--chunk-size <bytes>',
@@ -76,7 +116,7 @@ export function registerSave(program: Command): void {
       integerOption('--threads', 0, 256),
     )
     .option('--annotate <key=value>', 'record an annotation in the snapshot (repeatable)', collect, [])
-    .option('--force', 'replace an existing snapshot file (never one of the inputs)')
+    .option('--force', 'replace an existing snapshot file (never one of the inputs), or a snapshot of the same name in a store')
     .option('--json', 'print the summary as JSON (to standard error when the snapshot goes to standard output)')
     .option('-q, --quiet', 'no progress bar and no summary')
     .addHelpText(
@@ -87,35 +127,39 @@ export function registerSave(program: Command): void {
         'vmsnap save --ram guest.ram --tags guest.tags --region flash0:0:4MiB:ro --region ram:0x40000000:512MiB:mte -o guest.vmsnap',
         'vmsnap save --ram guest.ram --tags guest.tags --layout guest.layout.json -o guest.vmsnap',
         'vmsnap save --sim -o - | ssh backup "cat > guest.vmsnap"',
+        'vmsnap save --sim --seed 7 -o /srv/snapshots/guest-7 --key-file tenant.key',
       ]),
-    )
-    .action(async (options: SaveCommandOptions) => {
-      if (options.output === '-' && process.stdout.isTTY)
-        throw new CliError('-o -: standard output is a terminal; redirect it to a file or a pipe', 'usage');
-      // A reader that goes away surfaces as a rejected write (EPIPE, exit 3), not as an unhandled 'error' event.
-      if (options.output === '-') process.stdout.on('error', () => {});
-      const planned = planSaveSource(options);
-      // Every option is checked before the source is built: a typo must not cost a guest generation.
-      const saveOptions = { ...writerOptions(options, planned.pageSize, {}), force: options.force, inputs: planned.inputs };
-      if (options.output !== '-') resolveOutput(options.output, { ...saveOptions, streamable: true });
-      const progress = createProgress(options);
-      // Standard output may be carrying the snapshot itself.
-      const report = options.output === '-' ? process.stderr : process.stdout;
-      const people = !options.quiet && !options.json;
-      // The source is named before any bar, so that the person watching knows what is being saved.
-      if (people) report.write(`${planned.description}\n`);
-      const source = planned.open();
-      try {
-        const summary = await runSave(
-          source.vm,
-          options.output,
-          { ...saveOptions, annotations: { ...source.annotations, ...saveOptions.annotations } },
-          progress,
-        );
-        if (people) report.write(`${describeSave(summary)}\n`);
-        else if (options.json && !options.quiet) report.write(`${toJson({ source: planned.details, ...summary })}\n`);
-      } finally {
-        source.close();
+    );
+  storeOptions(command).action(async (options: SaveCommandOptions) => {
+    if (options.output === '-' && process.stdout.isTTY)
+      throw new CliError('-o -: standard output is a terminal; redirect it to a file or a pipe', 'usage');
+    // A reader that goes away surfaces as a rejected write (EPIPE, exit 3), not as an unhandled 'error' event.
+    if (options.output === '-') process.stdout.on('error', () => {});
+    const planned = planSaveSource(options);
+    // Every option is checked before the source is built: a typo must not cost a guest generation.
+    const saveOptions = { ...writerOptions(options, planned.pageSize, {}), force: options.force, inputs: planned.inputs };
+    const toStore = isStoreReference(options.output);
+    if (options.output !== '-' && !toStore) resolveOutput(options.output, { ...saveOptions, streamable: true });
+    const progress = createProgress(options);
+    // Standard output may be carrying the snapshot itself.
+    const report = options.output === '-' ? process.stderr : process.stdout;
+    const people = !options.quiet && !options.json;
+    // The source is named before any bar, so that the person watching knows what is being saved.
+    if (people) report.write(`${planned.description}\n`);
+    const source = planned.open();
+    try {
+      const writeOptions = { ...saveOptions, annotations: { ...source.annotations, ...saveOptions.annotations } };
+      if (toStore) {
+        const { summary, pushed } = await saveToStore(source.vm, options.output, options, writeOptions, progress);
+        if (people) report.write(`${describeSave(summary)}\n${describePush(pushed)}\n`);
+        else if (options.json && !options.quiet) report.write(`${toJson({ source: planned.details, ...summary, pushed })}\n`);
+        return;
       }
-    });
+      const summary = await runSave(source.vm, options.output, writeOptions, progress);
+      if (people) report.write(`${describeSave(summary)}\n`);
+      else if (options.json && !options.quiet) report.write(`${toJson({ source: planned.details, ...summary })}\n`);
+    } finally {
+      source.close();
+    }
+  });
 }

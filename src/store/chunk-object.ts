@@ -1,0 +1,94 @@
+/**
+ * Chunk objects (spec/STORE.md, "Chunk objects"): one RAM or tag chunk of a
+ * snapshot's grid, named and encrypted by its content. The plaintext is a
+ * RAMC/TAGC payload of spec/FORMAT.md section 6 placed at region 0, page 0
+ * (so it holds no position and one object serves every place, in every
+ * snapshot, with that content); it is sealed with AES-256-GCM under a key
+ * derived from the name, with a nonce derived from the plaintext, and the
+ * associated data binds the role (RAM or tags), the page size, the page
+ * count and the name: an object moved to another name, another role or
+ * another geometry fails authentication.
+ */
+import { createCipheriv, createDecipheriv, createHmac } from 'node:crypto';
+import type { ChunkKind } from '../format/model.js';
+import { StoreError } from './errors.js';
+import type { TenantKeys } from './tenant-keys.js';
+
+export const CHUNK_MAGIC = 'VMSC';
+export const CHUNK_VERSION = 1;
+/** Magic, version, role, reserved, page size, page count. */
+export const CHUNK_HEADER_LENGTH = 16;
+export const NONCE_LENGTH = 12;
+export const TAG_LENGTH = 16;
+export const ROLE = { ram: 1, tags: 2 } as const;
+
+export interface ChunkGeometry {
+  readonly kind: ChunkKind;
+  readonly pageSize: number;
+  readonly pageCount: number;
+}
+
+/** The 16 bytes that open a chunk object; also the start of the name's input and of the associated data. */
+export function chunkObjectHeader(geometry: ChunkGeometry): Uint8Array {
+  const header = new Uint8Array(CHUNK_HEADER_LENGTH);
+  const dv = new DataView(header.buffer);
+  header.set(Buffer.from(CHUNK_MAGIC, 'latin1'));
+  header[4] = CHUNK_VERSION;
+  header[5] = ROLE[geometry.kind];
+  dv.setUint32(8, geometry.pageSize, true);
+  dv.setUint32(12, geometry.pageCount, true);
+  return header;
+}
+
+/** The chunk's name: `content` is the RAM bytes of all its pages, or their tags one byte per granule. */
+export function nameChunk(keys: TenantKeys, geometry: ChunkGeometry, content: Uint8Array): Buffer {
+  return keys.chunkName(chunkObjectHeader(geometry), content);
+}
+
+function associatedData(header: Uint8Array, name: Uint8Array): Buffer {
+  return Buffer.concat([header, name]);
+}
+
+/** Seals `plaintext` (the position-free chunk payload) as the object named `name`. */
+export function sealChunk(keys: TenantKeys, geometry: ChunkGeometry, name: Uint8Array, plaintext: Uint8Array): Uint8Array {
+  const key = keys.chunkKey(name);
+  const header = chunkObjectHeader(geometry);
+  // Deterministic (same content, same object) and safe if two writers encode the same content differently: the nonce follows the plaintext.
+  const nonce = createHmac('sha256', key).update('nonce').update(plaintext).digest().subarray(0, NONCE_LENGTH);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_LENGTH });
+  cipher.setAAD(associatedData(header, name));
+  const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
+}
+
+/**
+ * Opens the object expected at `name` with `geometry`: refuses one whose
+ * header differs or that does not authenticate (altered, another chunk's,
+ * another tenant's). Returns the plaintext chunk payload.
+ */
+export function openChunk(keys: TenantKeys, geometry: ChunkGeometry, name: Uint8Array, object: Uint8Array, where: string): Uint8Array {
+  const header = chunkObjectHeader(geometry);
+  if (object.length < CHUNK_HEADER_LENGTH + NONCE_LENGTH + TAG_LENGTH) {
+    throw new StoreError('chunk-not-authentic', `${where}: chunk object of ${object.length} bytes is too short`);
+  }
+  const got = object.subarray(0, CHUNK_HEADER_LENGTH);
+  if (!Buffer.from(got).equals(header)) {
+    throw new StoreError(
+      'chunk-not-authentic',
+      `${where}: chunk object header is not the one of a ${geometry.kind} chunk of ${geometry.pageCount} ${geometry.pageSize}-byte pages`,
+    );
+  }
+  const nonce = object.subarray(CHUNK_HEADER_LENGTH, CHUNK_HEADER_LENGTH + NONCE_LENGTH);
+  const body = object.subarray(CHUNK_HEADER_LENGTH + NONCE_LENGTH, object.length - TAG_LENGTH);
+  const decipher = createDecipheriv('aes-256-gcm', keys.chunkKey(name), nonce, { authTagLength: TAG_LENGTH });
+  decipher.setAAD(associatedData(header, name));
+  decipher.setAuthTag(object.subarray(object.length - TAG_LENGTH));
+  try {
+    return new Uint8Array(Buffer.concat([decipher.update(body), decipher.final()]));
+  } catch {
+    throw new StoreError(
+      'chunk-not-authentic',
+      `${where}: chunk object does not authenticate (altered, another chunk's, or sealed with another key)`,
+    );
+  }
+}

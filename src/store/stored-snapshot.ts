@@ -1,0 +1,152 @@
+/**
+ * Reading a snapshot back from the store: its manifest first, then its
+ * chunks, fetched in parallel (a bounded window ahead) and handed on in grid
+ * order, which is the order restore writes them into the guest (each chunk's
+ * RAM, then its tags: the restore order KVM needs). Before the first chunk is
+ * handed on, every chunk the manifest names is checked to be in the store,
+ * so a snapshot with a deleted chunk is refused before anything is written;
+ * each chunk is authenticated (AEAD) and its payload checked by the format's
+ * rules before it is handed on, so an altered or swapped chunk stops the
+ * restore before that chunk reaches the guest.
+ */
+import { checksum } from '../format/checksum.js';
+import type { GridChunk } from '../format/chunk-grid.js';
+import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk } from '../format/model.js';
+import type { DecodedChunkResult } from '../parallel/chunk-jobs.js';
+import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
+import type { SnapshotEvent } from '../reader/events.js';
+import { openChunk } from './chunk-object.js';
+import { type ChunkStore, shortName } from './chunk-store.js';
+import { StoreError } from './errors.js';
+import { type Manifest, manifestChunks, manifestHeader } from './manifest.js';
+
+export interface StoredChunk {
+  readonly grid: GridChunk & { readonly name: Uint8Array };
+  /** The chunk payload (spec/FORMAT.md section 6) at region 0, page 0, as the object holds it. */
+  readonly payload: Uint8Array;
+  readonly chunk: RamChunk | TagChunk;
+  /** Bytes of the object as stored. */
+  readonly objectBytes: number;
+}
+
+export interface StoredSnapshotOptions {
+  /** Chunks fetched ahead of the one being handed on; default 16. */
+  parallel?: number;
+  threads?: number;
+}
+
+/** Where a grid chunk is, for messages: snapshot, region, pages and IPA. */
+export function describeChunk(name: string, metadata: SnapshotMetadata, pageSize: number, grid: GridChunk & { name: Uint8Array }): string {
+  const region = metadata.regions[grid.region];
+  const ipa = region.guestAddress + BigInt(grid.firstPage) * BigInt(pageSize);
+  return (
+    `snapshot ${name}, ${grid.kind === 'ram' ? 'RAM' : 'tag'} chunk of region ${region.name} pages ${grid.firstPage}..` +
+    `${grid.firstPage + grid.pageCount - 1} (IPA 0x${ipa.toString(16)}), object ${shortName(grid.name)}`
+  );
+}
+
+export class StoredSnapshot {
+  readonly header: SnapshotHeader;
+  readonly metadata: SnapshotMetadata;
+  private readonly executor: ChunkExecutor;
+
+  private constructor(
+    readonly store: ChunkStore,
+    readonly name: string,
+    readonly manifest: Manifest,
+    private readonly options: StoredSnapshotOptions,
+  ) {
+    this.header = manifestHeader(manifest);
+    this.metadata = manifest.metadata;
+    this.executor = createChunkExecutor(options.threads);
+  }
+
+  static async open(store: ChunkStore, name: string, options: StoredSnapshotOptions = {}): Promise<StoredSnapshot> {
+    return new StoredSnapshot(store, name, await store.readManifest(name), options);
+  }
+
+  get chunkCount(): number {
+    return this.manifest.chunkNames.length;
+  }
+
+  /** Refuses the snapshot when any chunk it names is not in the store; one HEAD per distinct chunk, in parallel. */
+  async checkChunksPresent(): Promise<void> {
+    const distinct = new Map<string, GridChunk & { name: Uint8Array }>();
+    for (const grid of manifestChunks(this.manifest)) {
+      const hex = Buffer.from(grid.name).toString('hex');
+      if (!distinct.has(hex)) distinct.set(hex, grid);
+    }
+    const queue = [...distinct.values()];
+    const missing: string[] = [];
+    const worker = async () => {
+      for (let grid = queue.pop(); grid; grid = queue.pop()) {
+        if ((await this.store.engine.size(this.store.chunkKey(grid.name))) === null)
+          missing.push(describeChunk(this.name, this.metadata, this.header.pageSize, grid));
+      }
+    };
+    await Promise.all(Array.from({ length: this.options.parallel ?? 16 }, worker));
+    if (missing.length) {
+      throw new StoreError(
+        'chunk-missing',
+        `${this.store.description}: ${missing.length} chunk object${missing.length === 1 ? ' is' : 's are'} missing: ${missing[0]}` +
+          (missing.length > 1 ? ` (and ${missing.length - 1} more)` : ''),
+      );
+    }
+  }
+
+  /** Fetches, authenticates and decodes one chunk. */
+  async fetchChunk(grid: GridChunk & { name: Uint8Array }): Promise<StoredChunk> {
+    const where = describeChunk(this.name, this.metadata, this.header.pageSize, grid);
+    const object = await this.store.engine.get(this.store.chunkKey(grid.name));
+    if (!object) throw new StoreError('chunk-missing', `${this.store.description}: chunk object missing: ${where}`);
+    const geometry = { kind: grid.kind, pageSize: this.header.pageSize, pageCount: grid.pageCount };
+    const payload = openChunk(this.store.keys, geometry, grid.name, object, where);
+    const result = await this.executor.run({
+      op: 'decode',
+      kind: grid.kind,
+      pageSize: this.header.pageSize,
+      zstd: true,
+      payload: payload.slice(),
+      payloadChecksum: checksum(payload),
+    });
+    if ('failed' in result) throw new StoreError('chunk-not-authentic', `${where}: authentic but not a valid chunk: ${result.message}`);
+    const decoded = result as DecodedChunkResult;
+    if (decoded.header.region !== 0 || decoded.header.firstPage !== 0 || decoded.header.pageCount !== grid.pageCount)
+      throw new StoreError('chunk-not-authentic', `${where}: the chunk payload is not placed at region 0, page 0`);
+    const location = { kind: grid.kind, region: grid.region, firstPage: grid.firstPage, pageCount: grid.pageCount };
+    const chunk =
+      grid.kind === 'ram'
+        ? { ...location, offset: 0n, length: BigInt(object.length), present: decoded.bitmap, data: decoded.expanded }
+        : { ...location, offset: 0n, length: BigInt(object.length), present: decoded.bitmap, tags: decoded.expanded };
+    return { grid, payload, chunk, objectBytes: object.length };
+  }
+
+  /** Every chunk in grid order, up to `parallel` fetched ahead. */
+  async *chunks(): AsyncGenerator<StoredChunk> {
+    const grids = manifestChunks(this.manifest);
+    const ahead = this.options.parallel ?? 16;
+    const pending: Promise<StoredChunk>[] = [];
+    let next = 0;
+    while (next < grids.length || pending.length) {
+      while (next < grids.length && pending.length < ahead) {
+        const fetched = this.fetchChunk(grids[next++]);
+        fetched.catch(() => {});
+        pending.push(fetched);
+      }
+      yield await pending.shift()!;
+    }
+  }
+
+  /** The snapshot as the reader's events (restore consumes them): presence is checked before the first. */
+  async *events(): AsyncGenerator<SnapshotEvent> {
+    await this.checkChunksPresent();
+    yield { type: 'start', header: this.header, metadata: this.metadata };
+    for await (const stored of this.chunks()) yield { type: 'chunk', chunk: stored.chunk };
+    for (const vcpu of this.manifest.vcpus) yield { type: 'vcpu', vcpu };
+    for (const blob of this.manifest.blobs) yield { type: 'blob', blob };
+  }
+
+  async close(): Promise<void> {
+    await this.executor.close();
+  }
+}
