@@ -93,9 +93,15 @@ export { VERSION } from './version.js';
 export { guestTags, MAX_TAG_COPY_BYTES, readGuestTags, type TagCopier, writeGuestTags } from './vm/tag-copy.js';
 // The VM interface: what the writer reads (VmSource) and restore writes (VmTarget).
 export {
+  type ClearDirtyLogRequest,
   type CopyMteTagsRequest,
+  DIRTY_LOG_INITIALLY_SET,
+  DIRTY_LOG_MANUAL_PROTECT,
+  dirtyBitmapBytes,
+  dirtyPages,
   ERRNO,
   type ErrnoName,
+  isPageDirty,
   type MemoryBacking,
   type MemorySlot,
   type MemorySlotSpec,

@@ -138,6 +138,47 @@ describe('the suite catches a wrong backend', () => {
     expect(results.find((r) => r.id === 'other-process-eio')?.status).toBe('skip');
   });
 
+  it('tag stores that leave the log clean fail dirty-log-tag-store-only; a GET that never clears fails guest-stores', async () => {
+    const silentTags: ConformanceTarget = {
+      ...base,
+      guestAccess: (vm) => {
+        const guest = base.guestAccess!(vm);
+        // STG through the VMM's path (TO_GUEST of a whole page), which stage 2 never sees.
+        return {
+          ...guest,
+          store64: guest.store64.bind(guest),
+          load64: guest.load64.bind(guest),
+          loadTag: guest.loadTag.bind(guest),
+          storeTag: (address: bigint, tag: number) => {
+            const page = address - (address % 4096n);
+            const tags = new Uint8Array(256);
+            vm.copyMteTags({ guestIpa: page, length: 4096n, flags: 1n, reserved: [0n, 0n], buffer: tags });
+            tags[Number((address % 4096n) / 16n)] = tag;
+            vm.copyMteTags({ guestIpa: page, length: 4096n, flags: 0n, reserved: [0n, 0n], buffer: tags });
+          },
+        };
+      },
+    };
+    expect(await failedRows(silentTags)).toEqual(['dirty-log-tag-store-only']);
+    const sticky = brokenTarget(base, 'sticky-log', (vm, request) => vm.copyMteTags(request));
+    const stickyLog: ConformanceTarget = {
+      ...sticky,
+      createVm: () => {
+        const vm = sticky.createVm();
+        const get = vm.getDirtyLog.bind(vm);
+        let last: Uint8Array | null = null;
+        vm.getDirtyLog = (slot: number) => {
+          const bits = get(slot);
+          if (last && last.length === bits.length) for (let i = 0; i < bits.length; i++) bits[i] |= last[i];
+          last = bits.slice();
+          return bits;
+        };
+        return vm;
+      },
+    };
+    expect(await failedRows(stickyLog)).toContain('dirty-log-guest-stores');
+  });
+
   it('reports a failing row with the call and the values that differ', async () => {
     const target = brokenTarget(base, 'always-zero', () => 0);
     const results = await runConformance(target);

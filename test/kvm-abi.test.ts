@@ -23,6 +23,7 @@ describe('ioctl numbers', () => {
     KVM_ARM_PREFERRED_TARGET: 0x8020aeaf,
     KVM_GET_REG_LIST: 0xc008aeb0,
     KVM_ARM_MTE_COPY_TAGS: 0x8030aeb4,
+    KVM_CLEAR_DIRTY_LOG: 0xc018aec0,
   };
   for (const [name, value] of Object.entries(known)) {
     test(`${name} = 0x${value.toString(16)}`, () => {
@@ -55,6 +56,7 @@ describe('struct layouts', () => {
     ['kvm_vcpu_init', abi.KVM_VCPU_INIT_STRUCT, 32],
     ['kvm_reg_list (fixed part)', abi.KVM_REG_LIST_STRUCT, 8],
     ['kvm_dirty_log', abi.KVM_DIRTY_LOG_STRUCT, 16],
+    ['kvm_clear_dirty_log', abi.KVM_CLEAR_DIRTY_LOG_STRUCT, 24],
   ])('%s is %i bytes', (_name, layout, size) => {
     expect(layout.size).toBe(size);
   });
@@ -95,8 +97,9 @@ describe('struct layouts', () => {
   });
 });
 
-test('constants: API version 12, KVM_CAP_ARM_MTE 205, MMIO exit 6', () => {
+test('constants: API version 12, KVM_CAP_ARM_MTE 205, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 168, MMIO exit 6', () => {
   expect(abi.KVM_API_VERSION).toBe(12);
   expect(abi.KVM_CAP_ARM_MTE).toBe(205);
+  expect(abi.KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2).toBe(168);
   expect(abi.KVM_EXIT_REASON.MMIO).toBe(6);
 });

@@ -18,7 +18,7 @@ import {
   xRegisterId,
 } from '../src/vm/arm64-registers.js';
 import { guestTags, TagCopyError, writeGuestTags } from '../src/vm/tag-copy.js';
-import { TAGS_FROM_GUEST, VmErrnoError } from '../src/vm/vm.js';
+import { dirtyBitmapBytes, dirtyPages, TAGS_FROM_GUEST, VmErrnoError } from '../src/vm/vm.js';
 
 function errnoOf(call: () => unknown): string | undefined {
   try {
@@ -211,5 +211,42 @@ describe('vCPUs restored from another CPU', () => {
     expect(adopting.registerIds()).toContain(firmwareRegister);
     expect(adopting.getRegister(firmwareRegister)[0]).toBe(1);
     expect(errnoOf(() => adopting.setRegister(firmwareRegister, new Uint8Array(4)))).toBe('EINVAL');
+  });
+});
+
+describe('simulated guest accesses and the dirty log', () => {
+  function loggingVm(pageSize = 4096): SimulatedVm {
+    const vm = new SimulatedVm({ pageSize });
+    vm.enableMte();
+    vm.addMemorySlot({ slot: 3, name: 'ram', guestAddress: 0x8000_0000n, size: BigInt(8 * pageSize) });
+    vm.addMemorySlot({ slot: 4, name: 'rom', guestAddress: 0x9000_0000n, size: BigInt(pageSize), readOnly: true });
+    vm.setDirtyLogging(3, true);
+    return vm;
+  }
+
+  it('a store spanning two pages marks both; a tag store spanning pages writes every granule and marks both', () => {
+    const vm = loggingVm();
+    vm.guestStore(0x8000_0ffcn, new Uint8Array(8).fill(7));
+    expect(dirtyPages(vm.getDirtyLog(3))).toEqual([0, 1]);
+    vm.guestStoreTags(0x8000_3ff0n, Uint8Array.of(0x1a, 0x2b));
+    expect(dirtyPages(vm.getDirtyLog(3))).toEqual([3, 4]);
+    expect(vm.guestLoadTag(0x8000_3ff0n)).toBe(0xa);
+    expect(vm.guestLoadTag(0x8000_4000n)).toBe(0xb);
+    expect(guestTags(vm, 0x8000_4000n, 4096)[0]).toBe(0xb);
+    expect(dirtyPages(vm.getDirtyLog(3))).toEqual([]);
+  });
+
+  it('guest stores to a read-only slot or no slot are refused (MMIO on KVM); unaligned STG is a programming error', () => {
+    const vm = loggingVm();
+    expect(() => vm.guestStore(0x9000_0000n, Uint8Array.of(1))).toThrow(VmErrnoError);
+    expect(() => vm.guestStore(0x7000_0000n, Uint8Array.of(1))).toThrow(VmErrnoError);
+    expect(() => vm.guestStoreTags(0x8000_0008n, Uint8Array.of(1))).toThrow(RangeError);
+  });
+
+  it('a slot without logging keeps no log; the dirty bitmap has whole 64-bit words', () => {
+    const vm = loggingVm(16384);
+    expect(vm.getDirtyLog(3).length).toBe(dirtyBitmapBytes(8));
+    expect(dirtyBitmapBytes(65)).toBe(16);
+    expect(() => vm.getDirtyLog(4)).toThrow(/ENOENT/);
   });
 });

@@ -7,6 +7,7 @@
 
 import { GRANULE_SIZE } from '../src/format/constants.js';
 import {
+  type ClearDirtyLogRequest,
   type CopyMteTagsRequest,
   type GuestAddress,
   type MemorySlot,
@@ -51,6 +52,18 @@ export class TagCorruptingVm implements Vm {
   }
   setDirtyLogging(slot: number, enabled: boolean): void {
     this.inner.setDirtyLogging(slot, enabled);
+  }
+  getDirtyLog(slot: number): Uint8Array {
+    return this.inner.getDirtyLog(slot);
+  }
+  clearDirtyLog(request: ClearDirtyLogRequest): void {
+    this.inner.clearDirtyLog(request);
+  }
+  manualDirtyLogProtectFlags(): number {
+    return this.inner.manualDirtyLogProtectFlags();
+  }
+  enableManualDirtyLogProtect(flags: number): void {
+    this.inner.enableManualDirtyLogProtect(flags);
   }
   readMemory(guestAddress: GuestAddress, destination: Uint8Array): void {
     this.inner.readMemory(guestAddress, destination);

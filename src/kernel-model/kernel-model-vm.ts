@@ -8,8 +8,9 @@
  * backend are this class with a different store.
  */
 
-import { PAGE_SIZES } from '../format/constants.js';
+import { GRANULE_SIZE, PAGE_SIZES } from '../format/constants.js';
 import {
+  type ClearDirtyLogRequest,
   type CopyMteTagsRequest,
   type GuestAddress,
   type MemorySlot,
@@ -19,6 +20,7 @@ import {
   VmErrnoError,
 } from '../vm/vm.js';
 import { copyMteTags } from './copy-mte-tags.js';
+import { DirtyLog, GUEST_TAG_STORES_MARK_DIRTY, MANUAL_DIRTY_LOG_CAPS } from './dirty-log.js';
 import { checkKernelVersion, DEFAULT_KERNEL_VERSION, type KernelBehaviour, type KernelVersion, kernelBehaviour } from './kernel-version.js';
 import { DEFAULT_IPA_BITS, hex, MemslotTable, type ModelSlot } from './memslot-table.js';
 import { SimulatedVcpu } from './simulated-vcpu.js';
@@ -63,6 +65,7 @@ export class KernelModelVm implements Vm {
   private mte = false;
   private closed = false;
   private readonly memslots: MemslotTable;
+  private readonly dirtyLog = new DirtyLog();
   private readonly vcpuList: Vcpu[] = [];
   private readonly adoptRegisters: boolean;
   private readonly kvmLimits: boolean;
@@ -109,6 +112,112 @@ export class KernelModelVm implements Vm {
   setDirtyLogging(slot: number, enabled: boolean): void {
     this.checkOpen('KVM_SET_USER_MEMORY_REGION');
     this.memslots.setDirtyLogging(slot, enabled);
+    const info = this.memslots.list().find((s) => s.slot === slot);
+    if (info) this.dirtyLog.loggingChanged(slot, Number(info.size / BigInt(this.pageSize)), enabled);
+  }
+
+  getDirtyLog(slot: number): Uint8Array {
+    this.checkOpen('KVM_GET_DIRTY_LOG');
+    return this.dirtyLog.get(slot);
+  }
+
+  clearDirtyLog(request: ClearDirtyLogRequest): void {
+    this.checkOpen('KVM_CLEAR_DIRTY_LOG');
+    this.dirtyLog.clear(request);
+  }
+
+  manualDirtyLogProtectFlags(): number {
+    this.checkOpen('KVM_CHECK_EXTENSION');
+    return MANUAL_DIRTY_LOG_CAPS;
+  }
+
+  enableManualDirtyLogProtect(flags: number): void {
+    this.checkOpen('KVM_ENABLE_CAP');
+    this.dirtyLog.enableManualProtect(flags);
+  }
+
+  /**
+   * A store by guest code (the simulated guest's STR): unlike writeMemory, it goes through stage 2, so it marks its
+   * pages in the dirty log. A read-only slot or an IPA without a slot is not RAM to the guest (KVM makes it an MMIO
+   * exit), so the model refuses it.
+   */
+  guestStore(guestAddress: GuestAddress, source: Uint8Array): void {
+    const { slot, offset } = this.guestMapping(guestAddress, source.length, 'guest store');
+    slot.storage.writeMemory(offset, source);
+    this.markGuestWrite(slot, offset, source.length);
+  }
+
+  /** A load by guest code: it maps the page but never dirties it. */
+  guestLoad(guestAddress: GuestAddress, destination: Uint8Array): void {
+    const { slot, offset } = this.mapping(guestAddress, destination.length, 'guest load');
+    this.sanitiseTags(slot, offset, destination.length);
+    slot.storage.readMemory(offset, destination);
+  }
+
+  /**
+   * STG by guest code, one tag (0..15) per 16-byte granule from `guestAddress` (granule aligned), data untouched.
+   * A tag store is a write at stage 2: it marks the page dirty (GUEST_TAG_STORES_MARK_DIRTY, measured on the lab).
+   */
+  guestStoreTags(guestAddress: GuestAddress, tags: Uint8Array): void {
+    if (guestAddress % BigInt(GRANULE_SIZE) !== 0n) throw new RangeError(`STG at ${hex(guestAddress)}: not granule aligned`);
+    if (!this.mte) throw new VmErrnoError('EINVAL', 'guest tag store', 'MTE is not enabled on this VM');
+    const length = tags.length * GRANULE_SIZE;
+    const { slot, offset } = this.guestMapping(guestAddress, length, 'guest tag store');
+    this.sanitiseTags(slot, offset, length);
+    const granulesPerPage = this.pageSize / GRANULE_SIZE;
+    for (let i = 0; i < tags.length; ) {
+      const granule = offset / GRANULE_SIZE + i;
+      const page = Math.floor(granule / granulesPerPage);
+      const inPage = granule % granulesPerPage;
+      const count = Math.min(tags.length - i, granulesPerPage - inPage);
+      slot.storage.writeTags(
+        page,
+        inPage,
+        tags.subarray(i, i + count).map((tag) => tag & 0x0f),
+      );
+      i += count;
+    }
+    if (GUEST_TAG_STORES_MARK_DIRTY) this.markGuestWrite(slot, offset, length);
+  }
+
+  /** LDG by guest code: the tag of the granule at `guestAddress` (granule aligned). */
+  guestLoadTag(guestAddress: GuestAddress): number {
+    const { slot, offset } = this.mapping(guestAddress, GRANULE_SIZE, 'guest tag load');
+    this.sanitiseTags(slot, offset, GRANULE_SIZE);
+    const tag = new Uint8Array(1);
+    const granule = offset / GRANULE_SIZE;
+    const granulesPerPage = this.pageSize / GRANULE_SIZE;
+    if (slot.storage.tagAccess !== 'none') slot.storage.readTags(Math.floor(granule / granulesPerPage), granule % granulesPerPage, tag);
+    return tag[0];
+  }
+
+  private guestMapping(guestAddress: GuestAddress, length: number, operation: string): { slot: ModelSlot; offset: number } {
+    const mapped = this.mapping(guestAddress, length, operation);
+    if (mapped.slot.info.readOnly) {
+      throw new VmErrnoError(
+        'EFAULT',
+        operation,
+        `${hex(guestAddress)} is in read-only slot ${mapped.slot.info.slot}: an MMIO exit on KVM`,
+      );
+    }
+    this.sanitiseTags(mapped.slot, mapped.offset, length);
+    return mapped;
+  }
+
+  /** sanitise_mte_tags: a page the guest maps for the first time gets zero tags and counts as tagged (MTE VMs only). */
+  private sanitiseTags(slot: ModelSlot, offset: number, length: number): void {
+    if (!this.mte || slot.storage.tagAccess !== 'read-write') return;
+    for (let page = Math.floor(offset / this.pageSize); page * this.pageSize < offset + length; page++) {
+      if (slot.storage.isPageTagged(page)) continue;
+      slot.storage.clearPageTags(page);
+      slot.storage.markPageTagged(page);
+    }
+  }
+
+  private markGuestWrite(slot: ModelSlot, offset: number, length: number): void {
+    if (length === 0) return;
+    const last = Math.floor((offset + length - 1) / this.pageSize);
+    for (let page = Math.floor(offset / this.pageSize); page <= last; page++) this.dirtyLog.markDirty(slot.info.slot, page);
   }
 
   readMemory(guestAddress: GuestAddress, destination: Uint8Array): void {

@@ -184,11 +184,62 @@ export interface VmTarget {
   close(): void;
 }
 
+/** KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE: KVM_GET_DIRTY_LOG no longer clears the log; KVM_CLEAR_DIRTY_LOG does. */
+export const DIRTY_LOG_MANUAL_PROTECT = 1;
+/** KVM_DIRTY_LOG_INITIALLY_SET: turning logging on marks every page of the slot dirty (with manual protect only). */
+export const DIRTY_LOG_INITIALLY_SET = 2;
+
+/** The argument of KVM_CLEAR_DIRTY_LOG (struct kvm_clear_dirty_log). */
+export interface ClearDirtyLogRequest {
+  readonly slot: number;
+  /** The first page the bitmap covers; a multiple of 64. */
+  readonly firstPage: number;
+  /** Pages covered: a multiple of 64, or up to the slot's last page. */
+  readonly numPages: number;
+  /**
+   * One bit per page from `firstPage` (bit i of byte j is page firstPage + 8j + i): the dirty pages to clear and
+   * write-protect again. The kernel reads ceil(numPages / 64) * 8 bytes; a shorter buffer faults (EFAULT).
+   */
+  readonly bitmap: Uint8Array;
+}
+
+/** Bytes of a KVM dirty bitmap for `pages` pages: one bit each, in whole 64-bit words (kvm_dirty_bitmap_bytes). */
+export function dirtyBitmapBytes(pages: number): number {
+  return Math.ceil(pages / 64) * 8;
+}
+
+/** Whether page `page` is set in a dirty bitmap. */
+export function isPageDirty(bitmap: Uint8Array, page: number): boolean {
+  return (bitmap[page >> 3] & (1 << (page & 7))) !== 0;
+}
+
+/** The pages set in a dirty bitmap, ascending. */
+export function dirtyPages(bitmap: Uint8Array): number[] {
+  const pages: number[] = [];
+  for (let byte = 0; byte < bitmap.length; byte++) {
+    if (bitmap[byte] === 0) continue;
+    for (let bit = 0; bit < 8; bit++) if (bitmap[byte] & (1 << bit)) pages.push(byte * 8 + bit);
+  }
+  return pages;
+}
+
 /** A whole KVM-shaped VM, as vmsnap's backends provide: a source and a target. */
 export interface Vm extends VmSource, VmTarget {
   memorySlots(): readonly MemorySlot[];
   /** KVM_MEM_LOG_DIRTY_PAGES on or off for a slot. */
   setDirtyLogging(slot: number, enabled: boolean): void;
+  /**
+   * KVM_GET_DIRTY_LOG: the slot's dirty bitmap (dirtyBitmapBytes(pages) bytes), pages the guest wrote since logging
+   * began or since the last get (or clear, under manual protect). Without manual protect the kernel clears what it
+   * returns and write-protects those pages again. ENOENT if the slot does not log; EINVAL for a slot id KVM cannot have.
+   */
+  getDirtyLog(slot: number): Uint8Array;
+  /** KVM_CLEAR_DIRTY_LOG: clears the bitmap's pages in the slot's log and write-protects them again. */
+  clearDirtyLog(request: ClearDirtyLogRequest): void;
+  /** KVM_CHECK_EXTENSION(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2): the DIRTY_LOG_* flags the kernel takes, 0 without it. */
+  manualDirtyLogProtectFlags(): number;
+  /** KVM_ENABLE_CAP(KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) with DIRTY_LOG_* flags (0 turns manual protect off). */
+  enableManualDirtyLogProtect(flags: number): void;
   createVcpu(id: number): Vcpu;
   vcpus(): readonly Vcpu[];
 }

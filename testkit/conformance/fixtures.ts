@@ -20,6 +20,11 @@ import { ConformanceMismatch, type ConformanceTarget } from './types.js';
 /** Where rows put their slot: 1 GiB, aligned for every host page size, inside every IPA space. */
 export const SLOT_IPA = 0x4000_0000n;
 export const SLOT_NUMBER = 0;
+/** The memslot of the guest code that rows with guest accesses run: in SLOT_IPA's 1 GiB block, past any row's slot. */
+export const GUEST_CODE_SLOT = 1;
+export const GUEST_CODE_IPA = SLOT_IPA + 0x2000_0000n;
+/** 64 KiB: the code, its page-table page, a whole page on every host page size. */
+export const GUEST_CODE_BYTES = 0x1_0000n;
 
 export interface SlotFixture {
   readonly vm: Vm;

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { KvmVmFactory } from '../../src/backends/kvm/kvm-factory.js';
 import { KvmVm } from '../../src/backends/kvm/kvm-vm.js';
 import { type CopyMteTagsRequest, type ErrnoName, type Vm, VmErrnoError } from '../../src/vm/vm.js';
+import { KvmGuestAccess } from './kvm-guest-access.js';
 import { INHERITED_VM_FD, type OtherProcessAnswer, serialiseCopyRequest } from './other-process-copy.js';
 import type { ConformanceTarget } from './types.js';
 
@@ -54,5 +55,6 @@ export function kvmConformanceTarget(factory: KvmVmFactory = new KvmVmFactory())
     kernelVersion,
     createVm: () => factory.createVm(),
     copyMteTagsFromOtherProcess: copyMteTagsFromChildProcess,
+    guestAccess: (vm) => new KvmGuestAccess(vm),
   };
 }

@@ -4,12 +4,13 @@
  * runs on a bare arm64 host with only node.
  */
 import { argumentRows } from './rows-arguments.js';
+import { dirtyLogRows } from './rows-dirty-log.js';
 import { memslotRows } from './rows-memslots.js';
 import { tagRows } from './rows-tags.js';
 import { vmRows } from './rows-vm.js';
 import type { ConformanceResult, ConformanceRow, ConformanceTarget } from './types.js';
 
-export const conformanceRows: ConformanceRow[] = [...argumentRows, ...memslotRows, ...tagRows, ...vmRows];
+export const conformanceRows: ConformanceRow[] = [...argumentRows, ...memslotRows, ...tagRows, ...vmRows, ...dirtyLogRows];
 
 export async function runConformanceRow(row: ConformanceRow, target: ConformanceTarget): Promise<ConformanceResult> {
   const started = performance.now();

@@ -2,6 +2,7 @@
 
 import { SimulatedVm } from '../../src/backends/simulated/simulated-vm.js';
 import type { KernelVersion } from '../../src/kernel-model/kernel-version.js';
+import { SimulatedGuestAccess } from './simulated-guest-access.js';
 import type { ConformanceTarget } from './types.js';
 
 export interface SimulatedTargetOptions {
@@ -20,6 +21,10 @@ export function simulatedConformanceTarget({ pageSize, kernelVersion }: Simulate
       if (!(vm instanceof SimulatedVm)) throw new TypeError(`${vm.backend} VM given to the simulated target`);
       // Any process id but the owner's stands for "another process".
       return vm.fromProcess(vm.owner + 1).copyMteTags(request);
+    },
+    guestAccess: (vm) => {
+      if (!(vm instanceof SimulatedVm)) throw new TypeError(`${vm.backend} VM given to the simulated target`);
+      return new SimulatedGuestAccess(vm);
     },
   };
 }

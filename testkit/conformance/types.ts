@@ -15,6 +15,27 @@ export interface ConformanceTarget {
   createVm(): Vm;
   /** KVM_ARM_MTE_COPY_TAGS on `vm` issued from a process that did not create it; rows needing it skip without it. */
   copyMteTagsFromOtherProcess?(vm: Vm, request: CopyMteTagsRequest): number;
+  /**
+   * Guest code on `vm` (MTE enabled, its slots added, no vCPU yet) that makes one access at a time to addresses in
+   * the 1 GiB block at SLOT_IPA; it may add memslot GUEST_CODE_SLOT at GUEST_CODE_IPA for itself. Rows needing it
+   * skip without it.
+   */
+  guestAccess?(vm: Vm): GuestAccess;
+}
+
+/**
+ * One access by guest code, through stage 2 as the guest's own: what the dirty log sees, unlike the VMM's writes
+ * through its mapping or KVM_ARM_MTE_COPY_TAGS.
+ */
+export interface GuestAccess {
+  /** STR of a 64-bit word. */
+  store64(guestAddress: bigint, value: bigint): void;
+  /** STG: the granule at `guestAddress` (16-byte aligned) gets tag `tag` (0..15); its data is untouched. */
+  storeTag(guestAddress: bigint, tag: number): void;
+  /** LDR of a 64-bit word. */
+  load64(guestAddress: bigint): bigint;
+  /** LDG: the granule's tag. */
+  loadTag(guestAddress: bigint): number;
 }
 
 export interface ConformanceRow {

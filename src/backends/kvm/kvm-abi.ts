@@ -149,6 +149,13 @@ export const KVM_REG_LIST_STRUCT = new StructLayout('kvm_reg_list', { n: 'u64' }
 
 export const KVM_DIRTY_LOG_STRUCT = new StructLayout('kvm_dirty_log', { slot: 'u32', padding: 'u32', dirty_bitmap: 'u64' });
 
+export const KVM_CLEAR_DIRTY_LOG_STRUCT = new StructLayout('kvm_clear_dirty_log', {
+  slot: 'u32',
+  num_pages: 'u32',
+  first_page: 'u64',
+  dirty_bitmap: 'u64',
+});
+
 /**
  * The head of struct kvm_run (the vCPU's shared page) up to the MMIO exit
  * member of its union, which starts at offset 32.
@@ -188,6 +195,7 @@ export const KVM_SET_USER_MEMORY_REGION = iow(KVMIO, 0x46, KVM_USERSPACE_MEMORY_
 export const KVM_ENABLE_CAP = iow(KVMIO, 0xa3, KVM_ENABLE_CAP_STRUCT.size);
 export const KVM_ARM_PREFERRED_TARGET = ior(KVMIO, 0xaf, KVM_VCPU_INIT_STRUCT.size);
 export const KVM_ARM_MTE_COPY_TAGS = ior(KVMIO, 0xb4, KVM_ARM_COPY_MTE_TAGS_STRUCT.size);
+export const KVM_CLEAR_DIRTY_LOG = iowr(KVMIO, 0xc0, KVM_CLEAR_DIRTY_LOG_STRUCT.size);
 
 /** vCPU ioctls. */
 export const KVM_RUN = io(KVMIO, 0x80);
@@ -203,6 +211,7 @@ export const KVM_API_VERSION = 12;
 
 export const KVM_CAP_USER_MEMORY = 3;
 export const KVM_CAP_ONE_REG = 70;
+export const KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168;
 export const KVM_CAP_ARM_MTE = 205;
 
 /** kvm_userspace_memory_region.flags */

@@ -13,14 +13,29 @@
  */
 import { VmsnapError } from '../../format/errors.js';
 import { DEFAULT_IPA_BITS, kvmMemslotLimit } from '../../kernel-model/memslot-table.js';
-import { type CopyMteTagsRequest, type GuestAddress, type MemorySlot, type MemorySlotSpec, type Vm, VmErrnoError } from '../../vm/vm.js';
+import {
+  type ClearDirtyLogRequest,
+  type CopyMteTagsRequest,
+  dirtyBitmapBytes,
+  type GuestAddress,
+  type MemorySlot,
+  type MemorySlotSpec,
+  type Vm,
+  VmErrnoError,
+} from '../../vm/vm.js';
 import { check } from './errno.js';
-import { type HostMapping, mapGuestMemory } from './host-memory.js';
+import { GuardedBuffer, type HostMapping, mapGuestMemory } from './host-memory.js';
 import {
   KVM_ARM_PREFERRED_TARGET,
   KVM_CAP_ARM_MTE,
+  KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+  KVM_CHECK_EXTENSION,
+  KVM_CLEAR_DIRTY_LOG,
+  KVM_CLEAR_DIRTY_LOG_STRUCT,
+  KVM_DIRTY_LOG_STRUCT,
   KVM_ENABLE_CAP,
   KVM_ENABLE_CAP_STRUCT,
+  KVM_GET_DIRTY_LOG,
   KVM_MEM_LOG_DIRTY_PAGES,
   KVM_MEM_READONLY,
   KVM_SET_USER_MEMORY_REGION,
@@ -29,7 +44,7 @@ import {
 } from './kvm-abi.js';
 import type { KvmSystem } from './kvm-system.js';
 import { KvmVcpu } from './kvm-vcpu.js';
-import { close, ioctlBuffer } from './libc.js';
+import { close, ioctlBuffer, ioctlValue } from './libc.js';
 import { issueCopyMteTags } from './mte-copy-ioctl.js';
 
 /** A guest range the VMM tried to read or write lies outside every memslot. */
@@ -95,6 +110,63 @@ export class KvmVm implements Vm {
     const updated = { ...state.spec, dirtyLogging: enabled };
     this.setUserMemoryRegion(updated, state.mapping);
     state.spec = updated;
+  }
+
+  /**
+   * KVM_GET_DIRTY_LOG into a buffer of exactly the bitmap's size with a guard page after it, so a kernel that wrote
+   * more than kvm_dirty_bitmap_bytes would fault rather than scribble. A slot vmsnap does not know is still asked (the
+   * kernel's errno is the answer), with the bitmap sized for one page.
+   */
+  getDirtyLog(slot: number): Uint8Array {
+    const pages = this.slotPages(slot);
+    const buffer = new GuardedBuffer(dirtyBitmapBytes(pages), this.pageSize);
+    try {
+      const request = KVM_DIRTY_LOG_STRUCT.allocate();
+      KVM_DIRTY_LOG_STRUCT.write(request, 'slot', BigInt.asUintN(32, BigInt(slot)));
+      KVM_DIRTY_LOG_STRUCT.write(request, 'dirty_bitmap', buffer.address);
+      check(ioctlBuffer(this.fd, KVM_GET_DIRTY_LOG, request), 'KVM_GET_DIRTY_LOG', `slot ${slot}`);
+      return buffer.bytes.slice();
+    } finally {
+      buffer.release();
+    }
+  }
+
+  /** KVM_CLEAR_DIRTY_LOG with the request's bitmap copied into a buffer of exactly its length (a short one faults). */
+  clearDirtyLog(request: ClearDirtyLogRequest): void {
+    const buffer = new GuardedBuffer(request.bitmap.length, this.pageSize);
+    try {
+      buffer.bytes.set(request.bitmap);
+      const argument = KVM_CLEAR_DIRTY_LOG_STRUCT.allocate();
+      KVM_CLEAR_DIRTY_LOG_STRUCT.write(argument, 'slot', BigInt.asUintN(32, BigInt(request.slot)));
+      KVM_CLEAR_DIRTY_LOG_STRUCT.write(argument, 'num_pages', BigInt.asUintN(32, BigInt(request.numPages)));
+      KVM_CLEAR_DIRTY_LOG_STRUCT.write(argument, 'first_page', BigInt.asUintN(64, BigInt(request.firstPage)));
+      KVM_CLEAR_DIRTY_LOG_STRUCT.write(argument, 'dirty_bitmap', buffer.address);
+      const where = `slot ${request.slot}, pages ${request.firstPage}+${request.numPages}`;
+      check(ioctlBuffer(this.fd, KVM_CLEAR_DIRTY_LOG, argument), 'KVM_CLEAR_DIRTY_LOG', where);
+    } finally {
+      buffer.release();
+    }
+  }
+
+  /** KVM_CHECK_EXTENSION on the VM fd: the flags KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 takes here. */
+  manualDirtyLogProtectFlags(): number {
+    return check(ioctlValue(this.fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2), 'KVM_CHECK_EXTENSION', 'manual dirty log');
+  }
+
+  enableManualDirtyLogProtect(flags: number): void {
+    const request = KVM_ENABLE_CAP_STRUCT.allocate();
+    KVM_ENABLE_CAP_STRUCT.write(request, 'cap', KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+    KVM_ENABLE_CAP_STRUCT.write(request, 'args', BigInt.asUintN(64, BigInt(flags)), 0);
+    check(
+      ioctlBuffer(this.fd, KVM_ENABLE_CAP, request),
+      'KVM_ENABLE_CAP',
+      `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 flags 0x${flags.toString(16)}`,
+    );
+  }
+
+  private slotPages(slot: number): number {
+    const state = this.slots.get(slot);
+    return state ? Number(state.spec.size / BigInt(this.pageSize)) : 1;
   }
 
   readMemory(guestAddress: GuestAddress, destination: Uint8Array): void {
