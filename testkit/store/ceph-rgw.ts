@@ -73,6 +73,16 @@ async function waitFor(what: string, timeoutMs: number, check: () => boolean | P
   }
 }
 
+/** Bluestore on a sparse file it creates itself, with a small fixed cache (one node, two cores). */
+function bluestoreSettings(bytes: number): string {
+  return [
+    'bluestore_block_create = true',
+    `bluestore_block_size = ${bytes}`,
+    'bluestore_cache_autotune = false',
+    'bluestore_cache_size = 134217728',
+  ].join('\n');
+}
+
 function configuration(dir: string, fsid: string, monPort: number, rgwPort: number, options: CephGatewayOptions): string {
   const bluestore = options.objectStore === 'bluestore';
   return `[global]
@@ -105,7 +115,7 @@ keyring = ${dir}/mon.keyring
 osd_data = ${dir}/osd/$cluster-$id
 keyring = ${dir}/osd/$cluster-$id/keyring
 osd_objectstore = ${bluestore ? 'bluestore' : 'memstore'}
-${bluestore ? `bluestore_block_create = true\nbluestore_block_size = ${options.bluestoreBytes ?? 16 * 1024 ** 3}\nbluestore_cache_autotune = false\nbluestore_cache_size = 134217728` : 'memstore_device_bytes = 8589934592'}
+${bluestore ? bluestoreSettings(options.bluestoreBytes ?? 16 * 1024 ** 3) : 'memstore_device_bytes = 8589934592'}
 [client.admin]
 keyring = ${dir}/admin.keyring
 [client.rgw.vmsnap]

@@ -28,7 +28,8 @@ interface PushCommandOptions extends StoreCommandOptions {
 
 export function describePush(summary: PushSummary): string {
   return [
-    `pushed ${summary.name} (${formatBytes(summary.guestBytes)} of guest memory, a ${formatBytes(summary.fileBytes)} file) to ${summary.store}`,
+    `pushed ${summary.name} (${formatBytes(summary.guestBytes)} of guest memory, ` +
+      `a ${formatBytes(summary.fileBytes)} file) to ${summary.store}`,
     `  ${summary.chunks} chunks: ${summary.chunksUploaded} uploaded (${formatBytes(summary.bytesUploaded)}), ` +
       `${summary.chunksReused} already stored`,
     `  ${(summary.durationMs / 1000).toFixed(2)} s, ${formatRate(summary.guestBytes, summary.durationMs)}`,
