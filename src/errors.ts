@@ -14,6 +14,7 @@ export {
   RegionNotTaggedError,
   SnapshotMismatchError,
 } from './forensics/errors.js';
+export { type FaultReason, NoPageTablesError, TranslationFaultError } from './forensics/translation-errors.js';
 export { ChunkDecodeError, type ChunkFaultCode } from './format/chunk.js';
 export { type ErrorKind, type FormatErrorCode, type FormatErrorLocation, SnapshotFormatError, VmsnapError } from './format/errors.js';
 export { ZstdFrameError } from './format/zstd.js';

@@ -43,6 +43,7 @@ export { type IpaRange, parseIpaRange } from './forensics/addresses.js';
 export { type CoreExportSummary, exportCore } from './forensics/core-export.js';
 export { type CoreImportOptions, type CoreImportSummary, importCore } from './forensics/core-import.js';
 export { type DumpOptions, dumpGranules, formatTagLines, type GranuleLine } from './forensics/granule-dump.js';
+export { GuestMemory } from './forensics/guest-memory.js';
 export { checkPointer, logicalTag, type PointerCheck, untaggedAddress } from './forensics/pointer-check.js';
 export {
   type ChangedPage,
@@ -52,9 +53,12 @@ export {
   type SnapshotDiff,
   type TagChangeRun,
 } from './forensics/snapshot-diff.js';
+export { type Granule, type HalfRegime, type Stage1Regime, stage1Regime, stage1RegimeOf } from './forensics/stage1-config.js';
+export { Stage1Walker, type Translation, type WalkStep } from './forensics/stage1-walk.js';
 export { buildTagMap, type RegionMap, type TagMap, type TagMapOptions } from './forensics/tag-map.js';
 export { renderTagMapSvg } from './forensics/tag-map-svg.js';
 export { type RegionTagStats, type TagStats, type TagStatsOptions, type TagStatsReport, tagStatistics } from './forensics/tag-stats.js';
+export { type PhysicalPiece, VirtualAddressSpace, virtualAddressSpace } from './forensics/virtual-addresses.js';
 export {
   FORMAT_MAJOR,
   FORMAT_MINOR,

@@ -226,9 +226,42 @@ describe('pointer check', () => {
     expect(result.granulesChecked).toBe(6);
     expect(result.granulesMismatched).toBe(2);
     expect(result.mismatches).toEqual([
-      { address: 0x4000_0040n, allocationTag: 5 },
-      { address: 0x4000_0050n, allocationTag: 5 },
+      { address: 0x4000_0040n, ipa: 0x4000_0040n, allocationTag: 5 },
+      { address: 0x4000_0050n, ipa: 0x4000_0050n, allocationTag: 5 },
     ]);
+  });
+
+  it('an access may run from one region into an adjacent one, in check-pointer and in dumps', async () => {
+    const path = await saveGuest(
+      {
+        regions: [
+          { slot: 0, name: 'low', guestAddress: 0x4000_0000n, size: 0x1000n },
+          { slot: 1, name: 'high', guestAddress: 0x4000_1000n, size: 0x1000n },
+        ],
+        allocations: [
+          { address: 0x4000_0fe0n, bytes: 32, tag: 4 },
+          { address: 0x4000_1000n, bytes: 16, tag: 4 },
+          { address: 0x4000_1010n, bytes: 16, tag: 6 },
+        ],
+      },
+      join(dir.path, 'adjacent.vmsnap'),
+    );
+    const reader = await openSnapshot(path);
+    try {
+      const result = await checkPointer(reader, 0x0400_0000_4000_0fe0n, 0x30n);
+      expect(result).toMatchObject({ granulesChecked: 3, granulesMismatched: 0, match: true, region: 'low' });
+      const crossing = await checkPointer(reader, 0x0400_0000_4000_0ff0n, 0x30n);
+      expect(crossing.mismatches).toEqual([{ address: 0x4000_1010n, ipa: 0x4000_1010n, allocationTag: 6 }]);
+      const lines = await collect(dumpGranules(reader, 0x4000_0ff0n, 0x20n));
+      expect(lines.map((l) => [l.address, l.tag])).toEqual([
+        [0x4000_0ff0n, 4],
+        [0x4000_1000n, 4],
+      ]);
+      // A hole after the last region is still refused.
+      await expect(checkPointer(reader, 0x0400_0000_4000_1ff0n, 0x20n)).rejects.toThrow(/runs past the end of region "high"/);
+    } finally {
+      await reader.close();
+    }
   });
 
   it('ignores the bits above the tag (top-byte-ignore) and refuses untagged or unmapped addresses', async () => {

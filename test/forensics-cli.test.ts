@@ -4,11 +4,9 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Command } from 'commander';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { runMain } from '../tools/cli-support.js';
-import { registerCommands } from '../tools/commands/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SCENARIO_A, SCENARIO_B, saveGuest, temporaryDirectory } from './forensics-fixtures.js';
+import { vmsnap } from './support/run-cli.js';
 
 const dir = temporaryDirectory();
 let a: string;
@@ -19,41 +17,6 @@ beforeAll(async () => {
   b = await saveGuest(SCENARIO_B, join(dir.path, 'b.vmsnap'));
 });
 afterAll(() => dir.remove());
-
-/** Runs `vmsnap ARGS...`; returns what it printed and its exit code. */
-async function vmsnap(...args: string[]): Promise<{ out: string; err: string; code: number }> {
-  const program = new Command('vmsnap');
-  // Set before the subcommands exist, so they inherit them (as `vmsnap --help` output and exits do).
-  program.exitOverride().configureOutput({
-    writeOut: (s) => {
-      out += s;
-    },
-    writeErr: (s) => {
-      err += s;
-    },
-  });
-  registerCommands(program);
-  let out = '';
-  let err = '';
-  const stdout = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    out += chunk.toString();
-    return true;
-  });
-  const stderr = vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    err += chunk.toString();
-    return true;
-  });
-  process.exitCode = undefined;
-  try {
-    await runMain(program, ['node', 'vmsnap', ...args]);
-  } finally {
-    stdout.mockRestore();
-    stderr.mockRestore();
-  }
-  const code = Number(process.exitCode ?? 0);
-  process.exitCode = undefined;
-  return { out, err, code };
-}
 
 describe('vmsnap tags', () => {
   it('stats --json gives per-region and overall figures', async () => {
@@ -102,6 +65,15 @@ describe('vmsnap tags', () => {
     expect(code).toBe(0);
     expect(JSON.parse(out).regions[1].pagesInState['tags changed']).toBe(3);
     expect(readFileSync(output, 'utf8')).toContain('<svg');
+  });
+});
+
+describe('vmsnap check-pointer headline', () => {
+  it("quotes the first mismatching granule, not the pointer's own, when only a later granule differs", async () => {
+    // 0x40000000: 64 bytes tag 3, then 32 bytes tag 5: a 0x50-byte access with tag 3 differs only in granule 0x40000040.
+    const { out, code } = await vmsnap('check-pointer', a, '0x0300000040000000', '--length', '0x50');
+    expect(code).toBe(4);
+    expect(out.split('\n')[0]).toContain('Logical tag (0x3) does not match the allocation tag (0x5) of granule 0x40000040');
   });
 });
 

@@ -10,6 +10,7 @@ import { GRANULE_SIZE } from '../src/format/constants.js';
 import { PC_ID, xRegisterId } from '../src/vm/arm64-registers.js';
 import { readGuestTags, writeGuestTags } from '../src/vm/tag-copy.js';
 import { type SaveOptions, saveSnapshot } from '../src/writer/save.js';
+import { PageTableBuilder } from '../testkit/page-tables.js';
 
 export interface RegionSpec {
   readonly slot: number;
@@ -116,4 +117,43 @@ export async function saveGuest(spec: GuestSpec, path: string, options: SaveOpti
 export function temporaryDirectory(): { path: string; remove: () => void } {
   const path = mkdtempSync(join(tmpdir(), 'vmsnap-forensics-'));
   return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/**
+ * A guest with its own page tables (4 KiB granule, 48-bit VAs): two TTBR1
+ * pages mapped in reverse order onto tagged RAM, so a virtual range that
+ * crosses them is not contiguous in memory, and a TTBR0 2 MiB block.
+ */
+export const VIRTUAL = {
+  ram: 0x4000_0000n,
+  /** TTBR1 page 0 -> RAM + 0x11000, page 1 -> RAM + 0x10000. */
+  kernelPages: 0xffff_0000_0010_0000n,
+  /** TTBR0 block -> RAM + 0x20_0000. */
+  userBlock: 0x0000_aaaa_0000_0000n,
+  tables: 0x4000_0000n,
+} as const;
+
+export async function saveVirtualGuest(path: string): Promise<string> {
+  const vm = buildGuest({
+    regions: [{ slot: 0, name: 'ram', guestAddress: VIRTUAL.ram, size: 0x40_0000n }],
+    allocations: [
+      { address: VIRTUAL.ram + 0x1_0000n, bytes: 0x1000, tag: 0x6 },
+      { address: VIRTUAL.ram + 0x1_1000n, bytes: 0xff0, tag: 0x9 },
+      { address: VIRTUAL.ram + 0x1_1ff0n, bytes: 0x10, tag: 0x2 },
+      { address: VIRTUAL.ram + 0x20_0000n, bytes: 0x40, tag: 0xc },
+    ],
+    writes: [
+      { address: VIRTUAL.ram + 0x1_1000n, bytes: new TextEncoder().encode('first virtual page') },
+      { address: VIRTUAL.ram + 0x1_0000n, bytes: new TextEncoder().encode('second virtual page') },
+    ],
+  });
+  const tables = new PageTableBuilder({ granule: 4096, vaBits: 48, tableArea: VIRTUAL.tables });
+  tables.map(VIRTUAL.kernelPages, VIRTUAL.ram + 0x1_1000n, 0x1000n);
+  tables.map(VIRTUAL.kernelPages + 0x1000n, VIRTUAL.ram + 0x1_0000n, 0x1000n);
+  tables.map(VIRTUAL.userBlock, VIRTUAL.ram + 0x20_0000n, 0x20_0000n, 2);
+  tables.writeTo(vm);
+  tables.setRegisters(vm.vcpus()[0]);
+  await saveSnapshot(vm, path, { threads: 0 });
+  vm.close();
+  return path;
 }

@@ -46,17 +46,37 @@ export function regionHolding(regions: readonly SnapshotRegion[], guestAddress: 
   return regions.find((r) => guestAddress >= r.guestAddress && guestAddress < regionEnd(r));
 }
 
-/** The region that holds all of [guestAddress, guestAddress + length); throws naming the address otherwise. */
-export function regionHoldingRange(regions: readonly SnapshotRegion[], guestAddress: bigint, length: bigint): SnapshotRegion {
-  const region = regionHolding(regions, guestAddress);
-  if (!region) throw new AddressNotMappedError(guestAddress);
-  if (guestAddress + length > regionEnd(region)) {
-    throw new AddressNotMappedError(
-      guestAddress + length - 1n,
-      `the range from ${hex(guestAddress)} runs past the end of region "${region.name}" (${hex(regionEnd(region))})`,
-    );
+/** A piece of a guest range inside one region. */
+export interface RegionPiece {
+  readonly region: SnapshotRegion;
+  readonly start: bigint;
+  readonly end: bigint;
+}
+
+/**
+ * [guestAddress, guestAddress + length) cut at region boundaries. A range may
+ * run from one region into the next when they are adjacent (process cores
+ * map neighbouring mappings back to back); a hole is refused, naming where.
+ */
+export function regionPieces(regions: readonly SnapshotRegion[], guestAddress: bigint, length: bigint): RegionPiece[] {
+  const pieces: RegionPiece[] = [];
+  const end = guestAddress + length;
+  let at = guestAddress;
+  while (at < end) {
+    const region = regionHolding(regions, at);
+    if (!region) {
+      const previous = pieces.at(-1)?.region;
+      if (!previous) throw new AddressNotMappedError(at);
+      throw new AddressNotMappedError(
+        end - 1n,
+        `the range from ${hex(guestAddress)} runs past the end of region "${previous.name}" (${hex(regionEnd(previous))}) into no region`,
+      );
+    }
+    const stop = regionEnd(region) < end ? regionEnd(region) : end;
+    pieces.push({ region, start: at, end: stop });
+    at = stop;
   }
-  return region;
+  return pieces;
 }
 
 /** The pages of `region` that overlap `range` (all of them when range is undefined), as [firstPage, endPage). */

@@ -8,15 +8,19 @@
 
 import { GRANULE_SIZE } from '../format/constants.js';
 import type { SnapshotReader } from '../format/model.js';
-import { regionHoldingRange } from './addresses.js';
+import { regionPieces } from './addresses.js';
 import { ForensicsArgumentError } from './errors.js';
+import type { VirtualAddressSpace } from './virtual-addresses.js';
 
 const GRANULE = BigInt(GRANULE_SIZE);
 /** Bytes read per window (a multiple of the granule size). */
 const WINDOW_BYTES = 64 * 1024;
 
 export interface GranuleLine {
+  /** The granule's address as asked: an IPA, or a virtual address when dumped through page tables. */
   readonly address: bigint;
+  /** Where it is in guest memory. */
+  readonly ipa: bigint;
   /** The allocation tag 0..15, or null in a region without saved tags. */
   readonly tag: number | null;
   /** The granule's 16 bytes, when data was asked for. */
@@ -25,9 +29,15 @@ export interface GranuleLine {
 
 export interface DumpOptions {
   readonly data?: boolean;
+  /** `guestAddress` is a virtual address of this address space (translated page by page). */
+  readonly space?: VirtualAddressSpace;
 }
 
-/** The granules of [guestAddress, guestAddress + length), widened to granule bounds; the range must lie in one region. */
+/**
+ * The granules of [guestAddress, guestAddress + length), widened to granule
+ * bounds. The range may cross from one region into an adjacent one; with
+ * `options.space` it is virtual, and each page goes where the tables map it.
+ */
 export async function* dumpGranules(
   reader: SnapshotReader,
   guestAddress: bigint,
@@ -37,17 +47,27 @@ export async function* dumpGranules(
   if (length <= 0n) throw new ForensicsArgumentError(`dump length must be positive (got ${length})`);
   const start = guestAddress - (guestAddress % GRANULE);
   const end = ((guestAddress + length + GRANULE - 1n) / GRANULE) * GRANULE;
-  const region = regionHoldingRange(reader.regions, start, end - start);
-  for (let window = start; window < end; window += BigInt(WINDOW_BYTES)) {
-    const bytes = Number(end - window < BigInt(WINDOW_BYTES) ? end - window : BigInt(WINDOW_BYTES));
-    const tags = region.mte ? await reader.readTags(window, bytes) : null;
-    const data = options.data ? await reader.readMemory(window, bytes) : null;
-    for (let g = 0; g < bytes / GRANULE_SIZE; g++) {
-      yield {
-        address: window + BigInt(g * GRANULE_SIZE),
-        tag: tags ? tags[g] & 0xf : null,
-        data: data ? data.subarray(g * GRANULE_SIZE, (g + 1) * GRANULE_SIZE) : null,
-      };
+  const physical = options.space
+    ? await options.space.pieces(start, end - start)
+    : [{ virtualAddress: start, ipa: start, length: end - start }];
+  // Every piece is checked before the first line is printed: a dump is all there or refused.
+  const pieces = physical.map((p) => ({ shift: p.virtualAddress - p.ipa, regions: regionPieces(reader.regions, p.ipa, p.length) }));
+  for (const { shift, regions } of pieces) {
+    for (const { region, start: from, end: to } of regions) {
+      for (let window = from; window < to; window += BigInt(WINDOW_BYTES)) {
+        const bytes = Number(to - window < BigInt(WINDOW_BYTES) ? to - window : BigInt(WINDOW_BYTES));
+        const tags = region.mte ? await reader.readTags(window, bytes) : null;
+        const data = options.data ? await reader.readMemory(window, bytes) : null;
+        for (let g = 0; g < bytes / GRANULE_SIZE; g++) {
+          const ipa = window + BigInt(g * GRANULE_SIZE);
+          yield {
+            address: ipa + shift,
+            ipa,
+            tag: tags ? tags[g] & 0xf : null,
+            data: data ? data.subarray(g * GRANULE_SIZE, (g + 1) * GRANULE_SIZE) : null,
+          };
+        }
+      }
     }
   }
 }

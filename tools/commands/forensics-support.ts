@@ -3,6 +3,7 @@
  * `export` and `import` command groups.
  */
 import type { Command } from 'commander';
+import { type VirtualAddressSpace, virtualAddressSpace } from '../../src/forensics/virtual-addresses.js';
 import type { SnapshotReader } from '../../src/format/model.js';
 import { openSnapshot } from '../../src/reader/open.js';
 import { checkInputFile } from '../cli-support.js';
@@ -28,4 +29,16 @@ export async function withSnapshot<T>(path: string, use: (reader: SnapshotReader
   } finally {
     await reader.close();
   }
+}
+
+/** The options of commands that can take a guest virtual address: `--vcpu` picks whose page tables. */
+export interface VirtualAddressOptions {
+  vcpu?: string;
+}
+
+export const VCPU_OPTION_HELP = "vCPU whose saved page tables translate virtual addresses (default 0; a guest's vCPUs share the kernel's)";
+
+/** The address space of the vCPU named by `--vcpu` (default 0). */
+export function addressSpaceOf(reader: SnapshotReader, options: VirtualAddressOptions): Promise<VirtualAddressSpace> {
+  return virtualAddressSpace(reader, parseCount(options.vcpu ?? '0', '--vcpu'));
 }

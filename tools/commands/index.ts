@@ -14,6 +14,7 @@ import { registerTagsDiff } from './tags-diff.js';
 import { registerTagsDump } from './tags-dump.js';
 import { registerTagsMap } from './tags-map.js';
 import { registerTagsStats } from './tags-stats.js';
+import { registerTranslate } from './translate.js';
 import { registerVerify } from './verify.js';
 
 export function registerCommands(program: Command): void {
@@ -28,6 +29,7 @@ export function registerCommands(program: Command): void {
   registerTagsDiff(program);
   registerTagsMap(program);
   registerCheckPointer(program);
+  registerTranslate(program);
   registerExportCore(program);
   registerImportCore(program);
   registerRun(program);

@@ -1,0 +1,133 @@
+/**
+ * Random access to a snapshot's guest memory and tags for readers that jump
+ * around: a page-table walk reads one 8-byte descriptor per level, each from a
+ * different table, and the pointer scan looks up the tag of whatever granule
+ * a pointer names. Decoding a whole chunk for each such read would cost a
+ * chunk's decompression per descriptor, so the last few decoded chunks are
+ * kept (least recently used first out). Memory stays bounded by
+ * `cachedChunks` chunks, whatever the guest size.
+ */
+
+import { GRANULE_SIZE } from '../format/constants.js';
+import type { ChunkKind, ChunkLocation, SnapshotReader, SnapshotRegion } from '../format/model.js';
+import { regionEnd, regionHolding } from './addresses.js';
+import { AddressNotMappedError, hex, RegionNotTaggedError } from './errors.js';
+
+/** Chunks kept decoded: enough for the four or five tables of one walk plus the data being read. */
+const DEFAULT_CACHED_CHUNKS = 6;
+
+export class GuestMemory {
+  private readonly cache = new Map<ChunkLocation, Uint8Array>();
+  /** Per region and kind, the chunks sorted by first page, for a binary search. */
+  private readonly byRegion = new Map<string, ChunkLocation[]>();
+  private readonly pageSize: bigint;
+
+  constructor(
+    readonly reader: SnapshotReader,
+    private readonly cachedChunks = DEFAULT_CACHED_CHUNKS,
+  ) {
+    this.pageSize = BigInt(reader.header.pageSize);
+    for (const location of reader.chunks) {
+      const key = `${location.kind}:${location.region}`;
+      const list = this.byRegion.get(key) ?? [];
+      this.byRegion.set(key, list);
+      list.push(location);
+    }
+    for (const list of this.byRegion.values()) list.sort((a, b) => a.firstPage - b.firstPage);
+  }
+
+  get regions(): readonly SnapshotRegion[] {
+    return this.reader.regions;
+  }
+
+  /** The region holding `ipa`, or undefined. */
+  regionAt(ipa: bigint): SnapshotRegion | undefined {
+    return regionHolding(this.reader.regions, ipa);
+  }
+
+  /** A little-endian 64-bit word at an 8-byte-aligned IPA. */
+  async readU64(ipa: bigint): Promise<bigint> {
+    const bytes = await this.read(ipa, 8);
+    return new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  }
+
+  /** Guest bytes [ipa, ipa + length); the range may cross from one region into an adjacent one, never into a hole. */
+  async read(ipa: bigint, length: number): Promise<Uint8Array> {
+    return this.gather('ram', ipa, length, 1);
+  }
+
+  /** One tag per granule of [ipa, ipa + length), granule aligned; every byte must be in an MTE region. */
+  async readTags(ipa: bigint, length: number): Promise<Uint8Array> {
+    return this.gather('tags', ipa, length, GRANULE_SIZE);
+  }
+
+  /** The allocation tag of the granule holding `ipa`. */
+  async tagAt(ipa: bigint): Promise<number> {
+    const granule = ipa - (ipa % BigInt(GRANULE_SIZE));
+    return (await this.readTags(granule, GRANULE_SIZE))[0] & 0xf;
+  }
+
+  private async gather(kind: ChunkKind, ipa: bigint, length: number, unit: number): Promise<Uint8Array> {
+    const out = new Uint8Array(length / unit);
+    let at = ipa;
+    const end = ipa + BigInt(length);
+    while (at < end) {
+      const region = this.regionAt(at);
+      if (!region) {
+        throw new AddressNotMappedError(
+          at,
+          at === ipa ? 'no region of the snapshot holds it' : `the range from ${hex(ipa)} runs into a hole between regions`,
+        );
+      }
+      if (kind === 'tags' && !region.mte) throw new RegionNotTaggedError(at, region.name);
+      const stop = regionEnd(region) < end ? regionEnd(region) : end;
+      await this.copyFromRegion(kind, region, at, stop, out.subarray(Number((at - ipa) / BigInt(unit))), unit);
+      at = stop;
+    }
+    return out;
+  }
+
+  /** Copies [from, to) of one region into `out` (which starts at `from`); pages no chunk covers stay zero. */
+  private async copyFromRegion(kind: ChunkKind, region: SnapshotRegion, from: bigint, to: bigint, out: Uint8Array, unit: number) {
+    const list = this.byRegion.get(`${kind}:${region.index}`) ?? [];
+    const chunkBytes = (c: ChunkLocation) => BigInt(c.pageCount) * this.pageSize;
+    let i = this.firstChunkEndingAfter(list, from - region.guestAddress);
+    for (; i < list.length; i++) {
+      const location = list[i];
+      const start = region.guestAddress + BigInt(location.firstPage) * this.pageSize;
+      if (start >= to) break;
+      const stop = start + chunkBytes(location);
+      const bytes = await this.decoded(location);
+      const a = from > start ? from : start;
+      const b = to < stop ? to : stop;
+      out.set(bytes.subarray(Number((a - start) / BigInt(unit)), Number((b - start) / BigInt(unit))), Number((a - from) / BigInt(unit)));
+    }
+  }
+
+  private firstChunkEndingAfter(list: readonly ChunkLocation[], offset: bigint): number {
+    const page = Number(offset / this.pageSize);
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid].firstPage + list[mid].pageCount <= page) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  private async decoded(location: ChunkLocation): Promise<Uint8Array> {
+    const hit = this.cache.get(location);
+    if (hit) {
+      // Map order is insertion order: re-inserting makes this the most recently used.
+      this.cache.delete(location);
+      this.cache.set(location, hit);
+      return hit;
+    }
+    const bytes =
+      location.kind === 'ram' ? (await this.reader.readRamChunk(location)).data : (await this.reader.readTagChunk(location)).tags;
+    this.cache.set(location, bytes);
+    if (this.cache.size > this.cachedChunks) this.cache.delete(this.cache.keys().next().value as ChunkLocation);
+    return bytes;
+  }
+}
