@@ -145,7 +145,8 @@ export class Stage1Walker {
           va,
           level,
           'table-outside-memory',
-          `the level ${level} table at IPA ${hex(table)} (descriptor ${index} at ${hex(descriptorAddress)}) is in no region of the snapshot`,
+          `the level ${level} table at IPA ${hex(table)} (descriptor ${index} at ${hex(descriptorAddress)}) ` +
+            'is in no region of the snapshot',
         );
       }
       const descriptor = await this.memory.readU64(descriptorAddress);
@@ -158,7 +159,8 @@ export class Stage1Walker {
           va,
           level,
           'translation',
-          `descriptor ${hex(descriptor)} at IPA ${hex(descriptorAddress)} (index ${index} of the level ${level} table at ${hex(table)}) ${why}`,
+          `descriptor ${hex(descriptor)} at IPA ${hex(descriptorAddress)} ` +
+            `(index ${index} of the level ${level} table at ${hex(table)}) ${why}`,
         );
       if ((descriptor & 1n) === 0n) throw fault('is invalid (bit 0 clear)');
       if (leafOrTable === 'table') {

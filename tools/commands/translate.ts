@@ -49,7 +49,8 @@ export function registerTranslate(program: Command): void {
         );
         for (const s of t.steps) {
           printLine(
-            `  level ${s.level}: table ${hex(s.tableAddress)} [${s.index}] at ${hex(s.descriptorAddress)} = ${hex(s.descriptor)} (${s.kind})`,
+            `  level ${s.level}: table ${hex(s.tableAddress)} [${s.index}] ` +
+              `at ${hex(s.descriptorAddress)} = ${hex(s.descriptor)} (${s.kind})`,
           );
         }
       });
