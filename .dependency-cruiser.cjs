@@ -61,6 +61,13 @@ module.exports = {
       to: { path: '^src/store/' },
     },
     {
+      name: 'live-knows-no-backend',
+      severity: 'error',
+      comment: 'Pre-copy and the migration stream work on the VM interface, the writer and the format only.',
+      from: { path: '^src/live/' },
+      to: { path: '^src/(backends|kernel-model|workload|forensics|vmm|reader)/' },
+    },
+    {
       name: 'koffi-only-through-vmsnap-kvm',
       severity: 'error',
       comment: "The KVM backend loads koffi: only the 'vmsnap/kvm' entry, its small VMM, the CLI and test support reach it.",

@@ -19,6 +19,7 @@ export { ChunkDecodeError, type ChunkFaultCode } from './format/chunk.js';
 export { type ErrorKind, type FormatErrorCode, type FormatErrorLocation, SnapshotFormatError, VmsnapError } from './format/errors.js';
 export { ZstdFrameError } from './format/zstd.js';
 export { OutputError, type OutputErrorCode } from './io/output-file.js';
+export { MigrationStreamError, type MigrationStreamErrorCode } from './live/migration-frames.js';
 export { RestoreError } from './reader/restore.js';
 export { StreamIdleError } from './reader/stream.js';
 export { StoreError, type StoreErrorCode } from './store/errors.js';

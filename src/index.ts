@@ -85,6 +85,19 @@ export type {
 export type { RegisterValue, VcpuState } from './format/registers.js';
 export { JSON_SCHEMA_VERSION, toJsonValue } from './json.js';
 export { DEFAULT_KERNEL_VERSION, formatKernelVersion, type KernelVersion } from './kernel-model/kernel-version.js';
+// Live checkpoints and migration: pre-copy rounds driven by the dirty log (docs/migration.md).
+export { type LiveCheckpointOptions, type LiveCheckpointSummary, liveCheckpoint } from './live/live-checkpoint.js';
+export { type MigrationReceipt, receiveMigration } from './live/migration-receiver.js';
+export {
+  type LiveGuest,
+  type PrecopyOptions,
+  type PrecopySink,
+  type PrecopySummary,
+  precopy,
+  type RoundStats,
+} from './live/precopy.js';
+export type { StreamLayout, StreamSlot } from './live/stream-layout.js';
+export { type MigrationSummary, StreamSink, sendMigration } from './live/stream-sink.js';
 export type { SnapshotEvent } from './reader/events.js';
 export { type FileSnapshot, type OpenOptions, openSnapshot } from './reader/open.js';
 export { type RestoredVm, type RestoreOptions, type RestoreProgress, type RestoreSummary, restoreSnapshot } from './reader/restore.js';
@@ -122,6 +135,7 @@ export {
   type VmTarget,
 } from './vm/vm.js';
 export { type WorkloadSpec, workloadAnnotations, workloadFromAnnotations } from './workload/annotations.js';
+export { type MutatingGuestOptions, MutatingSimulatedGuest } from './workload/mutating-guest.js';
 // The seeded workload guest of the demo and the tests.
 export { createSimulatedGuest, type SimulatedGuest, type SimulatedGuestOptions } from './workload/simulated-guest.js';
 // Save, read, restore.
