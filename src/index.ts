@@ -46,6 +46,15 @@ export { type DumpOptions, dumpGranules, formatTagLines, type GranuleLine } from
 export { GuestMemory } from './forensics/guest-memory.js';
 export { checkPointer, logicalTag, type PointerCheck, untaggedAddress } from './forensics/pointer-check.js';
 export {
+  type AllocationRun,
+  allocationRunAt,
+  type PointerScanOptions,
+  type PointerScanReport,
+  type RegionScanCounts,
+  type StalePointer,
+  scanPointers,
+} from './forensics/pointer-scan.js';
+export {
   type ChangedPage,
   type DiffOptions,
   diffSnapshots,

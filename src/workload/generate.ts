@@ -7,6 +7,7 @@
 import { GRANULE_SIZE } from '../format/constants.js';
 import { FrameWriter, GRANULES_PER_FRAME } from './content.js';
 import { FrameRandom, hashKey } from './random.js';
+import { plantStalePointer } from './stale-pointers.js';
 import { FRAME_SIZE, frameKind, type Workload, type WorkloadRegion } from './workload-layout.js';
 
 export interface GeneratedPages {
@@ -65,7 +66,10 @@ export function generatePages(
     const frame = firstFrame + i;
     const random = new FrameRandom(hashKey(workload.seed, target.index, frame, 0xda7a));
     const frameTags = tags.subarray(i * GRANULES_PER_FRAME, (i + 1) * GRANULES_PER_FRAME);
-    writer.fill(frameKind(workload, target, frame), random, data.subarray(i * FRAME_SIZE, (i + 1) * FRAME_SIZE), frameTags);
+    const kind = frameKind(workload, target, frame);
+    const frameData = data.subarray(i * FRAME_SIZE, (i + 1) * FRAME_SIZE);
+    writer.fill(kind, random, frameData, frameTags);
+    if (kind === 'heap') plantStalePointer(workload, target, frame, frameData, frameTags);
     if (!target.mte) frameTags.fill(0);
   }
   return { firstPage, pageCount, data, tags };

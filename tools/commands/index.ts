@@ -8,6 +8,7 @@ import { registerInfo } from './info.js';
 import { registerRestore } from './restore.js';
 import { registerRun } from './run.js';
 import { registerSave } from './save.js';
+import { registerScanPointers } from './scan-pointers.js';
 import { registerStore } from './store-admin.js';
 import { registerPull, registerPush } from './store-push.js';
 import { registerTagsDiff } from './tags-diff.js';
@@ -30,6 +31,7 @@ export function registerCommands(program: Command): void {
   registerTagsMap(program);
   registerCheckPointer(program);
   registerTranslate(program);
+  registerScanPointers(program);
   registerExportCore(program);
   registerImportCore(program);
   registerRun(program);
