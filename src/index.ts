@@ -66,6 +66,15 @@ export { type Granule, type HalfRegime, type Stage1Regime, stage1Regime, stage1R
 export { Stage1Walker, type Translation, type WalkStep } from './forensics/stage1-walk.js';
 export { buildTagMap, type RegionMap, type TagMap, type TagMapOptions } from './forensics/tag-map.js';
 export { renderTagMapSvg } from './forensics/tag-map-svg.js';
+export {
+  type PatternMatch,
+  type PatternOptions,
+  parseHexBytes,
+  searchBytes,
+  type TagRun,
+  type TagRunOptions,
+  tagRuns,
+} from './forensics/tag-search.js';
 export { type RegionTagStats, type TagStats, type TagStatsOptions, type TagStatsReport, tagStatistics } from './forensics/tag-stats.js';
 export { type PhysicalPiece, VirtualAddressSpace, virtualAddressSpace } from './forensics/virtual-addresses.js';
 export {

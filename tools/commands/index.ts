@@ -11,6 +11,7 @@ import { registerSave } from './save.js';
 import { registerScanPointers } from './scan-pointers.js';
 import { registerStore } from './store-admin.js';
 import { registerPull, registerPush } from './store-push.js';
+import { registerTagsAllocs } from './tags-allocs.js';
 import { registerTagsDiff } from './tags-diff.js';
 import { registerTagsDump } from './tags-dump.js';
 import { registerTagsMap } from './tags-map.js';
@@ -29,6 +30,7 @@ export function registerCommands(program: Command): void {
   registerTagsDump(program);
   registerTagsDiff(program);
   registerTagsMap(program);
+  registerTagsAllocs(program);
   registerCheckPointer(program);
   registerTranslate(program);
   registerScanPointers(program);
