@@ -9,11 +9,12 @@
  *   4  a comparison found differences (verify after restore, tags diff --fail)
  */
 
-import { statSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CommanderError } from 'commander';
 import { type ErrorKind, VmsnapError } from '../src/errors.js';
 import { JSON_SCHEMA_VERSION, toJsonValue } from '../src/json.js';
+import { phaseTimes } from '../src/parallel/phase-clock.js';
 
 export const EXIT = { ok: 0, invalid: 1, usage: 2, io: 3, differs: 4 } as const;
 
@@ -91,6 +92,8 @@ export async function runMain(program: Command, argv: string[]): Promise<void> {
   program.exitOverride();
   try {
     await program.parseAsync(argv);
+    // For the bench (issue 10): where the time went, by phase.
+    if (process.env.VMSNAP_PHASES) writeFileSync(process.env.VMSNAP_PHASES, `${JSON.stringify(phaseTimes())}\n`);
   } catch (error) {
     if (error instanceof CommanderError) {
       process.exitCode = error.exitCode === 0 ? 0 : EXIT.usage;

@@ -108,33 +108,60 @@ function gatherTagPages(range: ChunkRange, tags: Uint8Array): { bitmap: Uint8Arr
   return { bitmap, content: content.subarray(0, present * packedPerPage), present };
 }
 
+/** A chunk's pages sorted out: which are present, and their content in order (RAM bytes, or tags packed). */
+export interface GatheredChunk {
+  readonly bitmap: Uint8Array;
+  readonly content: Uint8Array;
+  readonly present: number;
+}
+
+/** Leaves out the pages that need not be stored (all-zero RAM, all-zero tags) and packs the rest. */
+export function gatherChunk(kind: ChunkKind, range: ChunkRange, input: Uint8Array): GatheredChunk {
+  return kind === 'ram' ? gatherRamPages(range, input) : gatherTagPages(range, input);
+}
+
+/** Bytes before the stored content in a chunk payload: the header and the bitmap. */
+export function chunkPrefixLength(pageCount: number): number {
+  return CHUNK_HEADER_LENGTH + bitmapLength(pageCount);
+}
+
+/**
+ * Fills in the header and bitmap of `payload`, whose stored content (raw, or
+ * one zstd frame when `compressed`) is already in place after them.
+ */
+export function fillChunkPrefix(payload: Uint8Array, range: ChunkRange, gathered: GatheredChunk, compressed: boolean): void {
+  const dv = view(payload);
+  dv.setUint32(0, range.region, true);
+  dv.setUint32(4, range.pageCount, true);
+  dv.setBigUint64(8, BigInt(range.firstPage), true);
+  payload[16] = compressed ? ENCODING.compressed : ENCODING.raw;
+  dv.setUint32(20, gathered.present, true);
+  dv.setBigUint64(24, BigInt(gathered.content.length), true);
+  dv.setBigUint64(32, checksum(gathered.content), true);
+  payload.set(gathered.bitmap, CHUNK_HEADER_LENGTH);
+}
+
 /**
  * Builds a chunk payload from a page range's bytes (RAMC) or its tags, one
  * byte per granule as KVM returns them (TAGC). Compresses when a codec is
  * given and compression saves space; stores raw otherwise.
  */
 export function encodeChunkPayload(kind: ChunkKind, range: ChunkRange, input: Uint8Array, compression: CompressionChoice): Uint8Array {
-  const { bitmap, content, present } = kind === 'ram' ? gatherRamPages(range, input) : gatherTagPages(range, input);
+  const gathered = gatherChunk(kind, range, input);
+  const { content } = gathered;
   let stored = content;
-  let encoding: number = ENCODING.raw;
+  let compressed = false;
   if (compression.codec && content.length > 0) {
     const frame = compression.codec.compress(content, compression.level);
     if (frame.length < content.length) {
       stored = frame;
-      encoding = ENCODING.compressed;
+      compressed = true;
     }
   }
-  const payload = new Uint8Array(CHUNK_HEADER_LENGTH + bitmap.length + stored.length);
-  const dv = view(payload);
-  dv.setUint32(0, range.region, true);
-  dv.setUint32(4, range.pageCount, true);
-  dv.setBigUint64(8, BigInt(range.firstPage), true);
-  payload[16] = encoding;
-  dv.setUint32(20, present, true);
-  dv.setBigUint64(24, BigInt(content.length), true);
-  dv.setBigUint64(32, checksum(content), true);
-  payload.set(bitmap, CHUNK_HEADER_LENGTH);
-  payload.set(stored, CHUNK_HEADER_LENGTH + bitmap.length);
+  const prefix = chunkPrefixLength(range.pageCount);
+  const payload = new Uint8Array(prefix + stored.length);
+  payload.set(stored, prefix);
+  fillChunkPrefix(payload, range, gathered, compressed);
   return payload;
 }
 
@@ -235,15 +262,19 @@ export function checkChunkFraming(header: ChunkHeader, kind: ChunkKind, pageSize
   }
 }
 
-/**
- * Checks a chunk payload's internal consistency and expands it to every page
- * of its range. Lengths are checked before anything is allocated. Errors carry
- * the offset of the bad field inside the payload; the caller adds the section.
- */
-export function decodeChunkPayload(payload: Uint8Array, expect: ChunkExpectation, header: ChunkHeader): DecodedChunk {
-  const { pageSize, kind } = expect;
-  checkChunkFraming(header, kind, pageSize, expect.codec !== null, payload.length);
-  const perPage = contentBytesPerPage(kind, pageSize);
+/** A chunk payload whose framing and bitmap are checked; its content is still to be decoded and checked. */
+export interface OpenedChunk {
+  readonly header: ChunkHeader;
+  readonly kind: ChunkKind;
+  readonly pageSize: number;
+  readonly bitmap: Uint8Array;
+  /** The stored content: raw, or one zstd frame (header.encoding says which). */
+  readonly stored: Uint8Array;
+}
+
+/** Everything decodeChunkPayload checks before it decodes the content: lengths, then the bitmap against present_count. */
+export function openChunkPayload(payload: Uint8Array, header: ChunkHeader, kind: ChunkKind, pageSize: number, zstd: boolean): OpenedChunk {
+  checkChunkFraming(header, kind, pageSize, zstd, payload.length);
   const bitmapBytes = bitmapLength(header.pageCount);
   const bitmap = payload.subarray(CHUNK_HEADER_LENGTH, CHUNK_HEADER_LENGTH + bitmapBytes);
   if (header.pageCount % 8 && bitmap[bitmapBytes - 1] >>> (header.pageCount % 8)) {
@@ -252,13 +283,27 @@ export function decodeChunkPayload(payload: Uint8Array, expect: ChunkExpectation
   const present = popcount(bitmap);
   if (present !== header.presentCount)
     throw new ChunkDecodeError(`present_count ${header.presentCount} but the bitmap has ${present} pages`, 20);
-  const stored = payload.subarray(CHUNK_HEADER_LENGTH + bitmapBytes);
-  const content = decodeContent(stored, header, expect);
+  return { header, kind, pageSize, bitmap, stored: payload.subarray(CHUNK_HEADER_LENGTH + bitmapBytes) };
+}
+
+/** Checks decoded content (its checksum, no stored zero page) and expands it to every page of the chunk's range. */
+export function finishChunkDecode(opened: OpenedChunk, content: Uint8Array): DecodedChunk {
+  const { header, kind, pageSize, bitmap } = opened;
   if (checksum(content) !== header.contentChecksum) throw new ChunkDecodeError('content checksum mismatch', 32, 'checksum-mismatch');
-  checkNoZeroPages(bitmap, header.pageCount, content, perPage, kind);
+  checkNoZeroPages(bitmap, header.pageCount, content, contentBytesPerPage(kind, pageSize), kind);
   const expanded =
     kind === 'ram' ? expandRam(bitmap, header.pageCount, content, pageSize) : expandTags(bitmap, header.pageCount, content, pageSize);
   return { header, bitmap, expanded };
+}
+
+/**
+ * Checks a chunk payload's internal consistency and expands it to every page
+ * of its range. Lengths are checked before anything is allocated. Errors carry
+ * the offset of the bad field inside the payload; the caller adds the section.
+ */
+export function decodeChunkPayload(payload: Uint8Array, expect: ChunkExpectation, header: ChunkHeader): DecodedChunk {
+  const opened = openChunkPayload(payload, header, expect.kind, expect.pageSize, expect.codec !== null);
+  return finishChunkDecode(opened, decodeContent(opened.stored, header, expect));
 }
 
 /** A present page is one that could not be left out: all-zero bytes (RAMC) or all-zero tags (TAGC) must be absent. */

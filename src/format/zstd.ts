@@ -128,7 +128,12 @@ function plain(bytes: Uint8Array): Uint8Array {
   return Buffer.isBuffer(bytes) ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes;
 }
 
-function checkedDecode(frame: Uint8Array, contentSize: number, decode: () => Uint8Array): Uint8Array {
+/**
+ * What every decoder is told before it sees a frame: the header keeps the
+ * format's rules (readFrameHeader), declares `contentSize` bytes, and the
+ * stored content is exactly that one frame.
+ */
+export function checkFrame(frame: Uint8Array, contentSize: number): void {
   const header = readFrameHeader(frame);
   if (header.contentSize !== contentSize) {
     throw new ZstdFrameError(`zstd frame declares ${header.contentSize} bytes, the chunk ${contentSize}`);
@@ -137,6 +142,10 @@ function checkedDecode(frame: Uint8Array, contentSize: number, decode: () => Uin
   if (length !== frame.length) {
     throw new ZstdFrameError(`${frame.length - length} bytes follow the zstd frame; the stored content must be exactly one frame`);
   }
+}
+
+function checkedDecode(frame: Uint8Array, contentSize: number, decode: () => Uint8Array): Uint8Array {
+  checkFrame(frame, contentSize);
   const out = plain(decode());
   if (out.length !== contentSize) throw new ZstdFrameError(`zstd frame decoded to ${out.length} bytes, expected ${contentSize}`);
   return out;

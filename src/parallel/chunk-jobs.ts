@@ -10,12 +10,20 @@ import {
   type ChunkFaultCode,
   type ChunkHeader,
   type ChunkRange,
+  chunkPrefixLength,
   decodeChunkPayload,
   encodeChunkPayload,
+  fillChunkPrefix,
+  finishChunkDecode,
+  gatherChunk,
+  openChunkPayload,
   readChunkHeader,
 } from '../format/chunk.js';
+import { CHUNK_HEADER_LENGTH, ENCODING } from '../format/constants.js';
 import type { ChunkKind } from '../format/model.js';
 import { defaultZstd } from '../format/zstd.js';
+import type { Libzstd } from './libzstd.js';
+import { timed, timedAsync } from './phase-clock.js';
 
 export interface EncodeJob {
   readonly op: 'encode';
@@ -62,27 +70,83 @@ export interface ChunkJobFailure {
 export type ChunkJob = EncodeJob | DecodeJob;
 export type ChunkJobResult = EncodedChunk | DecodedChunkResult | ChunkJobFailure;
 
+function checksumFailure(job: DecodeJob): ChunkJobFailure {
+  return {
+    failed: true,
+    code: 'checksum-mismatch',
+    message: `${job.kind === 'ram' ? 'RAMC' : 'TAGC'} payload checksum mismatch`,
+    fieldOffset: -1,
+  };
+}
+
+function asFailure(error: unknown): ChunkJobFailure {
+  if (error instanceof ChunkDecodeError) return { failed: true, code: error.code, message: error.message, fieldOffset: error.fieldOffset };
+  throw error;
+}
+
+/** Runs a job with the bundled codec (zstd-napi, else wasm), synchronously inside: on the calling thread or in a worker. */
 export async function runChunkJob(job: ChunkJob): Promise<ChunkJobResult> {
   const codec = job.op === 'encode' ? (job.level > 0 ? await defaultZstd() : null) : job.zstd ? await defaultZstd() : null;
   if (job.op === 'encode') {
     const payload = encodeChunkPayload(job.kind, job.range, job.input, { codec, level: job.level });
     return { payload, payloadChecksum: checksum(payload), input: job.input };
   }
-  if (checksum(job.payload) !== job.payloadChecksum)
-    return {
-      failed: true,
-      code: 'checksum-mismatch',
-      message: `${job.kind === 'ram' ? 'RAMC' : 'TAGC'} payload checksum mismatch`,
-      fieldOffset: -1,
-    };
+  if (checksum(job.payload) !== job.payloadChecksum) return checksumFailure(job);
   try {
     const header = readChunkHeader(job.payload);
     const { bitmap, expanded } = decodeChunkPayload(job.payload, { kind: job.kind, pageSize: job.pageSize, codec }, header);
     return { header, bitmap: bitmap.slice(), expanded };
   } catch (error) {
-    if (error instanceof ChunkDecodeError)
-      return { failed: true, code: error.code, message: error.message, fieldOffset: error.fieldOffset };
-    throw error;
+    return asFailure(error);
+  }
+}
+
+/**
+ * Runs a job on the calling thread but for its zstd call, which runs on
+ * libuv's thread pool: the same payload as runChunkJob, built in place (the
+ * frame is compressed straight into the payload, after its header and bitmap).
+ */
+export function runChunkJobNative(job: ChunkJob, zstd: Libzstd): Promise<ChunkJobResult> {
+  return job.op === 'encode' ? encodeNative(job, zstd) : decodeNative(job, zstd);
+}
+
+async function encodeNative(job: EncodeJob, zstd: Libzstd): Promise<EncodedChunk> {
+  const gathered = timed('zero detection', () => gatherChunk(job.kind, job.range, job.input));
+  const { content } = gathered;
+  const prefix = chunkPrefixLength(job.range.pageCount);
+  const payload = new Uint8Array(prefix + content.length);
+  // Room for one byte less than the content: a frame that is not shorter must not be used (stored raw instead).
+  const frameLength =
+    job.level > 0 && content.length > 0
+      ? await timedAsync('compression', zstd.compressInto(content, job.level, payload.subarray(prefix, prefix + content.length - 1)))
+      : -1;
+  if (frameLength < 0) payload.set(content, prefix);
+  const stored = frameLength < 0 ? payload : payload.subarray(0, prefix + frameLength);
+  return timed('checksums', () => {
+    fillChunkPrefix(stored, job.range, gathered, frameLength >= 0);
+    return { payload: stored, payloadChecksum: checksum(stored), input: job.input };
+  });
+}
+
+async function decodeNative(job: DecodeJob, zstd: Libzstd): Promise<ChunkJobResult> {
+  if (timed('checksums', () => checksum(job.payload)) !== job.payloadChecksum) return checksumFailure(job);
+  try {
+    const header = readChunkHeader(job.payload);
+    const opened = openChunkPayload(job.payload, header, job.kind, job.pageSize, job.zstd);
+    let content = opened.stored;
+    if (header.encoding === ENCODING.compressed) {
+      content = new Uint8Array(header.contentLength);
+      try {
+        await timedAsync('decompression', zstd.decompressInto(opened.stored, content));
+      } catch (error) {
+        const message = `content does not decompress: ${(error as Error).message}`;
+        throw new ChunkDecodeError(message, CHUNK_HEADER_LENGTH, 'decompression-failed');
+      }
+    }
+    const { bitmap, expanded } = timed('expanding', () => finishChunkDecode(opened, content));
+    return { header, bitmap: bitmap.slice(), expanded };
+  } catch (error) {
+    return asFailure(error);
   }
 }
 

@@ -1,15 +1,20 @@
 /**
- * Runs chunk jobs on worker threads, or inline where workers cannot run.
- * Chunks are independent, so N workers keep N cores busy while the calling
- * thread reads the guest and writes the file. Workers need the compiled
- * worker script; when running from TypeScript sources (the test runner) the
- * jobs run inline instead, through exactly the same function.
+ * Runs chunk jobs where they keep the cores busy. Chunks are independent, so
+ * N compressions in flight keep N cores busy while the calling thread reads
+ * the guest and writes the file. In order of preference:
+ *  - the system libzstd on libuv's thread pool (libzstd.ts): everything but
+ *    the zstd call stays on the calling thread, and no core costs a V8 heap;
+ *  - worker threads with the bundled codec, when libzstd or koffi is missing
+ *    (they need the compiled worker script);
+ *  - inline, on the calling thread with the bundled codec: with threads 0, or
+ *    from TypeScript sources (the test runner) when libzstd is missing.
  */
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { type ChunkJob, type ChunkJobResult, runChunkJob, transferables } from './chunk-jobs.js';
+import { type ChunkJob, type ChunkJobResult, runChunkJob, runChunkJobNative, transferables } from './chunk-jobs.js';
+import { type Libzstd, loadLibzstd } from './libzstd.js';
 
 export interface ChunkExecutor {
   readonly threads: number;
@@ -21,6 +26,23 @@ class InlineExecutor implements ChunkExecutor {
   readonly threads = 0;
   run(job: ChunkJob): Promise<ChunkJobResult> {
     return runChunkJob(job);
+  }
+  async close(): Promise<void> {}
+}
+
+/** libuv's thread pool: four threads unless UV_THREADPOOL_SIZE says otherwise (reads and fsyncs share them). */
+function libuvPoolSize(): number {
+  const size = Number(process.env.UV_THREADPOOL_SIZE);
+  return Number.isInteger(size) && size > 0 ? size : 4;
+}
+
+class NativeExecutor implements ChunkExecutor {
+  constructor(
+    private readonly zstd: Libzstd,
+    readonly threads: number,
+  ) {}
+  run(job: ChunkJob): Promise<ChunkJobResult> {
+    return runChunkJobNative(job, this.zstd);
   }
   async close(): Promise<void> {}
 }
@@ -94,12 +116,16 @@ class WorkerPool implements ChunkExecutor {
 }
 
 /**
- * `threads`: worker count; 0 runs inline. Default: one per core, when the
- * compiled worker script exists.
+ * `threads`: chunks compressed or decompressed at once; 0 runs inline with
+ * the bundled codec. Default: one per core (at most libuv's pool size with
+ * libzstd).
  */
 export function createChunkExecutor(threads?: number): ChunkExecutor {
-  const script = new URL('./chunk-worker.js', import.meta.url);
   const count = threads ?? availableParallelism();
-  if (count <= 0 || !existsSync(fileURLToPath(script))) return new InlineExecutor();
+  if (count <= 0) return new InlineExecutor();
+  const zstd = loadLibzstd();
+  if (zstd) return new NativeExecutor(zstd, Math.min(count, libuvPoolSize()));
+  const script = new URL('./chunk-worker.js', import.meta.url);
+  if (!existsSync(fileURLToPath(script))) return new InlineExecutor();
   return new WorkerPool(script, count);
 }

@@ -39,6 +39,7 @@ import type {
 } from '../format/model.js';
 import { checkPayload, decodeSectionHeader, type SectionHeader } from '../format/section.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
+import { timed, timedAsync } from '../parallel/phase-clock.js';
 import type { VcpuState } from '../vm/vm.js';
 import type { SnapshotEvent } from './events.js';
 import {
@@ -308,7 +309,7 @@ class FileSnapshotReader implements SnapshotReader {
   }
 
   async readChunk(location: ChunkLocation): Promise<RamChunk | TagChunk> {
-    const { section, payload } = this.readSection(location.offset, location.length, chunkType(location.kind));
+    const { section, payload } = timed('reading', () => this.readSection(location.offset, location.length, chunkType(location.kind)));
     return decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk);
   }
 
@@ -393,7 +394,7 @@ class FileSnapshotReader implements SnapshotReader {
         read.catch(() => {}); // Observed when its turn comes; avoids an unhandled rejection meanwhile.
         pending.push(read);
       }
-      yield { type: 'chunk', chunk: await pending.shift()! };
+      yield { type: 'chunk', chunk: await timedAsync('waiting on results', pending.shift()!) };
     }
     for (const vcpu of await this.vcpus()) yield { type: 'vcpu', vcpu };
     for (const blob of await this.blobs()) yield { type: 'blob', blob };

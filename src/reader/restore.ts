@@ -21,6 +21,7 @@ import { VmsnapError } from '../format/errors.js';
 import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
 import { forEachRun } from '../format/page-runs.js';
 import { jsonResult } from '../json.js';
+import { timed } from '../parallel/phase-clock.js';
 import { writeGuestTags } from '../vm/tag-copy.js';
 import { memorySlotSpec, type VcpuState, type Vm, type VmFactory, type VmTarget } from '../vm/vm.js';
 import type { SnapshotEvent, SnapshotEventSource } from './events.js';
@@ -191,10 +192,14 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
         guestBytesTotal = event.metadata.regions.reduce((sum, region) => sum + region.size, 0n);
       } else if (event.type === 'chunk') {
         if ('data' in event.chunk) {
-          target!.writeRam(event.chunk);
+          const chunk = event.chunk;
+          timed('writing', () => target!.writeRam(chunk));
           guestBytesDone += BigInt(event.chunk.pageCount * target!.header.pageSize);
           options.onProgress?.({ guestBytesDone, guestBytesTotal });
-        } else target!.writeTags(event.chunk);
+        } else {
+          const chunk = event.chunk;
+          timed('writing', () => target!.writeTags(chunk));
+        }
       } else if (event.type === 'vcpu') vcpuStates.push(event.vcpu);
       else if (event.type === 'blob') blobs.push(event.blob);
     }

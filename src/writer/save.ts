@@ -33,6 +33,7 @@ import { resolveOutput } from '../io/output-file.js';
 import { jsonResult } from '../json.js';
 import type { EncodedChunk } from '../parallel/chunk-jobs.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
+import { timedAsync } from '../parallel/phase-clock.js';
 import { VERSION } from '../version.js';
 import { readGuestTags } from '../vm/tag-copy.js';
 import type { VmSource } from '../vm/vm.js';
@@ -62,7 +63,10 @@ export interface SaveOptions {
   parentId?: Uint8Array | null;
   /** The writer's name in the metadata; default "vmsnap <version>". A VMM embedding the library names itself. */
   tool?: string;
-  /** Worker threads; 0 runs inline. Default: one per core. */
+  /**
+   * Chunks compressed at once (on libuv's pool with the system libzstd, else on worker threads);
+   * 0 compresses on the calling thread with the bundled zstd. Default: one per core.
+   */
   threads?: number;
   /** Replace an existing file at the destination path; by default an existing file is refused (OutputError). */
   force?: boolean;
@@ -216,14 +220,14 @@ async function writeChunks(
   let count = 0;
   const drainOne = async () => {
     const { chunk, result } = inFlight.shift()!;
-    const encoded = (await result) as EncodedChunk;
-    await sections.write(chunk.kind === 'ram' ? SECTION.ramChunk : SECTION.tagChunk, encoded, chunk);
+    const encoded = (await timedAsync('waiting on results', result)) as EncodedChunk;
+    await timedAsync('writing', sections.write(chunk.kind === 'ram' ? SECTION.ramChunk : SECTION.tagChunk, encoded, chunk));
     buffers.giveBack(encoded.input);
     progress(chunk);
   };
   for (const chunk of chunkGrid(regions, vm.pageSize, pagesPerChunk)) {
     const range = { region: chunk.region, firstPage: chunk.firstPage, pageCount: chunk.pageCount, pageSize: vm.pageSize };
-    const result = readChunkInput(vm, regions[chunk.region], chunk, buffers).then((input) =>
+    const result = timedAsync('reading', readChunkInput(vm, regions[chunk.region], chunk, buffers)).then((input) =>
       executor.run({ op: 'encode', kind: chunk.kind, range, input, level }),
     );
     result.catch(() => {}); // Observed in order by drainOne; avoids an unhandled rejection meanwhile.
