@@ -136,6 +136,7 @@ function runSteps(directory: string, files: RawGuestFiles, options: BenchOptions
     {
       name: 'vmsnap save -0',
       outputs: [o('stored.vmsnap')],
+      phasesFile: o('phases-save-0.json'),
       command:
         `${vmsnap} save --level 0 --ram ${quote(files.ram)} --tags ${quote(files.tags)} ` +
         `--layout ${quote(files.layout)} -o ${p('stored.vmsnap')} -q${threads}`,
@@ -143,6 +144,7 @@ function runSteps(directory: string, files: RawGuestFiles, options: BenchOptions
     {
       name: 'vmsnap save',
       outputs: [o('guest.vmsnap')],
+      phasesFile: o('phases-save.json'),
       command:
         `${vmsnap} save --ram ${quote(files.ram)} --tags ${quote(files.tags)} ` +
         `--layout ${quote(files.layout)} -o ${p('guest.vmsnap')} -q${threads}`,
@@ -152,6 +154,7 @@ function runSteps(directory: string, files: RawGuestFiles, options: BenchOptions
     {
       name: 'vmsnap restore',
       outputs: [o('out.ram'), o('out.tags')],
+      phasesFile: o('phases-restore.json'),
       command: `${vmsnap} restore ${p('guest.vmsnap')} --ram-out ${p('out.ram')} --tags-out ${p('out.tags')} -q${threads}`,
     },
     { name: 'zstd -d', outputs: [o('unzstd.bin')], command: `zstd -d -q -c ${p('guest.zst')} > ${p('unzstd.bin')} && sync` },
@@ -208,6 +211,7 @@ function printResult(r: BenchResult): void {
         `${(s.cpuMs / 1000).toFixed(2).padStart(12)} s  ${mib(s.maxRssBytes).padStart(10)}   ` +
         s.runsMs.map((ms) => (ms / 1000).toFixed(2)).join(' '),
     );
+  printPhases(r);
   console.log(
     `snapshot ${mib(r.snapshot.fileBytes)} (${r.snapshot.compressionRatio.toFixed(2)}:1), ` +
       `zstd ${mib(r.zstd.fileBytes)} (${r.zstd.compressionRatio.toFixed(2)}:1)`,
@@ -223,6 +227,22 @@ function printResult(r: BenchResult): void {
   ratio('stored save   vmsnap -0 / cp + sync  ', r.ratios.storedVsCopy, TARGETS.storedVsCopy, r.targets.storedVsCopy);
   console.log(`vmsnap peak RSS ${mib(r.peakRssBytes)} (target < ${mib(TARGETS.peakRssBytes)}: ${verdict(r.targets.peakRss)})`);
   console.log(`restored files identical to the originals: ${r.restoredIdentical ? 'yes' : 'NO'}`);
+}
+
+/**
+ * Where vmsnap's time goes, per step (median run). Calling-thread phases add
+ * up to at most the wall time; pool phases (reading, compression,
+ * decompression) are summed over the calls in flight and can pass it.
+ */
+function printPhases(r: BenchResult): void {
+  console.log("where vmsnap's time goes (ms; reading and (de)compression summed over the calls in flight):");
+  for (const s of r.steps) {
+    if (!s.phases) continue;
+    const parts = Object.entries(s.phases)
+      .sort((a, b) => b[1] - a[1])
+      .map(([phase, ms]) => `${phase} ${ms.toFixed(0)}`);
+    console.log(`  ${s.name.padEnd(15)} ${parts.join(', ') || '(no phases: the chunk work ran on worker threads)'}`);
+  }
 }
 
 /** vmsnap's peak memory per guest size: flat means bounded by the chunk, not by the guest. */

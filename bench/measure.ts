@@ -5,7 +5,7 @@
  * the step, worker threads included, as the kernel's ru_maxrss counts it).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 
 export interface StepResult {
   readonly name: string;
@@ -16,6 +16,8 @@ export interface StepResult {
   readonly cpuMs: number;
   /** Every run's time; `ms` is their median. */
   readonly runsMs: readonly number[];
+  /** vmsnap's own account of the median run, milliseconds by phase (src/parallel/phase-clock.ts). */
+  readonly phases?: Readonly<Record<string, number>>;
 }
 
 export class BenchStepError extends Error {
@@ -35,12 +37,17 @@ export function settle(): void {
   spawnSync('sync');
 }
 
-/** Runs `command` with sh (for redirections) and measures it, after removing `outputs`. */
-export function measure(name: string, command: string, outputs: readonly string[] = []): StepResult {
-  for (const path of outputs) rmSync(path, { recursive: true, force: true });
+/**
+ * Runs `command` with sh (for redirections) and measures it, after removing
+ * `outputs`. With `phasesFile`, the command (vmsnap) is told to write its
+ * time by phase there (VMSNAP_PHASES), and the result carries it.
+ */
+export function measure(name: string, command: string, outputs: readonly string[] = [], phasesFile?: string): StepResult {
+  for (const path of [...outputs, ...(phasesFile ? [phasesFile] : [])]) rmSync(path, { recursive: true, force: true });
   settle();
+  const env = phasesFile ? { ...process.env, VMSNAP_PHASES: phasesFile } : process.env;
   const started = performance.now();
-  const run = spawnSync(TIME, ['-v', 'sh', '-c', command], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const run = spawnSync(TIME, ['-v', 'sh', '-c', command], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, env });
   const ms = performance.now() - started;
   if (run.status !== 0) throw new BenchStepError(`${name} failed (exit ${run.status}): ${command}\n${run.stderr}`);
   const rss = /Maximum resident set size \(kbytes\): (\d+)/.exec(run.stderr);
@@ -48,7 +55,9 @@ export function measure(name: string, command: string, outputs: readonly string[
   const system = /System time \(seconds\): ([\d.]+)/.exec(run.stderr);
   if (!rss || !user || !system) throw new BenchStepError(`${name}: no peak memory or CPU time in the output of ${TIME} -v`);
   const cpuMs = (Number(user[1]) + Number(system[1])) * 1000;
-  return { name, command, ms, maxRssBytes: Number(rss[1]) * 1024, cpuMs, runsMs: [ms] };
+  const phases =
+    phasesFile && existsSync(phasesFile) ? (JSON.parse(readFileSync(phasesFile, 'utf8')) as Record<string, number>) : undefined;
+  return { name, command, ms, maxRssBytes: Number(rss[1]) * 1024, cpuMs, runsMs: [ms], phases };
 }
 
 export interface StepPlan {
@@ -56,6 +65,8 @@ export interface StepPlan {
   readonly command: string;
   /** Files the step writes: removed (untimed) before each run, so no run pays for freeing the last run's blocks. */
   readonly outputs: readonly string[];
+  /** Where vmsnap writes its time by phase; absent for the other tools. */
+  readonly phasesFile?: string;
 }
 
 /**
@@ -67,7 +78,7 @@ export function measureInterleaved(plan: readonly StepPlan[], repeat: number): S
   const runs: StepResult[][] = plan.map(() => []);
   for (let round = 0; round < Math.max(1, repeat); round++)
     plan.forEach((step, i) => {
-      runs[i].push(measure(step.name, step.command, step.outputs));
+      runs[i].push(measure(step.name, step.command, step.outputs, step.phasesFile));
     });
   return plan.map((step, i) => {
     const times = runs[i].map((r) => r.ms);
@@ -79,6 +90,7 @@ export function measureInterleaved(plan: readonly StepPlan[], repeat: number): S
       cpuMs: median.cpuMs,
       maxRssBytes: Math.max(...runs[i].map((r) => r.maxRssBytes)),
       runsMs: times,
+      phases: median.phases,
     };
   });
 }

@@ -63,31 +63,38 @@ export interface CompressionChoice {
 
 /** All-zero buffers to compare against, one per length, so zero tests run in native memcmp. */
 /** Pages of `ram` that are not all zero: the bitmap, and their bytes packed in order. */
-function gatherRamPages(range: ChunkRange, ram: Uint8Array): { bitmap: Uint8Array; content: Uint8Array; present: number } {
+/**
+ * Pages of `ram` that are not all zero: the bitmap, and their bytes packed in
+ * order; `inPlace` packs them to the front of `ram` itself (no second buffer),
+ * for a caller that owns `ram` and reads it into again afterwards.
+ */
+function gatherRamPages(range: ChunkRange, ram: Uint8Array, inPlace: boolean): GatheredChunk {
   const { pageCount, pageSize } = range;
   const bitmap = new Uint8Array(bitmapLength(pageCount));
   let present = 0;
   for (let page = 0; page < pageCount; page++) {
-    if (isAllZero(ram.subarray(page * pageSize, (page + 1) * pageSize))) continue;
+    // Most data pages have a nonzero first byte: answer those without a view or a call.
+    if (ram[page * pageSize] === 0 && isAllZero(ram.subarray(page * pageSize, (page + 1) * pageSize))) continue;
     bitmap[page >>> 3] |= 1 << (page & 7);
     present++;
   }
   if (present === pageCount) return { bitmap, content: ram, present };
-  const content = new Uint8Array(present * pageSize);
+  const content = inPlace ? ram : new Uint8Array(present * pageSize);
   let at = 0;
   forEachRun(
     pageCount,
     (page) => isPagePresent(bitmap, page),
     (first, count) => {
-      content.set(ram.subarray(first * pageSize, (first + count) * pageSize), at);
+      if (!inPlace) content.set(ram.subarray(first * pageSize, (first + count) * pageSize), at);
+      else if (first * pageSize !== at) ram.copyWithin(at, first * pageSize, (first + count) * pageSize);
       at += count * pageSize;
     },
   );
-  return { bitmap, content, present };
+  return { bitmap, content: content.subarray(0, at), present };
 }
 
 /** Pages with a nonzero tag: the bitmap, and their tags packed two per byte, low nibble first. */
-function gatherTagPages(range: ChunkRange, tags: Uint8Array): { bitmap: Uint8Array; content: Uint8Array; present: number } {
+function gatherTagPages(range: ChunkRange, tags: Uint8Array): GatheredChunk {
   const { pageCount, pageSize } = range;
   const granulesPerPage = pageSize / GRANULE_SIZE;
   const packedPerPage = granulesPerPage / 2;
@@ -115,9 +122,12 @@ export interface GatheredChunk {
   readonly present: number;
 }
 
-/** Leaves out the pages that need not be stored (all-zero RAM, all-zero tags) and packs the rest. */
-export function gatherChunk(kind: ChunkKind, range: ChunkRange, input: Uint8Array): GatheredChunk {
-  return kind === 'ram' ? gatherRamPages(range, input) : gatherTagPages(range, input);
+/**
+ * Leaves out the pages that need not be stored (all-zero RAM, all-zero tags)
+ * and packs the rest; `inPlace` lets it pack RAM pages inside `input`.
+ */
+export function gatherChunk(kind: ChunkKind, range: ChunkRange, input: Uint8Array, inPlace = false): GatheredChunk {
+  return kind === 'ram' ? gatherRamPages(range, input, inPlace) : gatherTagPages(range, input);
 }
 
 /** Bytes before the stored content in a chunk payload: the header and the bitmap. */
@@ -135,6 +145,7 @@ export function fillChunkPrefix(payload: Uint8Array, range: ChunkRange, gathered
   dv.setUint32(4, range.pageCount, true);
   dv.setBigUint64(8, BigInt(range.firstPage), true);
   payload[16] = compressed ? ENCODING.compressed : ENCODING.raw;
+  payload.fill(0, 17, 20);
   dv.setUint32(20, gathered.present, true);
   dv.setBigUint64(24, BigInt(gathered.content.length), true);
   dv.setBigUint64(32, checksum(gathered.content), true);

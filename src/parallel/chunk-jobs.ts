@@ -29,7 +29,7 @@ export interface EncodeJob {
   readonly op: 'encode';
   readonly kind: ChunkKind;
   readonly range: ChunkRange;
-  /** RAM bytes of the range, or its tags one byte per granule. */
+  /** RAM bytes of the range, or its tags one byte per granule. The job may pack present pages inside it. */
   readonly input: Uint8Array;
   /** zstd level, or 0 to store raw. */
   readonly level: number;
@@ -110,11 +110,19 @@ export function runChunkJobNative(job: ChunkJob, zstd: Libzstd): Promise<ChunkJo
   return job.op === 'encode' ? encodeNative(job, zstd) : decodeNative(job, zstd);
 }
 
+/** A plain Uint8Array without the zero fill (decoders and encoders write every byte of it). */
+function uninitialised(length: number): Uint8Array {
+  const buffer = Buffer.allocUnsafeSlow(length);
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
 async function encodeNative(job: EncodeJob, zstd: Libzstd): Promise<EncodedChunk> {
-  const gathered = timed('zero detection', () => gatherChunk(job.kind, job.range, job.input));
+  // The writer owns the input and reads into it again afterwards: present pages may be packed inside it.
+  const gathered = timed('zero detection', () => gatherChunk(job.kind, job.range, job.input, true));
   const { content } = gathered;
   const prefix = chunkPrefixLength(job.range.pageCount);
-  const payload = new Uint8Array(prefix + content.length);
+  // Every byte of the payload is written below (header, bitmap, frame or raw content): no zero fill needed.
+  const payload = uninitialised(prefix + content.length);
   // Room for one byte less than the content: a frame that is not shorter must not be used (stored raw instead).
   const frameLength =
     job.level > 0 && content.length > 0
@@ -135,7 +143,7 @@ async function decodeNative(job: DecodeJob, zstd: Libzstd): Promise<ChunkJobResu
     const opened = openChunkPayload(job.payload, header, job.kind, job.pageSize, job.zstd);
     let content = opened.stored;
     if (header.encoding === ENCODING.compressed) {
-      content = new Uint8Array(header.contentLength);
+      content = uninitialised(header.contentLength);
       try {
         await timedAsync('decompression', zstd.decompressInto(opened.stored, content));
       } catch (error) {

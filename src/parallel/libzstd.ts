@@ -71,25 +71,27 @@ function bind(): Libzstd {
   const errorName = lib.func('const char *ZSTD_getErrorName(size_t code)') as (code: bigint) => string;
   const describe = (result: number) => errorName(BigInt.asUintN(64, BigInt(result)));
 
-  // One context per call in flight: a context is not safe to share between threads. They live as long as the process.
-  const spareCompressors: Array<{ context: unknown; level: number }> = [];
-  const spareDecompressors: unknown[] = [];
-  const compressor = () => {
-    const spare = spareCompressors.pop();
-    if (spare) return spare;
-    const context = createCCtx();
-    setCParameter(context, C_CONTENT_SIZE_FLAG, 1);
-    setCParameter(context, C_CHECKSUM_FLAG, 0);
-    return { context, level: 0 };
-  };
-  const decompressor = () => {
-    const spare = spareDecompressors.pop();
-    if (spare !== undefined) return spare;
-    const context = createDCtx();
-    // checkFrame already refused windows over MAX_ZSTD_WINDOW (2^22); the decoder refuses them too.
-    setDParameter(context, D_WINDOW_LOG_MAX, 22);
-    return context;
-  };
+  // One work area per call in flight: a context is not safe to share between threads, and the
+  // call's input and output live in native memory, passed as pointers, so that koffi neither
+  // copies nor pins them. They live as long as the process; there are at most as many as calls in flight.
+  const spareCompressors: WorkArea[] = [];
+  const spareDecompressors: WorkArea[] = [];
+  const compressor = () =>
+    spareCompressors.pop() ??
+    newWorkArea(koffi, () => {
+      const context = createCCtx();
+      setCParameter(context, C_CONTENT_SIZE_FLAG, 1);
+      setCParameter(context, C_CHECKSUM_FLAG, 0);
+      return context;
+    });
+  const decompressor = () =>
+    spareDecompressors.pop() ??
+    newWorkArea(koffi, () => {
+      const context = createDCtx();
+      // checkFrame already refused windows over MAX_ZSTD_WINDOW (2^22); the decoder refuses them too.
+      setDParameter(context, D_WINDOW_LOG_MAX, 22);
+      return context;
+    });
   const semver = `${Math.floor(version / 10000)}.${Math.floor(version / 100) % 100}.${version % 100}`;
   return {
     name: `libzstd ${semver}`,
@@ -97,34 +99,71 @@ function bind(): Libzstd {
       if (!Number.isInteger(level) || level < 1 || level > MAX_ZSTD_LEVEL) {
         throw new RangeError(`zstd level must be 1..${MAX_ZSTD_LEVEL}, got ${level}`);
       }
-      const slot = compressor();
+      const area = compressor();
       try {
-        if (slot.level !== level) {
-          setCParameter(slot.context, C_COMPRESSION_LEVEL, level);
-          slot.level = level;
+        if (area.level !== level) {
+          setCParameter(area.context, C_COMPRESSION_LEVEL, level);
+          area.level = level;
         }
-        const result = await call(compress2, slot.context, destination, destination.length, content, content.length);
+        area.input.fit(content.length).set(content);
+        const output = area.output.fit(destination.length);
+        const result = await call(compress2, area.context, area.output.pointer, destination.length, area.input.pointer, content.length);
         if (result === -ERROR_DST_SIZE_TOO_SMALL) return -1;
         if (result < 0) throw new ZstdFrameError(`libzstd could not compress ${content.length} bytes: ${describe(result)}`);
+        destination.set(output.subarray(0, result));
         return result;
       } finally {
-        spareCompressors.push(slot);
+        spareCompressors.push(area);
       }
     },
     async decompressInto(frame, destination) {
       checkFrame(frame, destination.length);
-      const context = decompressor();
+      const area = decompressor();
       try {
-        const result = await call(decompressDCtx, context, destination, destination.length, frame, frame.length);
+        area.input.fit(frame.length).set(frame);
+        const output = area.output.fit(destination.length);
+        const result = await call(decompressDCtx, area.context, area.output.pointer, destination.length, area.input.pointer, frame.length);
         if (result < 0) throw new ZstdFrameError(`zstd frame does not decode: ${describe(result)}`);
         if (result !== destination.length) {
           throw new ZstdFrameError(`zstd frame decoded to ${result} bytes, expected ${destination.length}`);
         }
+        destination.set(output.subarray(0, result));
       } finally {
-        spareDecompressors.push(context);
+        spareDecompressors.push(area);
       }
     },
   };
+}
+
+/** Native memory for one call's input or output, grown as needed; `bytes` views it from JavaScript. */
+class NativeBuffer {
+  pointer: unknown = null;
+  private bytes = new Uint8Array(0);
+
+  constructor(private readonly koffi: typeof import('koffi')) {}
+
+  /** At least `length` bytes; the view of the first `length`. */
+  fit(length: number): Uint8Array {
+    if (this.bytes.length < length) {
+      if (this.pointer !== null) this.koffi.free(this.pointer);
+      // Whole MiB steps: chunks of one size keep their buffer.
+      const capacity = Math.ceil(length / 2 ** 20) * 2 ** 20;
+      this.pointer = this.koffi.alloc('uint8_t', capacity);
+      this.bytes = new Uint8Array(this.koffi.view(this.pointer, capacity));
+    }
+    return this.bytes.subarray(0, length);
+  }
+}
+
+interface WorkArea {
+  readonly context: unknown;
+  readonly input: NativeBuffer;
+  readonly output: NativeBuffer;
+  level: number;
+}
+
+function newWorkArea(koffi: typeof import('koffi'), create: () => unknown): WorkArea {
+  return { context: create(), input: new NativeBuffer(koffi), output: new NativeBuffer(koffi), level: 0 };
 }
 
 let loaded: Libzstd | null | undefined;
