@@ -23,7 +23,7 @@ import { CHUNK_HEADER_LENGTH, ENCODING } from '../format/constants.js';
 import type { ChunkKind } from '../format/model.js';
 import { defaultZstd } from '../format/zstd.js';
 import type { Libzstd } from './libzstd.js';
-import { timed, timedAsync } from './phase-clock.js';
+import { timed } from './phase-clock.js';
 
 export interface EncodeJob {
   readonly op: 'encode';
@@ -126,7 +126,7 @@ async function encodeNative(job: EncodeJob, zstd: Libzstd): Promise<EncodedChunk
   // Room for one byte less than the content: a frame that is not shorter must not be used (stored raw instead).
   const frameLength =
     job.level > 0 && content.length > 0
-      ? await timedAsync('compression', zstd.compressInto(content, job.level, payload.subarray(prefix, prefix + content.length - 1)))
+      ? await zstd.compressInto(content, job.level, payload.subarray(prefix, prefix + content.length - 1))
       : -1;
   if (frameLength < 0) payload.set(content, prefix);
   const stored = frameLength < 0 ? payload : payload.subarray(0, prefix + frameLength);
@@ -145,7 +145,7 @@ async function decodeNative(job: DecodeJob, zstd: Libzstd): Promise<ChunkJobResu
     if (header.encoding === ENCODING.compressed) {
       content = uninitialised(header.contentLength);
       try {
-        await timedAsync('decompression', zstd.decompressInto(opened.stored, content));
+        await zstd.decompressInto(opened.stored, content);
       } catch (error) {
         const message = `content does not decompress: ${(error as Error).message}`;
         throw new ChunkDecodeError(message, CHUNK_HEADER_LENGTH, 'decompression-failed');

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { type ChunkJob, type ChunkJobResult, runChunkJob, runChunkJobNative, transferables } from './chunk-jobs.js';
 import { type Libzstd, loadLibzstd } from './libzstd.js';
+import { timedAsync } from './phase-clock.js';
 
 export interface ChunkExecutor {
   readonly threads: number;
@@ -36,11 +37,49 @@ function libuvPoolSize(): number {
   return Number.isInteger(size) && size > 0 ? size : 4;
 }
 
+/** At most `limit` calls at once; the rest wait their turn in order. */
+class Gate {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) await new Promise<void>((turn) => this.waiting.push(turn));
+    else this.running++;
+    try {
+      return await work();
+    } finally {
+      // The turn passes straight to the next waiter, so `running` stays counted.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+}
+
+/**
+ * Chunk jobs on the calling thread, their zstd calls on libuv's pool, no more
+ * than `threads` at once: the pool's other threads stay free for the reads
+ * and writeback that feed and drain them (more calls than cores would only
+ * take turns on the same cores while a read waits behind them).
+ */
 class NativeExecutor implements ChunkExecutor {
+  private readonly zstd: Libzstd;
+
   constructor(
-    private readonly zstd: Libzstd,
+    zstd: Libzstd,
     readonly threads: number,
-  ) {}
+  ) {
+    const gate = new Gate(threads);
+    this.zstd = {
+      name: zstd.name,
+      // Timed inside the gate: the time a call runs, not the time it waits for its turn.
+      compressInto: (content, level, destination) =>
+        gate.run(() => timedAsync('compression', zstd.compressInto(content, level, destination))),
+      decompressInto: (frame, destination) => gate.run(() => timedAsync('decompression', zstd.decompressInto(frame, destination))),
+    };
+  }
   run(job: ChunkJob): Promise<ChunkJobResult> {
     return runChunkJobNative(job, this.zstd);
   }
@@ -124,7 +163,8 @@ export function createChunkExecutor(threads?: number): ChunkExecutor {
   const count = threads ?? availableParallelism();
   if (count <= 0) return new InlineExecutor();
   const zstd = loadLibzstd();
-  if (zstd) return new NativeExecutor(zstd, Math.min(count, libuvPoolSize()));
+  // One pool thread stays free for reads and writeback.
+  if (zstd) return new NativeExecutor(zstd, Math.max(1, Math.min(count, libuvPoolSize() - 1)));
   const script = new URL('./chunk-worker.js', import.meta.url);
   if (!existsSync(fileURLToPath(script))) return new InlineExecutor();
   return new WorkerPool(script, count);

@@ -130,6 +130,9 @@ export class StreamOutput implements SnapshotOutput {
 
   abort(): void {
     this.detach();
+    // A write still in flight may fail after this (ENOSPC on a device): the save has already failed, and
+    // an 'error' event nobody listens to would crash the process instead of letting it report the first one.
+    this.stream.on('error', () => {});
     if (this.owned) (this.stream as Writable).destroy?.();
   }
 }
