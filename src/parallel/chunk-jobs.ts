@@ -29,8 +29,10 @@ export interface EncodeJob {
   readonly op: 'encode';
   readonly kind: ChunkKind;
   readonly range: ChunkRange;
-  /** RAM bytes of the range, or its tags one byte per granule. The job may pack present pages inside it. */
+  /** RAM bytes of the range, or its tags one byte per granule. */
   readonly input: Uint8Array;
+  /** The caller gives the input up until the job returns it: present pages may be packed inside it (no second buffer). */
+  readonly inputIsScratch?: boolean;
   /** zstd level, or 0 to store raw. */
   readonly level: number;
 }
@@ -117,8 +119,7 @@ function uninitialised(length: number): Uint8Array {
 }
 
 async function encodeNative(job: EncodeJob, zstd: Libzstd): Promise<EncodedChunk> {
-  // The writer owns the input and reads into it again afterwards: present pages may be packed inside it.
-  const gathered = timed('zero detection', () => gatherChunk(job.kind, job.range, job.input, true));
+  const gathered = timed('zero detection', () => gatherChunk(job.kind, job.range, job.input, job.inputIsScratch === true));
   const { content } = gathered;
   const prefix = chunkPrefixLength(job.range.pageCount);
   // Every byte of the payload is written below (header, bitmap, frame or raw content): no zero fill needed.

@@ -228,7 +228,8 @@ async function writeChunks(
   for (const chunk of chunkGrid(regions, vm.pageSize, pagesPerChunk)) {
     const range = { region: chunk.region, firstPage: chunk.firstPage, pageCount: chunk.pageCount, pageSize: vm.pageSize };
     const result = timedAsync('reading', readChunkInput(vm, regions[chunk.region], chunk, buffers)).then((input) =>
-      executor.run({ op: 'encode', kind: chunk.kind, range, input, level }),
+      // The input buffer is read into afresh for a later chunk: the job may pack pages inside it.
+      executor.run({ op: 'encode', kind: chunk.kind, range, input, level, inputIsScratch: true }),
     );
     result.catch(() => {}); // Observed in order by drainOne; avoids an unhandled rejection meanwhile.
     inFlight.push({ chunk, result });
