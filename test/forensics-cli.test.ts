@@ -121,3 +121,24 @@ describe('help', () => {
     },
   );
 });
+
+describe('vmsnap show', () => {
+  it('decodes every vCPU register by name, the blobs and the chain (JSON and text)', async () => {
+    const { out, code } = await vmsnap('show', a, '--json');
+    expect(code).toBe(0);
+    const shown = JSON.parse(out);
+    expect(shown.schemaVersion).toBe(1);
+    expect(shown.vcpuRegisters.map((v: { id: number }) => v.id)).toEqual([0, 1]);
+    const byName = (id: number) =>
+      new Map(shown.vcpuRegisters[id].registers.map((r: { name: string; hex: string; value: string }) => [r.name, r]));
+    expect(byName(1).get('x0')).toMatchObject({ hex: '0x0000000011110001', value: String(0x1111_0001), bits: 64 });
+    expect(byName(0).get('x30')).toMatchObject({ hex: '0x0000deadbeef0000' });
+    expect(byName(1).get('pc')).toMatchObject({ value: String(0x4000_0804) });
+    expect(byName(0).get('v31')).toMatchObject({ bits: 128 });
+    expect(shown.chain).toEqual([{ snapshotId: shown.snapshotId, file: a }]);
+    expect(shown.blobs).toEqual([]);
+    const text = await vmsnap('show', a, '--vcpu', '1');
+    expect(text.out).toMatch(/vCPU 1 \(\d+ registers\):\n {2}x0 +0x0000000011110001/);
+    expect(text.out).not.toContain('vCPU 0 (');
+  });
+});

@@ -9,6 +9,7 @@ import { registerRestore } from './restore.js';
 import { registerRun } from './run.js';
 import { registerSave } from './save.js';
 import { registerScanPointers } from './scan-pointers.js';
+import { registerShow } from './show.js';
 import { registerStore } from './store-admin.js';
 import { registerPull, registerPush } from './store-push.js';
 import { registerTagsAllocs } from './tags-allocs.js';
@@ -24,6 +25,7 @@ export function registerCommands(program: Command): void {
   registerSave(program);
   registerRestore(program);
   registerInfo(program);
+  registerShow(program);
   registerVerify(program);
   registerDemo(program);
   registerTagsStats(program);
