@@ -20,7 +20,7 @@ import { GUEST_BYTES_PER_TAG_BYTE, PF_R, PF_W, PF_X, PT_AARCH64_MEMTAG_MTE, PT_L
 import { type CoreLayout, type CoreSegmentSpec, ElfCoreWriter, layoutCore } from './elf-core-writer.js';
 import { encodeNoteParts } from './elf-notes.js';
 import { pageWindows } from './region-cursor.js';
-import { encodeVmsnapNote, vmsnapStateFrom } from './vmsnap-note.js';
+import { encodeVmsnapNote, type VmsnapState, vmsnapStateFrom, withoutHostPaths } from './vmsnap-note.js';
 
 export interface CoreExportSummary {
   readonly path: string;
@@ -83,6 +83,8 @@ export interface CoreExportOptions {
   readonly force?: boolean;
   /** Files the caller reads besides the snapshot: the destination may never be one of them. */
   readonly inputs?: readonly string[];
+  /** Keep host file paths in the annotations the VMSNAP note carries (default: only their file names). */
+  readonly keepHostPaths?: boolean;
 }
 
 /**
@@ -101,7 +103,7 @@ export async function exportCore(
   const target = typeof destination === 'string' ? resolveOutput(destination, { force: options.force, inputs, streamable: true }) : null;
   const file = new TemporaryFile(target?.kind === 'file' ? target.path : join(tmpdir(), 'vmsnap-export.core'));
   try {
-    const written = await writeCore(reader, file.path);
+    const written = await writeCore(reader, file.path, !!options.keepHostPaths);
     if (target?.kind === 'file') file.commit();
     else {
       const stream = target ? createWriteStream(target.path, { flags: 'a' }) : (destination as NodeJS.WritableStream);
@@ -115,24 +117,32 @@ export async function exportCore(
   }
 }
 
+function withoutPaths(state: VmsnapState, keepHostPaths: boolean): VmsnapState {
+  return keepHostPaths ? state : { ...state, annotations: withoutHostPaths(state.annotations) };
+}
+
 /**
  * Creates the core file with its headers and notes. The vCPUs, blobs and
  * notes live only in here: they are let go before the regions are written.
  */
-async function createCore(reader: SnapshotReader, path: string): Promise<{ writer: ElfCoreWriter; layout: CoreLayout; vcpus: number }> {
+async function createCore(
+  reader: SnapshotReader,
+  path: string,
+  keepHostPaths: boolean,
+): Promise<{ writer: ElfCoreWriter; layout: CoreLayout; vcpus: number }> {
   const vcpus = await reader.vcpus();
   const blobs = await reader.blobs();
   const notes = encodeNoteParts([
     ...linuxCoreNotes(vcpus, reader.header.pageSize, 'vmsnap-guest'),
-    encodeVmsnapNote(vmsnapStateFrom(reader.metadata, reader.header, vcpus, blobs)),
+    encodeVmsnapNote(withoutPaths(vmsnapStateFrom(reader.metadata, reader.header, vcpus, blobs), keepHostPaths)),
   ]);
   const notesSize = notes.reduce((n, part) => n + part.length, 0);
   const layout = layoutCore(notesSize, segmentSpecs(reader.regions, reader.header.pageSize));
   return { writer: await ElfCoreWriter.create(path, layout, notes, reader.header.pageSize), layout, vcpus: vcpus.length };
 }
 
-async function writeCore(reader: SnapshotReader, path: string): Promise<Omit<CoreExportSummary, 'path'>> {
-  const { writer, layout, vcpus } = await createCore(reader, path);
+async function writeCore(reader: SnapshotReader, path: string, keepHostPaths: boolean): Promise<Omit<CoreExportSummary, 'path'>> {
+  const { writer, layout, vcpus } = await createCore(reader, path, keepHostPaths);
   try {
     let nextMemtag = 1 + reader.regions.length;
     for (const [i, region] of reader.regions.entries()) {

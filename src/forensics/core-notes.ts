@@ -8,7 +8,7 @@
  * treats lwp 0 as "no thread").
  */
 
-import { FPCR_ID, FPSR_ID, PC_ID, PSTATE_ID, SP_ID, vRegisterId, xRegisterId } from '../vm/arm64-registers.js';
+import { FPCR_ID, FPSR_ID, PC_ID, PSTATE_ID, SP_EL1_ID, SP_ID, vRegisterId, xRegisterId } from '../vm/arm64-registers.js';
 import type { RegisterValue, VcpuState } from '../vm/vm.js';
 import {
   AT_HWCAP,
@@ -48,11 +48,25 @@ function put(out: Uint8Array, offset: number, size: number, value: Uint8Array | 
   if (value) out.set(value.subarray(0, size), offset);
 }
 
+/**
+ * The stack pointer the vCPU was using: PSTATE.M[3:0] names the exception
+ * level and SPSel. EL1h (0b0101) runs on SP_EL1, which KVM keeps apart from
+ * `sp` (SP_EL0); EL0t and EL1t run on SP_EL0. A kernel-mode guest written
+ * with SP_EL0 in pr_reg would show GDB a user stack pointer (often 0) and
+ * break its backtraces.
+ */
+export function activeStackPointerId(regs: ReadonlyMap<bigint, Uint8Array>): bigint {
+  const pstate = regs.get(PSTATE_ID);
+  return pstate && (pstate[0] & 0xf) === 0b0101 ? SP_EL1_ID : SP_ID;
+}
+
 export function prstatusDesc(vcpu: VcpuState): Uint8Array {
   const out = Buffer.alloc(PRSTATUS_SIZE);
   const regs = registerMap(vcpu);
   out.writeInt32LE(vcpu.id + 1, PRSTATUS_PID_OFFSET);
-  for (const [i, id] of PRSTATUS_REGISTER_IDS.entries()) put(out, PRSTATUS_REGS_OFFSET + i * 8, 8, regs.get(id));
+  for (const [i, id] of PRSTATUS_REGISTER_IDS.entries()) {
+    put(out, PRSTATUS_REGS_OFFSET + i * 8, 8, regs.get(id === SP_ID ? activeStackPointerId(regs) : id));
+  }
   out.writeInt32LE(1, PRSTATUS_FPVALID_OFFSET);
   return out;
 }

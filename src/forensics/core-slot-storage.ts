@@ -56,8 +56,16 @@ export class CoreSlotStorage implements SlotStorage {
       destination.fill(0);
       return;
     }
-    const skew = Number((this.source.load.address - this.source.memtag.address) / BigInt(GRANULE_SIZE));
-    this.core.readTags(this.source.memtag, skew + page * this.granulesPerPage + firstGranule, destination);
+    // The memtag segment may cover only part of its PT_LOAD (Linux sizes it to the tagged range, which may end
+    // mid-page): granules outside it have no tag in the core and read as 0.
+    const memtag = this.source.memtag;
+    const start = Number((memtag.address - this.source.load.address) / BigInt(GRANULE_SIZE));
+    const count = Number(memtag.memSize / BigInt(GRANULE_SIZE));
+    const first = page * this.granulesPerPage + firstGranule;
+    const from = Math.max(first, start);
+    const to = Math.min(first + destination.length, start + count);
+    destination.fill(0);
+    if (from < to) this.core.readTags(memtag, from - start, destination.subarray(from - first, to - first));
   }
 
   writeMemory(offset: SlotOffset): void {

@@ -86,18 +86,21 @@ function auxvPageSize(core: ElfCore): number | null {
   return null;
 }
 
+function inside(memtag: ElfSegment, load: ElfSegment): boolean {
+  return memtag.address >= load.address && memtag.address + memtag.memSize <= load.address + load.memSize;
+}
+
+/** The memtag segment that lies inside `load` (usually all of it; a tagged range may end mid-page). */
 function memtagFor(core: ElfCore, load: ElfSegment): ElfSegment | undefined {
-  const memtag = core.memtagAt(load.address);
-  if (!memtag) return undefined;
-  if (memtag.address !== load.address || memtag.memSize !== load.memSize) {
+  const within = core.memtags.filter((m) => inside(m, load));
+  if (within.length > 1) {
     throw new ElfCoreFormatError(
       core.path,
-      0,
-      `memtag segment ${memtag.index} [${hex(memtag.address)}, +${hex(memtag.memSize)}) ` +
-        `does not cover exactly PT_LOAD ${load.index} [${hex(load.address)}, +${hex(load.memSize)})`,
+      within[1].offset,
+      `PT_LOAD ${load.index} [${hex(load.address)}, +${hex(load.memSize)}) has ${within.length} memtag segments; one is expected`,
     );
   }
-  return memtag;
+  return within[0];
 }
 
 function linuxRegions(core: ElfCore, keepEmpty: boolean): { regions: VmsnapRegionInfo[]; skipped: ElfSegment[] } {
@@ -139,10 +142,10 @@ function bitsFor(end: bigint): number {
   return Math.max(DEFAULT_IPA_BITS, end.toString(2).length);
 }
 
-/** Every memtag segment must shadow a PT_LOAD: tags at addresses no load covers would be dropped unseen. */
+/** Every memtag segment must lie inside a PT_LOAD: tags at addresses no load covers would be dropped unseen. */
 function checkMemtagsCovered(core: ElfCore): void {
   for (const memtag of core.memtags) {
-    if (core.loads.some((load) => load.address === memtag.address && load.memSize === memtag.memSize)) continue;
+    if (core.loads.some((load) => inside(memtag, load))) continue;
     throw new ElfCoreFormatError(
       core.path,
       memtag.offset,

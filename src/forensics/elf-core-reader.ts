@@ -184,8 +184,14 @@ function checkSegment(s: ElfSegment, path: string, headerOffset: bigint, fileSiz
   if (s.memSize === 0n || s.memSize % BigInt(GRANULE_SIZE) !== 0n) {
     throw new ElfCoreFormatError(path, headerOffset, `${where}: memtag p_memsz ${s.memSize} is not a positive multiple of ${GRANULE_SIZE}`);
   }
-  if (s.fileSize !== 0n && s.fileSize !== s.memSize / BigInt(GUEST_BYTES_PER_TAG_BYTE)) {
-    throw new ElfCoreFormatError(path, headerOffset, `${where}: memtag p_filesz ${s.fileSize} is not p_memsz / 32 (${s.memSize / 32n})`);
+  // Two tags per byte: an odd number of granules takes a last half byte, so the size rounds up (Linux writes it so).
+  const tagBytes = (s.memSize + BigInt(GUEST_BYTES_PER_TAG_BYTE) - 1n) / BigInt(GUEST_BYTES_PER_TAG_BYTE);
+  if (s.fileSize !== 0n && s.fileSize !== tagBytes) {
+    throw new ElfCoreFormatError(
+      path,
+      headerOffset,
+      `${where}: memtag p_filesz ${s.fileSize} is not p_memsz / 32 rounded up (${tagBytes})`,
+    );
   }
 }
 

@@ -32,6 +32,21 @@ export interface VmsnapState {
   readonly createdMs: bigint;
 }
 
+/**
+ * Annotations with host file paths cut to their last component: a core is
+ * handed to other people, and where the VMM kept its RAM file (raw.ram-file,
+ * raw.tag-file) or a user's home directory is the host's business, not the
+ * guest's. The file's name stays, so the annotation still says which file.
+ */
+export function withoutHostPaths(annotations: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(annotations)) {
+    const isPath = /^(\/|~\/|[A-Za-z]:[\\/]|\.\.?\/)/.test(value);
+    out[key] = isPath ? (value.split(/[\\/]/).filter(Boolean).pop() ?? '') : value;
+  }
+  return out;
+}
+
 export function vmsnapStateFrom(metadata: SnapshotMetadata, header: SnapshotHeader, vcpus: VcpuState[], blobs: VmmBlob[]): VmsnapState {
   return {
     pageSize: header.pageSize,

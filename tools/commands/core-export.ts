@@ -16,6 +16,7 @@ export function registerExportCore(program: Command): void {
     .argument('<file>', 'snapshot file')
     .requiredOption('-o, --output <guest.core>', 'core file to write, or - for standard output (a file keeps the holes)')
     .option('--force', 'replace an existing file (never the snapshot read)')
+    .option('--keep-host-paths', 'keep host file paths in the annotations the VMSNAP note copies (default: file names only)')
     .option('--json', 'machine-readable summary')
     .addHelpText(
       'after',
@@ -24,9 +25,11 @@ export function registerExportCore(program: Command): void {
         "gdb-multiarch -nx -batch -ex 'core-file guest.core' -ex 'memory-tag print-allocation-tag 0x40001000' -ex 'x/4xgm 0x40001000'",
       ]) + EXIT_CODES_HELP,
     )
-    .action(async (file: string, options: { output: string; force?: boolean; json?: boolean }) => {
+    .action(async (file: string, options: { output: string; force?: boolean; json?: boolean; keepHostPaths?: boolean }) => {
       const destination = options.output === '-' ? standardOutput('export core -o -') : options.output;
-      const summary = await withSnapshot(file, (reader) => exportCore(reader, destination, { force: options.force }));
+      const summary = await withSnapshot(file, (reader) =>
+        exportCore(reader, destination, { force: options.force, keepHostPaths: options.keepHostPaths }),
+      );
       // The core itself may be on standard output.
       const report = options.output === '-' ? (line: string) => process.stderr.write(`${line}\n`) : printLine;
       if (options.json) report(toJson(summary));
