@@ -20,9 +20,11 @@ export { type ErrorKind, type FormatErrorCode, type FormatErrorLocation, Snapsho
 export { ZstdFrameError } from './format/zstd.js';
 export { OutputError, type OutputErrorCode } from './io/output-file.js';
 export { MigrationStreamError, type MigrationStreamErrorCode } from './live/migration-frames.js';
+export { ChainError, type ChainErrorCode } from './reader/chain.js';
 export { RestoreError } from './reader/restore.js';
 export { StreamIdleError } from './reader/stream.js';
 export { StoreError, type StoreErrorCode } from './store/errors.js';
 export { TagCopyError } from './vm/tag-copy.js';
 export { type ErrnoName, VmErrnoError } from './vm/vm.js';
+export { DiffSaveError } from './writer/diff.js';
 export { SaveError } from './writer/save.js';

@@ -78,6 +78,7 @@ export {
 export { type RegionTagStats, type TagStats, type TagStatsOptions, type TagStatsReport, tagStatistics } from './forensics/tag-stats.js';
 export { type PhysicalPiece, VirtualAddressSpace, virtualAddressSpace } from './forensics/virtual-addresses.js';
 export {
+  DIFF_FORMAT_MINOR,
   FORMAT_MAJOR,
   FORMAT_MINOR,
   GRANULE_SIZE,
@@ -89,8 +90,11 @@ export {
 } from './format/constants.js';
 // The format's values and constants.
 export type {
+  ChangedPages,
+  ChangedPagesLocation,
   ChunkKind,
   ChunkLocation,
+  DiffInfo,
   GuestAddress,
   RamChunk,
   SnapshotHeader,
@@ -116,6 +120,8 @@ export {
 } from './live/precopy.js';
 export type { StreamLayout, StreamSlot } from './live/stream-layout.js';
 export { type MigrationSummary, StreamSink, sendMigration } from './live/stream-sink.js';
+// Chains of diff snapshots: open, find beside a file, merge.
+export { findChain, openChain, readSnapshotIdentity, type SnapshotChain, type SnapshotIdentity } from './reader/chain.js';
 export type { SnapshotEvent } from './reader/events.js';
 export { type FileSnapshot, type OpenOptions, openSnapshot } from './reader/open.js';
 export { type RestoredVm, type RestoreOptions, type RestoreProgress, type RestoreSummary, restoreSnapshot } from './reader/restore.js';
@@ -156,5 +162,7 @@ export { type WorkloadSpec, workloadAnnotations, workloadFromAnnotations } from 
 export { type MutatingGuestOptions, MutatingSimulatedGuest } from './workload/mutating-guest.js';
 // The seeded workload guest of the demo and the tests.
 export { createSimulatedGuest, type SimulatedGuest, type SimulatedGuestOptions } from './workload/simulated-guest.js';
+export type { ChangedPageSets, DiffSnapshotOptions, ParentSnapshot } from './writer/diff.js';
+export { type FlattenOptions, flattenChain } from './writer/flatten.js';
 // Save, read, restore.
 export { DEFAULT_CHUNK_BYTES, type SaveOptions, type SaveProgress, type SaveSummary, saveSnapshot } from './writer/save.js';

@@ -212,7 +212,7 @@ describe('hostile lengths with valid checksums allocate nothing large', () => {
     withAncillary.splice(1, 0, { type: 'noTe', payload: Uint8Array.of(1, 2, 3), region: 0xffffffff, firstPage: 0, pageCount: 0 });
     expect((await verifyBytes(seal(header, withAncillary), { threads: 0 })).problems).toEqual([]);
     const withCritical = [...sections];
-    withCritical.splice(1, 0, { type: 'DIFF', payload: Uint8Array.of(1), region: 0xffffffff, firstPage: 0, pageCount: 0 });
+    withCritical.splice(1, 0, { type: 'FUTR', payload: Uint8Array.of(1), region: 0xffffffff, firstPage: 0, pageCount: 0 });
     await expectRefusedCheaply(seal(header, withCritical), ['unknown-critical-section']);
   });
 

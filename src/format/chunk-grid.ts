@@ -10,8 +10,11 @@ import { LIMITS } from './constants.js';
 import { SnapshotFormatError } from './errors.js';
 import type { ChunkKind, SnapshotRegion } from './model.js';
 
+/** A grid entry: a RAM chunk, a tag chunk, or (in a diff) the changed-page map of the pages that follow. */
+export type GridKind = ChunkKind | 'changed';
+
 export interface GridChunk {
-  readonly kind: ChunkKind;
+  readonly kind: GridKind;
   readonly region: number;
   readonly firstPage: number;
   readonly pageCount: number;
@@ -52,12 +55,23 @@ export function checkRegions(regions: readonly SnapshotRegion[], pageSize: numbe
   }
 }
 
-/** Every chunk of the file, in file order. */
-export function* chunkGrid(regions: readonly SnapshotRegion[], pageSize: number, pagesPerChunk: number): Generator<GridChunk> {
+/** A RAM or tag chunk of the grid: all a full snapshot's grid holds. */
+export type DataGridChunk = GridChunk & { readonly kind: ChunkKind };
+
+/** Every chunk of the file, in file order; a diff snapshot has a changed-page map (CHGP) before each RAMC. */
+export function chunkGrid(regions: readonly SnapshotRegion[], pageSize: number, pagesPerChunk: number): Generator<DataGridChunk>;
+export function chunkGrid(regions: readonly SnapshotRegion[], pageSize: number, pagesPerChunk: number, diff: boolean): Generator<GridChunk>;
+export function* chunkGrid(
+  regions: readonly SnapshotRegion[],
+  pageSize: number,
+  pagesPerChunk: number,
+  diff = false,
+): Generator<GridChunk> {
   for (const region of regions) {
     const pages = regionPageCount(region, pageSize);
     for (let firstPage = 0; firstPage < pages; firstPage += pagesPerChunk) {
       const pageCount = Math.min(pagesPerChunk, pages - firstPage);
+      if (diff) yield { kind: 'changed', region: region.index, firstPage, pageCount };
       yield { kind: 'ram', region: region.index, firstPage, pageCount };
       if (region.mte) yield { kind: 'tags', region: region.index, firstPage, pageCount };
     }

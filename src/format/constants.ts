@@ -12,6 +12,8 @@ export const TRAILER_MAGIC = Uint8Array.of(0x56, 0x4d, 0x53, 0x4e, 0x41, 0x50, 0
 
 export const FORMAT_MAJOR = 1;
 export const FORMAT_MINOR = 0;
+/** Diff snapshots (spec section 4.1) are written as 1.1; full snapshots stay 1.0, byte for byte. */
+export const DIFF_FORMAT_MINOR = 1;
 
 export const HEADER_LENGTH = 64;
 export const SECTION_HEADER_LENGTH = 32;
@@ -37,6 +39,10 @@ export const SECTION = {
   vcpu: 'VCPU',
   blob: 'BLOB',
   index: 'INDX',
+  /** A diff snapshot (1.1): right after META, names the parent. Critical: a 1.0 reader refuses the file. */
+  diff: 'DIFF',
+  /** A diff snapshot's changed-page map of one grid chunk (1.1), right before that chunk's RAMC. */
+  changedPages: 'CHGP',
 } as const;
 
 /** A chunk's uncompressed content never exceeds this: it keeps every zstd frame decodable by the 16 MiB-heap wasm codec. */
@@ -51,6 +57,8 @@ export const MAX_ZSTD_LEVEL = 9;
  */
 export const LIMITS = {
   metadata: 16 * 1024 * 1024,
+  /** The DIFF payload: a small map naming the parent. */
+  diff: 64 * 1024,
   vcpu: 4 * 1024 * 1024,
   blob: 16 * 1024 * 1024,
   /** An unknown ancillary section's payload: skipped, never held, but not read forever either. */

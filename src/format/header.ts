@@ -24,12 +24,13 @@ import {
 import { SnapshotFormatError } from './errors.js';
 import type { SnapshotHeader } from './model.js';
 
-export function encodeHeader(pageSize: number, pagesPerChunk: number, codec: number): Uint8Array {
+/** `minor` is FORMAT_MINOR for a full snapshot, DIFF_FORMAT_MINOR for a diff. */
+export function encodeHeader(pageSize: number, pagesPerChunk: number, codec: number, minor: number = FORMAT_MINOR): Uint8Array {
   const bytes = new Uint8Array(HEADER_LENGTH);
   const dv = view(bytes);
   bytes.set(FILE_MAGIC, 0);
   dv.setUint16(8, FORMAT_MAJOR, true);
-  dv.setUint16(10, FORMAT_MINOR, true);
+  dv.setUint16(10, minor, true);
   dv.setUint32(12, HEADER_LENGTH, true);
   dv.setUint32(16, pageSize, true);
   dv.setUint32(20, pagesPerChunk, true);

@@ -30,7 +30,7 @@ export interface VmmBlob {
 export interface SnapshotMetadata {
   /** 16 random bytes naming this snapshot; a diff snapshot's parent field refers to it. */
   readonly snapshotId: Uint8Array;
-  /** Reserved for diff snapshots: the parent's snapshotId, or null. */
+  /** The parent's snapshotId: set in a diff snapshot (it has a DIFF section); null in a full one. */
   readonly parentId: Uint8Array | null;
   /** Milliseconds since the Unix epoch. */
   readonly createdMs: bigint;
@@ -84,6 +84,33 @@ export interface TagChunk extends ChunkLocation {
   readonly tags: Uint8Array;
 }
 
+/**
+ * A diff snapshot's changed-page map of one grid chunk (a CHGP section): the
+ * pages the diff gives whole. Every other page of the range is the parent's.
+ */
+export interface ChangedPagesLocation {
+  readonly region: number;
+  readonly firstPage: number;
+  readonly pageCount: number;
+  /** Pages marked changed (the section's present_count). */
+  readonly changedCount: number;
+  /** File offset of the section header. */
+  readonly offset: bigint;
+  readonly length: bigint;
+}
+
+export interface ChangedPages extends ChangedPagesLocation {
+  /** One bit per page, LSB first: set where the diff gives the page (its RAM and its tags). */
+  readonly changed: Uint8Array;
+}
+
+/** What makes a snapshot a diff: its parent (the DIFF section). */
+export interface DiffInfo {
+  readonly parentId: Uint8Array;
+  /** Pages marked changed in all its changed-page maps together. */
+  readonly changedPages: bigint;
+}
+
 /** A VCPU section, without its registers. */
 export interface VcpuSummary {
   readonly id: number;
@@ -115,9 +142,19 @@ export interface SnapshotReader {
   readonly vcpuSummaries: readonly VcpuSummary[];
   /** The BLOB sections in file order: blobs() reads their data. */
   readonly blobSummaries: readonly BlobSummary[];
+  /**
+   * Set when the file is a diff snapshot: its chunks then hold only the pages
+   * its changed-page maps mark, and the rest is its parent's. Read a diff
+   * through a SnapshotChain (openChain) to see the guest it stands for.
+   */
+  readonly diff: DiffInfo | null;
+  /** A diff's changed-page maps, one per RAM chunk, in file order (empty for a full snapshot). */
+  readonly changedPageMaps: readonly ChangedPagesLocation[];
 
   readRamChunk(location: ChunkLocation): Promise<RamChunk>;
   readTagChunk(location: ChunkLocation): Promise<TagChunk>;
+  /** A diff's changed-page map, read and checked. */
+  readChangedPages(location: ChangedPagesLocation): Promise<ChangedPages>;
   /** Guest bytes of [guestAddress, guestAddress + length) inside one region. */
   readMemory(guestAddress: bigint, length: number): Promise<Uint8Array>;
   /** One tag per granule of [guestAddress, guestAddress + length), 16-byte aligned, inside one MTE region. */

@@ -2,13 +2,20 @@
  * A snapshot read front to back is a sequence of events, the same whether it
  * comes from a file or a pipe: first the header and metadata, then every
  * chunk in grid order, then vCPUs and blobs. Restore and verify consume it.
+ * A diff snapshot adds a 'diff' event after 'start' and a 'changed' event
+ * before each RAM chunk; a consumer that restores must merge it with its
+ * parents (src/reader/chain.ts), never take its chunks alone.
  */
 
-import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
+import type { ChangedPages, RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
 import type { VcpuState } from '../vm/vm.js';
 
 export type SnapshotEvent =
   | { readonly type: 'start'; readonly header: SnapshotHeader; readonly metadata: SnapshotMetadata }
+  /** The file is a diff snapshot of this parent (right after 'start'): its chunks hold only changed pages. */
+  | { readonly type: 'diff'; readonly parentId: Uint8Array }
+  /** A diff's changed-page map of the RAM (and tag) chunk that follows. */
+  | { readonly type: 'changed'; readonly pages: ChangedPages }
   | { readonly type: 'chunk'; readonly chunk: RamChunk | TagChunk }
   | { readonly type: 'vcpu'; readonly vcpu: VcpuState }
   | { readonly type: 'blob'; readonly blob: VmmBlob }

@@ -21,13 +21,17 @@ import {
   SECTION_HEADER_LENGTH,
   TRAILER_LENGTH,
 } from '../format/constants.js';
+import { decodeDiffSection } from '../format/diff.js';
 import { SnapshotFormatError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
 import { decodeIndexEntry, decodeTrailer, type IndexEntry, indexEntryCount } from '../format/index-section.js';
 import { decodeBlob, decodeMetadata, decodeVcpu } from '../format/metadata.js';
 import type {
   BlobSummary,
+  ChangedPages,
+  ChangedPagesLocation,
   ChunkLocation,
+  DiffInfo,
   RamChunk,
   SnapshotHeader,
   SnapshotMetadata,
@@ -44,8 +48,10 @@ import type { VcpuState } from '../vm/vm.js';
 import type { SnapshotEvent } from './events.js';
 import {
   checkPayloadLength,
+  checkStoredPagesMarked,
   chunkHeaderFault,
   chunkType,
+  decodeChangedPagesSection,
   decodeChunk,
   expectedIndexEntry,
   indexEntryFault,
@@ -167,12 +173,17 @@ function readTrailerAndIndex(file: FileBytes): { index: Uint8Array; indexSection
  * reads the payload before it looks inside) would, so both report the same
  * fault.
  */
-function walkSections(
-  file: FileBytes,
-  header: SnapshotHeader,
-  index: Uint8Array,
-  indexSection: SectionHeader,
-): { metadata: SnapshotMetadata; chunks: ChunkLocation[]; others: SectionEntry[]; vcpus: VcpuSummary[]; blobs: BlobSummary[] } {
+interface WalkedSections {
+  metadata: SnapshotMetadata;
+  chunks: ChunkLocation[];
+  others: SectionEntry[];
+  vcpus: VcpuSummary[];
+  blobs: BlobSummary[];
+  diff: DiffInfo | null;
+  changedMaps: ChangedPagesLocation[];
+}
+
+function walkSections(file: FileBytes, header: SnapshotHeader, index: Uint8Array, indexSection: SectionHeader): WalkedSections {
   const indexOffset = indexSection.offset;
   const payloadOffset = indexOffset + BigInt(SECTION_HEADER_LENGTH);
   const count = indexEntryCount(index, payloadOffset);
@@ -182,6 +193,9 @@ function walkSections(
   const others: SectionEntry[] = [];
   const vcpus: VcpuSummary[] = [];
   const blobs: BlobSummary[] = [];
+  let diffParent: Uint8Array | null = null;
+  const changedMaps: ChangedPagesLocation[] = [];
+  let changedPages = 0n;
   let next = BigInt(HEADER_LENGTH);
   const indexView = new DataView(index.buffer, index.byteOffset, index.byteLength);
   for (let i = 0; i < count; i++) {
@@ -199,6 +213,26 @@ function walkSections(
       throw tilingError(i, entry, entryOffset, `has length ${entry.length}, which does not fit before the index`);
     const expected = expectedIndexEntry(section, role);
     switch (role.role) {
+      case 'diff': {
+        const payload = file.payload(section);
+        checkPayload(section, payload);
+        const diff = decodeDiffSection(payload, section.offset + BigInt(SECTION_HEADER_LENGTH));
+        sequence.diffSection(diff, section);
+        diffParent = diff.parentId;
+        break;
+      }
+      case 'changed': {
+        // A changed-page map is small (a header and a bitmap): checked whole when the file is opened, as a pipe reader does.
+        const payload = file.payload(section);
+        checkPayload(section, payload);
+        const map = decodeChangedPagesSection(header, metadata!.regions, section, payload, role.chunk);
+        const fault = indexEntryFault(entry, expected, i, entryOffset);
+        if (fault) throw fault;
+        const { changed: _bits, ...location } = map;
+        changedMaps.push(location);
+        changedPages += BigInt(map.changedCount);
+        break;
+      }
       case 'metadata':
       case 'vcpu':
       case 'blob': {
@@ -228,6 +262,7 @@ function walkSections(
           throw fault;
         }
         const { kind, region, firstPage, pageCount } = role.chunk;
+        if (kind === 'changed') throw new TypeError('a chunk role holds a RAM or tag chunk');
         chunks.push({ kind, region, firstPage, pageCount, offset: section.offset, length: entry.length });
         break;
       }
@@ -250,7 +285,8 @@ function walkSections(
       offset: indexOffset,
     });
   sequence.finish(indexSection);
-  return { metadata: metadata!, chunks, others, vcpus, blobs };
+  const diff = diffParent ? { parentId: diffParent, changedPages } : null;
+  return { metadata: metadata!, chunks, others, vcpus, blobs, diff, changedMaps };
 }
 
 function tilingError(i: number, entry: IndexEntry, entryOffset: bigint, message: string): SnapshotFormatError {
@@ -281,10 +317,28 @@ class FileSnapshotReader implements SnapshotReader {
     private readonly others: readonly SectionEntry[],
     readonly vcpuSummaries: readonly VcpuSummary[],
     readonly blobSummaries: readonly BlobSummary[],
+    readonly diff: DiffInfo | null,
+    readonly changedPageMaps: readonly ChangedPagesLocation[],
     private readonly executor: ChunkExecutor,
   ) {
     this.regions = metadata.regions;
     this.fileSize = file.size;
+    for (const map of changedPageMaps) this.mapByRange.set(rangeKey(map), map);
+  }
+
+  private readonly mapByRange = new Map<string, ChangedPagesLocation>();
+
+  async readChangedPages(location: ChangedPagesLocation): Promise<ChangedPages> {
+    const { section, payload } = this.readChecked(location, SECTION.changedPages);
+    const grid = { kind: 'changed' as const, region: location.region, firstPage: location.firstPage, pageCount: location.pageCount };
+    return decodeChangedPagesSection(this.header, this.regions, section, payload, grid);
+  }
+
+  /** A diff's changed-page map of the chunk at `location`'s pages. */
+  changedPagesOf(location: { region: number; firstPage: number }): ChangedPagesLocation {
+    const map = this.mapByRange.get(rangeKey(location));
+    if (!map) throw new RangeError(`no changed-page map for region ${location.region} page ${location.firstPage}`);
+    return map;
   }
 
   /** Reads a section the index located, checking its header against the index entry; the payload is checked by the caller. */
@@ -310,7 +364,10 @@ class FileSnapshotReader implements SnapshotReader {
 
   async readChunk(location: ChunkLocation): Promise<RamChunk | TagChunk> {
     const { section, payload } = timed('reading', () => this.readSection(location.offset, location.length, chunkType(location.kind)));
-    return decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk);
+    const chunk = await decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk);
+    // In a diff, a stored page must be a marked one: checked with the map, as the pipe reader checks it.
+    if (this.diff) checkStoredPagesMarked(chunk, await this.readChangedPages(this.changedPagesOf(location)), this.header, this.regions);
+    return chunk;
   }
 
   async readRamChunk(location: ChunkLocation): Promise<RamChunk> {
@@ -386,6 +443,7 @@ class FileSnapshotReader implements SnapshotReader {
   /** Every chunk in order, then vCPUs and blobs, decoding up to `ahead` chunks in parallel. */
   async *events(ahead = Math.max(2, this.executor.threads * 2)): AsyncGenerator<SnapshotEvent> {
     yield { type: 'start', header: this.header, metadata: this.metadata };
+    if (this.diff) yield { type: 'diff', parentId: this.diff.parentId };
     const pending: Array<Promise<RamChunk | TagChunk>> = [];
     let next = 0;
     while (next < this.chunks.length || pending.length) {
@@ -394,7 +452,10 @@ class FileSnapshotReader implements SnapshotReader {
         read.catch(() => {}); // Observed when its turn comes; avoids an unhandled rejection meanwhile.
         pending.push(read);
       }
-      yield { type: 'chunk', chunk: await timedAsync('waiting on results', pending.shift()!) };
+      const chunk = await timedAsync('waiting on results', pending.shift()!);
+      // A diff's map comes before the RAM chunk of its pages, as in the file.
+      if (this.diff && chunk.kind === 'ram') yield { type: 'changed', pages: await this.readChangedPages(this.changedPagesOf(chunk)) };
+      yield { type: 'chunk', chunk };
     }
     for (const vcpu of await this.vcpus()) yield { type: 'vcpu', vcpu };
     for (const blob of await this.blobs()) yield { type: 'blob', blob };
@@ -409,6 +470,10 @@ class FileSnapshotReader implements SnapshotReader {
   }
 }
 
+function rangeKey(range: { region: number; firstPage: number }): string {
+  return `${range.region}:${range.firstPage}`;
+}
+
 export type FileSnapshot = FileSnapshotReader;
 
 /** Opens and checks a snapshot file; see the module comment for what is checked. */
@@ -418,8 +483,9 @@ export async function openSnapshot(path: string, options: OpenOptions = {}): Pro
     const file = new FileBytes(fd, BigInt(fstatSync(fd).size));
     const header = decodeHeader(file.read(0n, Math.min(HEADER_LENGTH, Number(file.size)), 'header'));
     const { index, indexSection } = readTrailerAndIndex(file);
-    const { metadata, chunks, others, vcpus, blobs } = walkSections(file, header, index, indexSection);
-    return new FileSnapshotReader(path, file, header, metadata, chunks, others, vcpus, blobs, createChunkExecutor(options.threads));
+    const { metadata, chunks, others, vcpus, blobs, diff, changedMaps } = walkSections(file, header, index, indexSection);
+    const executor = createChunkExecutor(options.threads);
+    return new FileSnapshotReader(path, file, header, metadata, chunks, others, vcpus, blobs, diff, changedMaps, executor);
   } catch (error) {
     closeSync(fd);
     throw error;

@@ -24,6 +24,7 @@ import { jsonResult } from '../json.js';
 import { timed } from '../parallel/phase-clock.js';
 import { writeGuestTags } from '../vm/tag-copy.js';
 import { memorySlotSpec, type VcpuState, type Vm, type VmFactory, type VmTarget } from '../vm/vm.js';
+import { ChainError, mergeOntoParents, openChain, type SnapshotChain, snapshotIdHex } from './chain.js';
 import type { SnapshotEvent, SnapshotEventSource } from './events.js';
 import { openSnapshot } from './open.js';
 import { readSnapshotStream } from './stream.js';
@@ -38,6 +39,13 @@ export interface RestoreOptions {
   onProgress?: (progress: RestoreProgress) => void;
   /** From a stream: how long to wait for the next bytes before failing with code "stream-idle" (StreamReadOptions). */
   idleTimeoutMs?: number;
+  /**
+   * When the source is a diff snapshot: its parents, oldest (a full snapshot)
+   * first, as files (findChain finds them beside a file). The source may then
+   * be a file or a stream; the VM gets the chain's final state. A diff without
+   * them is refused (ChainError "missing-parent").
+   */
+  parents?: readonly string[];
 }
 
 export interface RestoreSummary {
@@ -167,6 +175,31 @@ function eventsFrom(
   return { events: readSnapshotStream(stream, { threads, idleTimeoutMs }), close: async () => {} };
 }
 
+function describeSource(source: string | Readable | NodeJS.ReadableStream | SnapshotEventSource): string {
+  return typeof source !== 'string' ? 'the stream' : source === '-' ? 'standard input' : source;
+}
+
+/** The source's events, merged onto its parents when there are any; a diff without parents is refused at its DIFF section. */
+async function* chainEvents(
+  source: string | Readable | NodeJS.ReadableStream | SnapshotEventSource,
+  events: AsyncIterable<SnapshotEvent>,
+  parents: SnapshotChain | undefined,
+): AsyncGenerator<SnapshotEvent> {
+  if (parents) {
+    yield* mergeOntoParents(parents, events, describeSource(source));
+    return;
+  }
+  for await (const event of events) {
+    if (event.type === 'diff') {
+      throw new ChainError(
+        'missing-parent',
+        `${describeSource(source)} is a diff of snapshot ${snapshotIdHex(event.parentId)}: restore it with its parents (the chain)`,
+      );
+    }
+    yield event;
+  }
+}
+
 /**
  * Restores a snapshot (a path, '-' for standard input, a stream, or another
  * source of events such as a snapshot in a chunk store) into a new
@@ -179,7 +212,13 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
   options: RestoreOptions = {},
 ): Promise<RestoredVm<T>> {
   const started = performance.now();
-  const { events, close } = eventsFrom(source, options.threads, options.idleTimeoutMs);
+  const parents = options.parents?.length ? await openChain(options.parents, { threads: options.threads }) : undefined;
+  const { events: sourceEvents, close: closeSource } = eventsFrom(source, options.threads, options.idleTimeoutMs);
+  const events = chainEvents(source, sourceEvents, parents);
+  const close = async () => {
+    await closeSource();
+    await parents?.close();
+  };
   let target: RestoreTarget<T> | undefined;
   const blobs: VmmBlob[] = [];
   const vcpuStates: VcpuState[] = [];

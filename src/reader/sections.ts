@@ -14,19 +14,22 @@
  *  - chunkHeaderFault / decodeChunk: the chunk header against the grid, and a
  *    chunk decoded into the types the library hands out.
  */
+
+import { equalBytes } from '../format/bytes.js';
 import { bitmapLength, ChunkDecodeError, checkChunkFraming, contentBytesPerPage, readChunkHeader } from '../format/chunk.js';
-import { checkRegions, chunkGrid, type GridChunk, regionPageCount } from '../format/chunk-grid.js';
+import { checkRegions, chunkGrid, type GridChunk, type GridKind, regionPageCount } from '../format/chunk-grid.js';
 import { CHUNK_HEADER_LENGTH, LIMITS, NO_REGION, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
+import { type DiffSection, decodeChangedPages, pageStoredUnmarked, readChangedPagesHeader } from '../format/diff.js';
 import { type FormatErrorLocation, SnapshotFormatError } from '../format/errors.js';
 import { differingIndexField, type IndexEntry } from '../format/index-section.js';
-import type { ChunkLocation, RamChunk, SnapshotHeader, SnapshotMetadata, SnapshotRegion, TagChunk } from '../format/model.js';
+import type { ChangedPages, ChunkLocation, RamChunk, SnapshotHeader, SnapshotMetadata, SnapshotRegion, TagChunk } from '../format/model.js';
 import type { VcpuState } from '../format/registers.js';
 import { isCritical, type SectionHeader } from '../format/section.js';
 import type { DecodedChunkResult } from '../parallel/chunk-jobs.js';
 import type { ChunkExecutor } from '../parallel/chunk-pool.js';
 
-export function chunkType(kind: 'ram' | 'tags'): string {
-  return kind === 'ram' ? SECTION.ramChunk : SECTION.tagChunk;
+export function chunkType(kind: GridKind): string {
+  return kind === 'ram' ? SECTION.ramChunk : kind === 'tags' ? SECTION.tagChunk : SECTION.changedPages;
 }
 
 /** The most bytes a section of this type may carry in this file; a larger declared length is refused unread. */
@@ -38,6 +41,10 @@ export function payloadLimit(type: string, header: SnapshotHeader): bigint {
       return BigInt(LIMITS.vcpu);
     case SECTION.blob:
       return BigInt(LIMITS.blob);
+    case SECTION.diff:
+      return BigInt(LIMITS.diff);
+    case SECTION.changedPages:
+      return BigInt(CHUNK_HEADER_LENGTH + bitmapLength(header.pagesPerChunk));
     case SECTION.ramChunk:
     case SECTION.tagChunk: {
       // Stored content is never larger than the raw content: compressed content must be shorter (checkChunkFraming).
@@ -69,6 +76,8 @@ export function checkPayloadLength(section: SectionHeader, header: SnapshotHeade
 /** What a section is, once SectionSequence has placed it. */
 export type SectionRole =
   | { readonly role: 'metadata' }
+  | { readonly role: 'diff' }
+  | { readonly role: 'changed'; readonly chunk: GridChunk }
   | { readonly role: 'chunk'; readonly chunk: GridChunk }
   | { readonly role: 'vcpu' }
   | { readonly role: 'blob' }
@@ -76,9 +85,11 @@ export type SectionRole =
   | { readonly role: 'index' };
 
 /** Chunks the grid holds: what the index will list besides META and the sections after the chunks. */
-function gridChunkCount(regions: readonly SnapshotRegion[], header: SnapshotHeader): number {
+export function gridChunkCount(regions: readonly SnapshotRegion[], pageSize: number, pagesPerChunk: number, diff = false): number {
   let count = 0;
-  for (const region of regions) count += Math.ceil(regionPageCount(region, header.pageSize) / header.pagesPerChunk) * (region.mte ? 2 : 1);
+  for (const region of regions) {
+    count += Math.ceil(regionPageCount(region, pageSize) / pagesPerChunk) * ((region.mte ? 2 : 1) + (diff ? 1 : 0));
+  }
   return count;
 }
 
@@ -94,6 +105,9 @@ export class SectionSequence {
   sections = 0;
   private grid: Generator<GridChunk> | undefined;
   private pending: IteratorResult<GridChunk> | undefined;
+  private metadata: SnapshotMetadata | undefined;
+  /** A DIFF section came: the grid has a changed-page map before each RAM chunk. */
+  diff = false;
   private vcpus = 0;
   private vcpuBytes = 0n;
   private blobs = 0;
@@ -124,6 +138,8 @@ export class SectionSequence {
     }
     let role: SectionRole;
     if (type === SECTION.metadata) role = { role: 'metadata' };
+    else if (type === SECTION.diff) role = this.placeDiff(section);
+    else if (type === SECTION.changedPages) role = { role: 'changed', chunk: this.nextChunk(section) };
     else if (type === SECTION.ramChunk || type === SECTION.tagChunk) role = { role: 'chunk', chunk: this.nextChunk(section) };
     else if (type === SECTION.vcpu || type === SECTION.blob) role = this.afterChunks(section);
     else role = { role: 'ancillary' };
@@ -138,20 +154,53 @@ export class SectionSequence {
   /** The chunk grid of the metadata META carried: checks the regions, and that the file's sections stay within the limit. */
   begin(metadata: SnapshotMetadata, metaSection: SectionHeader): void {
     checkRegions(metadata.regions, this.header.pageSize);
-    const chunks = gridChunkCount(metadata.regions, this.header);
-    if (1 + chunks > LIMITS.sections) {
+    this.metadata = metadata;
+    this.checkGridSize(metaSection);
+  }
+
+  private checkGridSize(section: SectionHeader): void {
+    const chunks = gridChunkCount(this.metadata!.regions, this.header.pageSize, this.header.pagesPerChunk, this.diff);
+    if (1 + (this.diff ? 1 : 0) + chunks > LIMITS.sections) {
       throw new SnapshotFormatError(
         'limit-exceeded',
         `the regions need ${chunks} chunk sections with ${this.header.pagesPerChunk} pages per chunk; ` +
           `a file holds at most ${LIMITS.sections} sections`,
-        where(metaSection, BigInt(SECTION_HEADER_LENGTH)),
+        where(section, BigInt(SECTION_HEADER_LENGTH)),
       );
     }
-    this.grid = chunkGrid(metadata.regions, this.header.pageSize, this.header.pagesPerChunk);
+  }
+
+  /** A DIFF section: only right after META (spec 4.1). */
+  private placeDiff(section: SectionHeader): SectionRole {
+    if (this.sections !== 1 || this.grid) {
+      throw new SnapshotFormatError('bad-section', 'a DIFF section anywhere but right after META', where(section));
+    }
+    this.diff = true;
+    this.checkGridSize(section);
+    return { role: 'diff' };
+  }
+
+  /** The DIFF section's payload, decoded: it names the parent META names. */
+  diffSection(diff: DiffSection, section: SectionHeader): void {
+    const parentId = this.metadata!.parentId;
+    if (!parentId || !equalBytes(parentId, diff.parentId)) {
+      throw new SnapshotFormatError(
+        'bad-metadata',
+        `the DIFF section names parent ${hex(diff.parentId)}, META's parent_id is ${parentId ? hex(parentId) : 'nil'}`,
+        where(section, BigInt(SECTION_HEADER_LENGTH)),
+      );
+    }
+  }
+
+  /** The grid, made when the first section after META shows whether the file is a diff. */
+  private startGrid(): void {
+    if (this.grid || !this.metadata) return;
+    this.grid = chunkGrid(this.metadata.regions, this.header.pageSize, this.header.pagesPerChunk, this.diff);
     this.pending = this.grid.next();
   }
 
   private nextChunk(section: SectionHeader): GridChunk {
+    this.startGrid();
     const want = this.pending;
     if (!want || want.done || chunkType(want.value.kind) !== section.type) {
       const wanted = !want || want.done ? 'no more chunks' : describeChunk(want.value);
@@ -162,6 +211,7 @@ export class SectionSequence {
   }
 
   private afterChunks(section: SectionHeader): SectionRole {
+    this.startGrid();
     if (this.pending && !this.pending.done) {
       throw new SnapshotFormatError(
         'bad-section',
@@ -206,6 +256,7 @@ export class SectionSequence {
 
   /** At the index: META came, and every chunk of the grid. `at` locates the index. */
   finish(at: { type: string; offset: bigint }): void {
+    this.startGrid();
     if (!this.grid) throw new SnapshotFormatError('bad-section', 'the file has no META section', { section: at.type, offset: at.offset });
     if (!this.pending!.done) {
       throw new SnapshotFormatError('layout-mismatch', `the index comes before ${describeChunk(this.pending!.value)}`, {
@@ -216,13 +267,17 @@ export class SectionSequence {
   }
 }
 
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex');
+}
+
 function describeChunk(chunk: GridChunk): string {
   return `${chunkType(chunk.kind)} region ${chunk.region} pages ${chunk.firstPage}+${chunk.pageCount}`;
 }
 
 /** What the index must say about a section read at its place (spec section 8). */
 export function expectedIndexEntry(section: SectionHeader, role: SectionRole): IndexEntry {
-  const chunk = role.role === 'chunk' ? role.chunk : undefined;
+  const chunk = role.role === 'chunk' || role.role === 'changed' ? role.chunk : undefined;
   return {
     type: section.type,
     region: chunk?.region ?? NO_REGION,
@@ -295,7 +350,12 @@ export function chunkHeaderFault(
   const guestAddress = chunkAddress(regions, header, expected);
   const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
   try {
-    const read = readChunkHeader(chunkHeader.subarray(0, Number(section.payloadLength < 40n ? section.payloadLength : 40n)));
+    const head = chunkHeader.subarray(0, Number(section.payloadLength < 40n ? section.payloadLength : 40n));
+    if (expected.kind === 'changed') {
+      checkChunkPlace(readChangedPagesHeader(head, Number(section.payloadLength)), expected, section, guestAddress);
+      return null;
+    }
+    const read = readChunkHeader(head);
     checkChunkFraming(read, expected.kind, header.pageSize, header.codec !== 0, Number(section.payloadLength));
     checkChunkPlace(read, expected, section, guestAddress);
     return null;
@@ -322,6 +382,7 @@ export async function decodeChunk(
 ): Promise<RamChunk | TagChunk> {
   const guestAddress = chunkAddress(regions, header, expected);
   const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
+  if (expected.kind === 'changed') throw new TypeError('decodeChunk takes a RAM or tag chunk');
   const result = await executor.run({
     op: 'decode',
     kind: expected.kind,
@@ -351,4 +412,58 @@ export async function decodeChunk(
   return expected.kind === 'ram'
     ? { ...location, present: decoded.bitmap, data: decoded.expanded }
     : { ...location, present: decoded.bitmap, tags: decoded.expanded };
+}
+
+/** A CHGP payload (its payload checksum already checked), checked against the grid: the changed-page map it holds. */
+export function decodeChangedPagesSection(
+  header: SnapshotHeader,
+  regions: readonly SnapshotRegion[],
+  section: SectionHeader,
+  payload: Uint8Array,
+  expected: GridChunk,
+): ChangedPages {
+  const guestAddress = chunkAddress(regions, header, expected);
+  const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
+  try {
+    const decoded = decodeChangedPages(payload);
+    checkChunkPlace(decoded.header, expected, section, guestAddress);
+    return {
+      region: expected.region,
+      firstPage: expected.firstPage,
+      pageCount: expected.pageCount,
+      changedCount: decoded.header.changedCount,
+      offset: section.offset,
+      length: BigInt(SECTION_HEADER_LENGTH) + section.payloadLength,
+      changed: decoded.changed,
+    };
+  } catch (error) {
+    if (!(error instanceof ChunkDecodeError)) throw error;
+    throw new SnapshotFormatError(error.code, error.message, {
+      section: section.type,
+      offset: payloadOffset + BigInt(error.fieldOffset),
+      region: expected.region,
+      guestAddress,
+    });
+  }
+}
+
+/**
+ * In a diff, a RAMC or TAGC stores only pages its changed-page map marks
+ * (spec 4.1): otherwise the file would say two things about one page.
+ */
+export function checkStoredPagesMarked(
+  chunk: RamChunk | TagChunk,
+  changed: ChangedPages,
+  header: SnapshotHeader,
+  regions: readonly SnapshotRegion[],
+): void {
+  const page = pageStoredUnmarked(chunk.present, changed.changed, chunk.pageCount);
+  if (page < 0) return;
+  const type = 'data' in chunk ? SECTION.ramChunk : SECTION.tagChunk;
+  throw new SnapshotFormatError('bad-chunk', `page ${page} of the chunk is stored but its changed-page map does not mark it`, {
+    section: type,
+    offset: chunk.offset + BigInt(SECTION_HEADER_LENGTH + CHUNK_HEADER_LENGTH + (page >>> 3)),
+    region: chunk.region,
+    guestAddress: regions[chunk.region].guestAddress + BigInt((chunk.firstPage + page) * header.pageSize),
+  });
 }

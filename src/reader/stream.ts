@@ -14,15 +14,23 @@
 import type { Readable } from 'node:stream';
 import { equalBytes } from '../format/bytes.js';
 import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
+import { decodeDiffSection } from '../format/diff.js';
 import { SnapshotFormatError, VmsnapError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
 import { decodeIndexEntry, decodeTrailer, IndexBuilder } from '../format/index-section.js';
 import { decodeBlob, decodeMetadata, decodeVcpu } from '../format/metadata.js';
-import type { SnapshotMetadata } from '../format/model.js';
+import type { ChangedPages, SnapshotMetadata } from '../format/model.js';
 import { checkPayload, decodeSectionHeader, type SectionHeader } from '../format/section.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
 import type { SnapshotEvent } from './events.js';
-import { decodeChunk, expectedIndexEntry, indexEntryFault, SectionSequence } from './sections.js';
+import {
+  checkStoredPagesMarked,
+  decodeChangedPagesSection,
+  decodeChunk,
+  expectedIndexEntry,
+  indexEntryFault,
+  SectionSequence,
+} from './sections.js';
 
 /** How long a pipe reader waits for the next bytes by default before it gives up: two minutes. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
@@ -168,6 +176,8 @@ export async function* readSnapshotStream(stream: ByteSource, options: StreamRea
   const index = new IndexBuilder();
   let metadata: SnapshotMetadata | undefined;
   let executor: ChunkExecutor | undefined;
+  /** In a diff, the changed-page map of the pages whose chunks come next. */
+  let changed: ChangedPages | undefined;
   try {
     for (;;) {
       const offset = bytes.position;
@@ -188,10 +198,23 @@ export async function* readSnapshotStream(stream: ByteSource, options: StreamRea
       const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
       if (role.role === 'chunk') {
         executor ??= createChunkExecutor(options.threads);
-        yield { type: 'chunk', chunk: await decodeChunk(executor, header, metadata!.regions, section, payload, role.chunk) };
+        const chunk = await decodeChunk(executor, header, metadata!.regions, section, payload, role.chunk);
+        if (changed) checkStoredPagesMarked(chunk, changed, header, metadata!.regions);
+        yield { type: 'chunk', chunk };
         continue;
       }
       checkPayload(section, payload);
+      if (role.role === 'changed') {
+        changed = decodeChangedPagesSection(header, metadata!.regions, section, payload, role.chunk);
+        yield { type: 'changed', pages: changed };
+        continue;
+      }
+      if (role.role === 'diff') {
+        const diff = decodeDiffSection(payload, payloadOffset);
+        sequence.diffSection(diff, section);
+        yield { type: 'diff', parentId: diff.parentId };
+        continue;
+      }
       if (role.role === 'metadata') {
         metadata = decodeMetadata(payload, payloadOffset);
         sequence.begin(metadata, section);

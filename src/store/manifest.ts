@@ -9,7 +9,7 @@
  * open.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { chunkGrid, type GridChunk } from '../format/chunk-grid.js';
+import { chunkGrid, type DataGridChunk } from '../format/chunk-grid.js';
 import { decodeBlob, decodeMetadata, decodeVcpu, encodeBlob, encodeMetadata, encodeVcpu, packValue } from '../format/metadata.js';
 import type { SnapshotHeader, SnapshotMetadata, VmmBlob } from '../format/model.js';
 import { decodeMessagePack, type MessagePackValue } from '../format/msgpack.js';
@@ -37,7 +37,7 @@ export interface Manifest {
 }
 
 /** The grid chunks of a manifest, with their names, in grid (restore) order. */
-export function manifestChunks(manifest: Manifest): Array<GridChunk & { name: Uint8Array }> {
+export function manifestChunks(manifest: Manifest): Array<DataGridChunk & { name: Uint8Array }> {
   const grid = [...chunkGrid(manifest.metadata.regions, manifest.pageSize, manifest.pagesPerChunk)];
   return grid.map((chunk, i) => ({ ...chunk, name: manifest.chunkNames[i] }));
 }

@@ -14,6 +14,7 @@ import type { VcpuState } from '../format/registers.js';
 import { jsonResult } from '../json.js';
 import type { EncodedChunk } from '../parallel/chunk-jobs.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
+import { ChainError, snapshotIdHex } from '../reader/chain.js';
 import type { SnapshotEvent } from '../reader/events.js';
 import { type ChunkGeometry, nameChunk, sealChunk } from './chunk-object.js';
 import type { ChunkStore } from './chunk-store.js';
@@ -142,6 +143,12 @@ export async function pushSnapshot(
         header = event.header;
         metadata = event.metadata;
         guestBytesTotal = metadata.regions.reduce((sum, region) => sum + region.size, 0n);
+      } else if (event.type === 'diff') {
+        // A diff's chunks hold only its changed pages: stored alone it would restore a guest with holes.
+        throw new ChainError(
+          'missing-parent',
+          `a diff snapshot (of ${snapshotIdHex(event.parentId)}) cannot be pushed alone: push its chain flattened (vmsnap flatten)`,
+        );
       } else if (event.type === 'chunk') {
         await uploader.add(event.chunk, header!.pageSize);
         if ('data' in event.chunk) {

@@ -10,7 +10,7 @@
  * restore before that chunk reaches the guest.
  */
 import { checksum } from '../format/checksum.js';
-import type { GridChunk } from '../format/chunk-grid.js';
+import type { DataGridChunk } from '../format/chunk-grid.js';
 import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk } from '../format/model.js';
 import type { DecodedChunkResult } from '../parallel/chunk-jobs.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
@@ -21,7 +21,7 @@ import { StoreError } from './errors.js';
 import { type Manifest, manifestChunks, manifestHeader } from './manifest.js';
 
 export interface StoredChunk {
-  readonly grid: GridChunk & { readonly name: Uint8Array };
+  readonly grid: DataGridChunk & { readonly name: Uint8Array };
   /** The chunk payload (spec/FORMAT.md section 6) at region 0, page 0, as the object holds it. */
   readonly payload: Uint8Array;
   readonly chunk: RamChunk | TagChunk;
@@ -36,7 +36,12 @@ export interface StoredSnapshotOptions {
 }
 
 /** Where a grid chunk is, for messages: snapshot, region, pages and IPA. */
-export function describeChunk(name: string, metadata: SnapshotMetadata, pageSize: number, grid: GridChunk & { name: Uint8Array }): string {
+export function describeChunk(
+  name: string,
+  metadata: SnapshotMetadata,
+  pageSize: number,
+  grid: DataGridChunk & { name: Uint8Array },
+): string {
   const region = metadata.regions[grid.region];
   const ipa = region.guestAddress + BigInt(grid.firstPage) * BigInt(pageSize);
   return (
@@ -71,7 +76,7 @@ export class StoredSnapshot {
 
   /** Refuses the snapshot when any chunk it names is not in the store; one HEAD per distinct chunk, in parallel. */
   async checkChunksPresent(): Promise<void> {
-    const distinct = new Map<string, GridChunk & { name: Uint8Array }>();
+    const distinct = new Map<string, DataGridChunk & { name: Uint8Array }>();
     for (const grid of manifestChunks(this.manifest)) {
       const hex = Buffer.from(grid.name).toString('hex');
       if (!distinct.has(hex)) distinct.set(hex, grid);
@@ -95,7 +100,7 @@ export class StoredSnapshot {
   }
 
   /** Fetches, authenticates and decodes one chunk. */
-  async fetchChunk(grid: GridChunk & { name: Uint8Array }): Promise<StoredChunk> {
+  async fetchChunk(grid: DataGridChunk & { name: Uint8Array }): Promise<StoredChunk> {
     const where = describeChunk(this.name, this.metadata, this.header.pageSize, grid);
     const object = await this.store.engine.get(this.store.chunkKey(grid.name));
     if (!object) throw new StoreError('chunk-missing', `${this.store.description}: chunk object missing: ${where}`);

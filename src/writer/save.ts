@@ -14,7 +14,8 @@ import { checksum } from '../format/checksum.js';
 import { checkRegions, chunkGrid, type GridChunk, regionPageCount } from '../format/chunk-grid.js';
 import {
   CODEC,
-  GRANULE_SIZE,
+  DIFF_FORMAT_MINOR,
+  FORMAT_MINOR,
   LIMITS,
   MAX_CHUNK_CONTENT,
   MAX_ZSTD_LEVEL,
@@ -23,11 +24,13 @@ import {
   SECTION_HEADER_LENGTH,
   TRAILER_LENGTH,
 } from '../format/constants.js';
+import { encodeChangedPages, encodeDiffSection } from '../format/diff.js';
 import { VmsnapError } from '../format/errors.js';
 import { encodeHeader } from '../format/header.js';
 import { encodeTrailer, IndexBuilder } from '../format/index-section.js';
 import { encodeBlob, encodeMetadata, encodeVcpu } from '../format/metadata.js';
 import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from '../format/model.js';
+import type { VcpuState } from '../format/registers.js';
 import { encodeSectionHeader } from '../format/section.js';
 import { resolveOutput } from '../io/output-file.js';
 import { jsonResult } from '../json.js';
@@ -35,8 +38,9 @@ import type { EncodedChunk } from '../parallel/chunk-jobs.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
 import { timedAsync } from '../parallel/phase-clock.js';
 import { VERSION } from '../version.js';
-import { readGuestTags } from '../vm/tag-copy.js';
 import type { VmSource } from '../vm/vm.js';
+import { InputBuffers, readChunkInput } from './chunk-input.js';
+import { type DiffPlan, type DiffSnapshotOptions, parentSnapshot, planDiff, prepareDiffRange } from './diff.js';
 import { FileOutput, type SnapshotOutput, StreamOutput } from './output.js';
 import { vcpuStates } from './vcpu-state.js';
 
@@ -60,7 +64,17 @@ export interface SaveOptions {
   snapshotId?: Uint8Array;
   /** Default: now. */
   createdMs?: bigint;
+  /**
+   * Recorded as META's parent_id of a full snapshot (which stays complete on
+   * its own). To save a diff snapshot, give `diff` instead.
+   */
   parentId?: Uint8Array | null;
+  /**
+   * Save a diff snapshot: only the pages whose data or tags changed since
+   * `diff.parent` (computed against its content, or given as changedPages).
+   * The chunk size defaults to the parent's and must equal it.
+   */
+  diff?: DiffSnapshotOptions;
   /** The writer's name in the metadata; default "vmsnap <version>". A VMM embedding the library names itself. */
   tool?: string;
   /**
@@ -77,6 +91,13 @@ export interface SaveOptions {
 
 export interface SaveSummary {
   readonly destination: string;
+  /** The new snapshot's id: a diff of it names it as its parent. */
+  readonly snapshotId: Uint8Array;
+  readonly pageSize: number;
+  readonly pagesPerChunk: number;
+  /** A diff: its parent's snapshot id, and the pages it gives (changed since the parent); null and the guest's pages otherwise. */
+  readonly parentId: Uint8Array | null;
+  readonly changedPages: bigint | null;
   readonly fileBytes: bigint;
   readonly guestBytes: bigint;
   readonly regions: readonly SnapshotRegion[];
@@ -95,9 +116,16 @@ export class SaveError extends VmsnapError {
 }
 
 /** Refuses, before anything is written, a file the readers would refuse (spec/FORMAT.md, limits). */
-function checkWithinLimits(regions: readonly SnapshotRegion[], pageSize: number, pagesPerChunk: number, blobs: readonly VmmBlob[]): void {
-  const chunks = regions.reduce((n, region) => n + Math.ceil(regionPageCount(region, pageSize) / pagesPerChunk) * (region.mte ? 2 : 1), 0);
-  const sections = 1 + chunks + blobs.length;
+function checkWithinLimits(
+  regions: readonly SnapshotRegion[],
+  pageSize: number,
+  pagesPerChunk: number,
+  blobs: readonly VmmBlob[],
+  diff: boolean,
+): void {
+  const perChunk = (region: SnapshotRegion) => (region.mte ? 2 : 1) + (diff ? 1 : 0);
+  const chunks = regions.reduce((n, region) => n + Math.ceil(regionPageCount(region, pageSize) / pagesPerChunk) * perChunk(region), 0);
+  const sections = 1 + (diff ? 1 : 0) + chunks + blobs.length;
   if (sections > LIMITS.sections) {
     throw new SaveError(`${sections} sections pass the format's ${LIMITS.sections}: give a larger chunk size (pages per chunk)`);
   }
@@ -125,7 +153,10 @@ export function regionsOf(vm: VmSource): SnapshotRegion[] {
 }
 
 function chooseChunking(vm: VmSource, options: SaveOptions): { pagesPerChunk: number; level: number } {
-  const pagesPerChunk = options.pagesPerChunk ?? Math.max(1, DEFAULT_CHUNK_BYTES / vm.pageSize);
+  const pagesPerChunk =
+    options.pagesPerChunk ??
+    (options.diff && parentSnapshot(options.diff.parent).pagesPerChunk) ??
+    Math.max(1, DEFAULT_CHUNK_BYTES / vm.pageSize);
   if (!Number.isInteger(pagesPerChunk) || pagesPerChunk < 1 || pagesPerChunk * vm.pageSize > MAX_CHUNK_CONTENT) {
     throw new SaveError(
       `pages per chunk must be 1..${MAX_CHUNK_CONTENT / vm.pageSize} for ${vm.pageSize}-byte pages, got ${pagesPerChunk}`,
@@ -165,82 +196,89 @@ class SectionWriter {
   }
 }
 
-/**
- * Chunk input buffers, reused once a worker hands them back: a fresh buffer
- * per chunk costs a zero fill and a page fault per page, about as much as
- * reading the guest memory itself.
- */
-class InputBuffers {
-  private readonly spare = new Map<number, Uint8Array[]>();
-
-  take(length: number): Uint8Array {
-    return this.spare.get(length)?.pop() ?? new Uint8Array(length);
-  }
-
-  giveBack(buffer: Uint8Array): void {
-    // Only whole buffers come back from workers (views were copied, not moved).
-    if (buffer.byteOffset !== 0 || buffer.byteLength !== buffer.buffer.byteLength) return;
-    const list = this.spare.get(buffer.length) ?? [];
-    list.push(buffer);
-    this.spare.set(buffer.length, list);
-  }
+function sectionType(kind: GridChunk['kind']): string {
+  return kind === 'ram' ? SECTION.ramChunk : kind === 'tags' ? SECTION.tagChunk : SECTION.changedPages;
 }
 
 /**
- * Reads a chunk's guest input: its RAM (asynchronously where the backend can,
- * so reads overlap compression), or its tags through KVM_ARM_MTE_COPY_TAGS.
+ * Where a full chunk's input comes from: a VM (its RAM, its tags through
+ * KVM_ARM_MTE_COPY_TAGS) or, to flatten a chain, the chain's merged chunks.
  */
-async function readChunkInput(vm: VmSource, region: SnapshotRegion, chunk: GridChunk, buffers: InputBuffers): Promise<Uint8Array> {
-  const address = region.guestAddress + BigInt(chunk.firstPage) * BigInt(vm.pageSize);
-  const bytes = chunk.pageCount * vm.pageSize;
-  if (chunk.kind === 'ram') {
-    const ram = buffers.take(bytes);
-    if (vm.readMemoryAsync) await vm.readMemoryAsync(address, ram);
-    else vm.readMemory(address, ram);
-    return ram;
-  }
-  const tags = buffers.take(bytes / GRANULE_SIZE);
-  readGuestTags(vm, address, tags);
-  return tags;
+export interface GuestInput {
+  readonly pageSize: number;
+  /** RAM bytes of the chunk's pages, or their tags one byte per granule. */
+  read(chunk: GridChunk, buffers: InputBuffers): Promise<Uint8Array>;
+  vcpus(): Promise<VcpuState[]>;
+}
+
+function vmInput(vm: VmSource, regions: readonly SnapshotRegion[]): GuestInput {
+  return {
+    pageSize: vm.pageSize,
+    read: (chunk, buffers) => readChunkInput(vm, regions[chunk.region], chunk, buffers),
+    vcpus: async () => vcpuStates(vm),
+  };
+}
+
+/** The diff's plan, and the VM it reads: a diff is computed while its pages are read. */
+interface DiffWrite {
+  readonly plan: DiffPlan;
+  readonly vm: VmSource;
 }
 
 async function writeChunks(
-  vm: VmSource,
-  regions: SnapshotRegion[],
+  guest: GuestInput,
+  regions: readonly SnapshotRegion[],
   pagesPerChunk: number,
   level: number,
   sections: SectionWriter,
   executor: ChunkExecutor,
   progress: (chunk: GridChunk) => void,
+  diff: DiffWrite | null,
 ): Promise<number> {
   // Enough in flight to keep every worker busy while the oldest result is written.
   const maxInFlight = Math.max(2, executor.threads * 2 + 1);
-  const inFlight: Array<{ chunk: GridChunk; result: Promise<unknown> }> = [];
+  const inFlight: Array<{ chunk: GridChunk; result: Promise<EncodedChunk | Uint8Array> }> = [];
   const buffers = new InputBuffers();
   let count = 0;
   const drainOne = async () => {
     const { chunk, result } = inFlight.shift()!;
-    const encoded = (await timedAsync('waiting on results', result)) as EncodedChunk;
-    await timedAsync('writing', sections.write(chunk.kind === 'ram' ? SECTION.ramChunk : SECTION.tagChunk, encoded, chunk));
-    buffers.giveBack(encoded.input);
+    const encoded = await timedAsync('waiting on results', result);
+    await timedAsync('writing', sections.write(sectionType(chunk.kind), encoded, chunk));
+    if (!(encoded instanceof Uint8Array)) buffers.giveBack(encoded.input);
     progress(chunk);
   };
-  for (const chunk of chunkGrid(regions, vm.pageSize, pagesPerChunk)) {
-    const range = { region: chunk.region, firstPage: chunk.firstPage, pageCount: chunk.pageCount, pageSize: vm.pageSize };
-    const result = timedAsync('reading', readChunkInput(vm, regions[chunk.region], chunk, buffers)).then((input) =>
-      // The input buffer is read into afresh for a later chunk: the job may pack pages inside it.
-      executor.run({ op: 'encode', kind: chunk.kind, range, input, level, inputIsScratch: true }),
-    );
+  // In a diff, the RAM and tags of a range are read (and compared) once, for its changed-page map and its two chunks.
+  let range: ReturnType<typeof prepareDiffRange> | undefined;
+  for (const chunk of chunkGrid(regions, guest.pageSize, pagesPerChunk, diff !== null)) {
+    let result: Promise<EncodedChunk | Uint8Array>;
+    if (chunk.kind === 'changed') {
+      const inputs = timedAsync('reading', prepareDiffRange(diff!.vm, regions[chunk.region], chunk, diff!.plan, buffers));
+      range = inputs;
+      result = inputs.then((prepared) => encodeChangedPages(chunk.region, chunk.firstPage, chunk.pageCount, prepared.changed));
+    } else {
+      const kind = chunk.kind;
+      const job = { region: chunk.region, firstPage: chunk.firstPage, pageCount: chunk.pageCount, pageSize: guest.pageSize };
+      const input = range
+        ? range.then((prepared) => (kind === 'ram' ? prepared.ram : prepared.tags!))
+        : timedAsync('reading', guest.read(chunk, buffers));
+      // The input buffer is read into afresh for a later chunk (or was made for this one): the job may pack pages inside it.
+      result = input.then(
+        (bytes) => executor.run({ op: 'encode', kind, range: job, input: bytes, level, inputIsScratch: true }) as Promise<EncodedChunk>,
+      );
+    }
     result.catch(() => {}); // Observed in order by drainOne; avoids an unhandled rejection meanwhile.
     inFlight.push({ chunk, result });
-    count++;
+    if (chunk.kind !== 'changed') count++;
     if (inFlight.length >= maxInFlight) await drainOne();
   }
   while (inFlight.length) await drainOne();
   return count;
 }
 
-function openOutput(destination: string | Writable | NodeJS.WritableStream, options: SaveOptions): SnapshotOutput {
+function openOutput(
+  destination: string | Writable | NodeJS.WritableStream,
+  options: Pick<SaveOptions, 'force' | 'inputs'>,
+): SnapshotOutput {
   if (typeof destination !== 'string') return new StreamOutput(destination);
   if (destination === '-') return new StreamOutput(process.stdout, 'standard output');
   const target = resolveOutput(destination, { force: options.force, inputs: options.inputs, streamable: true });
@@ -258,33 +296,63 @@ export async function saveSnapshot(
   destination: string | Writable | NodeJS.WritableStream,
   options: SaveOptions = {},
 ): Promise<SaveSummary> {
-  const started = performance.now();
   const { pagesPerChunk, level } = chooseChunking(vm, options);
   const regions = regionsOf(vm);
   checkRegions(regions, vm.pageSize);
-  checkWithinLimits(regions, vm.pageSize, pagesPerChunk, options.blobs ?? []);
+  checkWithinLimits(regions, vm.pageSize, pagesPerChunk, options.blobs ?? [], options.diff !== undefined);
+  const diff = options.diff ? planDiff(options.diff, { pageSize: vm.pageSize, pagesPerChunk, regions }) : null;
   const metadata: SnapshotMetadata = {
     snapshotId: options.snapshotId ?? randomBytes(16),
-    parentId: options.parentId ?? null,
+    parentId: diff ? diff.parentId : (options.parentId ?? null),
     createdMs: options.createdMs ?? BigInt(Date.now()),
     tool: options.tool ?? `vmsnap ${VERSION}`,
     regions,
     annotations: { backend: vm.backend, ...options.annotations },
   };
+  return writeSnapshot(vmInput(vm, regions), metadata, destination, {
+    ...options,
+    pagesPerChunk,
+    level,
+    diff: diff && { plan: diff, vm },
+  });
+}
+
+export interface WriteOptions extends Omit<SaveOptions, 'diff'> {
+  readonly pagesPerChunk: number;
+  readonly level: number;
+  readonly diff: DiffWrite | null;
+}
+
+/**
+ * Writes a snapshot of `metadata` (complete: ids, times, annotations as they
+ * go in the file) from `guest`: saveSnapshot's writer, and flatten's.
+ */
+export async function writeSnapshot(
+  guest: GuestInput,
+  metadata: SnapshotMetadata,
+  destination: string | Writable | NodeJS.WritableStream,
+  options: WriteOptions,
+): Promise<SaveSummary> {
+  const started = performance.now();
+  const { pagesPerChunk, level, regions, pageSize } = { ...options, regions: metadata.regions, pageSize: guest.pageSize };
+  const diff = options.diff?.plan ?? null;
   const guestBytesTotal = regions.reduce((sum, region) => sum + region.size, 0n);
   const output = openOutput(destination, options);
   const executor = createChunkExecutor(options.threads);
   try {
     const sections = new SectionWriter(output);
-    await output.write(encodeHeader(vm.pageSize, pagesPerChunk, level > 0 ? CODEC.zstd : CODEC.none));
+    const codec = level > 0 ? CODEC.zstd : CODEC.none;
+    await output.write(encodeHeader(pageSize, pagesPerChunk, codec, diff ? DIFF_FORMAT_MINOR : FORMAT_MINOR));
     await sections.write(SECTION.metadata, encodeMetadata(metadata));
+    if (diff) await sections.write(SECTION.diff, encodeDiffSection({ parentId: diff.parentId }));
     let guestBytesDone = 0n;
-    const chunks = await writeChunks(vm, regions, pagesPerChunk, level, sections, executor, (chunk) => {
+    const track = (chunk: GridChunk) => {
       if (chunk.kind !== 'ram') return;
-      guestBytesDone += BigInt(chunk.pageCount * vm.pageSize);
+      guestBytesDone += BigInt(chunk.pageCount * pageSize);
       options.onProgress?.({ guestBytesDone, guestBytesTotal, fileBytes: output.position });
-    });
-    const vcpus = vcpuStates(vm);
+    };
+    const chunks = await writeChunks(guest, regions, pagesPerChunk, level, sections, executor, track, options.diff);
+    const vcpus = await guest.vcpus();
     for (const vcpu of vcpus) await sections.write(SECTION.vcpu, encodeVcpu(vcpu));
     for (const blob of options.blobs ?? []) await sections.write(SECTION.blob, encodeBlob(blob));
     const indexOffset = output.position;
@@ -295,6 +363,11 @@ export async function saveSnapshot(
     await output.commit();
     return jsonResult({
       destination: output.description,
+      snapshotId: metadata.snapshotId,
+      pageSize,
+      pagesPerChunk,
+      parentId: diff ? diff.parentId : null,
+      changedPages: diff ? diff.changedPages : null,
       fileBytes: output.position,
       guestBytes: guestBytesTotal,
       regions,

@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { type VirtualAddressSpace, virtualAddressSpace } from '../../src/forensics/virtual-addresses.js';
 import type { SnapshotReader } from '../../src/format/model.js';
+import { findChain, openChain } from '../../src/reader/chain.js';
 import { openSnapshot } from '../../src/reader/open.js';
 import { checkInputFile } from '../cli-support.js';
 import { parseInteger } from '../units.js';
@@ -21,9 +22,17 @@ export function commandGroup(program: Command, name: string, description: string
   return program.commands.find((c) => c.name() === name) ?? program.command(name).description(description);
 }
 
+/** Opens a snapshot; a diff is opened with its chain (its parents found beside it), so that it reads as the guest it stands for. */
+export async function openGuestSnapshot(path: string): Promise<SnapshotReader> {
+  const reader = await openSnapshot(path);
+  if (!reader.diff) return reader;
+  await reader.close();
+  return openChain(findChain(path));
+}
+
 export async function withSnapshot<T>(path: string, use: (reader: SnapshotReader) => Promise<T>): Promise<T> {
   checkInputFile(path);
-  const reader = await openSnapshot(path);
+  const reader = await openGuestSnapshot(path);
   try {
     return await use(reader);
   } finally {

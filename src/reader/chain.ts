@@ -1,0 +1,451 @@
+/**
+ * Chains of snapshots: a full snapshot followed by diff snapshots, each naming
+ * the one before it by snapshot id (spec/FORMAT.md, section 4.1). A chain
+ * stands for the guest of its last link.
+ *
+ * SnapshotChain opens the links (oldest first), checks every link against
+ * the one before it (parent id, page size, chunk size, regions), and reads
+ * the merged guest chunk by chunk: a page comes from the newest link that
+ * gives it, found newest first, so memory stays at two chunks whatever the
+ * chain's length or the guest's size. It is a SnapshotReader, so every
+ * forensics tool reads a chain as it reads one full file.
+ *
+ * mergeOntoParents merges a last link read front to back (a pipe, a
+ * migration stream) onto parents opened as files.
+ */
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { equalBytes } from '../format/bytes.js';
+import { bitmapLength, isPagePresent } from '../format/chunk.js';
+import { GRANULE_SIZE, HEADER_LENGTH, LIMITS, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
+import { VmsnapError } from '../format/errors.js';
+import { decodeHeader } from '../format/header.js';
+import { decodeMetadata } from '../format/metadata.js';
+import type {
+  BlobSummary,
+  ChangedPages,
+  ChangedPagesLocation,
+  ChunkKind,
+  ChunkLocation,
+  RamChunk,
+  SnapshotHeader,
+  SnapshotMetadata,
+  SnapshotReader,
+  SnapshotRegion,
+  TagChunk,
+  VcpuSummary,
+  VmmBlob,
+} from '../format/model.js';
+import type { VcpuState } from '../format/registers.js';
+import { checkPayload, decodeSectionHeader } from '../format/section.js';
+import type { SnapshotEvent } from './events.js';
+import { type FileSnapshot, type OpenOptions, openSnapshot } from './open.js';
+
+export type ChainErrorCode = 'missing-parent' | 'parent-mismatch' | 'chain-layout-mismatch';
+
+/**
+ * A chain does not hold together: a diff whose parent is not there
+ * (missing-parent), a link whose parent id is not the snapshot id of the link
+ * before it (parent-mismatch), or a link whose layout differs from its
+ * parent's (chain-layout-mismatch). The message is one line naming the files.
+ */
+export class ChainError extends VmsnapError {
+  declare readonly code: ChainErrorCode;
+  constructor(code: ChainErrorCode, message: string) {
+    super(code, 'invalid-input', message);
+  }
+}
+
+export function snapshotIdHex(id: Uint8Array): string {
+  return Buffer.from(id).toString('hex');
+}
+
+/** What a link must share with its parent for their chunks to line up. */
+export interface ChainLayout {
+  readonly pageSize: number;
+  readonly pagesPerChunk: number;
+  readonly regions: readonly SnapshotRegion[];
+}
+
+/** Why `child` cannot follow a parent of layout `parent`, or null: page size, chunk size and every region field must be equal. */
+export function layoutDifference(parent: ChainLayout, child: ChainLayout): string | null {
+  if (parent.pageSize !== child.pageSize) return `page size ${child.pageSize}, the parent's is ${parent.pageSize}`;
+  if (parent.pagesPerChunk !== child.pagesPerChunk)
+    return `${child.pagesPerChunk} pages per chunk, the parent's has ${parent.pagesPerChunk}`;
+  if (parent.regions.length !== child.regions.length) return `${child.regions.length} regions, the parent's has ${parent.regions.length}`;
+  for (const [i, a] of parent.regions.entries()) {
+    const b = child.regions[i];
+    if (a.name !== b.name || a.guestAddress !== b.guestAddress || a.size !== b.size) {
+      const describe = (r: SnapshotRegion) => `"${r.name}" at 0x${r.guestAddress.toString(16)} of ${r.size} bytes`;
+      return `region ${i} ${describe(b)}, the parent's is ${describe(a)}`;
+    }
+    if (a.mte !== b.mte || a.readOnly !== b.readOnly || a.slot !== b.slot)
+      return `region ${i} "${b.name}" differs from the parent's in mte, read_only or slot`;
+  }
+  return null;
+}
+
+function layoutOf(header: SnapshotHeader, metadata: SnapshotMetadata): ChainLayout {
+  return { pageSize: header.pageSize, pagesPerChunk: header.pagesPerChunk, regions: metadata.regions };
+}
+
+/** One link as the chain checks it: its name, what it is and what it names as its parent. */
+interface LinkFacts {
+  readonly name: string;
+  readonly header: SnapshotHeader;
+  readonly metadata: SnapshotMetadata;
+  /** The DIFF section's parent, or null for a full snapshot. */
+  readonly diffParent: Uint8Array | null;
+}
+
+/** Throws a ChainError unless `child` is a diff whose parent is `parent`, with the same layout. */
+function checkLink(parent: LinkFacts, child: LinkFacts): void {
+  if (!child.diffParent) {
+    throw new ChainError('parent-mismatch', `${child.name} is a full snapshot, not a diff of ${parent.name}`);
+  }
+  if (!equalBytes(child.diffParent, parent.metadata.snapshotId)) {
+    throw new ChainError(
+      'parent-mismatch',
+      `${child.name} is a diff of snapshot ${snapshotIdHex(child.diffParent)}, ` +
+        `but ${parent.name} is snapshot ${snapshotIdHex(parent.metadata.snapshotId)}`,
+    );
+  }
+  const difference = layoutDifference(layoutOf(parent.header, parent.metadata), layoutOf(child.header, child.metadata));
+  if (difference) throw new ChainError('chain-layout-mismatch', `${child.name} cannot follow ${parent.name}: it has ${difference}`);
+}
+
+function facts(link: FileSnapshot): LinkFacts {
+  return { name: link.path, header: link.header, metadata: link.metadata, diffParent: link.diff?.parentId ?? null };
+}
+
+function chunkKey(kind: ChunkKind, region: number, firstPage: number): string {
+  return `${kind}:${region}:${firstPage}`;
+}
+
+/** One chunk's pages, merged from the links: what a full snapshot's chunk would hold. */
+interface MergedChunk {
+  readonly present: Uint8Array;
+  readonly bytes: Uint8Array;
+}
+
+/**
+ * Copies pages `pages` (a bitmap) of a link's decoded chunk into `into`,
+ * `unit` output bytes per page, with their present bits.
+ */
+function copyPages(into: MergedChunk, from: RamChunk | TagChunk, pages: Uint8Array, pageCount: number, unit: number): void {
+  const source = 'data' in from ? from.data : from.tags;
+  for (let page = 0; page < pageCount; page++) {
+    if (!isPagePresent(pages, page)) continue;
+    into.bytes.set(source.subarray(page * unit, (page + 1) * unit), page * unit);
+    if (isPagePresent(from.present, page)) into.present[page >>> 3] |= 1 << (page & 7);
+    else into.present[page >>> 3] &= ~(1 << (page & 7));
+  }
+}
+
+/** A chain opened as files, oldest first; see the module comment. */
+export class SnapshotChain implements SnapshotReader {
+  readonly path: string;
+  readonly header: SnapshotHeader;
+  readonly metadata: SnapshotMetadata;
+  readonly regions: readonly SnapshotRegion[];
+  readonly chunks: readonly ChunkLocation[];
+  readonly fileSize: bigint;
+  readonly vcpuSummaries: readonly VcpuSummary[];
+  readonly blobSummaries: readonly BlobSummary[];
+  /** The merged view is a full guest: not a diff. */
+  readonly diff = null;
+  readonly changedPageMaps: readonly ChangedPagesLocation[] = [];
+  /** Chunk index by kind, region and first page: the same in every link. */
+  private readonly chunkIndex = new Map<string, number>();
+
+  constructor(
+    /** The links, oldest (the full snapshot) first. */
+    readonly links: readonly FileSnapshot[],
+  ) {
+    const last = links[links.length - 1];
+    this.path = last.path;
+    this.header = last.header;
+    this.metadata = last.metadata;
+    this.regions = last.regions;
+    this.chunks = last.chunks;
+    this.fileSize = last.fileSize;
+    this.vcpuSummaries = last.vcpuSummaries;
+    this.blobSummaries = last.blobSummaries;
+    for (const [i, chunk] of this.chunks.entries()) this.chunkIndex.set(chunkKey(chunk.kind, chunk.region, chunk.firstPage), i);
+  }
+
+  get last(): FileSnapshot {
+    return this.links[this.links.length - 1];
+  }
+
+  /**
+   * The guest's RAM (one byte per byte) or tags (one byte per granule) of
+   * one grid chunk, merged: each page from the newest link that gives it.
+   */
+  async readMerged(kind: ChunkKind, region: number, firstPage: number): Promise<MergedChunk & { location: ChunkLocation }> {
+    const index = this.chunkIndex.get(chunkKey(kind, region, firstPage));
+    if (index === undefined) throw new RangeError(`no ${kind} chunk at region ${region} page ${firstPage}`);
+    const location = this.chunks[index];
+    const { pageCount } = location;
+    const unit = kind === 'ram' ? this.header.pageSize : this.header.pageSize / GRANULE_SIZE;
+    const merged: MergedChunk = { present: new Uint8Array(bitmapLength(pageCount)), bytes: new Uint8Array(pageCount * unit) };
+    // Pages still to find, newest link first: a link's given pages hide the same pages of every older link.
+    const wanted = new Uint8Array(bitmapLength(pageCount)).fill(0xff);
+    for (let i = this.links.length - 1; i >= 0; i--) {
+      const link = this.links[i];
+      const at = link.chunks[index];
+      let pages = wanted;
+      if (link.diff) {
+        const map = link.changedPagesOf(at);
+        if (map.changedCount === 0) continue;
+        const { changed } = await link.readChangedPages(map);
+        pages = wanted.map((bits, b) => bits & changed[b]);
+        if (pages.every((bits) => bits === 0)) continue;
+      }
+      copyPages(merged, await link.readChunk(at), pages, pageCount, unit);
+      for (let b = 0; b < wanted.length; b++) wanted[b] &= ~pages[b];
+      if (!link.diff) break;
+    }
+    return { ...merged, location };
+  }
+
+  private async readChunk(location: ChunkLocation): Promise<RamChunk | TagChunk> {
+    const merged = await this.readMerged(location.kind, location.region, location.firstPage);
+    const base = { ...merged.location, present: merged.present };
+    return location.kind === 'ram' ? { ...base, data: merged.bytes } : { ...base, tags: merged.bytes };
+  }
+
+  async readRamChunk(location: ChunkLocation): Promise<RamChunk> {
+    if (location.kind !== 'ram') throw new TypeError('readRamChunk takes a RAM chunk');
+    return (await this.readChunk(location)) as RamChunk;
+  }
+
+  async readTagChunk(location: ChunkLocation): Promise<TagChunk> {
+    if (location.kind !== 'tags') throw new TypeError('readTagChunk takes a tag chunk');
+    return (await this.readChunk(location)) as TagChunk;
+  }
+
+  readChangedPages(): Promise<ChangedPages> {
+    return Promise.reject(new TypeError('a chain is read merged: it has no changed-page maps (read a link of it instead)'));
+  }
+
+  private regionAt(guestAddress: bigint, length: number): SnapshotRegion {
+    const end = guestAddress + BigInt(length);
+    const region = this.regions.find((r) => guestAddress >= r.guestAddress && end <= r.guestAddress + r.size);
+    if (!region) throw new RangeError(`IPA range 0x${guestAddress.toString(16)}+${length} is not inside one region of this snapshot`);
+    return region;
+  }
+
+  private async gather(kind: ChunkKind, guestAddress: bigint, length: number, unit: number): Promise<Uint8Array> {
+    const region = this.regionAt(guestAddress, length);
+    const out = new Uint8Array(length / unit);
+    const pageSize = BigInt(this.header.pageSize);
+    const start = guestAddress - region.guestAddress;
+    const end = start + BigInt(length);
+    for (const location of this.chunks) {
+      if (location.kind !== kind || location.region !== region.index) continue;
+      const chunkStart = BigInt(location.firstPage) * pageSize;
+      const chunkEnd = chunkStart + BigInt(location.pageCount) * pageSize;
+      if (chunkEnd <= start || chunkStart >= end) continue;
+      const { bytes } = await this.readMerged(kind, location.region, location.firstPage);
+      const from = start > chunkStart ? start : chunkStart;
+      const to = end < chunkEnd ? end : chunkEnd;
+      const u = BigInt(unit);
+      out.set(bytes.subarray(Number((from - chunkStart) / u), Number((to - chunkStart) / u)), Number((from - start) / u));
+    }
+    return out;
+  }
+
+  readMemory(guestAddress: bigint, length: number): Promise<Uint8Array> {
+    return this.gather('ram', guestAddress, length, 1);
+  }
+
+  readTags(guestAddress: bigint, length: number): Promise<Uint8Array> {
+    if (guestAddress % BigInt(GRANULE_SIZE) || length % GRANULE_SIZE) throw new RangeError('tag reads must be 16-byte aligned');
+    const region = this.regionAt(guestAddress, length);
+    if (!region.mte) throw new RangeError(`region "${region.name}" has no tags (not an MTE region)`);
+    return this.gather('tags', guestAddress, length, GRANULE_SIZE);
+  }
+
+  /** The final state's vCPUs and blobs: a diff holds them whole, so they are the last link's. */
+  vcpus(): Promise<VcpuState[]> {
+    return this.last.vcpus();
+  }
+
+  blobs(): Promise<VmmBlob[]> {
+    return this.last.blobs();
+  }
+
+  /** The merged guest as the events of one full snapshot: start, every chunk merged, vCPUs, blobs. */
+  async *events(): AsyncGenerator<SnapshotEvent> {
+    yield { type: 'start', header: this.header, metadata: this.metadata };
+    for (const location of this.chunks) yield { type: 'chunk', chunk: await this.readChunk(location) };
+    for (const vcpu of await this.vcpus()) yield { type: 'vcpu', vcpu };
+    for (const blob of await this.blobs()) yield { type: 'blob', blob };
+  }
+
+  async close(): Promise<void> {
+    for (const link of this.links) await link.close();
+  }
+}
+
+/**
+ * Opens a chain: `paths` oldest first, the first a full snapshot, each next
+ * one a diff of the one before it. Every file is opened and checked
+ * (openSnapshot), then every link against its parent.
+ */
+export async function openChain(paths: readonly string[], options: OpenOptions = {}): Promise<SnapshotChain> {
+  if (paths.length === 0) throw new TypeError('a chain has at least one snapshot');
+  const links: FileSnapshot[] = [];
+  try {
+    for (const path of paths) links.push(await openSnapshot(path, options));
+    const first = links[0];
+    if (first.diff) {
+      throw new ChainError(
+        'missing-parent',
+        `${first.path} is a diff of snapshot ${snapshotIdHex(first.diff.parentId)}, which is not in the chain ` +
+          '(a chain starts with a full snapshot)',
+      );
+    }
+    for (let i = 1; i < links.length; i++) checkLink(facts(links[i - 1]), facts(links[i]));
+    return new SnapshotChain(links);
+  } catch (error) {
+    for (const link of links) await link.close();
+    throw error;
+  }
+}
+
+/**
+ * The events of a full snapshot of the guest that `events` (a last link read
+ * front to back: a file's events or a pipe's) stands for on top of `parents`.
+ * The last link must be a diff of the parents' last snapshot, with their
+ * layout; chunks are merged as they arrive, each with the parents' same chunk.
+ */
+export async function* mergeOntoParents(
+  parents: SnapshotChain,
+  events: AsyncIterable<SnapshotEvent>,
+  name: string,
+): AsyncGenerator<SnapshotEvent> {
+  let start: Extract<SnapshotEvent, { type: 'start' }> | undefined;
+  let checked = false;
+  let changed: ChangedPages | undefined;
+  const parentFacts: LinkFacts = { ...facts(parents.last), name: parents.last.path };
+  for await (const event of events) {
+    if (event.type === 'start') {
+      start = event;
+      continue;
+    }
+    if (!checked) {
+      checked = true;
+      const diffParent = event.type === 'diff' ? event.parentId : null;
+      checkLink(parentFacts, { name, header: start!.header, metadata: start!.metadata, diffParent });
+      yield start!;
+      if (event.type === 'diff') continue;
+    }
+    if (event.type === 'changed') {
+      changed = event.pages;
+      continue;
+    }
+    if (event.type !== 'chunk') {
+      yield event;
+      continue;
+    }
+    const chunk = event.chunk;
+    const merged = await parents.readMerged(chunk.kind, chunk.region, chunk.firstPage);
+    copyPages(merged, chunk, changed!.changed, chunk.pageCount, merged.bytes.length / chunk.pageCount);
+    const base = { ...chunk, present: merged.present };
+    yield { type: 'chunk', chunk: 'data' in chunk ? { ...base, data: merged.bytes } : { ...base, tags: merged.bytes } };
+  }
+  // A stream that ended right after META: nothing merged, and no link to check.
+  if (start && !checked) {
+    checkLink(parentFacts, { name, header: start.header, metadata: start.metadata, diffParent: null });
+  }
+}
+
+/** What a snapshot file says about itself in its first sections: its id and, for a diff, its parent. */
+export interface SnapshotIdentity {
+  readonly path: string;
+  readonly snapshotId: Uint8Array;
+  /** The DIFF section's parent id; null for a full snapshot. */
+  readonly diffParent: Uint8Array | null;
+}
+
+function readAt(fd: number, offset: number, length: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  let done = 0;
+  while (done < length) {
+    const n = readSync(fd, bytes, done, length - done, offset + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return bytes.subarray(0, done);
+}
+
+/**
+ * Reads the header, META and the section after it (DIFF or not) of a
+ * snapshot file, and nothing else: enough to find a chain's links among
+ * files. The chain is checked in full when it is opened.
+ */
+export function readSnapshotIdentity(path: string): SnapshotIdentity {
+  const fd = openSync(path, 'r');
+  try {
+    decodeHeader(readAt(fd, 0, HEADER_LENGTH));
+    const meta = decodeSectionHeader(readAt(fd, HEADER_LENGTH, SECTION_HEADER_LENGTH), BigInt(HEADER_LENGTH));
+    if (meta.type !== SECTION.metadata || meta.payloadLength > BigInt(LIMITS.metadata)) {
+      throw new ChainError('missing-parent', `${path} does not start with a META section`);
+    }
+    const payloadAt = HEADER_LENGTH + SECTION_HEADER_LENGTH;
+    const payload = readAt(fd, payloadAt, Number(meta.payloadLength));
+    checkPayload(meta, payload);
+    const metadata = decodeMetadata(payload, BigInt(payloadAt));
+    const nextAt = payloadAt + payload.length;
+    const next = readAt(fd, nextAt, SECTION_HEADER_LENGTH);
+    const isDiff = next.length === SECTION_HEADER_LENGTH && decodeSectionHeader(next, BigInt(nextAt)).type === SECTION.diff;
+    return { path, snapshotId: metadata.snapshotId, diffParent: isDiff ? metadata.parentId : null };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * The chain that ends in `last`, oldest first, its parents found by snapshot
+ * id among the *.vmsnap files of `last`'s directory (only their first
+ * sections are read). A parent not found there is a ChainError naming it.
+ */
+export function findChain(last: string): string[] {
+  const chain = [last];
+  let identity = readSnapshotIdentity(last);
+  let candidates: Map<string, string> | undefined;
+  while (identity.diffParent) {
+    candidates ??= scanDirectory(dirname(last));
+    const parentId = snapshotIdHex(identity.diffParent);
+    const parent = candidates.get(parentId);
+    if (!parent || chain.includes(parent)) {
+      throw new ChainError(
+        'missing-parent',
+        `${identity.path} is a diff of snapshot ${parentId}, which no *.vmsnap file in ${dirname(last) || '.'} is ` +
+          '(name the chain with --chain)',
+      );
+    }
+    chain.unshift(parent);
+    identity = readSnapshotIdentity(parent);
+  }
+  return chain;
+}
+
+/** snapshot id (hex) -> path of the *.vmsnap files of `directory`; files that are not snapshots are passed over. */
+function scanDirectory(directory: string): Map<string, string> {
+  const found = new Map<string, string>();
+  for (const entry of readdirSync(directory || '.').sort()) {
+    if (!entry.endsWith('.vmsnap')) continue;
+    const path = join(directory, entry);
+    try {
+      const identity = readSnapshotIdentity(path);
+      const id = snapshotIdHex(identity.snapshotId);
+      if (!found.has(id)) found.set(id, path);
+    } catch (error) {
+      if (!(error instanceof VmsnapError) && (error as NodeJS.ErrnoException).code === undefined) throw error;
+    }
+  }
+  return found;
+}

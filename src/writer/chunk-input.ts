@@ -1,0 +1,55 @@
+/**
+ * A chunk's guest input, as the writer reads it: RAM bytes through the VMM's
+ * mapping, tags through KVM_ARM_MTE_COPY_TAGS (one byte per granule), into
+ * buffers reused from chunk to chunk.
+ */
+
+import type { GridChunk } from '../format/chunk-grid.js';
+import { GRANULE_SIZE } from '../format/constants.js';
+import type { SnapshotRegion } from '../format/model.js';
+import { readGuestTags } from '../vm/tag-copy.js';
+import type { VmSource } from '../vm/vm.js';
+
+/**
+ * Chunk input buffers, reused once a worker hands them back: a fresh buffer
+ * per chunk costs a zero fill and a page fault per page, about as much as
+ * reading the guest memory itself.
+ */
+export class InputBuffers {
+  private readonly spare = new Map<number, Uint8Array[]>();
+
+  take(length: number): Uint8Array {
+    return this.spare.get(length)?.pop() ?? new Uint8Array(length);
+  }
+
+  giveBack(buffer: Uint8Array): void {
+    // Only whole buffers come back from workers (views were copied, not moved).
+    if (buffer.byteOffset !== 0 || buffer.byteLength !== buffer.buffer.byteLength) return;
+    const list = this.spare.get(buffer.length) ?? [];
+    list.push(buffer);
+    this.spare.set(buffer.length, list);
+  }
+}
+
+/**
+ * Reads a chunk's guest input: its RAM (asynchronously where the backend can,
+ * so reads overlap compression), or its tags through KVM_ARM_MTE_COPY_TAGS.
+ */
+export async function readChunkInput(
+  vm: VmSource,
+  region: SnapshotRegion,
+  chunk: GridChunk,
+  buffers: Pick<InputBuffers, 'take'>,
+): Promise<Uint8Array> {
+  const address = region.guestAddress + BigInt(chunk.firstPage) * BigInt(vm.pageSize);
+  const bytes = chunk.pageCount * vm.pageSize;
+  if (chunk.kind === 'ram') {
+    const ram = buffers.take(bytes);
+    if (vm.readMemoryAsync) await vm.readMemoryAsync(address, ram);
+    else vm.readMemory(address, ram);
+    return ram;
+  }
+  const tags = buffers.take(bytes / GRANULE_SIZE);
+  readGuestTags(vm, address, tags);
+  return tags;
+}
