@@ -38,6 +38,8 @@ export interface SnapshotInfo {
   format: { version: string; pageSize: number; granuleSize: number; tagBits: number; codec: string; pagesPerChunk: number };
   snapshotId: string;
   parentId: string | null;
+  /** A diff snapshot: the pages it gives (changed since its parent) of the guest's pages; null for a full snapshot. */
+  diff: { changedPages: bigint; guestPages: bigint } | null;
   /** Milliseconds since the Unix epoch, as the file records them. */
   createdMs: bigint;
   /** The same as an ISO 8601 time, or null past the year 275760 (a JavaScript Date's end). */
@@ -103,6 +105,7 @@ export async function describeSnapshot(reader: SnapshotReader): Promise<Snapshot
     },
     snapshotId: Buffer.from(metadata.snapshotId).toString('hex'),
     parentId: metadata.parentId ? Buffer.from(metadata.parentId).toString('hex') : null,
+    diff: reader.diff ? { changedPages: reader.diff.changedPages, guestPages: guestBytes / BigInt(header.pageSize) } : null,
     createdMs: metadata.createdMs,
     created: isoTime(metadata.createdMs),
     tool: metadata.tool,

@@ -4,6 +4,7 @@ import { registerCheckPointer } from './check-pointer.js';
 import { registerExportCore } from './core-export.js';
 import { registerImportCore } from './core-import.js';
 import { registerDemo } from './demo.js';
+import { registerFlatten } from './flatten.js';
 import { registerInfo } from './info.js';
 import { registerRestore } from './restore.js';
 import { registerRun } from './run.js';
@@ -27,6 +28,7 @@ export function registerCommands(program: Command): void {
   registerInfo(program);
   registerShow(program);
   registerVerify(program);
+  registerFlatten(program);
   registerDemo(program);
   registerTagsStats(program);
   registerTagsDump(program);

@@ -2,18 +2,45 @@
  * `vmsnap info FILE`: what a snapshot holds, from its header, metadata and
  * index alone (no chunk is decompressed, so it is instant on any size):
  * regions and their IPA ranges, chunk counts, the compression ratio, tag
- * bytes as a share of RAM, vCPUs, blobs and annotations.
+ * bytes as a share of RAM, vCPUs, blobs and annotations. For a diff
+ * snapshot, also its parent and the pages it gives, and its chain as found
+ * beside it (or named with --chain; only the links' first sections are read).
  */
 import type { Command } from 'commander';
+import { VmsnapError } from '../../src/format/errors.js';
 import { openSnapshot } from '../../src/reader/open.js';
 import { describeSnapshot, type SnapshotInfo } from '../../src/reader/snapshot-info.js';
+import { resolveChain } from '../chain-options.js';
 import { CliError } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { formatBytes, hex, percent } from '../units.js';
 
-function printInfo(info: SnapshotInfo): void {
+/** A diff's chain, oldest first, or why it could not be found (a missing parent does not stop `info`). */
+interface ChainInfo {
+  files: string[] | null;
+  problem: string | null;
+}
+
+function chainInfo(file: string, chainOption: string | undefined): ChainInfo {
+  try {
+    return { files: resolveChain(file, chainOption), problem: null };
+  } catch (error) {
+    if (!(error instanceof VmsnapError)) throw error;
+    return { files: null, problem: error.message };
+  }
+}
+
+function printInfo(info: SnapshotInfo, chain: ChainInfo | null): void {
   const f = info.format;
   printLine(`${info.file}: vmsnap format ${f.version}, ${formatBytes(info.fileBytes)} (${info.fileBytes} bytes)`);
+  if (info.diff) {
+    printLine(
+      `  a DIFF snapshot of parent ${info.parentId}: ${info.diff.changedPages} of ${info.diff.guestPages} pages changed ` +
+        `(${percent(info.diff.changedPages, info.diff.guestPages)}), given whole; the rest is the parent's`,
+    );
+    if (chain?.files) printLine(`  chain (oldest first): ${chain.files.join(' <- ')}`);
+    if (chain?.problem) printLine(`  chain: ${chain.problem}`);
+  }
   printLine(
     `  pages ${f.pageSize} bytes, ${f.pagesPerChunk} per chunk; ` +
       `MTE granule ${f.granuleSize} bytes, ${f.tagBits}-bit tags; codec ${f.codec}`,
@@ -49,15 +76,24 @@ export function registerInfo(program: Command): void {
     .description('Show what a snapshot holds: format, regions with IPA ranges, chunks, compression, tag share, vCPUs, blobs, annotations')
     .argument('<file>', 'snapshot file (random access: not "-")')
     .option('--json', 'machine-readable output on standard output')
-    .addHelpText('after', helpAfter(['vmsnap info guest.vmsnap', 'vmsnap info guest.vmsnap --json | jq .totals']))
-    .action(async (file: string, options: { json?: boolean }) => {
+    .addHelpText(
+      'after',
+      helpAfter([
+        'vmsnap info guest.vmsnap',
+        'vmsnap info guest.vmsnap --json | jq .totals',
+        'vmsnap info tuesday.vmsnap   # a diff: its parent and chain',
+      ]),
+    )
+    .option('--chain <files>', "a diff's chain, oldest first, comma-separated (default: its parents found beside it)")
+    .action(async (file: string, options: { json?: boolean; chain?: string }) => {
       // The summary needs the index, which a pipe delivers last; `vmsnap verify -` reads a pipe.
       if (file === '-') throw new CliError('info needs a file it can seek in; for a pipe use `vmsnap verify -`', 'usage');
       const reader = await openSnapshot(file, { threads: 0 });
       try {
         const info = await describeSnapshot(reader);
-        if (options.json) printJson(info);
-        else printInfo(info);
+        const chain = reader.diff ? chainInfo(file, options.chain) : null;
+        if (options.json) printJson({ ...info, chain });
+        else printInfo(info, chain);
       } finally {
         await reader.close();
       }

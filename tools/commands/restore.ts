@@ -14,6 +14,7 @@ import { TagCopyError } from '../../src/vm/tag-copy.js';
 import type { Vm, VmFactory, VmTarget } from '../../src/vm/vm.js';
 import { workloadFromAnnotations } from '../../src/workload/annotations.js';
 import { GeneratedGuest } from '../../src/workload/generated-guest.js';
+import { isDiffFile, parentsOf, resolveChain } from '../chain-options.js';
 import { CliError, EXIT, snapshotInput, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';
@@ -23,6 +24,7 @@ import { openStoreReference, type StoreCommandOptions, storeOptions } from '../s
 import { formatBytes, formatRate, hex, integerOption } from '../units.js';
 
 export interface RestoreCommandOptions extends RawTargetOptions, StoreCommandOptions {
+  chain?: string;
   compareSim?: boolean;
   seed?: string;
   size?: string;
@@ -35,13 +37,14 @@ export interface RestoreCommandOptions extends RawTargetOptions, StoreCommandOpt
 export async function runRestore<T extends VmTarget>(
   source: string | Readable | NodeJS.ReadableStream | SnapshotEventSource,
   factory: VmFactory<T>,
-  options: { threads?: number },
+  options: { threads?: number; parents?: readonly string[] },
   progress: Progress,
 ) {
   progress.phase('restoring');
   try {
     return await restoreSnapshot(source, factory, {
       threads: options.threads,
+      parents: options.parents,
       onProgress: (p) => progress.update(p.guestBytesDone, p.guestBytesTotal),
     });
   } finally {
@@ -165,15 +168,23 @@ function finishComparison(target: ComparingTarget, progress: Progress): VmCompar
 async function restoreInput(
   name: string,
   options: RestoreCommandOptions,
-): Promise<{ source: string | NodeJS.ReadableStream | SnapshotEventSource; inputs: string[]; close(): void }> {
+): Promise<{ source: string | NodeJS.ReadableStream | SnapshotEventSource; inputs: string[]; parents: string[]; close(): void }> {
   if (!isStoreReference(name)) {
     const input = snapshotInput(name, 'restore');
-    return { source: input.source, inputs: name === '-' ? [] : [name], close: () => {} };
+    // A diff restores with its parents: named, or found beside it by snapshot id (only their first sections are read).
+    const parents =
+      name === '-'
+        ? (options.chain?.split(',').filter(Boolean) ?? [])
+        : options.chain !== undefined || isDiffFile(name)
+          ? parentsOf(resolveChain(name, options.chain))
+          : [];
+    return { source: input.source, inputs: [...(name === '-' ? [] : [name]), ...parents], parents, close: () => {} };
   }
+  if (options.chain) throw new CliError('--chain: a snapshot in a chunk store is full, it has no chain', 'usage');
   const { store, name: stored } = await openStoreReference(name, options);
   try {
     const snapshot = await StoredSnapshot.open(store, stored, { parallel: options.parallel, threads: options.threads });
-    return { source: snapshot, inputs: [], close: () => store.close() };
+    return { source: snapshot, inputs: [], parents: [], close: () => store.close() };
   } catch (error) {
     store.close();
     throw error;
@@ -198,6 +209,11 @@ export function registerRestore(program: Command): void {
     .option('--layout-out <file>', 'with --ram-out: write the layout JSON (for `save --ram ... --layout`; docs/raw-layout.md)')
     .option('--force', 'with --ram-out: replace existing files')
     .option(
+      '--chain <files>',
+      "a diff snapshot's chain, oldest first, comma-separated (default: its parents are found by snapshot id among the " +
+        '*.vmsnap files beside it); with -, the parents of the diff read from standard input',
+    )
+    .option(
       '--compare-sim',
       'compare the restored VM with the simulated guest regenerated from its seed (recorded in the snapshot, or --seed/--size)',
     )
@@ -218,13 +234,16 @@ export function registerRestore(program: Command): void {
         'vmsnap restore guest.vmsnap --ram-out guest.ram --tags-out guest.tags --layout-out guest.layout.json',
         'vmsnap restore /srv/snapshots/guest --key-file tenant.key --compare-sim',
         'vmsnap restore s3://fleet/snaps/web-1 --key-file tenant.key --ram-out web-1.ram --tags-out web-1.tags',
+        'vmsnap restore tuesday.vmsnap --compare-sim     # a diff: its parents are found beside it',
+        'vmsnap restore c.vmsnap --chain a.vmsnap,b.vmsnap,c.vmsnap',
+        'ssh host cat c.vmsnap | vmsnap restore - --chain a.vmsnap,b.vmsnap',
       ]),
     );
   storeOptions(command).action(async (name: string, options: RestoreCommandOptions) => {
     checkTargetOptions(options);
     const input = await restoreInput(name, options);
     try {
-      await restoreAction(name, input.source, input.inputs, options);
+      await restoreAction(name, input.source, input.inputs, { ...options, parents: input.parents });
     } finally {
       input.close();
     }
@@ -235,7 +254,7 @@ async function restoreAction(
   name: string,
   source: string | NodeJS.ReadableStream | SnapshotEventSource,
   inputs: string[],
-  options: RestoreCommandOptions,
+  options: RestoreCommandOptions & { parents: string[] },
 ): Promise<void> {
   // Raw outputs are checked and made under temporary names before the snapshot is read.
   const rawFiles = options.ramOut ? rawTargetFiles({ ...options, ramOut: options.ramOut }, inputs) : undefined;
@@ -283,7 +302,8 @@ async function restoreAction(
     rawFiles?.abort();
     throw error;
   }
-  if (options.json) printLine(toJson({ source: name, target: targetDetails, summary, comparison }));
+  const chain = options.parents.length ? { chain: [...options.parents, name] } : {};
+  if (options.json) printLine(toJson({ source: name, ...chain, target: targetDetails, summary, comparison }));
   else if (!options.quiet) {
     printLine(describeRestore(summary, target));
     if (comparison) printLine(describeComparison(comparison));

@@ -6,11 +6,13 @@
 import { PassThrough, type Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { resolveOutput } from '../../src/io/output-file.js';
+import { openChain, snapshotIdHex } from '../../src/reader/chain.js';
 import { readSnapshotStream } from '../../src/reader/stream.js';
 import { isStoreReference } from '../../src/store/chunk-store.js';
 import { type PushSummary, pushSnapshot } from '../../src/store/push.js';
 import type { VmSource } from '../../src/vm/vm.js';
 import { type SaveOptions, type SaveSummary, saveSnapshot } from '../../src/writer/save.js';
+import { parseCreatedMs, parseSnapshotId, resolveChain } from '../chain-options.js';
 import { CliError, toJson } from '../cli-support.js';
 import { helpAfter } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';
@@ -22,6 +24,10 @@ import { describePush } from './store-push.js';
 
 export interface SaveCommandOptions extends SourceOptions, WriterFlags, StoreCommandOptions {
   output: string;
+  parent?: string;
+  parentChain?: string;
+  snapshotId?: string;
+  createdMs?: string;
   force?: boolean;
   json?: boolean;
   quiet?: boolean;
@@ -39,9 +45,13 @@ export async function runSave(vm: VmSource, output: string | Writable, options: 
 
 export function describeSave(summary: SaveSummary): string {
   const ratio = Number(summary.guestBytes) / Number(summary.fileBytes);
+  const diff = summary.parentId
+    ? [`  a diff of snapshot ${snapshotIdHex(summary.parentId)}: ${summary.changedPages} pages changed, given whole`]
+    : [];
   return [
     `saved ${formatBytes(summary.guestBytes)} of guest memory ` +
       `(${summary.regions.length} regions, ${summary.vcpus} vCPUs) to ${summary.destination}`,
+    ...diff,
     `  ${formatBytes(summary.fileBytes)} in ${summary.chunks} chunks, ${ratio.toFixed(2)}:1, ` +
       `tags ${formatBytes(summary.tagBytes)} = ${percent(summary.tagBytes, summary.guestBytes)} of RAM`,
     `  ${(summary.durationMs / 1000).toFixed(2)} s, ${formatRate(summary.guestBytes, summary.durationMs)}`,
@@ -116,6 +126,17 @@ export function registerSave(program: Command): void {
       integerOption('--threads', 0, 256),
     )
     .option('--annotate <key=value>', 'record an annotation in the snapshot (repeatable)', collect, [])
+    .option(
+      '--parent <file>',
+      'save a diff snapshot: only the pages whose data or tags differ from this snapshot (a chain: its parents are found ' +
+        "beside it, or named with --parent-chain); the chunk size is the parent's",
+    )
+    .option('--parent-chain <files>', "with --parent: the parent's chain, oldest first, comma-separated")
+    .option(
+      '--snapshot-id <hex>',
+      'the snapshot id to record (32 hex digits; default random): with --created-ms, a save that matches a flattened chain',
+    )
+    .option('--created-ms <ms>', 'the creation time to record, in milliseconds since 1970 (default now)')
     .option('--force', 'replace an existing snapshot file (never one of the inputs), or a snapshot of the same name in a store')
     .option('--json', 'print the summary as JSON (to standard error when the snapshot goes to standard output)')
     .option('-q, --quiet', 'no progress bar and no summary')
@@ -128,6 +149,8 @@ export function registerSave(program: Command): void {
         'vmsnap save --ram guest.ram --tags guest.tags --layout guest.layout.json -o guest.vmsnap',
         'vmsnap save --sim -o - | ssh backup "cat > guest.vmsnap"',
         'vmsnap save --sim --seed 7 -o /srv/snapshots/guest-7 --key-file tenant.key',
+        'vmsnap save --ram guest.ram --tags guest.tags --layout guest.layout.json --parent monday.vmsnap -o tuesday.vmsnap',
+        'vmsnap save --sim --seed 8 --parent a.vmsnap --parent-chain a.vmsnap -o b.vmsnap',
       ]),
     );
   storeOptions(command).action(async (options: SaveCommandOptions) => {
@@ -136,9 +159,18 @@ export function registerSave(program: Command): void {
     // A reader that goes away surfaces as a rejected write (EPIPE, exit 3), not as an unhandled 'error' event.
     if (options.output === '-') process.stdout.on('error', () => {});
     const planned = planSaveSource(options);
+    if (options.parentChain && !options.parent) throw new CliError('--parent-chain needs --parent', 'usage');
     // Every option is checked before the source is built: a typo must not cost a guest generation.
-    const saveOptions = { ...writerOptions(options, planned.pageSize, {}), force: options.force, inputs: planned.inputs };
+    const parentChain = options.parent ? resolveChain(options.parent, options.parentChain) : [];
+    const saveOptions: SaveOptions = {
+      ...writerOptions(options, planned.pageSize, {}),
+      force: options.force,
+      inputs: [...planned.inputs, ...parentChain],
+      snapshotId: options.snapshotId === undefined ? undefined : parseSnapshotId(options.snapshotId),
+      createdMs: options.createdMs === undefined ? undefined : parseCreatedMs(options.createdMs),
+    };
     const toStore = isStoreReference(options.output);
+    if (toStore && options.parent) throw new CliError('a diff snapshot cannot go to a chunk store: save it to a file', 'usage');
     if (options.output !== '-' && !toStore) resolveOutput(options.output, { ...saveOptions, streamable: true });
     const progress = createProgress(options);
     // Standard output may be carrying the snapshot itself.
@@ -146,9 +178,15 @@ export function registerSave(program: Command): void {
     const people = !options.quiet && !options.json;
     // The source is named before any bar, so that the person watching knows what is being saved.
     if (people) report.write(`${planned.description}\n`);
+    // The parent chain is opened and checked before the guest is built.
+    const parent = parentChain.length ? await openChain(parentChain, { threads: options.threads }) : undefined;
     const source = planned.open();
     try {
-      const writeOptions = { ...saveOptions, annotations: { ...source.annotations, ...saveOptions.annotations } };
+      const writeOptions: SaveOptions = {
+        ...saveOptions,
+        annotations: { ...source.annotations, ...saveOptions.annotations },
+        diff: parent && { parent },
+      };
       if (toStore) {
         const { summary, pushed } = await saveToStore(source.vm, options.output, options, writeOptions, progress);
         if (people) report.write(`${describeSave(summary)}\n${describePush(pushed)}\n`);
@@ -160,6 +198,7 @@ export function registerSave(program: Command): void {
       else if (options.json && !options.quiet) report.write(`${toJson({ source: planned.details, ...summary })}\n`);
     } finally {
       source.close();
+      await parent?.close();
     }
   });
 }
