@@ -12,7 +12,8 @@
 import { statSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CommanderError } from 'commander';
-import { type ErrorKind, VmsnapError } from '../src/errors.js';
+// The error base alone: src/errors.ts gathers every class, and importing it would load most of the library at every start.
+import { type ErrorKind, VmsnapError } from '../src/format/errors.js';
 import { JSON_SCHEMA_VERSION, toJsonValue } from '../src/json.js';
 import { phaseTimes } from '../src/parallel/phase-clock.js';
 

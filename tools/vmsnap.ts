@@ -7,7 +7,7 @@ import { Command } from 'commander';
 import { FORMAT_MAJOR, FORMAT_MINOR } from '../src/format/constants.js';
 import { VERSION } from '../src/version.js';
 import { runMain } from './cli-support.js';
-import { registerCommands } from './commands/index.js';
+import { registerCommandsFor } from './commands/for-argv.js';
 
 const program = new Command('vmsnap')
   .description('Snapshots of arm64 KVM guests with their MTE allocation tags')
@@ -17,6 +17,6 @@ const program = new Command('vmsnap')
   // Set before the subcommands exist so that they inherit it: their usage errors then exit 2 through runMain, not 1 from commander.
   .exitOverride();
 
-registerCommands(program);
+await registerCommandsFor(program, process.argv);
 
 await runMain(program, process.argv);
