@@ -6,12 +6,16 @@ the spec is enough, and the tests run it on every test vector and on hostile
 files, where it must refuse what the spec tells a reader to refuse.
 
     reader.py info FILE              print the header, regions and sections as JSON
-    reader.py check FILE VECTOR.json decode FILE and compare it with the vector's content
+    reader.py check FILE VECTOR.json decode FILE and compare it with the vector's content;
+                                     a diff snapshot (section 4.1) is decoded with its chain,
+                                     its parents found by snapshot id among the *.vmsnap
+                                     files beside it
 
 Needs Debian's python3-msgpack, python3-zstandard and python3-xxhash.
 Exit status: 0 good, 1 invalid file or content differs, 2 usage.
 """
 import json
+import os
 import struct
 import sys
 
@@ -22,7 +26,8 @@ import zstandard
 MAGIC = b"\x89VMS\r\n\x1a\n"
 TRAILER_MAGIC = b"VMSNAPND"
 HEADER, SECTION, CHUNK, ENTRY, TRAILER = 64, 32, 40, 48, 32
-KNOWN = {b"META", b"RAMC", b"TAGC", b"VCPU", b"BLOB", b"INDX"}
+KNOWN = {b"META", b"RAMC", b"TAGC", b"VCPU", b"BLOB", b"INDX", b"DIFF", b"CHGP"}
+EMPTY_XXH64 = 0xEF46DB3751D8E999
 NO_REGION = 0xFFFFFFFF
 U32_MAX, U64_MAX = 2**32 - 1, 2**64 - 1
 MiB = 1 << 20
@@ -90,6 +95,8 @@ def payload_limit(kind, header):
         b"BLOB": LIMIT_BLOB,
         b"RAMC": CHUNK + (ppc + 7) // 8 + ppc * page,
         b"TAGC": CHUNK + (ppc + 7) // 8 + ppc * page // 32,
+        b"DIFF": 64 * 1024,
+        b"CHGP": CHUNK + (ppc + 7) // 8,
     }.get(kind, LIMIT_ANCILLARY)
 
 
@@ -262,18 +269,34 @@ def decode_chunk(kind, payload, expected, header):
     return pages
 
 
-def grid(regions, page_size, pages_per_chunk):
+def decode_changed(payload, expected):
+    """A CHGP payload (section 4.1): a chunk header with no content, and the bitmap of the pages the diff gives."""
+    need(len(payload) >= CHUNK, "changed-page map header")
+    region, page_count, first_page, encoding, r1, r2, r3, present, content_length, content_sum = struct.unpack_from("<IIQBBBBIQQ", payload, 0)
+    need((b"CHGP", region, first_page, page_count) == expected, f"changed-page map is not the one the grid expects: {expected}")
+    need((encoding, r1, r2, r3, content_length, content_sum) == (0, 0, 0, 0, 0, EMPTY_XXH64), "changed-page map header fields")
+    need(len(payload) == CHUNK + (page_count + 7) // 8, "changed-page map length")
+    bitmap = payload[CHUNK:]
+    need(page_count % 8 == 0 or bitmap[-1] >> (page_count % 8) == 0, "changed-page map bits past page_count")
+    given = {first_page + p for p in range(page_count) if (bitmap[p >> 3] >> (p & 7)) & 1}
+    need(len(given) == present, "changed-page map present_count")
+    return given
+
+
+def grid(regions, page_size, pages_per_chunk, diff=False):
     for index, region in enumerate(regions):
         pages = region["size"] // page_size
         for first in range(0, pages, pages_per_chunk):
             count = min(pages_per_chunk, pages - first)
+            if diff:
+                yield (b"CHGP", index, first, count)
             yield (b"RAMC", index, first, count)
             if region["mte"]:
                 yield (b"TAGC", index, first, count)
 
 
-def grid_size(regions, page_size, pages_per_chunk):
-    return sum(-(-(r["size"] // page_size) // pages_per_chunk) * (2 if r["mte"] else 1) for r in regions)
+def grid_size(regions, page_size, pages_per_chunk, diff=False):
+    return sum(-(-(r["size"] // page_size) // pages_per_chunk) * ((2 if r["mte"] else 1) + diff) for r in regions)
 
 
 # Sections 8-10: the index, walked together with the sections it lists.
@@ -307,6 +330,7 @@ def read_snapshot(path):
     ram, tags, vcpus, blobs, vcpu_ids = {}, {}, [], [], set()
     vcpu_bytes = blob_bytes = registers = 0
     pending = None
+    diff_parent, given, marked = None, set(), set()
     expected_offset = HEADER
     for number, entry in enumerate(entries):
         kind_in_index, region, first_page, offset, length, page_count, payload_sum_in_index = entry
@@ -320,7 +344,11 @@ def read_snapshot(path):
         need(kind in KNOWN or not kind[:1].isupper(), f"unknown critical section {kind!r}", offset)
         need(payload_length <= payload_limit(kind, header), f"{kind!r} payload over its limit", offset)
         place = (NO_REGION, 0, 0)
-        if kind in (b"RAMC", b"TAGC"):
+        need(kind != b"DIFF" or number == 1, "a DIFF section that is not the second section", offset)
+        if number == 1 and meta is not None:  # the grid, once the second section says whether the file is a diff
+            chunks = grid(meta["regions"], header["page_size"], header["pages_per_chunk"], kind == b"DIFF")
+            pending = next(chunks, None)
+        if kind in (b"RAMC", b"TAGC", b"CHGP"):
             need(pending is not None and pending[0] == kind, f"{kind!r} where the grid wants {pending}", offset)
             place = pending[1:]
         elif kind in (b"VCPU", b"BLOB"):
@@ -334,11 +362,19 @@ def read_snapshot(path):
         if kind == b"META":
             meta = read_metadata(payload, header["page_size"])
             need(1 + grid_size(meta["regions"], header["page_size"], header["pages_per_chunk"]) <= MAX_SECTIONS, "more sections than the limit")
-            chunks = grid(meta["regions"], header["page_size"], header["pages_per_chunk"])
+        elif kind == b"DIFF":
+            diff = unpack(payload, "DIFF")
+            diff_parent = binary(diff.get("parent_id"), "DIFF parent_id", 16)
+            need(meta.get("parent_id") == diff_parent, "the DIFF parent_id differs from META's", offset)
+            need(2 + grid_size(meta["regions"], header["page_size"], header["pages_per_chunk"], True) <= MAX_SECTIONS, "more sections than the limit")
+        elif kind == b"CHGP":
+            marked = decode_changed(payload, pending)
+            given |= {(pending[1], page) for page in marked}
             pending = next(chunks, None)
         elif kind in (b"RAMC", b"TAGC"):
             target = ram if kind == b"RAMC" else tags
             for page, piece in decode_chunk(kind, payload, pending, header).items():
+                need(diff_parent is None or page in marked, f"page {page} stored but not marked changed", offset)
                 target[(pending[1], page)] = piece
             pending = next(chunks, None)
         elif kind == b"VCPU":
@@ -356,7 +392,40 @@ def read_snapshot(path):
             blobs.append(read_blob(payload))
     need(expected_offset == index_offset, "index tiling", index_offset)
     need(meta is not None, "no META section")
+    if len(entries) == 1:  # META alone: the grid of a full snapshot must be empty
+        pending = next(grid(meta["regions"], header["page_size"], header["pages_per_chunk"]), None)
     need(pending is None, "chunks missing")
+    return header, meta, ram, tags, vcpus, blobs, (diff_parent, given)
+
+
+def snapshot_id_of(path):
+    try:
+        return read_snapshot(path)[1]["snapshot_id"]
+    except (Invalid, struct.error, ValueError, KeyError, TypeError, OSError, zstandard.ZstdError):
+        return None
+
+
+def read_chain(path):
+    """A snapshot merged with its parents (section 4.1): each page from the newest link that gives it."""
+    header, meta, ram, tags, vcpus, blobs, (parent_id, given) = read_snapshot(path)
+    if parent_id is None:
+        return header, meta, ram, tags, vcpus, blobs
+    directory = os.path.dirname(path) or "."
+    parents = [os.path.join(directory, f) for f in sorted(os.listdir(directory)) if f.endswith(".vmsnap")]
+    fields = ("name", "guest_address", "size", "mte", "read_only", "slot")
+    layout = lambda h, m: (h["page_size"], h["pages_per_chunk"], [[r[k] for k in fields] for r in m["regions"]])
+    # The parent: a snapshot beside it with that id and the same layout (test vectors share one id).
+    candidates = [p for p in parents if os.path.abspath(p) != os.path.abspath(path) and snapshot_id_of(p) == parent_id]
+    need(candidates, f"missing parent: snapshot {parent_id.hex()} is not beside {path}")
+    found = [c for c in (read_chain(p) for p in candidates) if layout(c[0], c[1]) == layout(header, meta)]
+    need(found, f"the parent {parent_id.hex()} beside {path} has another page size, chunk size or regions")
+    p_header, p_meta, p_ram, p_tags, _, _ = found[0]
+    for key in set(p_ram) | set(p_tags):
+        if key not in given:
+            if key in p_ram:
+                ram[key] = p_ram[key]
+            if key in p_tags:
+                tags[key] = p_tags[key]
     return header, meta, ram, tags, vcpus, blobs
 
 
@@ -378,7 +447,7 @@ def vector_page(vector, region, page):
 def check(path, vector_path):
     with open(vector_path) as f:
         vector = json.load(f)
-    header, meta, ram, tags, vcpus, blobs = read_snapshot(path)
+    header, meta, ram, tags, vcpus, blobs = read_chain(path)
     need(header["page_size"] == vector["page_size"] and header["pages_per_chunk"] == vector["pages_per_chunk"], "header differs from the vector")
     need(meta["snapshot_id"].hex() == vector["snapshot_id"] and meta["created_ms"] == int(vector["created_ms"]), "id or time differs")
     need(meta["tool"] == vector["tool"] and meta.get("annotations", {}) == vector["annotations"], "tool or annotations differ")
@@ -398,7 +467,7 @@ def check(path, vector_path):
 
 
 def info(path):
-    header, meta, ram, tags, vcpus, blobs = read_snapshot(path)
+    header, meta, ram, tags, vcpus, blobs, _ = read_snapshot(path)
     regions = [{k: r[k] for k in ("name", "guest_address", "size", "mte", "read_only", "slot")} for r in meta["regions"]]
     print(json.dumps({"header": header, "regions": regions, "ram_pages_stored": len(ram), "tag_pages_stored": len(tags), "vcpus": len(vcpus), "blobs": len(blobs)}, indent=1))
 

@@ -41,6 +41,16 @@ describe.skipIf(python.skip)(titled('an independent Python reader built from the
     expect(run.status, run.stderr).toBe(0);
   });
 
+  it('refuses a diff snapshot whose parent is not beside it, and reads it alone as a file', () => {
+    const alone = mkdtempSync(join(dir, 'alone-'));
+    writeFileSync(join(alone, 'd.vmsnap'), readFileSync(join(VECTOR_DIR, '4k-mte-diff.vmsnap')));
+    const run = reader('check', join(alone, 'd.vmsnap'), join(VECTOR_DIR, '4k-mte-diff.json'));
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/missing parent/);
+    // The diff read alone, by info: a valid file, but not a guest.
+    expect(reader('info', join(VECTOR_DIR, '4k-mte-diff.vmsnap')).status).toBe(0);
+  });
+
   it('agrees with vmsnap on a generated 24 MiB guest, and refuses it corrupted', async () => {
     const { vm } = createSimulatedGuest({ sizeMiB: 24, seed: 5 });
     const path = join(dir, 'guest.vmsnap');

@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { openChain } from '../src/reader/chain.js';
 import { openSnapshot } from '../src/reader/open.js';
 import { saveSnapshot } from '../src/writer/save.js';
 import { expectedPage, hexBytes, loadVector, VECTOR_DIR, vectorNames, vectorVm } from './support/vectors.js';
@@ -15,9 +16,18 @@ import { expectedPage, hexBytes, loadVector, VECTOR_DIR, vectorNames, vectorVm }
 const dir = mkdtempSync(join(tmpdir(), 'vmsnap-vectors-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/** The files of a vector's chain, oldest first: the vector alone, or its parent's chain and it (a diff vector). */
+function vectorChain(name: string): string[] {
+  const parent = loadVector(name).parent;
+  return [...(parent ? vectorChain(parent) : []), join(VECTOR_DIR, `${name}.vmsnap`)];
+}
+
 async function writeVector(name: string, path: string) {
   const vector = loadVector(name);
+  // A diff vector is computed against its parent vector's file.
+  const parent = vector.parent ? await openChain(vectorChain(vector.parent), { threads: 0 }) : undefined;
   await saveSnapshot(vectorVm(vector), path, {
+    diff: parent && { parent },
     pagesPerChunk: vector.pages_per_chunk,
     level: vector.level,
     snapshotId: hexBytes(vector.snapshot_id),
@@ -27,6 +37,7 @@ async function writeVector(name: string, path: string) {
     blobs: vector.blobs.map((b) => ({ name: b.name, data: hexBytes(b.data) })),
     threads: 0,
   });
+  await parent?.close();
 }
 
 describe.each(vectorNames())('vector %s', (name) => {
@@ -42,11 +53,16 @@ describe.each(vectorNames())('vector %s', (name) => {
 
   it('decodes to exactly its JSON', async () => {
     const vector = loadVector(name);
-    const snapshot = await openSnapshot(file, { threads: 0 });
+    // A diff vector decodes, with its parent, to its JSON; alone, it is a diff of that parent.
+    const alone = await openSnapshot(file, { threads: 0 });
+    expect(alone.diff === null).toBe(vector.parent === undefined);
+    if (vector.parent) expect(Buffer.from(alone.diff!.parentId).toString('hex')).toBe(loadVector(vector.parent).snapshot_id);
+    await alone.close();
+    const snapshot = await openChain(vectorChain(name), { threads: 0 });
     try {
       expect(snapshot.header).toMatchObject({
         major: 1,
-        minor: 0,
+        minor: vector.parent ? 1 : 0,
         pageSize: vector.page_size,
         pagesPerChunk: vector.pages_per_chunk,
         codec: vector.level > 0 ? 1 : 0,

@@ -31,6 +31,8 @@ export interface VectorRegion {
 
 export interface Vector {
   description: string;
+  /** A diff vector (format 1.1): the vector of its parent; the JSON is the chain's content. */
+  parent?: string;
   page_size: number;
   pages_per_chunk: number;
   level: number;
