@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { findDebianMirror, parseDeb822, parseOneLine } from '../testkit/kvm-lab/host/apt-sources.js';
+import { findDebianMirror, findDebianSecurity, parseDeb822, parseOneLine } from '../testkit/kvm-lab/host/apt-sources.js';
 import { CpioWriter } from '../testkit/kvm-lab/host/cpio.js';
 import { arm64NativePackages } from '../testkit/kvm-lab/host/lab-packages.js';
 import { formatResult, parseResults } from '../testkit/kvm-lab/lab-report.js';
@@ -100,6 +100,24 @@ describe('apt sources', () => {
     expect(findDebianMirror(dir)).toEqual({
       uri: 'http://mirror.example/debian',
       signedBy: '/usr/share/keyrings/debian-archive-keyring.gpg',
+    });
+  });
+
+  test("security updates: the machine's own security entry, else the mirror's -security sibling", () => {
+    const mirror = { uri: 'http://mirror.example/debian', signedBy: '/keys/debian.gpg' };
+    const dir = join(work, 'aptsecurity');
+    mkdirSync(join(dir, 'sources.list.d'), { recursive: true });
+    expect(findDebianSecurity(mirror, 'bookworm-security', dir)).toEqual({
+      uri: 'http://mirror.example/debian-security',
+      signedBy: '/keys/debian.gpg',
+    });
+    writeFileSync(
+      join(dir, 'sources.list.d', 'debian.sources'),
+      'Types: deb\nURIs: http://security.example/debian-security/\nSuites: bookworm-security\nComponents: main\nSigned-By: /k.gpg\n',
+    );
+    expect(findDebianSecurity(mirror, 'bookworm-security', dir)).toEqual({
+      uri: 'http://security.example/debian-security',
+      signedBy: '/k.gpg',
     });
   });
 

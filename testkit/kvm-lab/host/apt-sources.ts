@@ -1,7 +1,8 @@
 /**
  * Finds the Debian archive this machine's apt already uses, so the lab can
- * point a private apt at bookworm and bookworm-backports on the same mirror
- * without any host name written in the repository.
+ * point a private apt at bookworm and bookworm-backports on the same mirror,
+ * and at bookworm-security where this machine gets it, without any host name
+ * written in the repository.
  *
  * Reads deb822 files (sources.list.d/*.sources) and one-line lists
  * (sources.list, sources.list.d/*.list) and picks the first `deb` entry whose
@@ -34,6 +35,20 @@ export function findDebianMirror(aptDirectory = '/etc/apt'): DebianMirror | null
     if (uri) return { uri: uri.replace(/\/+$/, ''), signedBy: entry.signedBy ?? DEFAULT_KEYRING };
   }
   return null;
+}
+
+/**
+ * Where the security suite (e.g. bookworm-security) comes from: the machine's
+ * own entry for it, else the Debian layout's sibling of the mirror (the
+ * archive path with "-security" appended).
+ */
+export function findDebianSecurity(mirror: DebianMirror, suite: string, aptDirectory = '/etc/apt'): DebianMirror {
+  for (const entry of readSourceEntries(aptDirectory)) {
+    if (!entry.types.includes('deb') || !entry.components.includes('main') || !entry.suites.includes(suite)) continue;
+    const uri = entry.uris[0];
+    if (uri) return { uri: uri.replace(/\/+$/, ''), signedBy: entry.signedBy ?? DEFAULT_KEYRING };
+  }
+  return { uri: `${mirror.uri}-security`, signedBy: mirror.signedBy };
 }
 
 function readSourceEntries(aptDirectory: string): SourceEntry[] {

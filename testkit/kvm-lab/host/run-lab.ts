@@ -1,7 +1,13 @@
 /**
  * One run of the emulated-host test tier: fetch (or reuse) the packages,
- * pack the built project into an initramfs, boot it under QEMU with a
- * timeout, and return the suite's results from the serial console.
+ * pack the built project into an initramfs, boot it under QEMU with each lab
+ * kernel (LAB_KERNELS, both at once) with a timeout, and return each
+ * kernel's results from its serial console.
+ *
+ * Node inside the emulated host died by a signal once (a segfault, cause not
+ * found; /init prints the kernel log tail when it happens). Such a crash,
+ * unlike a failed check, gets one more boot of that kernel; the first boot is
+ * kept as the run's `flake`, so the test runner reports it and never hides it.
  *
  * The project must have been built for the lab (`npm run build:lab`) first:
  * the emulated host runs that build, not the TypeScript sources.
@@ -10,7 +16,14 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { type LabResult, parseResults } from '../lab-report.js';
 import { buildInitramfs, LAB_BUILD, SUITE_ENTRY } from './initramfs.js';
-import { arm64NativePackages, type LabAssets, LabSetupError, LabUnavailableError, prepareLabAssets } from './lab-packages.js';
+import {
+  arm64NativePackages,
+  type LabAssets,
+  LabSetupError,
+  LabUnavailableError,
+  type PreparedKernel,
+  prepareLabAssets,
+} from './lab-packages.js';
 import { bootEmulatedHost, writeShellLauncher } from './qemu-boot.js';
 
 export interface LabRunOptions {
@@ -20,6 +33,24 @@ export interface LabRunOptions {
   readonly timeoutMs?: number;
   /** Run only the checks whose names contain one of these (default: all). */
   readonly only?: readonly string[];
+  /** Boot only the kernels with these ids (default: every lab kernel). */
+  readonly kernels?: readonly string[];
+}
+
+/** One boot of one kernel: what the suite reported and how the boot ended. */
+export interface KernelBoot {
+  readonly results: LabResult[];
+  readonly exitCode: number | null;
+  readonly timedOut: boolean;
+  readonly serialLog: string;
+  readonly serialTail: string;
+  readonly seconds: number;
+}
+
+export interface KernelRun extends KernelBoot {
+  readonly kernel: PreparedKernel;
+  /** A first boot in which node died by a signal, booted again: reported as a flake. */
+  readonly flake: KernelBoot | null;
 }
 
 export type LabRun =
@@ -27,16 +58,46 @@ export type LabRun =
   | {
       readonly status: 'ran';
       readonly assets: LabAssets;
-      readonly results: LabResult[];
-      readonly exitCode: number | null;
-      readonly timedOut: boolean;
-      readonly serialLog: string;
-      readonly serialTail: string;
-      readonly seconds: { readonly prepare: number; readonly initramfs: number; readonly boot: number };
+      readonly kernels: readonly KernelRun[];
+      readonly seconds: { readonly prepare: number; readonly initramfs: number };
       readonly initramfsBytes: number;
     };
 
-const DEFAULT_TIMEOUT_MS = 6 * 60_000;
+// Generous: on a shared 2-core machine both boots together took over 8 minutes.
+const DEFAULT_TIMEOUT_MS = 30 * 60_000;
+/** Exit codes above this are 128 + the signal that killed node (busybox sh's convention). */
+const SIGNAL_EXIT_BASE = 128;
+
+/** True when node in the emulated host was killed by a signal (not a failed check, not a timeout). */
+export function diedBySignal(boot: KernelBoot): boolean {
+  return !boot.timedOut && boot.exitCode !== null && boot.exitCode > SIGNAL_EXIT_BASE;
+}
+
+async function bootOnce(assets: LabAssets, kernel: PreparedKernel, initramfs: string, cache: string, timeoutMs: number, attempt: number) {
+  const serialLog = join(cache, `serial-${kernel.kernel.id}${attempt > 1 ? `-attempt${attempt}` : ''}.log`);
+  const boot = await bootEmulatedHost(assets, { kernel, initramfs, timeoutMs, serialLog });
+  return {
+    results: parseResults(boot.serial),
+    exitCode: boot.exitCode,
+    timedOut: boot.timedOut,
+    serialLog,
+    serialTail: boot.serial.replace(/\r/g, '').split('\n').slice(-40).join('\n'),
+    seconds: boot.seconds,
+  };
+}
+
+async function runKernel(
+  assets: LabAssets,
+  kernel: PreparedKernel,
+  initramfs: string,
+  cache: string,
+  timeoutMs: number,
+): Promise<KernelRun> {
+  const first = await bootOnce(assets, kernel, initramfs, cache, timeoutMs, 1);
+  if (!diedBySignal(first)) return { kernel, ...first, flake: null };
+  const second = await bootOnce(assets, kernel, initramfs, cache, timeoutMs, 2);
+  return { kernel, ...second, flake: first };
+}
 
 export async function runKvmLab(options: LabRunOptions): Promise<LabRun> {
   const cache = options.cacheDirectory ?? join(options.repositoryRoot, '.cache', 'kvm-lab');
@@ -58,19 +119,18 @@ export async function runKvmLab(options: LabRunOptions): Promise<LabRun> {
     assets,
     suiteArguments: options.only ?? [],
   });
-  writeShellLauncher(assets, initramfs, join(cache, 'shell.sh'));
+  for (const kernel of assets.kernels) writeShellLauncher(assets, kernel, initramfs, join(cache, `shell-${kernel.kernel.id}.sh`));
+  writeShellLauncher(assets, assets.kernels[0], initramfs, join(cache, 'shell.sh'));
   const t2 = Date.now();
-  const serialLog = join(cache, 'serial.log');
-  const boot = await bootEmulatedHost(assets, { initramfs, timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, serialLog });
+  const wanted = assets.kernels.filter((kernel) => !options.kernels || options.kernels.includes(kernel.kernel.id));
+  if (wanted.length === 0) throw new LabSetupError(`no lab kernel among ${options.kernels?.join(', ')}`);
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const kernels = await Promise.all(wanted.map((kernel) => runKernel(assets, kernel, initramfs, cache, timeoutMs)));
   return {
     status: 'ran',
     assets,
-    results: parseResults(boot.serial),
-    exitCode: boot.exitCode,
-    timedOut: boot.timedOut,
-    serialLog,
-    serialTail: boot.serial.replace(/\r/g, '').split('\n').slice(-40).join('\n'),
-    seconds: { prepare: (t1 - t0) / 1000, initramfs: (t2 - t1) / 1000, boot: boot.seconds },
+    kernels,
+    seconds: { prepare: (t1 - t0) / 1000, initramfs: (t2 - t1) / 1000 },
     initramfsBytes,
   };
 }
