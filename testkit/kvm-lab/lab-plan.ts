@@ -3,11 +3,12 @@
  * reads the same list to know which results to expect.
  */
 import { CONFORMANCE_CHECKS } from './conformance-checks.js';
+import { GUEST_CHECKS } from './guest-checks.js';
 import { BACKEND_CHECKS, type LabCheck } from './lab-checks.js';
 import { SNAPSHOT_CHECKS } from './snapshot-checks.js';
 
 export function labPlan(): readonly LabCheck[] {
-  return [...BACKEND_CHECKS, ...CONFORMANCE_CHECKS, ...SNAPSHOT_CHECKS];
+  return [...BACKEND_CHECKS, ...GUEST_CHECKS, ...CONFORMANCE_CHECKS, ...SNAPSHOT_CHECKS];
 }
 
 export function expectedLabCheckNames(): string[] {

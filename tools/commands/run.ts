@@ -13,7 +13,7 @@ import type { Command } from 'commander';
 import { KvmVmFactory } from '../../src/backends/kvm/kvm-factory.js';
 import type { Vm } from '../../src/vm/vm.js';
 import { checkpointToSnapshot, resumeFromSnapshot } from '../../src/vmm/live-checkpoint.js';
-import { DEFAULT_LAYOUT, describeReport, type GuestReport, type MteGuestLayout } from '../../src/vmm/mte-guest-protocol.js';
+import { DEFAULT_LAYOUT, describeReport, type GuestReport, layoutForFill, type MteGuestLayout } from '../../src/vmm/mte-guest-protocol.js';
 import { damageTag, type TagDamage } from '../../src/vmm/tag-damage.js';
 import { CliError, EXIT, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
@@ -41,7 +41,7 @@ function layoutFrom(options: RunOptions): MteGuestLayout {
     throw new CliError('--fill: a whole number of MiB from 1MiB to 512MiB', 'usage');
   const seed = options.seed === undefined ? DEFAULT_LAYOUT.seed : parseGuestAddress(options.seed, '--seed');
   if (seed === 0n || seed >= 1n << 64n) throw new CliError('--seed: a nonzero 64-bit number', 'usage');
-  return { ...DEFAULT_LAYOUT, seed, fillLength, ramSize: DEFAULT_LAYOUT.fillOffset + fillLength + MIB };
+  return layoutForFill(fillLength, seed);
 }
 
 function openKvm(): KvmVmFactory {
