@@ -10,6 +10,7 @@ import { afterAll, describe, expect, test } from 'vitest';
 import { findDebianMirror, findDebianSecurity, parseDeb822, parseOneLine } from '../testkit/kvm-lab/host/apt-sources.js';
 import { CpioWriter } from '../testkit/kvm-lab/host/cpio.js';
 import { arm64NativePackages } from '../testkit/kvm-lab/host/lab-packages.js';
+import { parseExitMarker } from '../testkit/kvm-lab/host/qemu-boot.js';
 import { formatResult, parseResults } from '../testkit/kvm-lab/lab-report.js';
 
 const work = mkdtempSync(join(tmpdir(), 'vmsnap-lab-host-'));
@@ -130,6 +131,13 @@ describe('apt sources', () => {
 });
 
 describe('lab result lines', () => {
+  test("the exit marker is found even when the kernel's console output shares its line", () => {
+    expect(parseExitMarker('x\nVMSNAP-LAB-EXIT 0[ 1173.061893] reboot: Power down\n')).toBe(0);
+    expect(parseExitMarker('VMSNAP-LAB-EXIT 139\r\n')).toBe(139);
+    expect(parseExitMarker('vmsnap lab: running x\n[ 5.0] VMSNAP-LAB-EXIT 2\n')).toBe(2);
+    expect(parseExitMarker('no marker')).toBeNull();
+  });
+
   test('survive kernel messages and carriage returns around them; a broken line is dropped', () => {
     const result = { name: 'conformance: round-trip', outcome: 'pass' as const, detail: 'ok "quoted"', ms: 12 };
     const serial = `[    1.0] kvm [1]: VHE mode initialized successfully\r\n${formatResult(result)}\r\nVMSNAP-LAB-RESULT {"name":"cut\n`;

@@ -81,6 +81,17 @@ export function writeShellLauncher(assets: LabAssets, kernel: PreparedKernel, in
   );
 }
 
+/**
+ * The suite's exit code from the marker line, or null when it never came. The
+ * kernel's own console output may share its line (seen: "VMSNAP-LAB-EXIT
+ * 0[ 1173.06] reboot: Power down"), so the marker may sit anywhere in a line
+ * and only a digit may not follow the code.
+ */
+export function parseExitMarker(serial: string): number | null {
+  const marker = new RegExp(`${EXIT_MARKER} (\\d+)(?!\\d)`).exec(serial.replace(/\r/g, ''));
+  return marker ? Number(marker[1]) : null;
+}
+
 export function bootEmulatedHost(assets: LabAssets, options: BootOptions): Promise<BootResult> {
   const started = Date.now();
   const child = spawn(assets.qemuBinary, qemuArguments(assets, options.kernel, options.initramfs, options.memoryMiB ?? 2048), {
@@ -103,8 +114,7 @@ export function bootEmulatedHost(assets: LabAssets, options: BootOptions): Promi
     child.on('close', () => {
       clearTimeout(timer);
       writeFileSync(options.serialLog, serial);
-      const marker = new RegExp(`^${EXIT_MARKER} (\\d+)\\s*$`, 'm').exec(serial.replace(/\r/g, ''));
-      resolve({ serial, exitCode: marker ? Number(marker[1]) : null, timedOut, seconds: (Date.now() - started) / 1000 });
+      resolve({ serial, exitCode: parseExitMarker(serial), timedOut, seconds: (Date.now() - started) / 1000 });
     });
   });
 }
