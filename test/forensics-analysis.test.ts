@@ -135,7 +135,7 @@ describe('snapshot diff', () => {
     expect(pages.map((p) => p.address)).toEqual([0x4000_0000n, 0x4000_1000n, 0x4001_0000n, 0x4002_0000n]);
     expect(pages[0].tagChanges).toEqual([{ address: 0x4000_0000n, granules: 4, from: 3, to: 0 }]);
     expect(pages[1].tagChanges).toEqual([{ address: 0x4000_1000n, granules: 256, from: 7, to: 9 }]);
-    expect(pages[3]).toMatchObject({ dataGranulesChanged: 2, tagChanges: [] });
+    expect(pages[3]).toMatchObject({ dataGranulesChanged: 2, dataChanges: [{ address: 0x4002_0000n, granules: 2 }], tagChanges: [] });
   });
 
   it('finds nothing between a snapshot and itself, and ignores data with data: false', async () => {

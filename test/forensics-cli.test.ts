@@ -52,7 +52,7 @@ describe('vmsnap tags', () => {
     const listed = await vmsnap('tags', 'diff', a, b, '--list', '--fail-on-diff');
     expect(listed.code).toBe(4);
     expect(listed.out).toContain('ram 0x40001000  tags: 0x40001000+4096 7->9');
-    expect(listed.out).toContain('ram 0x40020000  data: 2 granules');
+    expect(listed.out).toContain('ram 0x40020000  data: 2 granules at 0x40020000+32');
     expect((await vmsnap('tags', 'diff', a, a, '--fail-on-diff')).code).toBe(0);
     const json = JSON.parse((await vmsnap('tags', 'diff', a, b, '--list', '--limit', '1', '--json')).out);
     expect(json.pages).toHaveLength(1);

@@ -25,10 +25,18 @@ export interface TagChangeRun {
   readonly to: number;
 }
 
+/** Consecutive granules of one page whose data changed. */
+export interface DataChangeRun {
+  readonly address: bigint;
+  readonly granules: number;
+}
+
 export interface ChangedPage {
   readonly region: string;
   readonly address: bigint;
   readonly dataGranulesChanged: number;
+  /** Where the data changed, as runs of granules (so a listing names the granules, not only their count). */
+  readonly dataChanges: DataChangeRun[];
   readonly tagChanges: TagChangeRun[];
 }
 
@@ -85,16 +93,33 @@ function emptyRegionDiff(region: SnapshotRegion, tagsCompared: boolean): RegionD
 }
 
 /** Granules of one page whose 16 bytes differ. */
-function changedDataGranules(a: Uint8Array, b: Uint8Array, from: number, pageSize: number): number {
+/** Granules of the page at `from` whose data differ; their runs go to `runs` (page at `address`) when given. */
+function changedDataGranules(
+  a: Uint8Array,
+  b: Uint8Array,
+  from: number,
+  pageSize: number,
+  runs: DataChangeRun[] | null = null,
+  address = 0n,
+): number {
   const pageA = Buffer.from(a.buffer, a.byteOffset + from, pageSize);
   if (pageA.equals(Buffer.from(b.buffer, b.byteOffset + from, pageSize))) return 0;
   let changed = 0;
-  for (let g = from; g < from + pageSize; g += GRANULE_SIZE) {
-    for (let i = g; i < g + GRANULE_SIZE; i++) {
+  let runStart = -1;
+  for (let g = from; g <= from + pageSize; g += GRANULE_SIZE) {
+    let differs = false;
+    for (let i = g; i < g + GRANULE_SIZE && g < from + pageSize; i++) {
       if (a[i] !== b[i]) {
-        changed++;
+        differs = true;
         break;
       }
+    }
+    if (differs) {
+      changed++;
+      if (runStart < 0) runStart = g;
+    } else if (runStart >= 0) {
+      runs?.push({ address: address + BigInt(runStart - from), granules: (g - runStart) / GRANULE_SIZE });
+      runStart = -1;
     }
   }
   return changed;
@@ -143,7 +168,8 @@ function compareWindows(wa: PageWindow, wb: PageWindow, pageSize: number, diff: 
   const perPage = granulesPerPage(pageSize);
   for (let p = 0; p < wa.pageCount; p++) {
     const address = wa.region.guestAddress + BigInt((wa.firstPage + p) * pageSize);
-    const dataGranules = wa.data && wb.data ? changedDataGranules(wa.data, wb.data, p * pageSize, pageSize) : 0;
+    const dataChanges: DataChangeRun[] | null = options.onChangedPage ? [] : null;
+    const dataGranules = wa.data && wb.data ? changedDataGranules(wa.data, wb.data, p * pageSize, pageSize, dataChanges, address) : 0;
     const tagChanges: TagChangeRun[] | null = options.onChangedPage ? [] : null;
     const tagGranules = wa.tags && wb.tags ? tagChangesOfPage(wa.tags, wb.tags, p * perPage, perPage, diff, tagChanges, address) : 0;
     diff.pages++;
@@ -152,7 +178,13 @@ function compareWindows(wa: PageWindow, wb: PageWindow, pageSize: number, diff: 
     if (dataGranules) diff.pagesDataChanged++;
     if (tagGranules) diff.pagesTagsChanged++;
     diff.granulesDataChanged += dataGranules;
-    options.onChangedPage?.({ region: wa.region.name, address, dataGranulesChanged: dataGranules, tagChanges: tagChanges ?? [] });
+    options.onChangedPage?.({
+      region: wa.region.name,
+      address,
+      dataGranulesChanged: dataGranules,
+      dataChanges: dataChanges ?? [],
+      tagChanges: tagChanges ?? [],
+    });
   }
 }
 
