@@ -117,3 +117,37 @@ describe('imported cores', () => {
     }
   });
 });
+
+describe('bytes a core does not hold', () => {
+  it('stay absent through import and export: p_filesz < p_memsz comes back as it was', async () => {
+    const path = join(dir.path, 'short.core');
+    const page = 4096n;
+    const specs: CoreSegmentSpec[] = [
+      { type: PT_LOAD, flags: PF_R, address: 0xaaaa_0000_0000n, memSize: 3n * page, fileSize: page, align: page },
+      { type: PT_LOAD, flags: PF_R | PF_W, address: 0xffff_8000_0000n, memSize: page, fileSize: page, align: page },
+    ];
+    const notes = encodeNotes([{ name: 'CORE', type: NT_AUXV, desc: auxvDesc(4096) }]);
+    const writer = await ElfCoreWriter.create(path, layoutCore(notes.length, specs), notes, 4096);
+    await writer.writeSegment(1, 0n, new Uint8Array(4096).fill(0x7f));
+    await writer.writeSegment(2, 0n, new Uint8Array(4096).fill(0x11));
+    await writer.finish();
+    const snapshot = join(dir.path, 'short.vmsnap');
+    await importCore(path, snapshot);
+    const reader = await openSnapshot(snapshot);
+    const again = join(dir.path, 'short-again.core');
+    try {
+      await exportCore(reader, again);
+    } finally {
+      await reader.close();
+    }
+    const core = ElfCore.open(again);
+    try {
+      expect(core.loads.map((l) => [l.address, l.memSize, l.fileSize])).toEqual([
+        [0xaaaa_0000_0000n, 3n * page, page],
+        [0xffff_8000_0000n, page, page],
+      ]);
+    } finally {
+      core.close();
+    }
+  });
+});

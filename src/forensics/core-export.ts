@@ -16,7 +16,7 @@ import { packTags } from '../format/tag-packing.js';
 import { resolveOutput, TemporaryFile } from '../io/output-file.js';
 import { jsonResult } from '../json.js';
 import { linuxCoreNotes } from './core-notes.js';
-import { GUEST_BYTES_PER_TAG_BYTE, PF_R, PF_W, PF_X, PT_AARCH64_MEMTAG_MTE, PT_LOAD } from './elf-constants.js';
+import { CORE_FILE_SIZES_ANNOTATION, GUEST_BYTES_PER_TAG_BYTE, PF_R, PF_W, PF_X, PT_AARCH64_MEMTAG_MTE, PT_LOAD } from './elf-constants.js';
 import { type CoreLayout, type CoreSegmentSpec, ElfCoreWriter, layoutCore } from './elf-core-writer.js';
 import { encodeNoteParts } from './elf-notes.js';
 import { pageWindows } from './region-cursor.js';
@@ -36,13 +36,32 @@ export interface CoreExportSummary {
   readonly programHeaders: number;
 }
 
-function segmentSpecs(regions: readonly SnapshotRegion[], pageSize: number): CoreSegmentSpec[] {
+/**
+ * p_filesz per region: the region's size, except for loads an imported Linux
+ * core held only in part (CORE_FILE_SIZES_ANNOTATION), whose missing bytes
+ * stay missing. A malformed annotation is ignored (every byte is written).
+ */
+export function loadFileSizes(regions: readonly SnapshotRegion[], annotations: Readonly<Record<string, string>>): Map<string, bigint> {
+  const sizes = new Map(regions.map((r) => [r.name, r.size]));
+  try {
+    const short = JSON.parse(annotations[CORE_FILE_SIZES_ANNOTATION] ?? '{}') as Record<string, unknown>;
+    for (const r of regions) {
+      const value = short[r.name];
+      if (typeof value === 'string' && /^\d+$/.test(value) && BigInt(value) < r.size) sizes.set(r.name, BigInt(value));
+    }
+  } catch {
+    // Not ours to judge: an annotation is free-form text.
+  }
+  return sizes;
+}
+
+function segmentSpecs(regions: readonly SnapshotRegion[], pageSize: number, fileSizes: Map<string, bigint>): CoreSegmentSpec[] {
   const loads = regions.map<CoreSegmentSpec>((r) => ({
     type: PT_LOAD,
     flags: PF_R | PF_X | (r.readOnly ? 0 : PF_W),
     address: r.guestAddress,
     memSize: r.size,
-    fileSize: r.size,
+    fileSize: fileSizes.get(r.name) ?? r.size,
     align: BigInt(pageSize),
   }));
   const memtags = regions
@@ -65,12 +84,16 @@ async function writeRegion(
   region: SnapshotRegion,
   loadIndex: number,
   memtagIndex: number | null,
+  fileSize: bigint,
 ): Promise<void> {
   const pageSize = reader.header.pageSize;
   const pages = Number(region.size / BigInt(pageSize));
   for await (const window of pageWindows(reader, region, 0, pages, { data: true, tags: memtagIndex !== null })) {
     const offset = BigInt(window.firstPage * pageSize);
-    await writer.writeSegment(loadIndex, offset, window.data!);
+    if (offset < fileSize) {
+      const inFile = fileSize - offset < BigInt(window.data!.length) ? Number(fileSize - offset) : window.data!.length;
+      await writer.writeSegment(loadIndex, offset, window.data!.subarray(0, inFile));
+    }
     if (memtagIndex === null || !window.tags) continue;
     const packed = new Uint8Array(window.tags.length / 2);
     packTags(window.tags, packed, 0);
@@ -137,16 +160,18 @@ async function createCore(
     encodeVmsnapNote(withoutPaths(vmsnapStateFrom(reader.metadata, reader.header, vcpus, blobs), keepHostPaths)),
   ]);
   const notesSize = notes.reduce((n, part) => n + part.length, 0);
-  const layout = layoutCore(notesSize, segmentSpecs(reader.regions, reader.header.pageSize));
+  const fileSizes = loadFileSizes(reader.regions, reader.metadata.annotations);
+  const layout = layoutCore(notesSize, segmentSpecs(reader.regions, reader.header.pageSize, fileSizes));
   return { writer: await ElfCoreWriter.create(path, layout, notes, reader.header.pageSize), layout, vcpus: vcpus.length };
 }
 
 async function writeCore(reader: SnapshotReader, path: string, keepHostPaths: boolean): Promise<Omit<CoreExportSummary, 'path'>> {
   const { writer, layout, vcpus } = await createCore(reader, path, keepHostPaths);
+  const fileSizes = loadFileSizes(reader.regions, reader.metadata.annotations);
   try {
     let nextMemtag = 1 + reader.regions.length;
     for (const [i, region] of reader.regions.entries()) {
-      await writeRegion(reader, writer, region, 1 + i, region.mte ? nextMemtag++ : null);
+      await writeRegion(reader, writer, region, 1 + i, region.mte ? nextMemtag++ : null, fileSizes.get(region.name) ?? region.size);
     }
   } catch (error) {
     await writer.abort();

@@ -9,6 +9,7 @@ import { basename } from 'node:path';
 import { jsonResult } from '../json.js';
 import { type SaveOptions, type SaveSummary, saveSnapshot } from '../writer/save.js';
 import { type CoreVmOptions, openCoreVm } from './core-vm.js';
+import { CORE_FILE_SIZES_ANNOTATION } from './elf-constants.js';
 import { ElfCore } from './elf-core-reader.js';
 
 export interface CoreImportSummary {
@@ -25,6 +26,24 @@ export interface CoreImportOptions extends CoreVmOptions {
   readonly threads?: number;
   /** Replace an existing snapshot file (never the core itself). */
   readonly force?: boolean;
+}
+
+/**
+ * The PT_LOADs whose file holds fewer bytes than their memory (a text segment
+ * GDB reads from the executable): the snapshot stores their tail as zeros, and
+ * this annotation lets export write the same p_filesz again, so the bytes stay
+ * absent from the core instead of becoming zeros GDB would believe.
+ */
+function shortLoadsAnnotation(
+  core: ElfCore,
+  regions: readonly { name: string; guestAddress: bigint; size: bigint }[],
+): Record<string, string> {
+  const short: Record<string, string> = {};
+  for (const region of regions) {
+    const load = core.loads.find((l) => l.address === region.guestAddress && l.memSize === region.size);
+    if (load && load.fileSize < load.memSize) short[region.name] = String(load.fileSize);
+  }
+  return Object.keys(short).length ? { [CORE_FILE_SIZES_ANNOTATION]: JSON.stringify(short) } : {};
 }
 
 export async function importCore(
@@ -44,7 +63,14 @@ export async function importCore(
           createdMs: state.createdMs,
           pagesPerChunk: state.pagesPerChunk,
         }
-      : { annotations: { source: 'elf-core', core: basename(corePath), 'core-skipped-loads': String(skippedLoads.length) } };
+      : {
+          annotations: {
+            source: 'elf-core',
+            core: basename(corePath),
+            'core-skipped-loads': String(skippedLoads.length),
+            ...shortLoadsAnnotation(core, regions),
+          },
+        };
     const save = await saveSnapshot(vm, destination, {
       ...saveOptions,
       threads: options.threads,

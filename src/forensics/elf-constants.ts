@@ -71,3 +71,6 @@ export const GUEST_BYTES_PER_TAG_BYTE = 32;
 
 /** Notes larger than this are refused on read: a corrupt size must not allocate gigabytes. */
 export const MAX_NOTES_BYTES = 64 * 1024 * 1024;
+
+/** Annotation of a snapshot imported from a Linux core: {region name: p_filesz} of the loads whose file held less than memory. */
+export const CORE_FILE_SIZES_ANNOTATION = 'core-file-sizes';
