@@ -18,9 +18,8 @@ function pageText(page: ChangedPage): string {
   const runs = page.tagChanges.map((r) => `0x${r.address.toString(16)}+${r.granules * 16} ${r.from.toString(16)}->${r.to.toString(16)}`);
   const tags = runs.length ? `  tags: ${runs.slice(0, 8).join(', ')}${runs.length > 8 ? `, ... (${runs.length} runs)` : ''}` : '';
   const where = page.dataChanges.map((r) => `0x${r.address.toString(16)}+${r.granules * 16}`);
-  const data = page.dataGranulesChanged
-    ? `  data: ${page.dataGranulesChanged} granules at ${where.slice(0, 8).join(', ')}${where.length > 8 ? `, ... (${where.length} runs)` : ''}`
-    : '';
+  const more = where.length > 8 ? `, ... (${where.length} runs)` : '';
+  const data = page.dataGranulesChanged ? `  data: ${page.dataGranulesChanged} granules at ${where.slice(0, 8).join(', ')}${more}` : '';
   return `${page.region} 0x${page.address.toString(16)}${data}${tags}`;
 }
 
