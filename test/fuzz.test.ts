@@ -11,6 +11,7 @@
  *    all accept the file or all refuse it; info and tags stats, which read
  *    parts, accept it when those do, and refuse it when the fault lies in a
  *    section they read.
+ * Diff snapshots (format 1.1) are fuzzed too, their chain restored with the parent.
  * Seeded and bounded here; VMSNAP_FUZZ_CASES=N (and VMSNAP_FUZZ_SEED) runs longer.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,6 +23,7 @@ import { SimulatedVm, SimulatedVmFactory } from '../src/backends/simulated/simul
 import { exportCore } from '../src/forensics/core-export.js';
 import { tagStatistics } from '../src/forensics/tag-stats.js';
 import { SnapshotFormatError, VmsnapError } from '../src/format/errors.js';
+import { ChainError, openChain } from '../src/reader/chain.js';
 import { openSnapshot } from '../src/reader/open.js';
 import { restoreSnapshot } from '../src/reader/restore.js';
 import { describeSnapshot } from '../src/reader/snapshot-info.js';
@@ -42,7 +44,7 @@ const dir = mkdtempSync(join(tmpdir(), 'vmsnap-fuzz-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Valid files to mutate: page sizes, codecs, chunk sizes, MTE and plain regions, vCPUs and blobs. */
-async function seedFiles(): Promise<Uint8Array[]> {
+async function seedFiles(diffs: Array<{ parent: string; bytes: Uint8Array }> = []): Promise<Uint8Array[]> {
   const files: Uint8Array[] = [];
   for (const [pageSize, level, pagesPerChunk] of [
     [4096, 1, 2],
@@ -71,9 +73,19 @@ async function seedFiles(): Promise<Uint8Array[]> {
     }
     const path = join(dir, `seed-${pageSize}.vmsnap`);
     await saveSnapshot(vm, path, { level, pagesPerChunk, threads: 0, blobs: [{ name: 'uart', data: Uint8Array.of(1, 2) }] });
-    vm.close();
     const { readFileSync } = await import('node:fs');
     files.push(readFileSync(path));
+    // A diff of it (format 1.1): data changed, data zeroed, tags zeroed, tags changed alone.
+    vm.writeMemory(0x4000_0000n + BigInt(3 * pageSize), new TextEncoder().encode('changed page '.repeat(30)));
+    vm.writeMemory(0x4000_0000n + BigInt(2 * pageSize), new Uint8Array(pageSize));
+    writeGuestTags(vm, 0x4000_0000n + BigInt(pageSize), new Uint8Array(pageSize / 16));
+    writeGuestTags(vm, 0x4000_0000n, new Uint8Array(pageSize / 16).fill(7));
+    const parent = await openChain([path], { threads: 0 });
+    const diffPath = join(dir, `seed-${pageSize}-diff.vmsnap`);
+    await saveSnapshot(vm, diffPath, { level, threads: 0, diff: { parent } });
+    await parent.close();
+    diffs.push({ parent: path, bytes: readFileSync(diffPath) });
+    vm.close();
   }
   return files;
 }
@@ -174,11 +186,79 @@ function faults(outcomes: Outcome[]): string[] {
   return found;
 }
 
+/**
+ * A diff file's verdicts: the whole readers (file, pipe, verify both ways, info) must agree on the file; restoring
+ * it with its parent (from the file and from a pipe) refuses what they refuse, and may refuse besides only for the
+ * chain (a parent id or layout the mutation changed: a ChainError).
+ */
+async function diffFaults(bytes: Uint8Array, path: string, parent: string): Promise<{ refused: boolean; found: string[] }> {
+  writeFileSync(path, bytes);
+  const refusedBy = (report: { ok: boolean; problems: { message: string }[] }) => {
+    if (!report.ok) throw new VmsnapError('verify-refused', 'invalid-input', report.problems[0]?.message ?? '');
+  };
+  const whole = [
+    await outcome('file reader', () =>
+      withReader(path, async (reader) => {
+        for (const chunk of reader.chunks) await (chunk.kind === 'ram' ? reader.readRamChunk(chunk) : reader.readTagChunk(chunk));
+        for (const map of reader.changedPageMaps) await reader.readChangedPages(map);
+        await reader.vcpus();
+        await reader.blobs();
+      }),
+    ),
+    await outcome('pipe reader', async () => {
+      for await (const _event of readSnapshotStream(stream(bytes), { threads: 0 }));
+    }),
+    await outcome('verify', async () => refusedBy(await verifySnapshot(path, { threads: 0 }))),
+    await outcome('verify -', async () => refusedBy(await verifySnapshot(stream(bytes), { threads: 0 }))),
+  ];
+  const chain = [
+    await outcome('restore chain', async () =>
+      (await restoreSnapshot(path, new SimulatedVmFactory(), { threads: 0, parents: [parent] })).vm.close(),
+    ),
+    await outcome('restore chain -', async () =>
+      (await restoreSnapshot(stream(bytes), new SimulatedVmFactory(), { threads: 0, parents: [parent] })).vm.close(),
+    ),
+  ];
+  const found: string[] = [];
+  for (const { reader, ok, error } of [...whole, ...chain]) {
+    if (ok) continue;
+    if (!(error instanceof VmsnapError)) found.push(`${reader} threw ${(error as Error)?.stack ?? String(error)}`);
+    else if (error.kind !== 'invalid-input') found.push(`${reader} refused with kind ${error.kind} (${error.code}): ${error.message}`);
+  }
+  const say = (o: Outcome) => `${o.reader}: ${o.ok ? 'accepts' : `refuses (${(o.error as VmsnapError)?.code ?? o.error})`}`;
+  if (new Set(whole.map((o) => o.ok)).size > 1) found.push(`verdicts differ: ${whole.map(say).join('; ')}`);
+  for (const o of chain) {
+    if (!whole[0].ok && o.ok) found.push(`${o.reader} accepts a diff the readers refuse: ${whole.map(say).join('; ')}`);
+    if (whole[0].ok && !o.ok && !(o.error instanceof ChainError)) found.push(`${say(o)} a diff every reader accepts`);
+  }
+  return { refused: !whole[0].ok, found };
+}
+
 describe('the structure-aware fuzzer', () => {
   let seeds: Uint8Array[] = [];
+  const diffs: Array<{ parent: string; bytes: Uint8Array }> = [];
   beforeAll(async () => {
-    seeds = await seedFiles();
+    seeds = await seedFiles(diffs);
   });
+
+  it(`${Math.ceil(CASES / 3)} mutated diff snapshots: typed refusals, one verdict, chains refuse what the readers refuse`, async () => {
+    const report: string[] = [];
+    let refused = 0;
+    const valid = await Promise.all(diffs.map((d, i) => diffFaults(d.bytes, join(dir, `valid-diff-${i}.vmsnap`), d.parent)));
+    expect(valid.flatMap((v) => v.found)).toEqual([]);
+    expect(valid.every((v) => !v.refused)).toBe(true);
+    const cases = Math.ceil(CASES / 3);
+    for (let n = 0; n < cases; n++) {
+      const seed = FIRST_SEED + n;
+      const base = diffs[seed % diffs.length];
+      const hostile: FuzzCase = fuzzCase(base.bytes, seed);
+      const result = await diffFaults(hostile.bytes, join(dir, 'diff-case.vmsnap'), base.parent);
+      if (result.refused) refused++;
+      for (const fault of result.found) report.push(`seed ${seed} (${hostile.description}): ${fault}`);
+    }
+    expect(refused).toBeGreaterThan(cases / 3);
+    expect(report).toEqual([]);
+  }, 600_000);
 
   it('finds every reader accepting the valid seed files', async () => {
     for (const [i, bytes] of seeds.entries()) {
