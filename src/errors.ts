@@ -19,6 +19,7 @@ export { ChunkDecodeError, type ChunkFaultCode } from './format/chunk.js';
 export { type ErrorKind, type FormatErrorCode, type FormatErrorLocation, SnapshotFormatError, VmsnapError } from './format/errors.js';
 export { ZstdFrameError } from './format/zstd.js';
 export { OutputError, type OutputErrorCode } from './io/output-file.js';
+export { SealedFileError, type SealedFileErrorCode } from './io/sealed-file.js';
 export { MigrationStreamError, type MigrationStreamErrorCode } from './live/migration-frames.js';
 export { ChainError, type ChainErrorCode } from './reader/chain.js';
 export { RestoreError } from './reader/restore.js';

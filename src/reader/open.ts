@@ -42,6 +42,7 @@ import type {
   VmmBlob,
 } from '../format/model.js';
 import { checkPayload, decodeSectionHeader, type SectionHeader } from '../format/section.js';
+import { isSealed, SealedFileReader } from '../io/sealed-file.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
 import { timed, timedAsync } from '../parallel/phase-clock.js';
 import type { VcpuState } from '../vm/vm.js';
@@ -61,6 +62,8 @@ import {
 export interface OpenOptions {
   /** Worker threads for chunk decoding; 0 decodes inline. Default: one per core. */
   threads?: number;
+  /** The 32-byte secret of an encrypted snapshot file (spec/STORE.md section 8); default: the one set with setDefaultSnapshotKey. */
+  key?: Uint8Array;
 }
 
 /** Bytes read ahead for the small reads of opening (section and chunk headers): many small sections cost one read. */
@@ -74,6 +77,8 @@ class FileBytes {
   constructor(
     readonly fd: number,
     readonly size: bigint,
+    /** An encrypted file: reads are of its plaintext, decrypted a segment at a time. */
+    private readonly sealed?: SealedFileReader,
   ) {}
 
   /**
@@ -101,7 +106,9 @@ class FileBytes {
     const bytes = new Uint8Array(length);
     let done = 0;
     while (done < length) {
-      const n = readSync(this.fd, bytes, done, length - done, offset + BigInt(done));
+      const n = this.sealed
+        ? this.sealed.readInto(bytes, done, length - done, offset + BigInt(done))
+        : readSync(this.fd, bytes, done, length - done, offset + BigInt(done));
       if (n === 0) throw new SnapshotFormatError('truncated', 'file ended while reading', { section, offset: offset + BigInt(done) });
       done += n;
     }
@@ -480,7 +487,12 @@ export type FileSnapshot = FileSnapshotReader;
 export async function openSnapshot(path: string, options: OpenOptions = {}): Promise<FileSnapshot> {
   const fd = openSync(path, 'r');
   try {
-    const file = new FileBytes(fd, BigInt(fstatSync(fd).size));
+    const size = BigInt(fstatSync(fd).size);
+    const magic = new Uint8Array(8);
+    const sealed = isSealed(magic.subarray(0, readSync(fd, magic, 0, 8, 0)))
+      ? new SealedFileReader(fd, size, path, options.key)
+      : undefined;
+    const file = new FileBytes(fd, sealed?.plainSize ?? size, sealed);
     const header = decodeHeader(file.read(0n, Math.min(HEADER_LENGTH, Number(file.size)), 'header'));
     const { index, indexSection } = readTrailerAndIndex(file);
     const { metadata, chunks, others, vcpus, blobs, diff, changedMaps } = walkSections(file, header, index, indexSection);

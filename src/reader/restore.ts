@@ -46,6 +46,8 @@ export interface RestoreOptions {
    * them is refused (ChainError "missing-parent").
    */
   parents?: readonly string[];
+  /** The 32-byte secret of an encrypted snapshot file (spec/STORE.md section 8). */
+  key?: Uint8Array;
 }
 
 export interface RestoreSummary {
@@ -160,10 +162,11 @@ function eventsFrom(
   source: string | Readable | NodeJS.ReadableStream | SnapshotEventSource,
   threads?: number,
   idleTimeoutMs?: number,
+  key?: Uint8Array,
 ): { events: AsyncIterable<SnapshotEvent>; close(): Promise<void> } {
   if (isEventSource(source)) return { events: source.events(), close: () => source.close() };
   if (typeof source === 'string' && source !== '-') {
-    const opened = openSnapshot(source, { threads });
+    const opened = openSnapshot(source, { threads, key });
     return {
       events: (async function* () {
         yield* (await opened).events();
@@ -172,7 +175,7 @@ function eventsFrom(
     };
   }
   const stream = source === '-' ? process.stdin : (source as Readable | NodeJS.ReadableStream);
-  return { events: readSnapshotStream(stream, { threads, idleTimeoutMs }), close: async () => {} };
+  return { events: readSnapshotStream(stream, { threads, idleTimeoutMs, key }), close: async () => {} };
 }
 
 function describeSource(source: string | Readable | NodeJS.ReadableStream | SnapshotEventSource): string {
@@ -213,7 +216,7 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
 ): Promise<RestoredVm<T>> {
   const started = performance.now();
   const parents = options.parents?.length ? await openChain(options.parents, { threads: options.threads }) : undefined;
-  const { events: sourceEvents, close: closeSource } = eventsFrom(source, options.threads, options.idleTimeoutMs);
+  const { events: sourceEvents, close: closeSource } = eventsFrom(source, options.threads, options.idleTimeoutMs, options.key);
   const events = chainEvents(source, sourceEvents, parents);
   const close = async () => {
     await closeSource();

@@ -21,6 +21,7 @@ import { decodeIndexEntry, decodeTrailer, IndexBuilder } from '../format/index-s
 import { decodeBlob, decodeMetadata, decodeVcpu } from '../format/metadata.js';
 import type { ChangedPages, SnapshotMetadata } from '../format/model.js';
 import { checkPayload, decodeSectionHeader, type SectionHeader } from '../format/section.js';
+import { unsealedStream } from '../io/sealed-file.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
 import type { SnapshotEvent } from './events.js';
 import {
@@ -165,11 +166,15 @@ export interface StreamReadOptions {
    * Default DEFAULT_IDLE_TIMEOUT_MS (two minutes).
    */
   idleTimeoutMs?: number;
+  /** The 32-byte secret of an encrypted snapshot (spec/STORE.md section 8); default: the one set with setDefaultSnapshotKey. */
+  key?: Uint8Array;
 }
 
 /** Reads a snapshot from a stream, yielding events in file order; throws a SnapshotFormatError at the first fault. */
 export async function* readSnapshotStream(stream: ByteSource, options: StreamReadOptions = {}): AsyncGenerator<SnapshotEvent> {
-  const bytes = new StreamBytes(stream, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
+  // An encrypted snapshot is opened as it streams; a plain one passes through untouched.
+  const plain = unsealedStream(stream as AsyncIterable<Uint8Array>, 'the stream', options.key);
+  const bytes = new StreamBytes(plain, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
   const header = decodeHeader(await bytes.read(HEADER_LENGTH, 'header'));
   const sequence = new SectionSequence(header);
   // What the index must hold, 48 bytes per section, as the writer keeps it.

@@ -42,6 +42,7 @@ import type { VmSource } from '../vm/vm.js';
 import { InputBuffers, readChunkInput } from './chunk-input.js';
 import { type DiffPlan, type DiffSnapshotOptions, parentSnapshot, planDiff, prepareDiffRange } from './diff.js';
 import { FileOutput, type SnapshotOutput, StreamOutput } from './output.js';
+import { SealedOutput } from './sealed-output.js';
 import { vcpuStates } from './vcpu-state.js';
 
 /** Chunks of this many guest bytes by default: small enough to pipeline, big enough for zstd. */
@@ -86,6 +87,8 @@ export interface SaveOptions {
   force?: boolean;
   /** Files the caller reads while saving: the destination may never be one of them. */
   inputs?: readonly string[];
+  /** Encrypt the file with this 32-byte secret (spec/STORE.md section 8); readers then need it. */
+  encryptionKey?: Uint8Array;
   onProgress?: (progress: SaveProgress) => void;
 }
 
@@ -337,7 +340,8 @@ export async function writeSnapshot(
   const { pagesPerChunk, level, regions, pageSize } = { ...options, regions: metadata.regions, pageSize: guest.pageSize };
   const diff = options.diff?.plan ?? null;
   const guestBytesTotal = regions.reduce((sum, region) => sum + region.size, 0n);
-  const output = openOutput(destination, options);
+  const plainOutput = openOutput(destination, options);
+  const output = options.encryptionKey ? new SealedOutput(plainOutput, options.encryptionKey) : plainOutput;
   const executor = createChunkExecutor(options.threads);
   try {
     const sections = new SectionWriter(output);
@@ -368,7 +372,8 @@ export async function writeSnapshot(
       pagesPerChunk,
       parentId: diff ? diff.parentId : null,
       changedPages: diff ? diff.changedPages : null,
-      fileBytes: output.position,
+      // What the file holds: with encryption, the container's bytes.
+      fileBytes: plainOutput.position,
       guestBytes: guestBytesTotal,
       regions,
       chunks,

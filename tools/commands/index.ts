@@ -1,5 +1,6 @@
 /** Every subcommand module registers itself on the program here, one line each. */
 import type { Command } from 'commander';
+import { registerSnapshotKey } from '../snapshot-key.js';
 import { registerCheckPointer } from './check-pointer.js';
 import { registerExportCore } from './core-export.js';
 import { registerImportCore } from './core-import.js';
@@ -44,4 +45,6 @@ export function registerCommands(program: Command): void {
   registerPush(program);
   registerPull(program);
   registerStore(program);
+  // Last: every command above gets --key-file for encrypted snapshots.
+  registerSnapshotKey(program);
 }

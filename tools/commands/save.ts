@@ -10,6 +10,7 @@ import { openChain, snapshotIdHex } from '../../src/reader/chain.js';
 import { readSnapshotStream } from '../../src/reader/stream.js';
 import { isStoreReference } from '../../src/store/chunk-store.js';
 import { type PushSummary, pushSnapshot } from '../../src/store/push.js';
+import { readKeyFile } from '../../src/store/tenant-keys.js';
 import type { VmSource } from '../../src/vm/vm.js';
 import { type SaveOptions, type SaveSummary, saveSnapshot } from '../../src/writer/save.js';
 import { parseCreatedMs, parseSnapshotId, resolveChain } from '../chain-options.js';
@@ -23,6 +24,7 @@ import { formatBytes, formatRate, integerOption, percent, sizeOption } from '../
 import { describePush } from './store-push.js';
 
 export interface SaveCommandOptions extends SourceOptions, WriterFlags, StoreCommandOptions {
+  encrypt?: boolean;
   output: string;
   parent?: string;
   parentChain?: string;
@@ -138,6 +140,10 @@ export function registerSave(program: Command): void {
     )
     .option('--created-ms <ms>', 'the creation time to record, in milliseconds since 1970 (default now)')
     .option('--force', 'replace an existing snapshot file (never one of the inputs), or a snapshot of the same name in a store')
+    .option(
+      '--encrypt',
+      'encrypt the file with --key-file K (spec/STORE.md section 8); every command that reads it then takes --key-file K',
+    )
     .option('--json', 'print the summary as JSON (to standard error when the snapshot goes to standard output)')
     .option('-q, --quiet', 'no progress bar and no summary')
     .addHelpText(
@@ -151,6 +157,7 @@ export function registerSave(program: Command): void {
         'vmsnap save --sim --seed 7 -o /srv/snapshots/guest-7 --key-file tenant.key',
         'vmsnap save --ram guest.ram --tags guest.tags --layout guest.layout.json --parent monday.vmsnap -o tuesday.vmsnap',
         'vmsnap save --sim --seed 8 --parent a.vmsnap --parent-chain a.vmsnap -o b.vmsnap',
+        'head -c 32 /dev/urandom > guest.key && vmsnap save --sim --encrypt --key-file guest.key -o guest.vmsnap',
       ]),
     );
   storeOptions(command).action(async (options: SaveCommandOptions) => {
@@ -171,6 +178,12 @@ export function registerSave(program: Command): void {
     };
     const toStore = isStoreReference(options.output);
     if (toStore && options.parent) throw new CliError('a diff snapshot cannot go to a chunk store: save it to a file', 'usage');
+    if (options.encrypt && (!options.keyFile || toStore))
+      throw new CliError(
+        toStore ? '--encrypt is for files: a store encrypts everything it holds' : '--encrypt needs --key-file K',
+        'usage',
+      );
+    const encryptionKey = options.encrypt ? readKeyFile(options.keyFile!) : undefined;
     if (options.output !== '-' && !toStore) resolveOutput(options.output, { ...saveOptions, streamable: true });
     const progress = createProgress(options);
     // Standard output may be carrying the snapshot itself.
@@ -184,6 +197,7 @@ export function registerSave(program: Command): void {
     try {
       const writeOptions: SaveOptions = {
         ...saveOptions,
+        encryptionKey,
         annotations: { ...source.annotations, ...saveOptions.annotations },
         diff: parent && { parent },
       };
