@@ -10,7 +10,7 @@ import type { StoreEngine } from './engine.js';
 import { StoreError } from './errors.js';
 import { LocalEngine } from './local-engine.js';
 import { type Manifest, openManifest, sealManifest } from './manifest.js';
-import { S3Engine, type S3EngineOptions } from './s3-engine.js';
+import type { S3EngineOptions } from './s3-engine.js';
 import { TenantKeys } from './tenant-keys.js';
 
 export const MARKER_KEY = 'vmsnap-store';
@@ -35,14 +35,15 @@ export function isS3Location(location: string): boolean {
   return location.startsWith('s3://');
 }
 
-/** The engine a STORE location names. */
-export function openEngine(location: string, s3: S3EngineOptions = {}): StoreEngine {
+/** The engine a STORE location names. The S3 SDK is loaded only for an s3:// store: every other command starts without it. */
+export async function openEngine(location: string, s3: S3EngineOptions = {}): Promise<StoreEngine> {
   if (isS3Location(location)) {
     const rest = location.slice('s3://'.length);
     const slash = rest.indexOf('/');
     const bucket = slash < 0 ? rest : rest.slice(0, slash);
     const prefix = slash < 0 ? '' : rest.slice(slash + 1).replace(/\/+$/, '');
     if (!/^[a-z0-9][a-z0-9.-]{1,62}$/.test(bucket)) throw new StoreError('bad-store-location', `${location}: not a valid S3 bucket name`);
+    const { S3Engine } = await import('./s3-engine.js');
     return new S3Engine(bucket, prefix ? `${prefix}/` : '', s3);
   }
   if (location === '') throw new StoreError('bad-store-location', 'an empty store location');
@@ -97,7 +98,7 @@ export class ChunkStore {
    * not). A store made with another key is refused.
    */
   static async open(location: string, secret: Uint8Array, options: { create?: boolean; s3?: S3EngineOptions } = {}): Promise<ChunkStore> {
-    return ChunkStore.attach(openEngine(location, options.s3), secret, options);
+    return ChunkStore.attach(await openEngine(location, options.s3), secret, options);
   }
 
   /** The store on `engine` (closed on failure); open() with an engine made elsewhere, such as a test's. */
