@@ -123,7 +123,8 @@ async function benchEngine(
     pushMs += run.ms;
     pushPeakRss = Math.max(pushPeakRss, run.peakRss);
     process.stderr.write(
-      `  ${engine}: pushed ${names[i]}: ${run.json.chunksUploaded} of ${run.json.chunks} chunks uploaded, ${(run.ms / 1000).toFixed(1)} s\n`,
+      `  ${engine}: pushed ${names[i]}: ${run.json.chunksUploaded} of ${run.json.chunks} chunks uploaded, ` +
+        `${(run.ms / 1000).toFixed(1)} s\n`,
     );
   }
   const stats = vmsnap(['store', 'stats', store, '--key-file', keyFile], env).json;
@@ -177,7 +178,8 @@ function table(results: EngineResult[], guests: number, sizeMiB: number, differ:
     `${guests} guests of ${sizeMiB} MiB RAM (+4 MiB flash), ${differ}% of RAM their own (in 256 KiB extents), 1 MiB chunks, ` +
       `${availableParallelism()} cores`,
     '',
-    '| engine | sum of files | stored | dedup ratio | push (MiB/s of files) | plain upload | restore (MiB/s of files) | plain download | peak RSS push / restore |',
+    '| engine | sum of files | stored | dedup ratio | push (MiB/s of files) | plain upload ' +
+      '| restore (MiB/s of files) | plain download | peak RSS push / restore |',
     '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const r of results) {
