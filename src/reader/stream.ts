@@ -63,8 +63,10 @@ class StreamBytes {
   position = 0n;
 
   constructor(
-    private readonly source: ByteSource,
+    source: ByteSource,
     private readonly idleMs: number,
+    /** The stream `source` reads (when source is a decrypting view of it): the one a stall destroys. */
+    private readonly underlying: ByteSource = source,
   ) {
     this.iterator = (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
   }
@@ -97,7 +99,7 @@ class StreamBytes {
   /** Lets go of a stalled stream, so that it holds neither the reader nor the process. */
   private abandon(): void {
     this.ended = true;
-    const source = this.source as { destroy?: () => void };
+    const source = this.underlying as { destroy?: () => void };
     if (typeof source.destroy === 'function') source.destroy();
     else void this.iterator.return?.()?.catch(() => {});
   }
@@ -174,7 +176,7 @@ export interface StreamReadOptions {
 export async function* readSnapshotStream(stream: ByteSource, options: StreamReadOptions = {}): AsyncGenerator<SnapshotEvent> {
   // An encrypted snapshot is opened as it streams; a plain one passes through untouched.
   const plain = unsealedStream(stream as AsyncIterable<Uint8Array>, 'the stream', options.key);
-  const bytes = new StreamBytes(plain, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS);
+  const bytes = new StreamBytes(plain, options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS, stream);
   const header = decodeHeader(await bytes.read(HEADER_LENGTH, 'header'));
   const sequence = new SectionSequence(header);
   // What the index must hold, 48 bytes per section, as the writer keeps it.
