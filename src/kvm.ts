@@ -13,6 +13,7 @@ export { KvmSystem, KvmUnavailableError, kvmDevicePresent } from './backends/kvm
 export { KvmVcpu } from './backends/kvm/kvm-vcpu.js';
 export { GuestRangeError, KvmVm } from './backends/kvm/kvm-vm.js';
 export type { MmioExit, OtherExit, SystemEventExit, VcpuExit } from './backends/kvm/vcpu-exit.js';
+export { KvmLiveGuest } from './vmm/kvm-live-guest.js';
 export {
   checkpointToSnapshot,
   type ResumeOptions,
@@ -29,3 +30,4 @@ export {
 } from './vmm/mte-guest-protocol.js';
 export { loadMteTestGuest, runnableVcpu, runToCheckpoint, runUntilReport } from './vmm/mte-guest-vmm.js';
 export { damageTag, type TagDamage } from './vmm/tag-damage.js';
+export { type VcpuStop, VcpuThread } from './vmm/vcpu-thread.js';

@@ -35,8 +35,10 @@ export class KvmVcpu implements Vcpu {
 
   constructor(
     readonly id: number,
-    private readonly fd: number,
-    runSize: number,
+    /** The vCPU fd: a vCPU thread (src/vmm/vcpu-thread.ts) runs it from another thread of this process. */
+    readonly fd: number,
+    /** Bytes of its struct kvm_run mapping. */
+    readonly runSize: number,
     pageSize: number,
   ) {
     this.run = mapSharedFd(fd, runSize, `kvm_run of vCPU ${id}`);

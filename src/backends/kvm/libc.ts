@@ -59,6 +59,11 @@ export const mprotect = libc.func('mprotect', 'int', ['uint64_t', 'size_t', 'int
 ) => number;
 export const memfdCreate = libc.func('memfd_create', 'int', ['str', 'unsigned int']) as (name: string, flags: number) => number;
 export const ftruncate = libc.func('ftruncate', 'int', ['int', 'int64_t']) as (fd: number, length: number | bigint) => number;
+/** pthread_self and pthread_kill: a vCPU thread is kicked out of KVM_RUN by a signal sent to that thread. */
+export const pthreadSelf = libc.func('pthread_self', 'uint64_t', []) as () => bigint;
+export const pthreadKill = libc.func('pthread_kill', 'int', ['uint64_t', 'int']) as (thread: bigint, signal: number) => number;
+/** SIGUSR2 on arm64 and x86_64 Linux. */
+export const SIGUSR2 = 12;
 const sysconf = libc.func('sysconf', 'long', ['int']) as (name: number) => number;
 
 export function lastErrno(): number {
