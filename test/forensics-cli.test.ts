@@ -142,3 +142,20 @@ describe('vmsnap show', () => {
     expect(text.out).not.toContain('vCPU 0 (');
   });
 });
+
+describe('vmsnap show on a chain', () => {
+  it('lists the chain newest first, its parents found beside the diff', async () => {
+    const full = join(dir.path, 'chain-full.vmsnap');
+    const diff = join(dir.path, 'chain-diff.vmsnap');
+    expect((await vmsnap('save', '--sim', '--size', '4MiB', '--seed', '5', '-o', full, '-q')).code).toBe(0);
+    expect((await vmsnap('save', '--sim', '--size', '4MiB', '--seed', '6', '--parent', full, '-o', diff, '-q')).code).toBe(0);
+    const fullId = JSON.parse((await vmsnap('show', full, '--json')).out).snapshotId;
+    const shown = JSON.parse((await vmsnap('show', diff, '--json')).out);
+    expect(shown.chain).toEqual([
+      { snapshotId: shown.snapshotId, file: diff },
+      { snapshotId: fullId, file: full },
+    ]);
+    const text = await vmsnap('show', diff);
+    expect(text.out).toContain(`chain: ${shown.snapshotId} <- ${fullId}`);
+  });
+});

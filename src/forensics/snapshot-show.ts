@@ -7,6 +7,7 @@
 
 import type { SnapshotReader } from '../format/model.js';
 import { jsonResult } from '../json.js';
+import { ChainError, findChain, readSnapshotIdentity, snapshotIdHex } from '../reader/chain.js';
 import { describeSnapshot, type SnapshotInfo } from '../reader/snapshot-info.js';
 import { registerName } from '../vm/arm64-registers.js';
 
@@ -28,8 +29,8 @@ export interface ShownVcpu {
 export interface SnapshotShow extends SnapshotInfo {
   readonly vcpuRegisters: ShownVcpu[];
   /**
-   * This snapshot first, then the parent it names (a full snapshot's chain is
-   * itself alone). The parent is known by its id only: no file is opened for it.
+   * This snapshot first, then its parents, newest first (a full snapshot's
+   * chain is itself alone); a parent not found beside it has file null.
    */
   readonly chain: { snapshotId: string; file: string | null }[];
 }
@@ -55,7 +56,22 @@ export async function showSnapshot(reader: SnapshotReader): Promise<SnapshotShow
       };
     }),
   }));
-  const chain: { snapshotId: string; file: string | null }[] = [{ snapshotId: info.snapshotId, file: info.file }];
-  if (info.parentId) chain.push({ snapshotId: info.parentId, file: null });
-  return jsonResult({ ...info, vcpuRegisters, chain });
+  return jsonResult({ ...info, vcpuRegisters, chain: chainOf(reader, info) });
+}
+
+/**
+ * The chain newest first: for a diff snapshot, its parents found beside it by
+ * snapshot id (reader/chain.ts); a parent not found there is listed by id
+ * with no file.
+ */
+function chainOf(reader: SnapshotReader, info: SnapshotInfo): { snapshotId: string; file: string | null }[] {
+  const self = { snapshotId: info.snapshotId, file: info.file };
+  if (!info.parentId) return [self];
+  try {
+    const older = findChain(reader.path).reverse().slice(1);
+    return [self, ...older.map((file) => ({ snapshotId: snapshotIdHex(readSnapshotIdentity(file).snapshotId), file }))];
+  } catch (error) {
+    if (!(error instanceof ChainError)) throw error;
+    return [self, { snapshotId: info.parentId, file: null }];
+  }
 }

@@ -13,7 +13,7 @@ function printShow(s: SnapshotShow, vcpu: number | undefined): void {
     `${s.file}: vmsnap format ${f.version}, ${s.fileBytes} bytes; pages ${f.pageSize}, ${f.pagesPerChunk} per chunk; codec ${f.codec}`,
   );
   printLine(`snapshot ${s.snapshotId}, created ${s.created ?? `${s.createdMs} ms`} by ${s.tool}`);
-  printLine(`chain: ${s.chain.map((c) => c.snapshotId + (c.file ? '' : ' (parent, not opened)')).join(' <- ')}`);
+  printLine(`chain: ${s.chain.map((c) => c.snapshotId + (c.file ? '' : ' (parent, not found beside it)')).join(' <- ')}`);
   printLine(`regions (${s.regions.length}):`);
   for (const r of s.regions) {
     printLine(
