@@ -253,7 +253,9 @@ describe.each([
     createVm: () => new RawFilesVmFactory({ paths: paths(), pageSize: 4096, tagLayout, kernelVersion }).createVm(),
     copyMteTagsFromOtherProcess: (vm, request) => (vm as RawFilesVm).fromProcess((vm as RawFilesVm).owner + 1).copyMteTags(request),
   };
-  it.each(conformanceRows.map((row) => ({ id: row.id, row })))('$id', async ({ row }) => {
+  // Rows that need a running guest (the dirty log's guest stores) do not apply to files.
+  const rows = conformanceRows.filter((row) => row.appliesTo?.(target) !== false);
+  it.each(rows.map((row) => ({ id: row.id, row })))('$id', async ({ row }) => {
     const result = await runConformanceRow(row, target);
     expect(result.message ?? '').toBe('');
     expect(result.status).toBe('pass');
