@@ -18,6 +18,14 @@ function full(): Command {
 
 const subcommands = (command: Command | undefined) => command?.commands.map((c) => c.name()) ?? [];
 
+/** Every leaf command's path and options, so a command loaded alone offers exactly what the full registration does (--key-file too). */
+function optionsByLeaf(command: Command | undefined, path = ''): string[] {
+  if (!command) return [];
+  const here = `${path} ${command.name()}`.trim();
+  if (command.commands.length === 0) return [`${here}: ${command.options.map((o) => o.flags).join(' ')}`];
+  return command.commands.flatMap((sub) => optionsByLeaf(sub, here));
+}
+
 describe('registering only the named command', () => {
   it('has an entry for every top-level command', () => {
     expect(Object.keys(COMMAND_LOADERS).sort()).toEqual(
@@ -33,6 +41,7 @@ describe('registering only the named command', () => {
       await registerCommandsFor(program, ['node', 'vmsnap', name]);
       expect(program.commands.map((c) => c.name())).toEqual([name]);
       expect(subcommands(program.commands[0])).toEqual(subcommands(full().commands.find((c) => c.name() === name)));
+      expect(optionsByLeaf(program.commands[0])).toEqual(optionsByLeaf(full().commands.find((c) => c.name() === name)));
     });
   }
 

@@ -8,6 +8,7 @@
  * command missing from this table still works, only slower to start.
  */
 import type { Command } from 'commander';
+import { registerSnapshotKey } from '../snapshot-key.js';
 
 type Loader = (program: Command) => Promise<void>;
 
@@ -16,7 +17,9 @@ export const COMMAND_LOADERS: Readonly<Record<string, Loader>> = {
   save: async (p) => (await import('./save.js')).registerSave(p),
   restore: async (p) => (await import('./restore.js')).registerRestore(p),
   info: async (p) => (await import('./info.js')).registerInfo(p),
+  show: async (p) => (await import('./show.js')).registerShow(p),
   verify: async (p) => (await import('./verify.js')).registerVerify(p),
+  flatten: async (p) => (await import('./flatten.js')).registerFlatten(p),
   demo: async (p) => (await import('./demo.js')).registerDemo(p),
   tags: async (p) => {
     (await import('./tags-stats.js')).registerTagsStats(p);
@@ -40,6 +43,8 @@ export const COMMAND_LOADERS: Readonly<Record<string, Loader>> = {
 export async function registerCommandsFor(program: Command, argv: readonly string[]): Promise<void> {
   const name = argv[2];
   const loader = name !== undefined && Object.hasOwn(COMMAND_LOADERS, name) ? COMMAND_LOADERS[name] : undefined;
-  if (loader) await loader(program);
-  else (await import('./index.js')).registerCommands(program);
+  if (!loader) return (await import('./index.js')).registerCommands(program);
+  await loader(program);
+  // As index.ts does last: every command takes --key-file for encrypted snapshots.
+  registerSnapshotKey(program);
 }
