@@ -1,5 +1,5 @@
 /**
- * spec/STORE.md byte for byte: spec/vectors/store.json is what vmsnap makes
+ * spec/STORE.md byte for byte: spec/store-vectors.json is what vmsnap makes
  * from fixed inputs, and each value is recomputed here from the spec's text
  * with node:crypto alone (HKDF, HMAC, AES-256-GCM), so the document, the
  * vectors and the code cannot drift apart. VMSNAP_WRITE_VECTORS=1 rewrites
@@ -14,7 +14,7 @@ import { openManifest } from '../src/store/manifest.js';
 import { TenantKeys } from '../src/store/tenant-keys.js';
 import { makeStoreVectors, VECTOR_SECRET } from '../testkit/store/store-vectors.js';
 
-const file = join(resolve(import.meta.dirname, '..'), 'spec/vectors/store.json');
+const file = join(resolve(import.meta.dirname, '..'), 'spec/store-vectors.json');
 const bytes = (text: string) => Buffer.from(text, 'hex');
 const hkdf = (info: string, salt = Buffer.alloc(0)) => Buffer.from(hkdfSync('sha256', VECTOR_SECRET, salt, info, 32));
 const hmac = (key: Uint8Array, ...parts: Uint8Array[]) => {
