@@ -226,7 +226,8 @@ export class ChunkDecodeError extends VmsnapError {
   }
 }
 
-function popcount(bitmap: Uint8Array): number {
+/** Set bits in a page bitmap: its present (or changed) count. */
+export function popcount(bitmap: Uint8Array): number {
   let count = 0;
   for (let byte of bitmap) {
     while (byte) {

@@ -15,7 +15,7 @@
  */
 import { view } from './bytes.js';
 import { checksum } from './checksum.js';
-import { bitmapLength, ChunkDecodeError, readChunkHeader } from './chunk.js';
+import { bitmapLength, ChunkDecodeError, popcount, readChunkHeader } from './chunk.js';
 import { CHUNK_HEADER_LENGTH, ENCODING } from './constants.js';
 import { SnapshotFormatError } from './errors.js';
 import { packValue } from './metadata.js';
@@ -49,17 +49,6 @@ export function decodeDiffSection(payload: Uint8Array, offset: bigint): DiffSect
     throw new SnapshotFormatError('bad-metadata', 'field "parent_id" must be binary of 16 bytes', { section: 'DIFF', offset });
   }
   return { parentId: parent.slice() };
-}
-
-export function popcount(bitmap: Uint8Array): number {
-  let count = 0;
-  for (let byte of bitmap) {
-    while (byte) {
-      count += byte & 1;
-      byte >>>= 1;
-    }
-  }
-  return count;
 }
 
 /** A CHGP payload for pages [firstPage, firstPage + pageCount) of `region`, `changed` one bit per page. */

@@ -39,6 +39,7 @@ import type {
 import type { VcpuState } from '../format/registers.js';
 import { checkPayload, decodeSectionHeader } from '../format/section.js';
 import type { SnapshotEvent } from './events.js';
+import { readGuestMemory, readGuestTags } from './guest-range.js';
 import { type FileSnapshot, type OpenOptions, openSnapshot } from './open.js';
 
 export type ChainErrorCode = 'missing-parent' | 'parent-mismatch' | 'chain-layout-mismatch';
@@ -209,7 +210,7 @@ export class SnapshotChain implements SnapshotReader {
     return { ...merged, location };
   }
 
-  private async readChunk(location: ChunkLocation): Promise<RamChunk | TagChunk> {
+  async readChunk(location: ChunkLocation): Promise<RamChunk | TagChunk> {
     const merged = await this.readMerged(location.kind, location.region, location.firstPage);
     const base = { ...merged.location, present: merged.present };
     return location.kind === 'ram' ? { ...base, data: merged.bytes } : { ...base, tags: merged.bytes };
@@ -229,42 +230,12 @@ export class SnapshotChain implements SnapshotReader {
     return Promise.reject(new TypeError('a chain is read merged: it has no changed-page maps (read a link of it instead)'));
   }
 
-  private regionAt(guestAddress: bigint, length: number): SnapshotRegion {
-    const end = guestAddress + BigInt(length);
-    const region = this.regions.find((r) => guestAddress >= r.guestAddress && end <= r.guestAddress + r.size);
-    if (!region) throw new RangeError(`IPA range 0x${guestAddress.toString(16)}+${length} is not inside one region of this snapshot`);
-    return region;
-  }
-
-  private async gather(kind: ChunkKind, guestAddress: bigint, length: number, unit: number): Promise<Uint8Array> {
-    const region = this.regionAt(guestAddress, length);
-    const out = new Uint8Array(length / unit);
-    const pageSize = BigInt(this.header.pageSize);
-    const start = guestAddress - region.guestAddress;
-    const end = start + BigInt(length);
-    for (const location of this.chunks) {
-      if (location.kind !== kind || location.region !== region.index) continue;
-      const chunkStart = BigInt(location.firstPage) * pageSize;
-      const chunkEnd = chunkStart + BigInt(location.pageCount) * pageSize;
-      if (chunkEnd <= start || chunkStart >= end) continue;
-      const { bytes } = await this.readMerged(kind, location.region, location.firstPage);
-      const from = start > chunkStart ? start : chunkStart;
-      const to = end < chunkEnd ? end : chunkEnd;
-      const u = BigInt(unit);
-      out.set(bytes.subarray(Number((from - chunkStart) / u), Number((to - chunkStart) / u)), Number((from - start) / u));
-    }
-    return out;
-  }
-
   readMemory(guestAddress: bigint, length: number): Promise<Uint8Array> {
-    return this.gather('ram', guestAddress, length, 1);
+    return readGuestMemory(this, guestAddress, length);
   }
 
   readTags(guestAddress: bigint, length: number): Promise<Uint8Array> {
-    if (guestAddress % BigInt(GRANULE_SIZE) || length % GRANULE_SIZE) throw new RangeError('tag reads must be 16-byte aligned');
-    const region = this.regionAt(guestAddress, length);
-    if (!region.mte) throw new RangeError(`region "${region.name}" has no tags (not an MTE region)`);
-    return this.gather('tags', guestAddress, length, GRANULE_SIZE);
+    return readGuestTags(this, guestAddress, length);
   }
 
   /** The final state's vCPUs and blobs: a diff holds them whole, so they are the last link's. */

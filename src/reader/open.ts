@@ -12,15 +12,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { GridChunk } from '../format/chunk-grid.js';
-import {
-  GRANULE_SIZE,
-  HEADER_LENGTH,
-  INDEX_ENTRY_LENGTH,
-  LIMITS,
-  SECTION,
-  SECTION_HEADER_LENGTH,
-  TRAILER_LENGTH,
-} from '../format/constants.js';
+import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, LIMITS, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { decodeDiffSection } from '../format/diff.js';
 import { SnapshotFormatError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
@@ -47,6 +39,7 @@ import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.
 import { timed, timedAsync } from '../parallel/phase-clock.js';
 import type { VcpuState } from '../vm/vm.js';
 import type { SnapshotEvent } from './events.js';
+import { readGuestMemory, readGuestTags } from './guest-range.js';
 import {
   checkPayloadLength,
   checkStoredPagesMarked,
@@ -387,46 +380,12 @@ class FileSnapshotReader implements SnapshotReader {
     return (await this.readChunk(location)) as TagChunk;
   }
 
-  private regionAt(guestAddress: bigint, length: number): SnapshotRegion {
-    const end = guestAddress + BigInt(length);
-    const region = this.regions.find((r) => guestAddress >= r.guestAddress && end <= r.guestAddress + r.size);
-    if (!region) throw new RangeError(`IPA range 0x${guestAddress.toString(16)}+${length} is not inside one region of this snapshot`);
-    return region;
-  }
-
-  /** Copies [guestAddress, +length) out of the chunks of `kind` that cover it; `unit` guest bytes per output byte. */
-  private async gather(kind: 'ram' | 'tags', guestAddress: bigint, length: number, unit: number): Promise<Uint8Array> {
-    const region = this.regionAt(guestAddress, length);
-    const out = new Uint8Array(length / unit);
-    const pageSize = BigInt(this.header.pageSize);
-    const start = guestAddress - region.guestAddress;
-    const end = start + BigInt(length);
-    for (const location of this.chunks) {
-      if (location.kind !== kind || location.region !== region.index) continue;
-      const chunkStart = BigInt(location.firstPage) * pageSize;
-      const chunkEnd = chunkStart + BigInt(location.pageCount) * pageSize;
-      if (chunkEnd <= start || chunkStart >= end) continue;
-      const chunk = await this.readChunk(location);
-      const bytes = 'data' in chunk ? chunk.data : chunk.tags;
-      const from = start > chunkStart ? start : chunkStart;
-      const to = end < chunkEnd ? end : chunkEnd;
-      out.set(
-        bytes.subarray(Number((from - chunkStart) / BigInt(unit)), Number((to - chunkStart) / BigInt(unit))),
-        Number((from - start) / BigInt(unit)),
-      );
-    }
-    return out;
-  }
-
   readMemory(guestAddress: bigint, length: number): Promise<Uint8Array> {
-    return this.gather('ram', guestAddress, length, 1);
+    return readGuestMemory(this, guestAddress, length);
   }
 
   readTags(guestAddress: bigint, length: number): Promise<Uint8Array> {
-    if (guestAddress % BigInt(GRANULE_SIZE) || length % GRANULE_SIZE) throw new RangeError('tag reads must be 16-byte aligned');
-    const region = this.regionAt(guestAddress, length);
-    if (!region.mte) throw new RangeError(`region "${region.name}" has no tags (not an MTE region)`);
-    return this.gather('tags', guestAddress, length, GRANULE_SIZE);
+    return readGuestTags(this, guestAddress, length);
   }
 
   async vcpus(): Promise<VcpuState[]> {

@@ -14,10 +14,9 @@
  * exactly when its bytes (or tags) are nonzero, as in a full snapshot.
  */
 import { isAllZero } from '../format/bytes.js';
-import { bitmapLength, isPagePresent } from '../format/chunk.js';
+import { bitmapLength, isPagePresent, popcount } from '../format/chunk.js';
 import type { GridChunk } from '../format/chunk-grid.js';
 import { GRANULE_SIZE } from '../format/constants.js';
-import { popcount } from '../format/diff.js';
 import { VmsnapError } from '../format/errors.js';
 import type { SnapshotRegion } from '../format/model.js';
 import { ChainError, type ChainLayout, layoutDifference, type SnapshotChain, snapshotIdHex } from '../reader/chain.js';

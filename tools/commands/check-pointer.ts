@@ -24,11 +24,11 @@ export function registerCheckPointer(program: Command): void {
     .option('--json', 'machine-readable output')
     .addHelpText(
       'after',
-      examples([
+      `${examples([
         'vmsnap check-pointer guest.vmsnap 0x0700000040001000',
         'vmsnap check-pointer guest.vmsnap 0x0a00000040002000 --length 8192 --json',
         'vmsnap check-pointer guest.vmsnap 0xf3ff000000123450 --va --length 64',
-      ]) + '\nExit codes: 0 tags match, 4 mismatch, 1 invalid snapshot, 2 usage (address outside the MTE regions), 3 I/O error',
+      ])}\nExit codes: 0 tags match, 4 mismatch, 1 invalid snapshot, 2 usage (address outside the MTE regions), 3 I/O error`,
     )
     .action(async (file: string, pointerText: string, options: { length: string; json?: boolean; va?: boolean; vcpu?: string }) => {
       const pointer = parseAddress(pointerText, 'pointer');
