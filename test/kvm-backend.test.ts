@@ -41,6 +41,22 @@ describe('host memory', () => {
     },
   );
 
+  test('an unmapped range stays reserved while a view of it is reachable: new mappings never land on it', () => {
+    const mapping = mapGuestMemory(4 * pageSize, 'anonymous-private');
+    const stale = mapping.bytes.subarray(pageSize);
+    const start = mapping.address;
+    const end = start + BigInt(4 * pageSize);
+    mapping.unmap();
+    expect(() => mapping.bytes).toThrow(RangeError);
+    const others = Array.from({ length: 64 }, () => mapGuestMemory(4 * pageSize, 'anonymous-private'));
+    try {
+      for (const other of others) expect(other.address + BigInt(other.size) <= start || other.address >= end).toBe(true);
+    } finally {
+      for (const other of others) other.unmap();
+    }
+    expect(stale.length).toBe(3 * pageSize);
+  });
+
   test.each([0, 1, 255, pageSize, pageSize + 17])('a guarded buffer of %i bytes ends exactly where its guard page starts', (length) => {
     const buffer = new GuardedBuffer(length, pageSize);
     try {
@@ -172,6 +188,22 @@ describe.skipIf(unavailable !== null)(`real KVM with MTE${unavailable ? ` (skipp
       source.close();
       target.close();
     }
+  });
+
+  test('a closed VM and its vCPU refuse every operation with EBADF instead of reaching a reused fd or mapping', () => {
+    const vm = new KvmVmFactory().createVm();
+    vm.enableMte();
+    vm.addMemorySlot({ slot: 0, name: 'ram', guestAddress: 0x4000_0000n, size: BigInt(pageSize) });
+    const vcpu = vm.createVcpu(0);
+    vm.close();
+    const ebadf = expect.objectContaining({ code: 'EBADF' });
+    expect(() => vm.readMemory(0x4000_0000n, new Uint8Array(8))).toThrow(ebadf);
+    expect(() => vm.writeMemory(0x4000_0000n, new Uint8Array(8))).toThrow(ebadf);
+    expect(() => guestTags(vm, 0x4000_0000n, pageSize)).toThrow(ebadf);
+    expect(() => vm.getDirtyLog(0)).toThrow(ebadf);
+    expect(() => vm.createVcpu(1)).toThrow(ebadf);
+    expect(() => vcpu.getRegister(PC_ID)).toThrow(ebadf);
+    expect(() => vcpu.runUntilExit()).toThrow(ebadf);
   });
 
   test.each(conformanceRows.map((row) => ({ id: row.id, row })))('conformance: $id', async ({ row }) => {

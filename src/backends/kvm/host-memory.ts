@@ -15,11 +15,13 @@ import {
   isMapFailed,
   lastErrno,
   MAP_ANONYMOUS,
+  MAP_FIXED,
   MAP_NORESERVE,
   MAP_PRIVATE,
   MAP_SHARED,
   memfdCreate,
   mmap,
+  mmapAt,
   mprotect,
   munmap,
   type NativePointer,
@@ -29,18 +31,32 @@ import {
   viewOf,
 } from './libc.js';
 
+/**
+ * Ranges given back by unmap() while JavaScript views of them may live on: each stays reserved (PROT_NONE) until
+ * its view is collected, so a stale view faults instead of reading or writing memory the process maps again
+ * (V8's heap, another VM's RAM).
+ */
+const reservedUntilCollected = new FinalizationRegistry<{ address: bigint; size: number }>(({ address, size }) => {
+  munmap(address, size);
+});
+
 /** A range of the VMM's address space from one mmap. */
 export class HostMapping {
   readonly address: bigint;
-  readonly bytes: Uint8Array;
-  private mapped = true;
+  private view: Uint8Array | null;
 
   constructor(
     pointer: NativePointer,
     readonly size: number,
   ) {
     this.address = addressOf(pointer);
-    this.bytes = new Uint8Array(viewOf(pointer, size));
+    this.view = new Uint8Array(viewOf(pointer, size));
+  }
+
+  /** The mapping's bytes, without a copy; a RangeError once it is unmapped. */
+  get bytes(): Uint8Array {
+    if (!this.view) throw new RangeError(`host memory 0x${this.address.toString(16)}+0x${this.size.toString(16)} is unmapped`);
+    return this.view;
   }
 
   /** Makes `length` bytes at `offset` inaccessible (a guard page). */
@@ -48,10 +64,18 @@ export class HostMapping {
     check(mprotect(this.address + BigInt(offset), length, PROT_NONE), 'mprotect', `guard at +0x${offset.toString(16)}`);
   }
 
+  /** Gives the memory back; the address range stays reserved while a view of it may be reachable. */
   unmap(): void {
-    if (!this.mapped) return;
-    this.mapped = false;
-    check(munmap(this.address, this.size), 'munmap', `0x${this.address.toString(16)}+0x${this.size.toString(16)}`);
+    const view = this.view;
+    if (!view) return;
+    this.view = null;
+    const where = `0x${this.address.toString(16)}+0x${this.size.toString(16)}`;
+    const reserve = mmapAt(this.address, this.size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    if (isMapFailed(reserve)) {
+      check(munmap(this.address, this.size), 'munmap', where);
+      return;
+    }
+    reservedUntilCollected.register(view.buffer, { address: this.address, size: this.size });
   }
 }
 

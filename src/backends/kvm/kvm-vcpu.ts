@@ -58,6 +58,7 @@ export class KvmVcpu implements Vcpu {
   }
 
   registerIds(): bigint[] {
+    this.checkOpen('KVM_GET_REG_LIST');
     const probe = KVM_REG_LIST_STRUCT.allocate();
     if (ioctlBuffer(this.fd, KVM_GET_REG_LIST, probe) === 0) return [];
     if (lastErrno() !== E2BIG) throw errnoError(lastErrno(), 'KVM_GET_REG_LIST', `vCPU ${this.id}`);
@@ -71,12 +72,14 @@ export class KvmVcpu implements Vcpu {
   }
 
   getRegister(id: bigint): Uint8Array {
+    this.checkOpen('KVM_GET_ONE_REG');
     const size = this.checkedSize(id);
     check(ioctlBuffer(this.fd, KVM_GET_ONE_REG, this.oneReg(id)), 'KVM_GET_ONE_REG', this.describe(id));
     return this.scratch.bytes.slice(0, size);
   }
 
   setRegister(id: bigint, value: Uint8Array): void {
+    this.checkOpen('KVM_SET_ONE_REG');
     const size = this.checkedSize(id);
     if (value.length !== size) throw new RangeError(`${this.describe(id)}: value has ${value.length} bytes, the id says ${size}`);
     this.scratch.bytes.set(value);
@@ -85,6 +88,7 @@ export class KvmVcpu implements Vcpu {
 
   /** KVM_RUN until the vCPU exits to the VMM. */
   runUntilExit(): VcpuExit {
+    this.checkOpen('KVM_RUN');
     for (;;) {
       if (ioctlValue(this.fd, KVM_RUN, 0) === 0) return decodeExit(this.run.bytes);
       const errno = lastErrno();
@@ -95,6 +99,7 @@ export class KvmVcpu implements Vcpu {
 
   /** The value the guest's pending MMIO read gets when the vCPU runs next. */
   answerMmioRead(value: bigint): void {
+    this.checkOpen('KVM_RUN');
     encodeMmioReadValue(this.run.bytes, value);
   }
 
@@ -105,6 +110,7 @@ export class KvmVcpu implements Vcpu {
    * to save; read before, a restored guest would redo the access.
    */
   completePendingExit(): void {
+    this.checkOpen('KVM_RUN');
     setImmediateExit(this.run.bytes, true);
     try {
       if (ioctlValue(this.fd, KVM_RUN, 0) === 0) throw new Error(`KVM_RUN with immediate_exit ran vCPU ${this.id}; expected EINTR`);
@@ -139,5 +145,10 @@ export class KvmVcpu implements Vcpu {
 
   private describe(id: bigint): string {
     return `vCPU ${this.id} register ${registerName(id)}`;
+  }
+
+  /** A closed vCPU's fd number and kvm_run mapping may belong to something else now (see KvmVm.checkOpen). */
+  private checkOpen(operation: string): void {
+    if (this.closed) throw new VmErrnoError('EBADF', operation, `vCPU ${this.id} is closed`);
   }
 }

@@ -82,6 +82,7 @@ export class KvmVm implements Vm {
   }
 
   enableMte(): void {
+    this.checkOpen('KVM_ENABLE_CAP');
     const request = KVM_ENABLE_CAP_STRUCT.allocate();
     KVM_ENABLE_CAP_STRUCT.write(request, 'cap', KVM_CAP_ARM_MTE);
     check(ioctlBuffer(this.fd, KVM_ENABLE_CAP, request), 'KVM_ENABLE_CAP', 'KVM_CAP_ARM_MTE');
@@ -89,6 +90,7 @@ export class KvmVm implements Vm {
   }
 
   addMemorySlot(spec: MemorySlotSpec): void {
+    this.checkOpen('KVM_SET_USER_MEMORY_REGION');
     const slot: MemorySlot = { readOnly: false, backing: 'anonymous-private', ...spec, dirtyLogging: false };
     const mapping = mapGuestMemory(Number(slot.size), slot.backing);
     try {
@@ -105,6 +107,7 @@ export class KvmVm implements Vm {
   }
 
   setDirtyLogging(slot: number, enabled: boolean): void {
+    this.checkOpen('KVM_SET_USER_MEMORY_REGION');
     const state = this.slots.get(slot);
     if (!state) throw new VmErrnoError('EINVAL', 'KVM_SET_USER_MEMORY_REGION', `no memory slot ${slot}`);
     const updated = { ...state.spec, dirtyLogging: enabled };
@@ -118,6 +121,7 @@ export class KvmVm implements Vm {
    * kernel's errno is the answer), with the bitmap sized for one page.
    */
   getDirtyLog(slot: number): Uint8Array {
+    this.checkOpen('KVM_GET_DIRTY_LOG');
     const pages = this.slotPages(slot);
     const buffer = new GuardedBuffer(dirtyBitmapBytes(pages), this.pageSize);
     try {
@@ -133,6 +137,7 @@ export class KvmVm implements Vm {
 
   /** KVM_CLEAR_DIRTY_LOG with the request's bitmap copied into a buffer of exactly its length (a short one faults). */
   clearDirtyLog(request: ClearDirtyLogRequest): void {
+    this.checkOpen('KVM_CLEAR_DIRTY_LOG');
     const buffer = new GuardedBuffer(request.bitmap.length, this.pageSize);
     try {
       buffer.bytes.set(request.bitmap);
@@ -150,10 +155,12 @@ export class KvmVm implements Vm {
 
   /** KVM_CHECK_EXTENSION on the VM fd: the flags KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 takes here. */
   manualDirtyLogProtectFlags(): number {
+    this.checkOpen('KVM_CHECK_EXTENSION');
     return check(ioctlValue(this.fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2), 'KVM_CHECK_EXTENSION', 'manual dirty log');
   }
 
   enableManualDirtyLogProtect(flags: number): void {
+    this.checkOpen('KVM_ENABLE_CAP');
     const request = KVM_ENABLE_CAP_STRUCT.allocate();
     KVM_ENABLE_CAP_STRUCT.write(request, 'cap', KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
     KVM_ENABLE_CAP_STRUCT.write(request, 'args', BigInt.asUintN(64, BigInt(flags)), 0);
@@ -179,10 +186,12 @@ export class KvmVm implements Vm {
 
   /** One KVM_ARM_MTE_COPY_TAGS call (mte-copy-ioctl.ts). */
   copyMteTags(request: CopyMteTagsRequest): number {
+    this.checkOpen('KVM_ARM_MTE_COPY_TAGS');
     return issueCopyMteTags(this.fd, request, this.pageSize);
   }
 
   createVcpu(id: number): KvmVcpu {
+    this.checkOpen('KVM_CREATE_VCPU');
     const vcpu = KvmVcpu.create(this.fd, id, this.vcpuInit(), this.system.vcpuMmapSize(), this.pageSize);
     this.vcpuList.push(vcpu);
     return vcpu;
@@ -228,10 +237,19 @@ export class KvmVm implements Vm {
 
   /** The VMM's bytes for a guest range that lies inside one slot. */
   private hostBytes(guestAddress: GuestAddress, length: number): Uint8Array {
+    this.checkOpen('guest memory access');
     for (const { spec, mapping } of this.slots.values()) {
       const offset = guestAddress - spec.guestAddress;
       if (offset >= 0n && offset + BigInt(length) <= spec.size) return mapping.bytes.subarray(Number(offset), Number(offset) + length);
     }
     throw new GuestRangeError(guestAddress, length);
+  }
+
+  /**
+   * After close() the fd number may belong to another file and the memory to another mapping: an operation on a
+   * closed VM fails as the kernel fails a closed fd, instead of reaching whatever took their place.
+   */
+  private checkOpen(operation: string): void {
+    if (this.closed) throw new VmErrnoError('EBADF', operation, 'the VM is closed');
   }
 }

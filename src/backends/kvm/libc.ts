@@ -23,6 +23,7 @@ export const PROT_WRITE = 0x2;
 export const MAP_SHARED = 0x01;
 export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
+export const MAP_FIXED = 0x10;
 export const MAP_NORESERVE = 0x4000;
 /** sysconf(_SC_PAGESIZE) on glibc. */
 const SC_PAGESIZE = 30;
@@ -43,6 +44,15 @@ export const ioctlBuffer = libc.func('ioctl', 'int', ['int', 'unsigned long', 'v
 ) => number;
 export const mmap = libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']) as (
   address: null,
+  length: number | bigint,
+  protection: number,
+  flags: number,
+  fd: number,
+  offset: number,
+) => NativePointer;
+/** mmap at a given address (with MAP_FIXED: over what is there). */
+export const mmapAt = libc.func('mmap', 'void *', ['uint64_t', 'size_t', 'int', 'int', 'int', 'int64_t']) as (
+  address: bigint,
   length: number | bigint,
   protection: number,
   flags: number,
