@@ -190,6 +190,9 @@ describe('a damaged or cut migration stream resumes nothing', () => {
     expect(error).toBeInstanceOf(MigrationStreamError);
     expect((error as MigrationStreamError).code).toMatch(/migration-(checksum|bad-frame)/);
     expect((error as MigrationStreamError).kind).toBe('invalid-input');
+    // The frame it arose in: past the LAYOUT frame (0), in the middle of the PAGES frames.
+    expect((error as MigrationStreamError).frame).toBeGreaterThan(0);
+    expect((error as Error).message).toMatch(/^migration stream at byte \d+, frame \d+: /);
     expect(vcpusCreated).toBe(0);
     expect(closed).toBe(true);
   });

@@ -36,14 +36,25 @@ const PAGES_HAVE_TAGS = 1;
 
 export type MigrationStreamErrorCode = 'migration-bad-header' | 'migration-bad-frame' | 'migration-checksum' | 'migration-truncated';
 
-/** The migration stream is damaged, cut or inconsistent; `offset` is where in the stream. */
+/**
+ * The migration stream is damaged, cut or inconsistent; `offset` is where in the stream, `frame` which frame
+ * (counted from 0, the LAYOUT frame) when the receiver got that far.
+ */
 export class MigrationStreamError extends VmsnapError {
   constructor(
     code: MigrationStreamErrorCode,
     readonly offset: number,
-    detail: string,
+    readonly detail: string,
+    readonly frame?: number,
   ) {
-    super(code, 'invalid-input', `migration stream at byte ${offset}: ${detail}`);
+    super(code, 'invalid-input', `migration stream at byte ${offset}${frame === undefined ? '' : `, frame ${frame}`}: ${detail}`);
+  }
+
+  /** The same error, naming the frame it arose in. */
+  inFrame(frame: number): MigrationStreamError {
+    return this.frame === undefined
+      ? new MigrationStreamError(this.code as MigrationStreamErrorCode, this.offset, this.detail, frame)
+      : this;
   }
 }
 
@@ -100,7 +111,7 @@ export function checkFrame(frame: Uint8Array, offset: number, type: FrameTypeNam
     throw new MigrationStreamError(
       'migration-checksum',
       offset,
-      `${type} frame checksum 0x${stored.toString(16)} does not match its bytes (0x${actual.toString(16)})`,
+      `${type.toUpperCase()} frame checksum 0x${stored.toString(16)} does not match its bytes (0x${actual.toString(16)})`,
     );
   }
 }

@@ -80,19 +80,36 @@ export async function receiveMigration<T extends VmTarget>(
   factory: VmFactory<T>,
 ): Promise<MigrationReceipt<T>> {
   const applier = new TargetApplier(factory);
+  const state: ReceiveState = { header: false, layout: null, frames: 0, rounds: 0, pages: 0, vcpus: [] };
   try {
-    return await receive(new ByteReader(input), applier);
+    return await receive(new ByteReader(input), applier, state);
   } catch (error) {
     applier.abort();
-    throw error;
+    // Past the stream header, an error names the frame it arose in (0 is the LAYOUT frame).
+    throw error instanceof MigrationStreamError && state.header ? error.inFrame(state.frames) : error;
   }
 }
 
-async function receive<T extends VmTarget>(reader: ByteReader, applier: TargetApplier<T>): Promise<MigrationReceipt<T>> {
+interface ReceiveState {
+  /** The stream header was read and holds. */
+  header: boolean;
+  layout: StreamLayout | null;
+  /** Whole frames taken so far: the index of the frame being read. */
+  frames: number;
+  rounds: number;
+  pages: number;
+  vcpus: VcpuState[];
+}
+
+async function receive<T extends VmTarget>(
+  reader: ByteReader,
+  applier: TargetApplier<T>,
+  state: ReceiveState,
+): Promise<MigrationReceipt<T>> {
   const header = await reader.read(STREAM_HEADER_BYTES);
   if (!header) throw new MigrationStreamError('migration-truncated', 0, 'the stream ended inside its 16-byte header');
   checkStreamHeader(header);
-  const state = { layout: null as StreamLayout | null, frames: 0, rounds: 0, pages: 0, vcpus: [] as VcpuState[] };
+  state.header = true;
   for (;;) {
     const offset = reader.offset;
     const frameHeader = await reader.read(FRAME_HEADER_BYTES);

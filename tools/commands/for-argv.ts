@@ -34,6 +34,7 @@ export const COMMAND_LOADERS: Readonly<Record<string, Loader>> = {
   export: async (p) => (await import('./core-export.js')).registerExportCore(p),
   import: async (p) => (await import('./core-import.js')).registerImportCore(p),
   run: async (p) => (await import('./run.js')).registerRun(p),
+  migrate: async (p) => (await import('./migrate.js')).registerMigrate(p),
   push: async (p) => (await import('./store-push.js')).registerPush(p),
   pull: async (p) => (await import('./store-push.js')).registerPull(p),
   store: async (p) => (await import('./store-admin.js')).registerStore(p),

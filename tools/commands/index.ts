@@ -7,6 +7,7 @@ import { registerImportCore } from './core-import.js';
 import { registerDemo } from './demo.js';
 import { registerFlatten } from './flatten.js';
 import { registerInfo } from './info.js';
+import { registerMigrate } from './migrate.js';
 import { registerRestore } from './restore.js';
 import { registerRun } from './run.js';
 import { registerSave } from './save.js';
@@ -42,6 +43,7 @@ export function registerCommands(program: Command): void {
   registerExportCore(program);
   registerImportCore(program);
   registerRun(program);
+  registerMigrate(program);
   registerPush(program);
   registerPull(program);
   registerStore(program);

@@ -35,7 +35,8 @@ const MIB = 1n << 20n;
 /** The fill must stay in the code's 1 GiB block (see mte-test.S). */
 const MAX_FILL = 512n * MIB;
 
-function layoutFrom(options: RunOptions): MteGuestLayout {
+/** The test guest's layout from --fill and --seed; shared with `migrate send --kvm`. */
+export function layoutFrom(options: Pick<RunOptions, 'fill' | 'seed'>): MteGuestLayout {
   const fillLength = options.fill === undefined ? DEFAULT_LAYOUT.fillLength : parseByteSize(options.fill, '--fill');
   if (fillLength < MIB || fillLength > MAX_FILL || fillLength % MIB !== 0n)
     throw new CliError('--fill: a whole number of MiB from 1MiB to 512MiB', 'usage');
@@ -44,13 +45,14 @@ function layoutFrom(options: RunOptions): MteGuestLayout {
   return layoutForFill(fillLength, seed);
 }
 
-function openKvm(): KvmVmFactory {
+/** This host's KVM, or a backend error saying what `command` needs; shared with `migrate --kvm`. */
+export function openKvm(command = 'vmsnap run'): KvmVmFactory {
   try {
     return new KvmVmFactory();
   } catch (error) {
     throw new CliError(
       `${error instanceof Error ? error.message : String(error)}; ` +
-        'vmsnap run needs an arm64 host with KVM and MTE (npm run test:kvm boots one under QEMU)',
+        `${command} needs an arm64 host with KVM and MTE (npm run test:kvm boots one under QEMU)`,
       'backend',
     );
   }
