@@ -54,6 +54,15 @@ export {
   type StalePointer,
   scanPointers,
 } from './forensics/pointer-scan.js';
+export { type ProcessCore, readProcessCore } from './forensics/process-core.js';
+export {
+  decodeProcessNotes,
+  PROCESS_NOTES_BLOB,
+  type ProcessNotes,
+  type SignalInfo,
+  type TaggedAddrCtrl,
+  type ThreadNotes,
+} from './forensics/process-notes.js';
 export {
   type ChangedPage,
   type DiffOptions,
@@ -62,6 +71,7 @@ export {
   type SnapshotDiff,
   type TagChangeRun,
 } from './forensics/snapshot-diff.js';
+export { type ShownRegister, type ShownVcpu, type SnapshotShow, showSnapshot } from './forensics/snapshot-show.js';
 export { type Granule, type HalfRegime, type Stage1Regime, stage1Regime, stage1RegimeOf } from './forensics/stage1-config.js';
 export { Stage1Walker, type Translation, type WalkStep } from './forensics/stage1-walk.js';
 export { buildTagMap, type RegionMap, type TagMap, type TagMapOptions } from './forensics/tag-map.js';

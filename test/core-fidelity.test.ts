@@ -12,10 +12,16 @@ import { NT_AUXV, PF_R, PF_W, PRSTATUS_REGS_OFFSET, PT_AARCH64_MEMTAG_MTE, PT_LO
 import { ElfCore } from '../src/forensics/elf-core-reader.js';
 import { type CoreSegmentSpec, ElfCoreWriter, layoutCore } from '../src/forensics/elf-core-writer.js';
 import { encodeNotes } from '../src/forensics/elf-notes.js';
+import { RegionNotTaggedError } from '../src/forensics/errors.js';
+import { checkPointer } from '../src/forensics/pointer-check.js';
+import { PROCESS_NOTES_BLOB } from '../src/forensics/process-notes.js';
+import { type SnapshotShow, showSnapshot } from '../src/forensics/snapshot-show.js';
 import { openSnapshot } from '../src/reader/open.js';
 import { PSTATE_ID, SP_EL1_ID, SP_ID } from '../src/vm/arm64-registers.js';
 import { saveSnapshot } from '../src/writer/save.js';
 import { buildGuest, temporaryDirectory } from './forensics-fixtures.js';
+import { LINUX_CORE, linuxCoreNotes, writeLinuxProcessCore } from './support/linux-process-core.js';
+import { vmsnap } from './support/run-cli.js';
 
 const dir = temporaryDirectory();
 afterAll(() => dir.remove());
@@ -148,6 +154,151 @@ describe('bytes a core does not hold', () => {
       ]);
     } finally {
       core.close();
+    }
+  });
+});
+
+describe('a Linux MTE process core (shaped as the kernel writes one: see test/support/linux-process-core.ts)', () => {
+  const original = join(dir.path, 'process.core');
+  const snapshot = join(dir.path, 'process.vmsnap');
+  const again = join(dir.path, 'process-again.core');
+
+  function linuxNotes(path: string): { name: string; type: number; desc: string }[] {
+    const core = ElfCore.open(path);
+    try {
+      return core.notes.filter((n) => n.name !== 'VMSNAP').map((n) => ({ ...n, desc: Buffer.from(n.desc).toString('hex') }));
+    } finally {
+      core.close();
+    }
+  }
+
+  it('imports with every note kept, regions named after NT_FILE mappings', async () => {
+    await writeLinuxProcessCore(original);
+    await importCore(original, snapshot);
+    const reader = await openSnapshot(snapshot);
+    try {
+      expect(reader.regions.map((r) => [r.name, r.guestAddress, r.mte])).toEqual([
+        ['mte-crash+0x0', LINUX_CORE.loads.text, false],
+        ['mte-crash+0x10000', LINUX_CORE.loads.data, false],
+        ['load2', LINUX_CORE.loads.heap, true],
+        ['libc.so.6+0x17d000', LINUX_CORE.loads.libc, false],
+        ['load5', LINUX_CORE.loads.stack, false],
+      ]);
+      const blob = (await reader.blobs()).find((b) => b.name === PROCESS_NOTES_BLOB);
+      expect(Buffer.from(blob!.data).equals(Buffer.from(linuxCoreNotes()))).toBe(true);
+    } finally {
+      await reader.close();
+    }
+  });
+
+  it('decodes the notes by name: signal, fault address and tags, process, TLS, tagged-addr-ctrl, PAC, mappings, auxv', async () => {
+    const reader = await openSnapshot(snapshot);
+    let shown: SnapshotShow;
+    try {
+      shown = await showSnapshot(reader);
+    } finally {
+      await reader.close();
+    }
+    const pc = shown.processCore!;
+    expect(pc.signal).toEqual({
+      number: 11,
+      name: 'SIGSEGV',
+      code: 9,
+      codeName: 'SEGV_MTESERR',
+      errno: 0,
+      faultAddress: LINUX_CORE.faultAddress,
+      logicalTag: 0xb,
+      tagCheckFault: 'sync',
+    });
+    expect(pc.faultAllocationTag).toBe(LINUX_CORE.allocationTag);
+    expect(pc.process).toEqual({
+      name: LINUX_CORE.name,
+      args: LINUX_CORE.args,
+      pid: LINUX_CORE.pid,
+      ppid: LINUX_CORE.ppid,
+      uid: LINUX_CORE.uid,
+      gid: LINUX_CORE.gid,
+      state: 'R',
+    });
+    expect(pc.threads.map((t) => [t.pid, t.currentSignal, t.tls])).toEqual([
+      [LINUX_CORE.pid, 11, LINUX_CORE.tls[0]],
+      [LINUX_CORE.secondThread, 11, LINUX_CORE.tls[1]],
+    ]);
+    expect(pc.threads[0].taggedAddrCtrl).toEqual({
+      raw: LINUX_CORE.taggedAddrCtrl,
+      taggedAddresses: true,
+      tcf: 'sync',
+      tagIncludeMask: 0xfffe,
+      includedTags: Array.from({ length: 15 }, (_, i) => i + 1),
+    });
+    expect(pc.threads[1].pacMask).toEqual(LINUX_CORE.pacMask);
+    expect(pc.threads[1].pacEnabledKeys).toEqual({ raw: 0xfn, keys: ['APIAKEY', 'APIBKEY', 'APDAKEY', 'APDBKEY'] });
+    expect(pc.mappings).toEqual(
+      LINUX_CORE.files.map((f) => ({ start: f.start, end: f.end, fileOffset: f.pageOffset * 4096n, path: f.path })),
+    );
+    expect(pc.mteCapable).toBe(true);
+    expect(pc.auxv.map((e) => e.name)).toEqual([
+      'AT_SYSINFO_EHDR',
+      'AT_MINSIGSTKSZ',
+      'AT_HWCAP',
+      'AT_PAGESZ',
+      'AT_CLKTCK',
+      'AT_ENTRY',
+      'AT_HWCAP2',
+      'AT_NULL',
+    ]);
+    // NT_ARM_SYSTEM_CALL is not decoded, but listed (and kept).
+    expect(pc.otherNotes).toEqual([
+      { name: 'LINUX', type: 0x404, bytes: 4 },
+      { name: 'LINUX', type: 0x404, bytes: 4 },
+    ]);
+    expect(JSON.parse(JSON.stringify(shown)).processCore.signal.faultAddress).toBe(LINUX_CORE.faultAddress.toString());
+  });
+
+  it('exports the same Linux notes back: signal, siginfo, process, mappings, auxv and every regset, byte for byte', async () => {
+    const reader = await openSnapshot(snapshot);
+    try {
+      await exportCore(reader, again);
+    } finally {
+      await reader.close();
+    }
+    expect(linuxNotes(again)).toEqual(linuxNotes(original));
+  });
+
+  it('shows them in `vmsnap show` and `vmsnap info`', async () => {
+    const show = await vmsnap('show', snapshot);
+    expect(show.code).toBe(0);
+    expect(show.out).toContain('process core: mte-crash (pid 4242), "./mte-crash --use-after-free 7"');
+    expect(show.out).toContain(
+      'signal: SIGSEGV (11), SEGV_MTESERR (9): synchronous tag check fault at 0x0b00ffff80001010 (logical tag 0xb, allocation tag 0x3)',
+    );
+    expect(show.out).toContain(
+      '  thread 4242 (signal 11): TLS 0xffffb7ff7020\n' +
+        '    tagged-addr-ctrl 0x7fff3: tagged addresses on, TCF sync, tag include mask 0xfffe (tags 1-f)\n' +
+        '    PAC masks data 0x7f000000000000, insn 0x7f000000000000; enabled keys APIAKEY|APIBKEY|APDAKEY|APDBKEY\n' +
+        '  thread 4243 (signal 11): TLS 0xffffb7df6020\n',
+    );
+    expect(show.out).toContain('0xffffa0000000-0xffffa0002000 +0x17d000 /usr/lib/aarch64-linux-gnu/libc.so.6');
+    expect(show.out).toMatch(/AT_HWCAP2\s+0x40000/);
+    const info = await vmsnap('info', snapshot);
+    expect(info.out).toContain('signal: SIGSEGV (11), SEGV_MTESERR (9): synchronous tag check fault at 0x0b00ffff80001010');
+    const json = JSON.parse((await vmsnap('info', snapshot, '--json')).out);
+    expect(json.processCore.signal.codeName).toBe('SEGV_MTESERR');
+    expect(json.processCore.faultAllocationTag).toBe(3);
+  });
+
+  it('keeps a MADV_DONTDUMP PROT_MTE mapping (memtag p_filesz 0) without tags under --keep-empty-loads', async () => {
+    const kept = join(dir.path, 'process-empty.vmsnap');
+    const summary = await importCore(original, kept, { keepEmptyLoads: true });
+    expect(summary.skippedLoads).toEqual([]);
+    const reader = await openSnapshot(kept);
+    try {
+      const region = reader.regions.find((r) => r.guestAddress === LINUX_CORE.loads.dontdump)!;
+      expect([region.name, region.mte, region.readOnly]).toEqual(['load3', false, false]);
+      expect(reader.regions.find((r) => r.guestAddress === LINUX_CORE.loads.heap)!.mte).toBe(true);
+      await expect(checkPointer(reader, 0x0500_0000_0000_0000n | LINUX_CORE.loads.dontdump)).rejects.toBeInstanceOf(RegionNotTaggedError);
+    } finally {
+      await reader.close();
     }
   });
 });

@@ -2,7 +2,8 @@
  * Snapshot -> ELF core: a PT_LOAD per region at its guest physical address,
  * a PT_AARCH64_MEMTAG_MTE per MTE region with the tags packed as Linux packs
  * them, the Linux notes GDB needs (PRSTATUS from the vCPU core registers,
- * AUXV with HWCAP2_MTE), and the VMSNAP note that lets import rebuild the
+ * AUXV with HWCAP2_MTE; for a snapshot imported from a Linux core, that
+ * core's notes with its signal), and the VMSNAP note that lets import rebuild the
  * snapshot. Regions are streamed window by window; zero pages and zero tag
  * runs become holes (see elf-core-writer.ts).
  */
@@ -11,14 +12,16 @@ import { stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import type { SnapshotReader, SnapshotRegion } from '../format/model.js';
+import type { SnapshotReader, SnapshotRegion, VmmBlob } from '../format/model.js';
 import { packTags } from '../format/tag-packing.js';
 import { resolveOutput, TemporaryFile } from '../io/output-file.js';
 import { jsonResult } from '../json.js';
-import { linuxCoreNotes } from './core-notes.js';
+import type { VcpuState } from '../vm/vm.js';
+import { keptCoreNotes, linuxCoreNotes } from './core-notes.js';
 import { CORE_FILE_SIZES_ANNOTATION, GUEST_BYTES_PER_TAG_BYTE, PF_R, PF_W, PF_X, PT_AARCH64_MEMTAG_MTE, PT_LOAD } from './elf-constants.js';
 import { type CoreLayout, type CoreSegmentSpec, ElfCoreWriter, layoutCore } from './elf-core-writer.js';
-import { encodeNoteParts } from './elf-notes.js';
+import { decodeNotes, type ElfNote, encodeNoteParts } from './elf-notes.js';
+import { PROCESS_NOTES_BLOB } from './process-notes.js';
 import { pageWindows } from './region-cursor.js';
 import { encodeVmsnapNote, type VmsnapState, vmsnapStateFrom, withoutHostPaths } from './vmsnap-note.js';
 
@@ -145,6 +148,22 @@ function withoutPaths(state: VmsnapState, keepHostPaths: boolean): VmsnapState {
 }
 
 /**
+ * The Linux notes: those of the core the snapshot was imported from, when it
+ * kept them (the signal and siginfo GDB reports, mappings, auxv, regsets),
+ * else the synthetic ones of a guest (PRSTATUS/FPREGSET per vCPU, no signal).
+ */
+function linuxNotes(reader: SnapshotReader, vcpus: VcpuState[], blobs: readonly VmmBlob[]): ElfNote[] {
+  const kept = blobs.find((b) => b.name === PROCESS_NOTES_BLOB);
+  if (!kept) return linuxCoreNotes(vcpus, reader.header.pageSize, 'vmsnap-guest');
+  const notes = decodeNotes(kept.data, `${reader.path} (blob ${PROCESS_NOTES_BLOB})`, 0n);
+  return keptCoreNotes(
+    notes,
+    vcpus,
+    reader.regions.some((r) => r.mte),
+  );
+}
+
+/**
  * Creates the core file with its headers and notes. The vCPUs, blobs and
  * notes live only in here: they are let go before the regions are written.
  */
@@ -156,7 +175,7 @@ async function createCore(
   const vcpus = await reader.vcpus();
   const blobs = await reader.blobs();
   const notes = encodeNoteParts([
-    ...linuxCoreNotes(vcpus, reader.header.pageSize, 'vmsnap-guest'),
+    ...linuxNotes(reader, vcpus, blobs),
     encodeVmsnapNote(withoutPaths(vmsnapStateFrom(reader.metadata, reader.header, vcpus, blobs), keepHostPaths)),
   ]);
   const notesSize = notes.reduce((n, part) => n + part.length, 0);

@@ -3,14 +3,18 @@
  * ordinary writer. A core we exported carries the original snapshot's
  * identity, annotations, blobs and chunking in its VMSNAP note, so import
  * writes that snapshot again; a Linux process core gets annotations saying
- * where it came from.
+ * where it came from, and its notes kept in a blob.
  */
 import { basename } from 'node:path';
+import { LIMITS } from '../format/constants.js';
+import type { VmmBlob } from '../format/model.js';
 import { jsonResult } from '../json.js';
 import { type SaveOptions, type SaveSummary, saveSnapshot } from '../writer/save.js';
 import { type CoreVmOptions, openCoreVm } from './core-vm.js';
 import { CORE_FILE_SIZES_ANNOTATION } from './elf-constants.js';
 import { ElfCore } from './elf-core-reader.js';
+import { encodeNotes } from './elf-notes.js';
+import { PROCESS_NOTES_BLOB } from './process-notes.js';
 
 export interface CoreImportSummary {
   readonly save: SaveSummary;
@@ -46,6 +50,23 @@ function shortLoadsAnnotation(
   return Object.keys(short).length ? { [CORE_FILE_SIZES_ANNOTATION]: JSON.stringify(short) } : {};
 }
 
+/**
+ * A Linux core's notes, kept as they were (ELF note records, in file order) in
+ * the PROCESS_NOTES_BLOB blob: the signal and siginfo, the process, the file
+ * mappings, the auxv and each thread's TLS, tagged-address control and PAC
+ * notes, so that `show` can report them and `export core` write them back.
+ * The registers are also taken apart into vCPUs; export puts the vCPUs'
+ * values back into the kept NT_PRSTATUS/NT_FPREGSET.
+ */
+function processNotes(core: ElfCore): { blobs: VmmBlob[]; annotations: Record<string, string> } {
+  const notes = encodeNotes(core.notes);
+  if (notes.length > LIMITS.blob) {
+    // Too large for a blob (the format's 16 MiB): the snapshot then has the registers alone, and says so.
+    return { blobs: [], annotations: { 'core-notes-dropped': `${notes.length} bytes of notes exceed the ${LIMITS.blob}-byte blob limit` } };
+  }
+  return { blobs: notes.length ? [{ name: PROCESS_NOTES_BLOB, data: notes }] : [], annotations: {} };
+}
+
 export async function importCore(
   corePath: string,
   destination: string | NodeJS.WritableStream,
@@ -54,6 +75,7 @@ export async function importCore(
   const core = ElfCore.open(corePath);
   try {
     const { vm, state, regions, skippedLoads } = openCoreVm(core, options);
+    const kept = state ? null : processNotes(core);
     const saveOptions: SaveOptions = state
       ? {
           blobs: state.blobs,
@@ -64,11 +86,13 @@ export async function importCore(
           pagesPerChunk: state.pagesPerChunk,
         }
       : {
+          blobs: kept?.blobs,
           annotations: {
             source: 'elf-core',
             core: basename(corePath),
             'core-skipped-loads': String(skippedLoads.length),
             ...shortLoadsAnnotation(core, regions),
+            ...kept?.annotations,
           },
         };
     const save = await saveSnapshot(vm, destination, {

@@ -122,6 +122,59 @@ export function linuxCoreNotes(vcpus: readonly VcpuState[], pageSize: number, pr
   return notes;
 }
 
+/** `auxv` with HWCAP2_MTE set in AT_HWCAP2 (added before AT_NULL when missing). */
+function auxvWithMte(auxv: Uint8Array): Uint8Array {
+  const out = Buffer.from(auxv);
+  for (let at = 0; at + 16 <= out.length; at += 16) {
+    const key = out.readBigUInt64LE(at);
+    if (key === AT_HWCAP2) {
+      out.writeBigUInt64LE(out.readBigUInt64LE(at + 8) | HWCAP2_MTE, at + 8);
+      return out;
+    }
+    if (key === AT_NULL) {
+      const entry = Buffer.alloc(16);
+      entry.writeBigUInt64LE(AT_HWCAP2, 0);
+      entry.writeBigUInt64LE(HWCAP2_MTE, 8);
+      return Buffer.concat([out.subarray(0, at), entry, out.subarray(at)]);
+    }
+  }
+  return out;
+}
+
+/**
+ * The notes of the Linux core a snapshot was imported from (kept in its
+ * PROCESS_NOTES_BLOB blob), to write back as they were: signal, siginfo,
+ * process, mappings, auxv, each thread's regsets. The snapshot's registers
+ * stay the truth: each NT_PRSTATUS gets its vCPU's x0..pstate (the rest of
+ * it, pid and pr_cursig, is kept) and each NT_FPREGSET its vCPU's vector
+ * registers. vCPUs the notes have no thread for get the synthetic notes.
+ * With `mte` (the snapshot has tagged regions) AT_HWCAP2 gets HWCAP2_MTE, as
+ * GDB shows tags only then.
+ */
+export function keptCoreNotes(kept: readonly ElfNote[], vcpus: readonly VcpuState[], mte: boolean): ElfNote[] {
+  const notes: ElfNote[] = [];
+  let thread = -1;
+  for (const note of kept) {
+    if (note.name === 'CORE' && note.type === NT_PRSTATUS) thread++;
+    const vcpu = thread >= 0 ? vcpus[thread] : undefined;
+    if (note.name === 'CORE' && note.type === NT_PRSTATUS && vcpu && note.desc.length >= PRSTATUS_SIZE) {
+      const desc = Buffer.from(note.desc);
+      const regs = prstatusDesc(vcpu);
+      desc.set(regs.subarray(PRSTATUS_REGS_OFFSET, PRSTATUS_FPVALID_OFFSET), PRSTATUS_REGS_OFFSET);
+      notes.push({ ...note, desc });
+    } else if (note.name === 'CORE' && note.type === NT_FPREGSET && vcpu && note.desc.length >= FPREGSET_SIZE) {
+      notes.push({ ...note, desc: Buffer.concat([fpregsetDesc(vcpu), note.desc.subarray(FPREGSET_SIZE)]) });
+    } else if (note.type === NT_AUXV && mte) {
+      notes.push({ ...note, desc: auxvWithMte(note.desc) });
+    } else notes.push(note);
+  }
+  for (const vcpu of vcpus.slice(thread + 1)) {
+    notes.push({ name: 'CORE', type: NT_PRSTATUS, desc: prstatusDesc(vcpu) });
+    notes.push({ name: 'CORE', type: NT_FPREGSET, desc: fpregsetDesc(vcpu) });
+  }
+  return notes;
+}
+
 function slice(desc: Uint8Array, offset: number, size: number): Uint8Array {
   return Uint8Array.from(desc.subarray(offset, offset + size));
 }

@@ -6,9 +6,10 @@
  * Regions come from the VMSNAP note when the core is one of ours (names,
  * slots, flags, every register), else from the PT_LOADs of a Linux process
  * core: one region per load ("load<N>"), MTE where a memtag segment covers
- * it, registers from the PRSTATUS/FPREGSET notes. Loads with no bytes in the
- * file and no tags (p_filesz 0: guard pages, PROT_NONE reservations) hold
- * nothing and are left out unless asked for.
+ * it, registers from the PRSTATUS/FPREGSET notes; a load NT_FILE names as a
+ * file mapping is named after the file. Loads with no bytes in the file and
+ * no tags (p_filesz 0: guard pages, PROT_NONE reservations, MADV_DONTDUMP)
+ * hold nothing and are left out unless asked for.
  */
 
 import { PAGE_SIZES } from '../format/constants.js';
@@ -17,9 +18,10 @@ import { DEFAULT_IPA_BITS, MAX_USER_MEMSLOTS } from '../kernel-model/memslot-tab
 import { memorySlotSpec, type Vcpu, type VcpuState, VmErrnoError } from '../vm/vm.js';
 import { hwcap2FromNotes, vcpusFromNotes } from './core-notes.js';
 import { type CoreRegionSource, CoreSlotStorageFactory } from './core-slot-storage.js';
-import { AT_PAGESZ, HWCAP2_MTE, NT_AUXV, PF_W } from './elf-constants.js';
+import { AT_PAGESZ, HWCAP2_MTE, NT_AUXV, NT_FILE, PF_W } from './elf-constants.js';
 import type { ElfCore, ElfSegment } from './elf-core-reader.js';
 import { ElfCoreFormatError, hex } from './errors.js';
+import { decodeFileNote } from './process-notes.js';
 import { decodeVmsnapNote, type VmsnapRegionInfo, type VmsnapState } from './vmsnap-note.js';
 
 /** A vCPU whose registers are the core's; setting one is refused. */
@@ -103,24 +105,54 @@ function memtagFor(core: ElfCore, load: ElfSegment): ElfSegment | undefined {
   return within[0];
 }
 
+/**
+ * A region name for each PT_LOAD that NT_FILE lists as a file mapping: the
+ * file's name and the mapping's offset in it ("libc.so.6+0x17d000", as
+ * /proc/PID/maps would place it), unique among the regions; other loads
+ * (heap, stack, anonymous memory) stay "load<N>".
+ */
+function mappingNames(core: ElfCore): Map<bigint, string> {
+  const file = core.notes.find((n) => n.type === NT_FILE && n.name === 'CORE');
+  const names = new Map<bigint, string>();
+  if (!file) return names;
+  const used = new Set<string>();
+  for (const mapping of decodeFileNote(file.desc)) {
+    const load = core.loads.find((l) => l.address === mapping.start && l.address + l.memSize === mapping.end);
+    if (!load || names.has(load.address)) continue;
+    const base = `${(mapping.path.split('/').pop() || mapping.path).slice(0, MAX_FILE_NAME)}+0x${mapping.fileOffset.toString(16)}`;
+    let name = base;
+    for (let n = 2; used.has(name); n++) name = `${base}#${n}`;
+    used.add(name);
+    names.set(load.address, name);
+  }
+  return names;
+}
+
+/** The longest file name kept in a region name: with "+0x<offset>#<n>" it stays under the format's 256 characters. */
+const MAX_FILE_NAME = 200;
+
 function linuxRegions(core: ElfCore, keepEmpty: boolean): { regions: VmsnapRegionInfo[]; skipped: ElfSegment[] } {
   const regions: VmsnapRegionInfo[] = [];
   const skipped: ElfSegment[] = [];
+  const names = mappingNames(core);
   core.loads.forEach((load, i) => {
+    // A memtag segment with p_filesz 0 (a PROT_MTE mapping the kernel did not dump: MADV_DONTDUMP) says the
+    // mapping is tagged but holds no tag: the region is kept without tags, as GDB sees it, not with invented zeros.
     const memtag = memtagFor(core, load);
-    if (load.memSize === 0n || (!keepEmpty && load.fileSize === 0n && !(memtag && memtag.fileSize > 0n))) {
+    const tags = memtag && memtag.fileSize > 0n ? memtag : undefined;
+    if (load.memSize === 0n || (!keepEmpty && load.fileSize === 0n && !tags)) {
       skipped.push(load);
       return;
     }
     // A snapshot's read-only regions carry no tags (they could not be restored into a read-only memslot),
     // so a tagged mapping is kept writable: its tags matter more than its write bit.
     regions.push({
-      name: `load${i}`,
+      name: names.get(load.address) ?? `load${i}`,
       slot: regions.length,
       guestAddress: load.address,
       size: load.memSize,
-      mte: memtag !== undefined,
-      readOnly: (load.flags & PF_W) === 0 && memtag === undefined,
+      mte: tags !== undefined,
+      readOnly: (load.flags & PF_W) === 0 && tags === undefined,
     });
   });
   return { regions, skipped };

@@ -46,13 +46,21 @@ export const NT_FPREGSET = 2;
 export const NT_PRPSINFO = 3;
 export const NT_AUXV = 6;
 export const NT_SIGINFO = 0x53494749;
+/** "FILE": the file-backed mappings (start, end, page offset, path). */
+export const NT_FILE = 0x46494c45;
+/** arm64 regset notes (name "LINUX"), one per thread after its NT_PRSTATUS. */
+export const NT_ARM_TLS = 0x401;
+export const NT_ARM_PAC_MASK = 0x406;
 export const NT_ARM_TAGGED_ADDR_CTRL = 0x409;
+export const NT_ARM_PAC_ENABLED_KEYS = 0x40a;
 
 export const PRSTATUS_SIZE = 392;
 /** Where pr_pid, pr_reg and pr_fpvalid sit in struct elf_prstatus (arm64). */
 export const PRSTATUS_PID_OFFSET = 32;
 export const PRSTATUS_REGS_OFFSET = 112;
 export const PRSTATUS_FPVALID_OFFSET = 384;
+/** pr_cursig: the signal that killed the process (a short); GDB's "Program terminated with signal". */
+export const PRSTATUS_CURSIG_OFFSET = 12;
 export const PRPSINFO_SIZE = 136;
 export const FPREGSET_SIZE = 528;
 export const SIGINFO_SIZE = 128;

@@ -1,8 +1,10 @@
 /**
  * A complete decode of a snapshot, in the spirit of CRIU's `crit show`:
  * everything `info` summarises, plus every vCPU's registers by name and
- * value, the blobs' names and sizes, and the snapshot chain (this snapshot
- * and the parent it names). Reads no chunk, so it is instant on any size.
+ * value, the blobs' names and sizes, the snapshot chain (this snapshot
+ * and the parent it names) and, for a snapshot imported from a Linux process
+ * core, that core's notes decoded. Reads no chunk (one tag chunk at most, for
+ * the allocation tag at a fault address), so it is instant on any size.
  */
 
 import type { SnapshotReader } from '../format/model.js';
@@ -10,6 +12,7 @@ import { jsonResult } from '../json.js';
 import { ChainError, findChain, readSnapshotIdentity, snapshotIdHex } from '../reader/chain.js';
 import { describeSnapshot, type SnapshotInfo } from '../reader/snapshot-info.js';
 import { registerName } from '../vm/arm64-registers.js';
+import { type ProcessCore, readProcessCore } from './process-core.js';
 
 export interface ShownRegister {
   readonly name: string;
@@ -33,6 +36,8 @@ export interface SnapshotShow extends SnapshotInfo {
    * chain is itself alone); a parent not found beside it has file null.
    */
   readonly chain: { snapshotId: string; file: string | null }[];
+  /** For a snapshot imported from a Linux process core: its notes decoded (signal, process, threads, mappings, auxv); else null. */
+  readonly processCore: ProcessCore | null;
 }
 
 function littleEndian(value: Uint8Array): bigint {
@@ -56,7 +61,7 @@ export async function showSnapshot(reader: SnapshotReader): Promise<SnapshotShow
       };
     }),
   }));
-  return jsonResult({ ...info, vcpuRegisters, chain: chainOf(reader, info) });
+  return jsonResult({ ...info, vcpuRegisters, chain: chainOf(reader, info), processCore: await readProcessCore(reader) });
 }
 
 /**

@@ -17,14 +17,18 @@ export function registerImportCore(program: Command): void {
     .command('core')
     .description(
       'A snapshot from an AArch64 ELF core. A core written by `vmsnap export core` gives back the original snapshot; ' +
-        'a Linux process core gives one region per PT_LOAD ("load<N>", tags from its memtag segment) ' +
-        'and registers from NT_PRSTATUS/NT_FPREGSET',
+        'a Linux process core gives one region per PT_LOAD (named after its NT_FILE mapping, e.g. "libc.so.6+0x17d000", ' +
+        'else "load<N>"; tags from its memtag segment), registers from NT_PRSTATUS/NT_FPREGSET, and keeps all its notes ' +
+        '(signal, siginfo, process, mappings, auxv, TLS, tagged-addr-ctrl, PAC) for `show` and `export core`',
     )
     .argument('<core>', 'ELF core file')
     .requiredOption('-o, --output <file>', 'snapshot file to write, or - for standard output')
     .option('--force', 'replace an existing snapshot file (never the core read)')
     .option('--page-size <bytes>', 'page size for a Linux core (default: AT_PAGESZ, else 4096)')
-    .option('--keep-empty-loads', 'keep PT_LOADs with no bytes in the file and no tags (guard pages, reservations)')
+    .option(
+      '--keep-empty-loads',
+      'keep PT_LOADs with no bytes in the file and no tags (guard pages, reservations, MADV_DONTDUMP: kept untagged)',
+    )
     .option('--json', 'machine-readable summary')
     .addHelpText(
       'after',

@@ -2,11 +2,13 @@
  * `vmsnap info FILE`: what a snapshot holds, from its header, metadata and
  * index alone (no chunk is decompressed, so it is instant on any size):
  * regions and their IPA ranges, chunk counts, the compression ratio, tag
- * bytes as a share of RAM, vCPUs, blobs and annotations. For a diff
+ * bytes as a share of RAM, vCPUs, blobs and annotations; for a snapshot
+ * imported from a Linux process core, the process and its signal. For a diff
  * snapshot, also its parent and the pages it gives, and its chain as found
  * beside it (or named with --chain; only the links' first sections are read).
  */
 import type { Command } from 'commander';
+import { type ProcessCore, readProcessCore } from '../../src/forensics/process-core.js';
 import { VmsnapError } from '../../src/format/errors.js';
 import { openSnapshot } from '../../src/reader/open.js';
 import { describeSnapshot, type SnapshotInfo } from '../../src/reader/snapshot-info.js';
@@ -14,6 +16,7 @@ import { resolveChain } from '../chain-options.js';
 import { CliError } from '../cli-support.js';
 import { helpAfter, printJson, printLine } from '../help.js';
 import { formatBytes, hex, percent } from '../units.js';
+import { printProcessSummary } from './process-core-text.js';
 
 /** A diff's chain, oldest first, or why it could not be found (a missing parent does not stop `info`). */
 interface ChainInfo {
@@ -30,7 +33,7 @@ function chainInfo(file: string, chainOption: string | undefined): ChainInfo {
   }
 }
 
-function printInfo(info: SnapshotInfo, chain: ChainInfo | null): void {
+function printInfo(info: SnapshotInfo, chain: ChainInfo | null, processCore: ProcessCore | null): void {
   const f = info.format;
   printLine(`${info.file}: vmsnap format ${f.version}, ${formatBytes(info.fileBytes)} (${info.fileBytes} bytes)`);
   if (info.diff) {
@@ -65,6 +68,7 @@ function printInfo(info: SnapshotInfo, chain: ChainInfo | null): void {
   );
   printLine(`vCPUs (${info.vcpus.length}): ${info.vcpus.map((v) => `${v.id} (${v.registers} registers)`).join(', ') || 'none'}`);
   printLine(`blobs (${info.blobs.length}): ${info.blobs.map((b) => `${b.name} (${formatBytes(b.bytes)})`).join(', ') || 'none'}`);
+  if (processCore) printProcessSummary(processCore);
   const annotations = Object.entries(info.annotations);
   printLine(`annotations (${annotations.length}):`);
   for (const [key, value] of annotations) printLine(`  ${key}=${value}`);
@@ -92,8 +96,9 @@ export function registerInfo(program: Command): void {
       try {
         const info = await describeSnapshot(reader);
         const chain = reader.diff ? chainInfo(file, options.chain) : null;
-        if (options.json) printJson({ ...info, chain });
-        else printInfo(info, chain);
+        const processCore = await readProcessCore(reader);
+        if (options.json) printJson({ ...info, chain, processCore });
+        else printInfo(info, chain, processCore);
       } finally {
         await reader.close();
       }

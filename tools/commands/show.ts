@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { type SnapshotShow, showSnapshot } from '../../src/forensics/snapshot-show.js';
 import { formatBytes, hex } from '../units.js';
 import { EXIT_CODES_HELP, examples, printJson, printLine, withSnapshot } from './forensics-support.js';
+import { printProcessCore } from './process-core-text.js';
 
 function printShow(s: SnapshotShow, vcpu: number | undefined): void {
   const f = s.format;
@@ -41,6 +42,7 @@ function printShow(s: SnapshotShow, vcpu: number | undefined): void {
     }
     flush();
   }
+  if (s.processCore) printProcessCore(s.processCore);
   printLine(`blobs (${s.blobs.length}): ${s.blobs.map((b) => `${b.name} (${b.bytes} bytes)`).join(', ') || 'none'}`);
   const annotations = Object.entries(s.annotations);
   printLine(`annotations (${annotations.length}):`);
@@ -50,10 +52,13 @@ function printShow(s: SnapshotShow, vcpu: number | undefined): void {
 export function registerShow(program: Command): void {
   program
     .command('show')
-    .description("Everything a snapshot says, decoded: metadata, regions, every vCPU's registers by name, blobs, the chain")
+    .description(
+      "Everything a snapshot says, decoded: metadata, regions, every vCPU's registers by name, blobs, the chain; " +
+        'for a snapshot imported from a Linux process core, its signal, process, threads, mappings and auxv',
+    )
     .argument('<file>', 'snapshot file')
     .option('--vcpu <id>', 'registers of this vCPU only (text output)')
-    .option('--json', 'JSON: info plus vcpuRegisters [{id, registers: [{name, id, bits, value, hex}]}] and chain')
+    .option('--json', 'JSON: info plus vcpuRegisters [{id, registers: [{name, id, bits, value, hex}]}], chain and processCore')
     .addHelpText(
       'after',
       examples([
