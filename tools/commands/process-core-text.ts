@@ -16,7 +16,8 @@ export function signalText(signal: SignalInfo, allocationTag: number | null): st
   let text = `${signal.name} (${signal.number}), ${signal.codeName} (${signal.code})`;
   if (signal.tagCheckFault === 'async') return `${text}: asynchronous tag check fault (the address is not known)`;
   if (signal.faultAddress === null) return text;
-  text += `: ${signal.tagCheckFault === 'sync' ? 'synchronous tag check fault' : 'fault'} at 0x${signal.faultAddress.toString(16).padStart(16, '0')}`;
+  const what = signal.tagCheckFault === 'sync' ? 'synchronous tag check fault' : 'fault';
+  text += `: ${what} at 0x${signal.faultAddress.toString(16).padStart(16, '0')}`;
   const tags = [
     signal.tagCheckFault ? `logical tag ${tagHex(signal.logicalTag ?? 0)}` : '',
     allocationTag === null ? '' : `allocation tag ${tagHex(allocationTag)}`,
