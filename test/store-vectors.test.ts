@@ -9,6 +9,7 @@ import { createCipheriv, createHmac, hkdfSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { decodeMessagePack } from '../src/format/msgpack.js';
 import { openChunk } from '../src/store/chunk-object.js';
 import { openManifest } from '../src/store/manifest.js';
 import { TenantKeys } from '../src/store/tenant-keys.js';
@@ -83,6 +84,23 @@ describe('spec/STORE.md vectors', async () => {
     expect(
       openManifest(new TenantKeys(VECTOR_SECRET), v.name, bytes(v.object)).chunkNames.map((n) => Buffer.from(n).toString('hex')),
     ).toEqual([vectors.ramChunk.name, vectors.tagChunk.name]);
+  });
+
+  it('a diff manifest (version 2) follows section 5: its parent by name, its changed-page maps, the chunks it carries', () => {
+    const v = vectors.diffManifest;
+    const head = Buffer.from([0x56, 0x4d, 0x53, 0x4d, 1, 0, 0, 0]);
+    const sealed = gcm(hkdf('vmsnap-store v1 manifest'), bytes(v.nonce), Buffer.concat([head, Buffer.from(v.name)]), bytes(v.plaintext));
+    expect(Buffer.concat([head, bytes(v.nonce), sealed]).toString('hex')).toBe(v.object);
+    const plain = decodeMessagePack(bytes(v.plaintext)) as Map<string, unknown>;
+    expect(plain.get('version')).toBe(2n);
+    expect(plain.get('parent')).toBe('guest-1');
+    expect(Buffer.from(plain.get('changed') as Uint8Array).toString('hex')).toBe('01');
+    const manifest = openManifest(new TenantKeys(VECTOR_SECRET), v.name, bytes(v.object));
+    expect(manifest.diff?.parentName).toBe('guest-1');
+    expect(Buffer.from(manifest.metadata.parentId!).toString('hex')).toBe('07'.repeat(16));
+    expect(manifest.chunkNames.map((n) => Buffer.from(n).toString('hex'))).toEqual([vectors.ramChunk.name, vectors.tagChunk.name]);
+    // The full manifest's plaintext stays version 1, byte for byte as before diffs.
+    expect((decodeMessagePack(bytes(vectors.manifest.plaintext)) as Map<string, unknown>).get('version')).toBe(1n);
   });
 
   it('an encrypted file follows section 8', () => {

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
 import { LocalEngine } from '../src/store/local-engine.js';
+import { storeChainCases } from '../testkit/store/chain-cases.js';
 import { storeCases } from '../testkit/store/store-cases.js';
 
 const root = mkdtempSync(join(tmpdir(), 'vmsnap-store-'));
@@ -14,3 +15,4 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 let next = 0;
 
 storeCases('a local directory', { engine: () => new LocalEngine(join(root, `store-${next++}`)) });
+storeChainCases('a local directory', { engine: () => new LocalEngine(join(root, `store-${next++}`)) });

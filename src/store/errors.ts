@@ -14,6 +14,7 @@ export type StoreErrorCode =
   | 'wrong-store-key'
   | 'snapshot-not-found'
   | 'snapshot-exists'
+  | 'snapshot-has-diffs'
   | 'manifest-not-authentic'
   | 'bad-manifest'
   | 'chunk-missing'
@@ -29,6 +30,7 @@ const KIND: Readonly<Record<StoreErrorCode, ErrorKind>> = {
   'wrong-store-key': 'usage',
   'snapshot-not-found': 'usage',
   'snapshot-exists': 'usage',
+  'snapshot-has-diffs': 'usage',
   'manifest-not-authentic': 'invalid-input',
   'bad-manifest': 'invalid-input',
   'chunk-missing': 'invalid-input',

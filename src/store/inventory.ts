@@ -49,7 +49,12 @@ export async function takeInventory(store: ChunkStore): Promise<Inventory> {
 export interface StoreStats {
   readonly store: string;
   readonly snapshots: number;
-  /** Guest memory of every snapshot, and the bytes of their snapshot files: what the store stands for. */
+  /** Of them, diffs (stored as their own chunks plus a parent's name). */
+  readonly diffSnapshots: number;
+  /**
+   * Guest memory every snapshot restores to (a diff's whole guest, with its chain), and the bytes of their
+   * snapshot files as pushed (a diff: its own diff file): the store against keeping those files.
+   */
   readonly guestBytes: bigint;
   readonly logicalBytes: bigint;
   /** Bytes the store holds: chunk objects and manifests. */
@@ -71,7 +76,9 @@ export function storeStats(store: ChunkStore, inventory: Inventory): StoreStats 
   let logicalBytes = 0n;
   let manifestBytes = 0n;
   let chunkReferences = 0;
+  let diffSnapshots = 0;
   for (const { manifest, manifestBytes: bytes } of inventory.snapshots) {
+    if (manifest.diff) diffSnapshots++;
     guestBytes += manifest.metadata.regions.reduce((sum, region) => sum + region.size, 0n);
     logicalBytes += manifest.fileBytes;
     manifestBytes += BigInt(bytes);
@@ -91,6 +98,7 @@ export function storeStats(store: ChunkStore, inventory: Inventory): StoreStats 
   return {
     store: store.description,
     snapshots: inventory.snapshots.length,
+    diffSnapshots,
     guestBytes,
     logicalBytes,
     storedBytes,

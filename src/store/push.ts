@@ -8,24 +8,37 @@
  * (which a second push reuses, and gc removes), never a manifest that names a
  * missing chunk. Chunks are hashed, encoded and uploaded with a bounded
  * number in flight: memory follows the chunk size, not the guest size.
+ *
+ * A diff snapshot is stored as a diff (spec/STORE.md, "Manifests"): its
+ * parent must be in the store already (found by snapshot id, or named), and
+ * is checked when the DIFF section arrives, before any chunk is uploaded; the
+ * manifest keeps the changed-page maps and names only the chunks of the
+ * positions where the diff gives pages.
  */
+
+import { equalBytes } from '../format/bytes.js';
+import { bitmapLength } from '../format/chunk.js';
 import type { ChunkKind, RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
 import type { VcpuState } from '../format/registers.js';
 import { jsonResult } from '../json.js';
 import type { EncodedChunk } from '../parallel/chunk-jobs.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
-import { ChainError, snapshotIdHex } from '../reader/chain.js';
+import { ChainError } from '../reader/chain.js';
 import type { SnapshotEvent } from '../reader/events.js';
 import { type ChunkGeometry, nameChunk, sealChunk } from './chunk-object.js';
 import type { ChunkStore } from './chunk-store.js';
 import { StoreError } from './errors.js';
 import { beginPush } from './locks.js';
+import type { ManifestDiff } from './manifest.js';
+import { diffsOf, findParent } from './stored-chain.js';
 
 export interface PushOptions {
   /** zstd level of the chunks stored, 1..9, 0 for none (default 1). */
   level?: number;
-  /** Replace a snapshot of the same name (default: refuse). */
+  /** Replace a snapshot of the same name (default: refuse); never one that diffs in the store depend on, unless it is the same snapshot. */
   force?: boolean;
+  /** For a diff: its parent's name in the store (default: the snapshot of the store with the diff's parent id). */
+  parent?: string;
   /** Chunks in flight (hashing, encoding, uploading); default 16. */
   parallel?: number;
   threads?: number;
@@ -39,6 +52,8 @@ export interface PushOptions {
 export interface PushSummary {
   readonly store: string;
   readonly name: string;
+  /** For a diff, the name of its parent in the store; null for a full snapshot. */
+  readonly parent: string | null;
   readonly guestBytes: bigint;
   readonly fileBytes: bigint;
   readonly chunks: number;
@@ -125,8 +140,12 @@ export async function pushSnapshot(
   options: PushOptions,
 ): Promise<PushSummary> {
   const started = performance.now();
-  if (!options.force && (await store.hasSnapshot(name)))
+  const exists = await store.hasSnapshot(name);
+  if (!options.force && exists)
     throw new StoreError('snapshot-exists', `${store.description}: a snapshot named ${name} exists (--force replaces it)`);
+  // Replacing a parent would leave its diffs on a snapshot they are not diffs of: only the same snapshot again may.
+  const dependents = exists ? await diffsOf(store, name) : [];
+  const replaced = dependents.length ? (await store.readManifest(name)).metadata.snapshotId : null;
   const level = options.level ?? 1;
   const marker = await beginPush(store.engine, options.waitMs ?? 60_000);
   const executor = createChunkExecutor(options.threads);
@@ -138,18 +157,34 @@ export async function pushSnapshot(
     const blobs: VmmBlob[] = [];
     let guestBytesTotal = 0n;
     let guestBytesDone = 0n;
+    let diff: { parentName: string; changed: Uint8Array[] } | null = null;
+    // In a diff, whether the position being read gives any page (else its empty chunks are not stored).
+    let carrying = true;
     for await (const event of events) {
       if (event.type === 'start') {
         header = event.header;
         metadata = event.metadata;
         guestBytesTotal = metadata.regions.reduce((sum, region) => sum + region.size, 0n);
+        if (replaced && !equalBytes(replaced, metadata.snapshotId)) {
+          throw new StoreError(
+            'snapshot-has-diffs',
+            `${store.description}: ${name} is the parent of ${dependents.join(', ')}: replacing it with another snapshot would break them`,
+          );
+        }
       } else if (event.type === 'diff') {
-        // A diff's chunks hold only its changed pages: stored alone it would restore a guest with holes.
-        throw new ChainError(
-          'missing-parent',
-          `a diff snapshot (of ${snapshotIdHex(event.parentId)}) cannot be pushed alone: push its chain flattened (vmsnap flatten)`,
+        const parentName = await findParent(
+          store,
+          { name, pageSize: header!.pageSize, pagesPerChunk: header!.pagesPerChunk, metadata: metadata!, parentId: event.parentId },
+          options.parent,
         );
+        diff = { parentName, changed: [] };
+      } else if (event.type === 'changed') {
+        diff!.changed.push(event.pages.changed.slice(0, bitmapLength(event.pages.pageCount)));
+        carrying = event.pages.changedCount > 0;
       } else if (event.type === 'chunk') {
+        if (options.parent !== undefined && !diff)
+          throw new ChainError('parent-mismatch', `${name} is a full snapshot: --parent is for a diff snapshot`);
+        if (!carrying) continue; // The reader checked it is empty: a diff stores no page its map does not give.
         await uploader.add(event.chunk, header!.pageSize);
         if ('data' in event.chunk) {
           guestBytesDone += BigInt(event.chunk.pageCount * header!.pageSize);
@@ -159,6 +194,8 @@ export async function pushSnapshot(
       else if (event.type === 'blob') blobs.push(event.blob);
     }
     if (!header || !metadata) throw new StoreError('bad-manifest', 'the snapshot ended before its metadata');
+    if (options.parent !== undefined && !diff)
+      throw new ChainError('parent-mismatch', `${name} is a full snapshot: --parent is for a diff snapshot`);
     await uploader.finish();
     const manifestBytes = await store.writeManifest(name, {
       pageSize: header.pageSize,
@@ -168,10 +205,12 @@ export async function pushSnapshot(
       blobs,
       chunkNames: uploader.names,
       fileBytes: options.fileBytes(),
+      diff: diff as ManifestDiff | null,
     });
     return jsonResult({
       store: store.description,
       name,
+      parent: diff?.parentName ?? null,
       guestBytes: guestBytesTotal,
       fileBytes: options.fileBytes(),
       chunks: uploader.names.length,

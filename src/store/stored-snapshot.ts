@@ -14,6 +14,7 @@ import type { DataGridChunk } from '../format/chunk-grid.js';
 import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk } from '../format/model.js';
 import type { DecodedChunkResult } from '../parallel/chunk-jobs.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
+import { ChainError } from '../reader/chain.js';
 import type { SnapshotEvent } from '../reader/events.js';
 import { openChunk } from './chunk-object.js';
 import { type ChunkStore, shortName } from './chunk-store.js';
@@ -54,22 +55,44 @@ export class StoredSnapshot {
   readonly header: SnapshotHeader;
   readonly metadata: SnapshotMetadata;
   private readonly executor: ChunkExecutor;
+  /** Whether close() ends the executor: not when it was lent (the links of a chain share one). */
+  private readonly ownsExecutor: boolean;
 
   private constructor(
     readonly store: ChunkStore,
     readonly name: string,
     readonly manifest: Manifest,
     private readonly options: StoredSnapshotOptions,
+    executor?: ChunkExecutor,
   ) {
     this.header = manifestHeader(manifest);
     this.metadata = manifest.metadata;
-    this.executor = createChunkExecutor(options.threads);
+    this.ownsExecutor = executor === undefined;
+    this.executor = executor ?? createChunkExecutor(options.threads);
   }
 
+  /** One snapshot of the store as it is stored: for a diff, only its own chunks (StoredChain merges a chain). */
   static async open(store: ChunkStore, name: string, options: StoredSnapshotOptions = {}): Promise<StoredSnapshot> {
     return new StoredSnapshot(store, name, await store.readManifest(name), options);
   }
 
+  /** A snapshot whose manifest was already read; `executor`, when given, stays open on close(). */
+  static fromManifest(
+    store: ChunkStore,
+    name: string,
+    manifest: Manifest,
+    options: StoredSnapshotOptions,
+    executor?: ChunkExecutor,
+  ): StoredSnapshot {
+    return new StoredSnapshot(store, name, manifest, options, executor);
+  }
+
+  /** Where a chunk of this snapshot is, for messages. */
+  describe(grid: DataGridChunk & { name: Uint8Array }): string {
+    return describeChunk(this.name, this.metadata, this.header.pageSize, grid);
+  }
+
+  /** Chunk objects the manifest names (in a diff, those of the positions it gives pages of). */
   get chunkCount(): number {
     return this.manifest.chunkNames.length;
   }
@@ -142,8 +165,13 @@ export class StoredSnapshot {
     }
   }
 
-  /** The snapshot as the reader's events (restore consumes them): presence is checked before the first. */
+  /**
+   * A full snapshot as the reader's events (restore consumes them): presence is checked before the first. A diff
+   * is not a guest without its parents: StoredChain reads it merged.
+   */
   async *events(): AsyncGenerator<SnapshotEvent> {
+    if (this.manifest.diff)
+      throw new ChainError('missing-parent', `snapshot ${this.name} is a diff of ${this.manifest.diff.parentName}: read it with its chain`);
     await this.checkChunksPresent();
     yield { type: 'start', header: this.header, metadata: this.metadata };
     for await (const stored of this.chunks()) yield { type: 'chunk', chunk: stored.chunk };
@@ -152,6 +180,6 @@ export class StoredSnapshot {
   }
 
   async close(): Promise<void> {
-    await this.executor.close();
+    if (this.ownsExecutor) await this.executor.close();
   }
 }

@@ -3,13 +3,18 @@
  * names is present, authentic (AEAD under the key its name gives), a valid
  * chunk payload of the right role and geometry, and holds the content its
  * name was derived from (the name is recomputed from the decoded content).
- * A chunk shared by several snapshots is checked once. Problems are
+ * A chunk shared by several snapshots is checked once. A diff's chain is
+ * checked too: its parent is in the store, opens, has the snapshot id the
+ * diff names and the same layout, and the chain does not loop; and a diff's
+ * chunks store no page its changed-page maps do not give. Problems are
  * reported, not thrown: one report lists them all.
  */
+import { VmsnapError } from '../format/errors.js';
 import { nameChunk } from './chunk-object.js';
 import type { ChunkStore } from './chunk-store.js';
 import { StoreError } from './errors.js';
-import { manifestChunks } from './manifest.js';
+import { MAX_CHAIN_LINKS, manifestPositions, type NamedGridChunk } from './manifest.js';
+import { readParent } from './stored-chain.js';
 import { describeChunk, StoredSnapshot } from './stored-snapshot.js';
 
 export interface StoreProblem {
@@ -38,8 +43,10 @@ export async function verifyStore(
 ): Promise<StoreVerifyReport> {
   const names = options.names ?? (await store.snapshotNames());
   const problems: StoreProblem[] = [];
-  const checked = new Map<string, string | null>();
+  const checked = new Map<string, { fault: string | null; present: Uint8Array | null }>();
   let bytesChecked = 0n;
+  // Diffs whose parent checked out: name -> parent name, to find loops once every link is known.
+  const parents = new Map<string, string>();
   for (const name of names) {
     let snapshot: StoredSnapshot;
     try {
@@ -49,8 +56,18 @@ export async function verifyStore(
       problems.push({ snapshot: name, code: error.code, message: error.message });
       continue;
     }
+    if (snapshot.manifest.diff) {
+      try {
+        parents.set(name, (await readParent(store, { name, manifest: snapshot.manifest })).name);
+      } catch (error) {
+        if (!(error instanceof VmsnapError)) throw error;
+        problems.push({ snapshot: name, code: error.code, message: error.message });
+      }
+    }
     try {
-      const grids = manifestChunks(snapshot.manifest);
+      const grids = manifestPositions(snapshot.manifest).flatMap((p) =>
+        [p.ramChunk, p.tagChunk].filter((g): g is NamedGridChunk => g !== null).map((g) => ({ ...g, changed: p.changed })),
+      );
       const pageSize = BigInt(snapshot.header.pageSize);
       const total = grids.reduce((sum, g) => sum + (g.kind === 'ram' ? BigInt(g.pageCount) * pageSize : 0n), 0n);
       let done = 0n;
@@ -59,29 +76,46 @@ export async function verifyStore(
         for (let grid = queue.pop(); grid; grid = queue.pop()) {
           const hex = Buffer.from(grid.name).toString('hex');
           if (!checked.has(hex)) checked.set(hex, await checkChunk(snapshot, grid));
-          const fault = checked.get(hex);
+          const { fault, present } = checked.get(hex)!;
           if (fault) problems.push({ snapshot: name, code: fault.split(' ')[0], message: fault.slice(fault.indexOf(' ') + 1) });
+          else if (grid.changed && present?.some((bits, b) => bits & ~grid.changed![b])) {
+            const where = describeChunk(name, snapshot.metadata, snapshot.header.pageSize, grid);
+            problems.push({ snapshot: name, code: 'bad-manifest', message: `${where}: stores a page its changed-page map does not give` });
+          }
           if (grid.kind === 'ram') done += BigInt(grid.pageCount) * pageSize;
           options.onProgress?.(done, total);
         }
       };
-      const checkChunk = async (s: StoredSnapshot, grid: (typeof grids)[number]): Promise<string | null> => {
+      const checkChunk = async (s: StoredSnapshot, grid: (typeof grids)[number]) => {
         try {
           const stored = await s.fetchChunk(grid);
           bytesChecked += BigInt(stored.objectBytes);
           const content = 'data' in stored.chunk ? stored.chunk.data : stored.chunk.tags;
           const again = nameChunk(store.keys, { kind: grid.kind, pageSize: s.header.pageSize, pageCount: grid.pageCount }, content);
           if (!again.equals(grid.name))
-            return `chunk-not-authentic ${describeChunk(name, s.metadata, s.header.pageSize, grid)}: content does not match its name`;
-          return null;
+            return {
+              fault: `chunk-not-authentic ${describeChunk(name, s.metadata, s.header.pageSize, grid)}: content does not match its name`,
+              present: null,
+            };
+          return { fault: null, present: stored.chunk.present };
         } catch (error) {
           if (!(error instanceof StoreError)) throw error;
-          return `${error.code} ${error.message}`;
+          return { fault: `${error.code} ${error.message}`, present: null };
         }
       };
       await Promise.all(Array.from({ length: options.parallel ?? 16 }, worker));
     } finally {
       await snapshot.close();
+    }
+  }
+  for (const name of parents.keys()) {
+    const seen = new Set([name]);
+    for (let at = parents.get(name); at !== undefined; at = parents.get(at)) {
+      if (seen.has(at) || seen.size > MAX_CHAIN_LINKS) {
+        problems.push({ snapshot: name, code: 'parent-mismatch', message: `the chain of ${name} loops (through ${at})` });
+        break;
+      }
+      seen.add(at);
     }
   }
   return {

@@ -41,6 +41,17 @@ export function vectorManifest(ramName: Uint8Array, tagName: Uint8Array): Manife
   };
 }
 
+/** A diff of vectorManifest giving its first page (whose content is then the vector chunks' again): a version-2 manifest. */
+export function vectorDiffManifest(ramName: Uint8Array, tagName: Uint8Array): Manifest {
+  const parent = vectorManifest(ramName, tagName);
+  return {
+    ...parent,
+    fileBytes: 2345n,
+    metadata: { ...parent.metadata, snapshotId: new Uint8Array(16).fill(8), parentId: parent.metadata.snapshotId },
+    diff: { parentName: 'guest-1', changed: [Uint8Array.of(0x01)] },
+  };
+}
+
 const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
 
 export async function makeStoreVectors(): Promise<Record<string, unknown>> {
@@ -69,6 +80,8 @@ export async function makeStoreVectors(): Promise<Record<string, unknown>> {
   const tagChunk = chunk('tags', tags);
   const manifest = vectorManifest(Buffer.from(ramChunk.name, 'hex'), Buffer.from(tagChunk.name, 'hex'));
   const manifestNonce = new Uint8Array(12).fill(0x33);
+  const diffManifest = vectorDiffManifest(Buffer.from(ramChunk.name, 'hex'), Buffer.from(tagChunk.name, 'hex'));
+  const diffNonce = new Uint8Array(12).fill(0x55);
   const plainFile = Uint8Array.from({ length: 10000 }, (_, i) => i % 251);
   const salt = new Uint8Array(32).fill(0x44);
   const sealed: Uint8Array[] = [];
@@ -87,6 +100,12 @@ export async function makeStoreVectors(): Promise<Record<string, unknown>> {
       plaintext: hex(encodeManifest(manifest)),
       nonce: hex(manifestNonce),
       object: hex(sealManifest(keys, 'guest-1', manifest, manifestNonce)),
+    },
+    diffManifest: {
+      name: 'guest-1-diff',
+      plaintext: hex(encodeManifest(diffManifest)),
+      nonce: hex(diffNonce),
+      object: hex(sealManifest(keys, 'guest-1-diff', diffManifest, diffNonce)),
     },
     encryptedFile: {
       segmentSize: 4096,

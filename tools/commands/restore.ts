@@ -7,7 +7,7 @@ import { MAX_IPA_BITS } from '../../src/kernel-model/memslot-table.js';
 import type { SnapshotEventSource } from '../../src/reader/events.js';
 import { type RestoreSummary, restoreSnapshot } from '../../src/reader/restore.js';
 import { isStoreReference } from '../../src/store/chunk-store.js';
-import { StoredSnapshot } from '../../src/store/stored-snapshot.js';
+import { StoredChain } from '../../src/store/stored-chain.js';
 import { compareVms, type VmComparison } from '../../src/validate/compare.js';
 import { ComparingTarget } from '../../src/validate/comparing-target.js';
 import { TagCopyError } from '../../src/vm/tag-copy.js';
@@ -163,7 +163,7 @@ function finishComparison(target: ComparingTarget, progress: Progress): VmCompar
 
 /**
  * The snapshot to restore: a file, standard input, or STORE/NAME in a chunk store, whose chunks are fetched in
- * parallel and written as they arrive, in the restore order KVM needs (src/store/stored-snapshot.ts).
+ * parallel and written as they arrive, in the restore order KVM needs (src/store/stored-chain.ts; a diff with its chain).
  */
 async function restoreInput(
   name: string,
@@ -180,10 +180,12 @@ async function restoreInput(
           : [];
     return { source: input.source, inputs: [...(name === '-' ? [] : [name]), ...parents], parents, close: () => {} };
   }
-  if (options.chain) throw new CliError('--chain: a snapshot in a chunk store is full, it has no chain', 'usage');
+  if (options.chain)
+    throw new CliError('--chain: a diff in a chunk store finds its chain in the store (its manifest names its parent)', 'usage');
   const { store, name: stored } = await openStoreReference(name, options);
   try {
-    const snapshot = await StoredSnapshot.open(store, stored, { parallel: options.parallel, threads: options.threads });
+    // A diff restores with its chain, resolved from the store alone.
+    const snapshot = await StoredChain.open(store, stored, { parallel: options.parallel, threads: options.threads });
     return { source: snapshot, inputs: [], parents: [], close: () => store.close() };
   } catch (error) {
     store.close();

@@ -177,7 +177,6 @@ export function registerSave(program: Command): void {
       createdMs: options.createdMs === undefined ? undefined : parseCreatedMs(options.createdMs),
     };
     const toStore = isStoreReference(options.output);
-    if (toStore && options.parent) throw new CliError('a diff snapshot cannot go to a chunk store: save it to a file', 'usage');
     if (options.encrypt && (!options.keyFile || toStore))
       throw new CliError(
         toStore ? '--encrypt is for files: a store encrypts everything it holds' : '--encrypt needs --key-file K',

@@ -22,8 +22,8 @@ interface AdminOptions extends StoreCommandOptions {
 
 function describeStats(stats: StoreStats): string {
   return [
-    `${stats.store}: ${stats.snapshots} snapshots, ${formatBytes(stats.guestBytes)} of guest memory`,
-    `  logical ${formatBytes(stats.logicalBytes)} (the snapshot files), stored ${formatBytes(stats.storedBytes)} ` +
+    `${stats.store}: ${stats.snapshots} snapshots (${stats.diffSnapshots} diffs), ${formatBytes(stats.guestBytes)} of guest memory`,
+    `  logical ${formatBytes(stats.logicalBytes)} (the snapshot files as pushed), stored ${formatBytes(stats.storedBytes)} ` +
       `(${stats.chunkObjects} chunk objects, ${formatBytes(stats.manifestBytes)} of manifests): dedup ratio ${stats.dedupRatio.toFixed(2)}`,
     `  ${stats.chunkReferences} chunk references; ${stats.unreferencedChunks} chunks (${formatBytes(stats.unreferencedBytes)}) ` +
       'referenced by no snapshot (store gc removes them)',
@@ -50,6 +50,9 @@ export function registerStore(program: Command): void {
       const inventory = await takeInventory(opened);
       const snapshots = inventory.snapshots.map(({ name, manifest, manifestBytes }) => ({
         name,
+        snapshotId: manifest.metadata.snapshotId,
+        parent: manifest.diff?.parentName ?? null,
+        parentId: manifest.diff ? manifest.metadata.parentId : null,
         createdMs: manifest.metadata.createdMs,
         guestBytes: manifest.metadata.regions.reduce((sum, region) => sum + region.size, 0n),
         fileBytes: manifest.fileBytes,
@@ -63,7 +66,7 @@ export function registerStore(program: Command): void {
         for (const s of snapshots)
           printLine(
             `${s.name}  ${new Date(Number(s.createdMs)).toISOString()}  ${formatBytes(s.guestBytes)} guest  ` +
-              `${formatBytes(s.fileBytes)} file  ${s.chunks} chunks`,
+              `${formatBytes(s.fileBytes)} file  ${s.chunks} chunks${s.parent ? `  diff of ${s.parent}` : ''}`,
           );
         for (const u of unreadable) printLine(`${u.name}  UNREADABLE: ${u.message}`);
       }

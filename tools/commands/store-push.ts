@@ -19,6 +19,7 @@ import { formatBytes, formatRate, integerOption } from '../units.js';
 
 interface PushCommandOptions extends StoreCommandOptions {
   name?: string;
+  parent?: string;
   level?: number;
   force?: boolean;
   threads?: number;
@@ -28,8 +29,8 @@ interface PushCommandOptions extends StoreCommandOptions {
 
 export function describePush(summary: PushSummary): string {
   return [
-    `pushed ${summary.name} (${formatBytes(summary.guestBytes)} of guest memory, ` +
-      `a ${formatBytes(summary.fileBytes)} file) to ${summary.store}`,
+    `pushed ${summary.name}${summary.parent ? ` (a diff of ${summary.parent})` : ''} ` +
+      `(${formatBytes(summary.guestBytes)} of guest memory, a ${formatBytes(summary.fileBytes)} file) to ${summary.store}`,
     `  ${summary.chunks} chunks: ${summary.chunksUploaded} uploaded (${formatBytes(summary.bytesUploaded)}), ` +
       `${summary.chunksReused} already stored`,
     `  ${(summary.durationMs / 1000).toFixed(2)} s, ${formatRate(summary.guestBytes, summary.durationMs)}`,
@@ -38,7 +39,8 @@ export function describePush(summary: PushSummary): string {
 
 function describePull(summary: PullSummary): string {
   return [
-    `pulled ${summary.name} from ${summary.store} to ${summary.destination}: ${formatBytes(summary.fileBytes)}, ` +
+    `pulled ${summary.name}${summary.parent ? ` (a diff of ${summary.parent}: pull it too for the chain)` : ''} from ${summary.store} ` +
+      `to ${summary.destination}: ${formatBytes(summary.fileBytes)}, ` +
       `${summary.chunks} chunks, ${formatBytes(summary.bytesFetched)} fetched`,
     `  ${(summary.durationMs / 1000).toFixed(2)} s, ${formatRate(summary.guestBytes, summary.durationMs)}`,
   ].join('\n');
@@ -59,6 +61,10 @@ export function registerPush(program: Command): void {
       .argument('<store>', 'a directory or s3://bucket/prefix'),
   )
     .option('--name <name>', 'the name in the store (default: the file name without its extension)')
+    .option(
+      '--parent <name>',
+      "a diff snapshot's parent in the store (default: the snapshot of the store with the diff's parent id); it must be pushed first",
+    )
     .option('--level <n>', 'zstd level of the stored chunks, 1..9, 0 for none (default 1)', integerOption('--level', 0, 9))
     .option('--force', 'replace a snapshot of the same name')
     .option('--threads <n>', 'encoding threads (default: one per core)', integerOption('--threads', 0, 256))
@@ -71,6 +77,8 @@ export function registerPush(program: Command): void {
         'vmsnap push guest.vmsnap /srv/snapshots --key-file tenant.key',
         'AWS_ENDPOINT_URL=http://127.0.0.1:7480 vmsnap push guest.vmsnap s3://fleet/snaps --key-file tenant.key --name web-1',
         'vmsnap save --sim -o - | vmsnap push - /srv/snapshots --name sim --key-file tenant.key',
+        'vmsnap push monday.vmsnap /srv/snapshots --key-file tenant.key; vmsnap push tuesday.vmsnap /srv/snapshots --key-file tenant.key',
+        '    # tuesday is a diff of monday: only its own chunks are stored, its manifest names monday',
       ]) + STORE_HELP,
     )
     .action(async (file: string, location: string, options: PushCommandOptions) => {
@@ -85,6 +93,7 @@ export function registerPush(program: Command): void {
         const common = {
           level: options.level,
           force: options.force,
+          parent: options.parent,
           threads: options.threads,
           parallel: options.parallel,
           onProgress: (p: { guestBytesDone: bigint; guestBytesTotal: bigint }) => progress.update(p.guestBytesDone, p.guestBytesTotal),
@@ -146,6 +155,7 @@ export function registerPull(program: Command): void {
       helpAfter([
         'vmsnap pull /srv/snapshots/guest -o guest.vmsnap --key-file tenant.key',
         'vmsnap pull s3://fleet/snaps/web-1 -o - --key-file tenant.key | vmsnap verify -',
+        'vmsnap pull /srv/snapshots/tuesday -o tuesday.vmsnap --key-file tenant.key   # a diff: pulled as the diff file',
       ]) + STORE_HELP,
     )
     .action(async (reference: string, options: PullCommandOptions) => {
