@@ -87,6 +87,7 @@ export {
 } from './forensics/tag-search.js';
 export { type RegionTagStats, type TagStats, type TagStatsOptions, type TagStatsReport, tagStatistics } from './forensics/tag-stats.js';
 export { type PhysicalPiece, VirtualAddressSpace, virtualAddressSpace } from './forensics/virtual-addresses.js';
+export { type VirtualPatternMatch, type VirtualTagRun, virtualSearchBytes, virtualTagRuns } from './forensics/virtual-search.js';
 export {
   DIFF_FORMAT_MINOR,
   FORMAT_MAJOR,

@@ -6,9 +6,13 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseHexBytes, searchBytes, tagRuns } from '../src/forensics/tag-search.js';
+import { virtualAddressSpace } from '../src/forensics/virtual-addresses.js';
+import { virtualSearchBytes, virtualTagRuns } from '../src/forensics/virtual-search.js';
 import type { SnapshotReader } from '../src/format/model.js';
 import { openSnapshot } from '../src/reader/open.js';
-import { SCENARIO_A, saveGuest, temporaryDirectory } from './forensics-fixtures.js';
+import { saveSnapshot } from '../src/writer/save.js';
+import { PageTableBuilder } from '../testkit/page-tables.js';
+import { buildGuest, SCENARIO_A, saveGuest, temporaryDirectory } from './forensics-fixtures.js';
 import { vmsnap } from './support/run-cli.js';
 
 const dir = temporaryDirectory();
@@ -103,5 +107,82 @@ describe('tags search', () => {
     const u64 = JSON.parse((await vmsnap('tags', 'search', path, '--u64', '0x676e696c64646172', '--json')).out);
     expect(u64).toMatchObject({ count: 0 });
     expect((await vmsnap('tags', 'search', path)).code).toBe(2);
+  });
+});
+
+describe('tags allocs and tags search over guest virtual addresses (--va)', () => {
+  const ram = 0x4000_0000n;
+  const kernel = 0xffff_0000_0010_0000n;
+  let path: string;
+  let virtualReader: SnapshotReader;
+
+  beforeAll(async () => {
+    // VA page 0 -> RAM+0x11000, page 1 -> RAM+0x10000 (so VA order is not IPA order), page 2 unmapped, page 3 -> RAM+0x13000.
+    const vm = buildGuest({
+      regions: [{ slot: 0, name: 'ram', guestAddress: ram, size: 0x40_0000n }],
+      allocations: [
+        { address: ram + 0x1_1f00n, bytes: 0x100, tag: 5 },
+        { address: ram + 0x1_0000n, bytes: 0x80, tag: 5 },
+        { address: ram + 0x1_3000n, bytes: 0x40, tag: 0xc },
+      ],
+      writes: [
+        { address: ram + 0x1_1ffcn, bytes: new TextEncoder().encode('VIRT') },
+        { address: ram + 0x1_0000n, bytes: new TextEncoder().encode('UAL!') },
+        { address: ram + 0x1_3010n, bytes: new TextEncoder().encode('VIRTUAL!') },
+      ],
+    });
+    const tables = new PageTableBuilder({ granule: 4096, vaBits: 48, tableArea: ram });
+    tables.map(kernel, ram + 0x1_1000n, 0x1000n);
+    tables.map(kernel + 0x1000n, ram + 0x1_0000n, 0x1000n);
+    tables.map(kernel + 0x3000n, ram + 0x1_3000n, 0x1000n);
+    tables.writeTo(vm);
+    tables.setRegisters(vm.vcpus()[0]);
+    path = join(dir.path, 'virtual.vmsnap');
+    await saveSnapshot(vm, path, { threads: 0 });
+    vm.close();
+    virtualReader = await openSnapshot(path);
+  });
+  afterAll(async () => {
+    await virtualReader?.close();
+  });
+
+  it('joins an allocation that continues on the next virtual page, skips the unmapped page, and gives both addresses', async () => {
+    const space = await virtualAddressSpace(virtualReader);
+    const range = { start: kernel - 0x1000n, end: kernel + 0x5000n };
+    expect(await collect(virtualTagRuns(virtualReader, space, range))).toEqual([
+      { region: 'ram', start: kernel + 0xf00n, ipa: ram + 0x1_1f00n, size: 0x180n, tag: 5 },
+      { region: 'ram', start: kernel + 0x3000n, ipa: ram + 0x1_3000n, size: 0x40n, tag: 0xc },
+    ]);
+    // By IPA the same granules are two runs, in the other order.
+    expect(await collect(tagRuns(virtualReader, { range: { start: ram + 0x1_0000n, end: ram + 0x1_2000n } }))).toEqual([
+      { region: 'ram', start: ram + 0x1_0000n, size: 0x80n, tag: 5 },
+      { region: 'ram', start: ram + 0x1_1f00n, size: 0x100n, tag: 5 },
+    ]);
+  });
+
+  it('finds a pattern that straddles two virtual pages mapped apart', async () => {
+    const space = await virtualAddressSpace(virtualReader);
+    const pattern = new TextEncoder().encode('VIRTUAL!');
+    const range = { start: kernel, end: kernel + 0x4000n };
+    expect(await collect(virtualSearchBytes(virtualReader, space, pattern, range))).toEqual([
+      { region: 'ram', address: kernel + 0xffcn, ipa: ram + 0x1_1ffcn, tag: 5 },
+      { region: 'ram', address: kernel + 0x3010n, ipa: ram + 0x1_3010n, tag: 0xc },
+    ]);
+    // By IPA only the unsplit copy is there.
+    expect((await collect(searchBytes(virtualReader, pattern))).map((m) => m.address)).toEqual([ram + 0x1_3010n]);
+  });
+
+  it('vmsnap tags allocs/search --va: a tagged start is untagged, CSV has the IPA, --ipa-range with --va is refused', async () => {
+    const allocs = await vmsnap('tags', 'allocs', path, '--va', '0xf5ff000000100000+16K', '--csv');
+    expect(allocs.code).toBe(0);
+    expect(allocs.out).toBe(
+      'region,start,ipa,size,tag\nram,0xffff000000100f00,0x40011f00,384,5\nram,0xffff000000103000,0x40013000,64,12\n',
+    );
+    const search = await vmsnap('tags', 'search', path, '--string', 'VIRTUAL!', '--va', '0xffff000000100000-0xffff000000104000');
+    expect(search.out).toContain('ram 0xffff000000100ffc (IPA 0x40011ffc) tag 0x5');
+    expect(search.out).toContain('2 matches');
+    const both = await vmsnap('tags', 'allocs', path, '--va', '0xffff000000100000+4K', '--ipa-range', '0x40000000+4K');
+    expect(both.code).toBe(2);
+    expect(both.err).toMatch(/at most one of --ipa-range and --va/);
   });
 });

@@ -4,12 +4,24 @@
  * or JSON, streamed.
  */
 import type { Command } from 'commander';
-import { parseAddress, parseIpaRange } from '../../src/forensics/addresses.js';
+import { type IpaRange, parseAddress, parseIpaRange } from '../../src/forensics/addresses.js';
 import { ForensicsArgumentError } from '../../src/forensics/errors.js';
 import { parseHexBytes, searchBytes, tagRuns } from '../../src/forensics/tag-search.js';
+import type { VirtualAddressSpace } from '../../src/forensics/virtual-addresses.js';
+import { virtualSearchBytes, virtualTagRuns } from '../../src/forensics/virtual-search.js';
 import { JSON_SCHEMA_VERSION, toJsonValue } from '../../src/json.js';
 import { hex } from '../units.js';
-import { commandGroup, EXIT_CODES_HELP, examples, parseCount, printLine, withSnapshot } from './forensics-support.js';
+import {
+  addressSpaceOf,
+  commandGroup,
+  EXIT_CODES_HELP,
+  examples,
+  parseCount,
+  printLine,
+  VCPU_OPTION_HELP,
+  type VirtualAddressOptions,
+  withSnapshot,
+} from './forensics-support.js';
 
 type Format = 'text' | 'csv' | 'json';
 
@@ -43,13 +55,36 @@ function formatOf(options: { json?: boolean; csv?: boolean }): Format {
   return options.json ? 'json' : options.csv ? 'csv' : 'text';
 }
 
+const VA_HELP =
+  'only a guest virtual range, START-END or START+LENGTH, through the saved page tables (tag bits ignored; ' +
+  'unmapped parts skipped): addresses listed are virtual, with their IPA';
+
+/** With --va, the virtual range (untagged) and the address space that translates it; refuses --va with --ipa-range. */
+async function virtualRange(
+  reader: Parameters<typeof addressSpaceOf>[0],
+  options: { va?: string; ipaRange?: string } & VirtualAddressOptions,
+): Promise<{ space: VirtualAddressSpace; range: IpaRange } | null> {
+  if (options.va === undefined) return null;
+  if (options.ipaRange !== undefined) throw new ForensicsArgumentError('give at most one of --ipa-range and --va');
+  const space = await addressSpaceOf(reader, options);
+  const given = parseIpaRange(options.va);
+  const start = space.untagged(given.start);
+  return { space, range: { start, end: start + (given.end - given.start) } };
+}
+
+/** " (IPA 0x...)" after a virtual address; nothing for an IPA listing. */
+function ipaNote(ipa: bigint | undefined): string {
+  return ipa === undefined ? '' : ` (IPA ${hex(ipa)})`;
+}
+
 function parseTag(text: string): number {
   const tag = Number(text.startsWith('0x') ? Number.parseInt(text.slice(2), 16) : text);
   if (!Number.isInteger(tag) || tag < 0 || tag > 15) throw new ForensicsArgumentError(`--tag ${text}: a tag is 0..15 (0x0..0xf)`);
   return tag;
 }
 
-interface AllocsCliOptions {
+interface AllocsCliOptions extends VirtualAddressOptions {
+  va?: string;
   region?: string;
   ipaRange?: string;
   tag?: string;
@@ -68,18 +103,21 @@ export function registerTagsAllocs(program: Command): void {
     .argument('<file>', 'snapshot file')
     .option('--region <name>', 'only this region')
     .option('--ipa-range <range>', 'only pages overlapping START-END or START+LENGTH')
+    .option('--va <range>', VA_HELP)
+    .option('--vcpu <id>', VCPU_OPTION_HELP)
     .option('--tag <n>', 'only runs of this tag: the granules that carry it (0..15)')
     .option('--zero', 'include runs of tag 0')
     .option('--min-size <bytes>', 'only runs of at least this many bytes', '0')
     .option('--limit <n>', 'list at most this many (the count stays exact)')
-    .option('--csv', 'CSV: region,start,size,tag')
-    .option('--json', 'JSON: {schemaVersion, allocations: [{region, start, size, tag}], count, listed}')
+    .option('--csv', 'CSV: region,start,size,tag (with --va: region,start,ipa,size,tag)')
+    .option('--json', 'JSON: {schemaVersion, allocations: [{region, start, size, tag}] (with --va also ipa), count, listed}')
     .addHelpText(
       'after',
       examples([
         'vmsnap tags allocs guest.vmsnap --region ram --limit 20',
         'vmsnap tags allocs guest.vmsnap --tag 0xa --csv > tag-a.csv',
         'vmsnap tags allocs guest.vmsnap --min-size 64K --json',
+        'vmsnap tags allocs kernel.vmsnap --va 0xffff000000100000+64K',
       ]) + EXIT_CODES_HELP,
     )
     .action(async (file: string, options: AllocsCliOptions) => {
@@ -89,19 +127,22 @@ export function registerTagsAllocs(program: Command): void {
       const minSize = parseAddress(options.minSize ?? '0', '--min-size');
       const limit = options.limit === undefined ? Number.POSITIVE_INFINITY : parseCount(options.limit, '--limit');
       await withSnapshot(file, async (reader) => {
+        const virtual = await virtualRange(reader, options);
+        const selection = { region: options.region, tag, includeZero: options.zero };
         const runs = async function* () {
-          for await (const run of tagRuns(reader, { region: options.region, range, tag, includeZero: options.zero })) {
-            if (run.size >= minSize) yield run;
+          const all = virtual ? virtualTagRuns(reader, virtual.space, virtual.range, selection) : tagRuns(reader, { ...selection, range });
+          for await (const run of all) {
+            if (run.size >= minSize) yield run as { region: string; start: bigint; size: bigint; tag: number; ipa?: bigint };
           }
         };
         const n = await emit(
           runs(),
           format,
           'allocations',
-          'region,start,size,tag',
+          virtual ? 'region,start,ipa,size,tag' : 'region,start,size,tag',
           (r) => ({
-            text: `${r.region} ${hex(r.start)}+${hex(r.size)} tag ${hex(r.tag)}`,
-            csv: `${r.region},${hex(r.start)},${r.size},${r.tag}`,
+            text: `${r.region} ${hex(r.start)}+${hex(r.size)}${ipaNote(r.ipa)} tag ${hex(r.tag)}`,
+            csv: `${r.region},${hex(r.start)},${r.ipa === undefined ? '' : `${hex(r.ipa)},`}${r.size},${r.tag}`,
           }),
           limit,
         );
@@ -118,15 +159,18 @@ export function registerTagsAllocs(program: Command): void {
     .option('--u64 <value>', 'a little-endian 64-bit value (e.g. a pointer), found at 8-byte-aligned addresses')
     .option('--region <name>', 'only this region')
     .option('--ipa-range <range>', 'only matches inside START-END or START+LENGTH')
+    .option('--va <range>', VA_HELP)
+    .option('--vcpu <id>', VCPU_OPTION_HELP)
     .option('--limit <n>', 'list at most this many (the count stays exact)', '1000')
-    .option('--csv', 'CSV: region,address,tag')
-    .option('--json', 'JSON: {schemaVersion, matches: [{region, address, tag}], count, listed}')
+    .option('--csv', 'CSV: region,address,tag (with --va: region,address,ipa,tag)')
+    .option('--json', 'JSON: {schemaVersion, matches: [{region, address, tag}] (with --va also ipa), count, listed}')
     .addHelpText(
       'after',
       examples([
         'vmsnap tags search guest.vmsnap --string "kernel panic"',
         'vmsnap tags search guest.vmsnap --u64 0x0a00000040001230 --json',
         'vmsnap tags search guest.vmsnap --hex "de ad be ef" --region ram --csv',
+        'vmsnap tags search kernel.vmsnap --string "first virtual page" --va 0xffff000000100000+8K',
       ]) + EXIT_CODES_HELP,
     )
     .action(
@@ -138,6 +182,8 @@ export function registerTagsAllocs(program: Command): void {
           u64?: string;
           region?: string;
           ipaRange?: string;
+          va?: string;
+          vcpu?: string;
           limit: string;
           json?: boolean;
           csv?: boolean;
@@ -160,15 +206,18 @@ export function registerTagsAllocs(program: Command): void {
         const range = options.ipaRange ? parseIpaRange(options.ipaRange) : undefined;
         const limit = parseCount(options.limit, '--limit');
         await withSnapshot(file, async (reader) => {
-          const matches = searchBytes(reader, pattern, { region: options.region, range, alignment });
+          const virtual = await virtualRange(reader, options);
+          const matches: AsyncIterable<{ region: string; address: bigint; tag: number | null; ipa?: bigint }> = virtual
+            ? virtualSearchBytes(reader, virtual.space, pattern, virtual.range, { region: options.region, alignment })
+            : searchBytes(reader, pattern, { region: options.region, range, alignment });
           const n = await emit(
             matches,
             format,
             'matches',
-            'region,address,tag',
+            virtual ? 'region,address,ipa,tag' : 'region,address,tag',
             (m) => ({
-              text: `${m.region} ${hex(m.address)}${m.tag === null ? '' : ` tag ${hex(m.tag)}`}`,
-              csv: `${m.region},${hex(m.address)},${m.tag ?? ''}`,
+              text: `${m.region} ${hex(m.address)}${ipaNote(m.ipa)}${m.tag === null ? '' : ` tag ${hex(m.tag)}`}`,
+              csv: `${m.region},${hex(m.address)},${m.ipa === undefined ? '' : `${hex(m.ipa)},`}${m.tag ?? ''}`,
             }),
             limit,
           );
