@@ -9,9 +9,10 @@
  */
 import { type SpawnOptions, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { Transform } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimulatedVmFactory } from '../src/backends/simulated/simulated-vm.js';
 import { streamLayoutOf } from '../src/live/precopy.js';
@@ -62,9 +63,12 @@ function vmsnap(args: string[], input?: Buffer): Run & { bytes: Buffer } {
   return { code: run.status, stdout: run.stdout.toString(), stderr: run.stderr.toString(), bytes: run.stdout };
 }
 
-/** One error line, no stack trace. */
+/** One error line, no stack trace (after a listening destination's address). */
 function expectOneLineError(run: Run, pattern: RegExp): void {
-  const lines = run.stderr.trim().split('\n');
+  const lines = run.stderr
+    .replace(/^listening on .*\n/, '')
+    .trim()
+    .split('\n');
   expect(lines, run.stderr).toHaveLength(1);
   expect(lines[0]).toMatch(/^vmsnap: /);
   expect(lines[0]).toMatch(pattern);
@@ -93,7 +97,7 @@ beforeAll(() => {
 });
 
 describe('vmsnap migrate between two processes', () => {
-  it('send | receive through a shell pipe: rounds while the guest writes, the last paused; the received state is the sent one', async () => {
+  it('send | receive through a shell pipe: rounds while the guest writes, the last paused; received state = sent state', async () => {
     const run = spawnSync(
       'bash',
       [
@@ -143,6 +147,8 @@ describe('vmsnap migrate between two processes', () => {
     const sentJson = JSON.parse(sent.stdout);
     const receivedJson = JSON.parse(received.stdout);
     expect(sentJson.destination).toBe(`tcp:127.0.0.1:${port}`);
+    // Over a socket the destination answers: accepted, with the digest of what it holds, which the source checked.
+    expect(sentJson.answer).toMatchObject({ accepted: true, stateMatches: true, state: { memory: sentJson.state.memory, vcpus: null } });
     expect(receivedJson).toMatchObject({ from: `tcp:127.0.0.1:${port}`, target: 'raw-files', rounds: sentJson.rounds.length });
     // Raw files keep memory and tags, not registers.
     expect(receivedJson.state).toEqual({ memory: sentJson.state.memory, vcpus: null });
@@ -192,21 +198,81 @@ describe('a destination given a damaged, cut or foreign stream resumes nothing a
     noTemporaries();
   });
 
+  it('damaged on the way over TCP: the destination refuses, answers why, and the source stops and reports it', async () => {
+    const receiver = start(['migrate', 'receive', '--listen', 'tcp:127.0.0.1:0', '-o', at('tcp-damaged.vmsnap')], /^listening on /);
+    const port = Number(/:(\d+)$/.exec(await receiver.started)![1]);
+    // A relay that flips one byte 3 MiB into the stream and carries the answer back untouched.
+    let seen = 0;
+    const flipAt = 3 * 1024 * 1024 + 77;
+    const relay = createServer({ allowHalfOpen: true }, (client) => {
+      const upstream = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+      const flip = new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          const copy = Buffer.from(chunk);
+          if (seen <= flipAt && flipAt < seen + copy.length) copy[flipAt - seen] ^= 0x04;
+          seen += copy.length;
+          callback(null, copy);
+        },
+      });
+      for (const end of [client, upstream, flip]) end.on('error', () => undefined);
+      client.pipe(flip).pipe(upstream);
+      upstream.pipe(client);
+      upstream.on('close', () => client.destroy());
+      client.on('close', () => upstream.destroy());
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    const relayPort = (relay.address() as { port: number }).port;
+    try {
+      const sender = start(['migrate', 'send', ...SOURCE, '--to', `tcp:127.0.0.1:${relayPort}`]);
+      const [sent, received] = await Promise.all([sender.done, receiver.done]);
+      expect(received.code).toBe(1);
+      expectOneLineError(received, /migration stream at byte \d+, frame \d+: PAGES frame checksum/);
+      expect(sent.code).toBe(3);
+      expect(sent.stderr).toMatch(
+        /vmsnap: the destination refused the stream: migration stream at byte \d+, frame \d+: .*\(migration-checksum\)/,
+      );
+      expect(existsSync(at('tcp-damaged.vmsnap'))).toBe(false);
+      noTemporaries();
+    } finally {
+      relay.close();
+    }
+  });
+
+  it('a destination that cannot hold the tags refuses over the socket, and the source says why', async () => {
+    const receiver = start(['migrate', 'receive', '--listen', 'tcp:127.0.0.1:0', '--ram-out', at('untagged.ram')], /^listening on /);
+    const port = /:(\d+)$/.exec(await receiver.started)![1];
+    const sender = start(['migrate', 'send', ...SOURCE, '--to', `tcp:127.0.0.1:${port}`]);
+    const [sent, received] = await Promise.all([sender.done, receiver.done]);
+    expect(received.code).toBe(2);
+    expectOneLineError(received, /give --tags-out FILE/);
+    expect(sent.code).toBe(3);
+    expect(sent.stderr).toMatch(/the destination refused the stream: the stream carries MTE tags/);
+    expect(existsSync(at('untagged.ram'))).toBe(false);
+  });
+
   it('the whole stream, from a file, is received', () => {
     const run = vmsnap(['migrate', 'receive', '--json'], stream);
     expect(run.code, run.stderr).toBe(0);
     expect(JSON.parse(run.stdout).target).toBe('simulated');
   });
 
-  it('bytes that are no migration stream, over TCP: exit 1, and the destination does not wait for more', async () => {
+  it('bytes that are no migration stream, over TCP: exit 1, refused on the header alone, the answer says why', async () => {
     const receiver = start(['migrate', 'receive', '--listen', 'tcp:127.0.0.1:0', '-o', at('foreign.vmsnap')], /^listening on /);
     const port = Number(/:(\d+)$/.exec(await receiver.started)![1]);
     const socket = connect({ host: '127.0.0.1', port });
     socket.on('error', () => undefined);
-    // The connection stays open: the destination must refuse on the header alone.
+    // The connection stays open: the destination must refuse on the header alone, and answer before it closes.
     socket.write(Buffer.from('SNAPSHOT and then some more bytes'));
-    const run = await receiver.done;
+    let answer = '';
+    await new Promise<void>((resolve) =>
+      socket.on('data', (chunk: Buffer) => {
+        answer += chunk.toString();
+        if (answer.includes('\n')) resolve();
+      }),
+    );
     socket.destroy();
+    expect(JSON.parse(answer)).toMatchObject({ accepted: false, code: 'migration-bad-header' });
+    const run = await receiver.done;
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/vmsnap: migration stream at byte 0: not a vmsnap migration stream/);
     expect(existsSync(at('foreign.vmsnap'))).toBe(false);

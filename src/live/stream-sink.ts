@@ -54,7 +54,10 @@ export class StreamSink implements PrecopySink {
 
   private async write(bytes: Uint8Array): Promise<void> {
     this.bytes += bytes.length;
+    // A destroyed output emits no more 'close' or 'drain': waiting for them would never end.
+    if (this.output.destroyed) throw this.closed();
     if (this.output.write(bytes)) return;
+    if (this.output.destroyed) throw this.closed();
     await new Promise<void>((resolve, reject) => {
       const done = (error?: Error): void => {
         this.output.off('drain', onDrain);
@@ -64,11 +67,16 @@ export class StreamSink implements PrecopySink {
         else resolve();
       };
       const onDrain = (): void => done();
-      const onClose = (): void => done(new Error('the migration stream closed before it was written'));
+      const onClose = (): void => done(this.closed());
       this.output.once('drain', onDrain);
       this.output.once('error', done);
       this.output.once('close', onClose);
     });
+  }
+
+  /** Why the output cannot take more: its own error (a refusal, EPIPE), or that it closed. */
+  private closed(): Error {
+    return this.output.errored ?? new Error('the migration stream closed before it was written');
   }
 }
 

@@ -12,18 +12,20 @@ import type { Socket } from 'node:net';
 import type { Command } from 'commander';
 import type { RawFilesVm } from '../../src/backends/raw-files/raw-files-vm.js';
 import { SimulatedVmFactory } from '../../src/backends/simulated/simulated-vm.js';
+import { VmsnapError } from '../../src/format/errors.js';
 import { resolveOutput } from '../../src/io/output-file.js';
 import { MAX_IPA_BITS } from '../../src/kernel-model/memslot-table.js';
 import { type MigrationReceipt, receiveMigration } from '../../src/live/migration-receiver.js';
 import { stateDigest } from '../../src/live/state-digest.js';
+import { TagCopyError } from '../../src/vm/tag-copy.js';
 import type { Vm, VmFactory } from '../../src/vm/vm.js';
 import { type SaveSummary, saveSnapshot } from '../../src/writer/save.js';
-import { CliError, EXIT, toJson } from '../cli-support.js';
+import { CliError, describeSystemError, EXIT, toJson } from '../cli-support.js';
 import { helpAfter } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';
 import { type RawTargetFiles, type RawTargetOptions, rawTargetFiles } from '../raw-files-options.js';
-import { formatBytes, integerOption } from '../units.js';
-import { describeEndpoint, listenOn, parseEndpoint } from './migrate-transport.js';
+import { formatBytes, hex, integerOption } from '../units.js';
+import { answerSource, describeEndpoint, listenOn, parseEndpoint } from './migrate-transport.js';
 
 interface ReceiveOptions extends RawTargetOptions {
   listen?: string;
@@ -49,10 +51,11 @@ function checkTargetOptions(options: ReceiveOptions): Target {
   return options.kvm ? 'kvm' : options.ramOut ? 'raw-files' : 'simulated';
 }
 
-/** Counts what arrives, for the progress bar. */
-async function* counted(input: AsyncIterable<Uint8Array | string>, progress: Progress): AsyncGenerator<Uint8Array | string> {
+/** Counts what arrives, for the progress bar. The input is not destroyed at its end: a socket still answers the source. */
+async function* counted(input: NodeJS.ReadableStream | Socket, progress: Progress): AsyncGenerator<Uint8Array | string> {
   let bytes = 0n;
-  for await (const chunk of input) {
+  const chunks = 'iterator' in input ? input.iterator({ destroyOnReturn: false }) : input;
+  for await (const chunk of chunks as AsyncIterable<Uint8Array | string>) {
     bytes += BigInt(chunk.length);
     progress.update(bytes);
     yield chunk;
@@ -137,24 +140,35 @@ async function receiveAction(options: ReceiveOptions): Promise<void> {
   const raw = options.ramOut ? rawTargetFiles({ ...options, ramOut: options.ramOut }, []) : undefined;
   const report = options.output === '-' ? process.stderr : process.stdout;
   const progress = createProgress(options);
-  let opened: Awaited<ReturnType<typeof openInput>> | undefined;
-  let received: MigrationReceipt<Vm>;
-  try {
-    opened = await openInput(options);
-    progress.phase('receiving');
-    try {
-      received = await receiveMigration(counted(opened.input, progress), factoryFor(target, raw, kvm));
-    } finally {
-      progress.done();
-    }
-  } catch (error) {
-    // receiveMigration closed the half-filled VM: nothing of it runs; temporary raw files go, the targets stay.
+  const opened = await openInput(options).catch((error: unknown) => {
     raw?.abort();
     throw error;
+  });
+  // Over a socket the source hears the outcome (migrate-transport.ts); a pipe has no way back.
+  const socket = opened.input === process.stdin ? undefined : (opened.input as Socket);
+  const refuse = async (error: unknown): Promise<never> => {
+    raw?.abort();
+    if (socket) {
+      const named = error instanceof VmsnapError ? error : describeSystemError(error);
+      const message = named?.message ?? (error instanceof Error ? error.message : String(error));
+      await answerSource(socket, { accepted: false, code: named?.code ?? 'internal', message });
+    }
+    throw error;
+  };
+  let received: MigrationReceipt<Vm>;
+  try {
+    progress.phase('receiving');
+    // On failure receiveMigration closed the half-filled VM: nothing of it runs; temporary raw files go, targets stay.
+    received = await receiveMigration(counted(opened.input, progress), factoryFor(target, raw, kvm)).finally(() => progress.done());
+  } catch (error) {
+    if (error instanceof TagCopyError && options.ramOut && !options.tagsOut) {
+      const hint = `the stream carries MTE tags (the first at IPA ${hex(error.guestAddress)}); give --tags-out FILE to receive them`;
+      return refuse(new CliError(hint, 'usage'));
+    }
+    return refuse(error);
   } finally {
-    // Whatever came of it, the input is done with: a refused stream's source sees its pipe or connection closed.
-    if (opened && opened.input !== process.stdin) (opened.input as Socket).destroy();
-    else process.stdin.destroy();
+    // Standard input is done with either way: a refused stream's source sees its pipe closed.
+    if (!socket) process.stdin.destroy();
   }
   let outcome: Outcome;
   let state: ReturnType<typeof stateDigest>;
@@ -163,16 +177,15 @@ async function receiveAction(options: ReceiveOptions): Promise<void> {
     state = stateDigest(received.vm, received.layout, target !== 'raw-files');
     outcome = await finish(target, received, options, progress, raw);
   } catch (error) {
-    raw?.abort();
-    throw error;
-  } finally {
     received.vm.close();
+    return refuse(error);
   }
+  received.vm.close();
+  if (socket) await answerSource(socket, { accepted: true, state, ...(outcome.verdict ? { guest: outcome.verdict.status } : {}) });
   const summary = { rounds: received.rounds, pages: received.pages, streamBytes: received.bytes };
   if (options.json && !options.quiet) {
-    report.write(
-      `${toJson({ from: opened.from, target, source: received.layout.backend, ...summary, state, saved: outcome.saved, guest: outcome.verdict?.report })}\n`,
-    );
+    const result = { from: opened.from, target, source: received.layout.backend, ...summary, state };
+    report.write(`${toJson({ ...result, saved: outcome.saved, guest: outcome.verdict?.report })}\n`);
   } else if (!options.quiet) {
     const into =
       target === 'kvm'
@@ -198,7 +211,8 @@ export function registerMigrateReceive(migrate: Command): void {
   migrate
     .command('receive')
     .description(
-      'Receive a guest from `vmsnap migrate send`, restoring as the stream arrives; a damaged or cut stream is refused and nothing is kept or run',
+      'Receive a guest from `vmsnap migrate send`, restoring as the stream arrives; ' +
+        'a damaged or cut stream is refused and nothing is kept or run',
     )
     .option(
       '--listen <address>',

@@ -7,6 +7,7 @@
  * source then reports the rounds and a digest of the state it sent, which
  * the destination prints too.
  */
+import { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -18,12 +19,12 @@ import { type MigrationSummary, sendMigration } from '../../src/live/stream-sink
 import type { Vm } from '../../src/vm/vm.js';
 import { MutatingSimulatedGuest } from '../../src/workload/mutating-guest.js';
 import { createSimulatedGuest } from '../../src/workload/simulated-guest.js';
-import { CliError, toJson } from '../cli-support.js';
+import { CliError, EXIT, toJson } from '../cli-support.js';
 import { helpAfter } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';
 import { parseSimGuest, type SimGuestOptions } from '../sim-guest.js';
 import { formatBytes, integerOption } from '../units.js';
-import { connectTo, describeEndpoint, parseEndpoint } from './migrate-transport.js';
+import { connectTo, type DestinationAnswer, describeEndpoint, destinationAnswer, parseEndpoint } from './migrate-transport.js';
 
 interface SendOptions extends SimGuestOptions {
   sim?: boolean;
@@ -59,10 +60,11 @@ function simulatedSource(options: SendOptions, progress: Progress): MigrationSou
   }
   const vm = generated.vm;
   const ram = generated.workload.regions.find((region) => region.mte)!;
+  const shape = `${spec.sizeMiB} MiB, seed ${spec.seed}, ${spec.pageSize}-byte pages`;
   return {
     vm,
     guest: new MutatingSimulatedGuest(vm, { slot: ram.slot, seed: spec.seed }),
-    description: `simulated guest, ${spec.sizeMiB} MiB, seed ${spec.seed}, ${spec.pageSize}-byte pages, writing data and tags as it is sent`,
+    description: `simulated guest, ${shape}, writing data and tags as it is sent`,
     details: { kind: 'simulated', guestBytes: BigInt(spec.sizeMiB) << 20n, seed: spec.seed, pageSize: spec.pageSize },
     close: async () => vm.close(),
   };
@@ -88,14 +90,29 @@ function countingStream(progress: Progress): Transform {
   });
 }
 
+/** The destination said no: its reason, as one line. */
+function refusal(answer: Extract<DestinationAnswer, { accepted: false }>): CliError {
+  return new CliError(`the destination refused the stream: ${answer.message} (${answer.code})`, 'io');
+}
+
 /**
- * Sends the stream through `counter` into `output`. A destination that goes away (it refused the stream, or died)
- * surfaces as the output's own error (EPIPE, ECONNRESET), not as the counter's close.
+ * Sends the stream through a byte counter into `output`. A destination that answers a refusal while the stream still
+ * flows stops it at once; one that goes away surfaces as the output's own error (EPIPE, ECONNRESET), reported as
+ * its refusal when it said why.
  */
-async function send(source: MigrationSource, output: Writable, precopy: PrecopyOptions, progress: Progress): Promise<MigrationSummary> {
+async function send(
+  source: MigrationSource,
+  output: Writable,
+  answering: Promise<DestinationAnswer | null> | undefined,
+  precopy: PrecopyOptions,
+  progress: Progress,
+): Promise<MigrationSummary> {
   const counter = countingStream(progress);
   const piped = pipeline(counter, output, { end: true });
   piped.catch(() => undefined);
+  void answering?.then((answer) => {
+    if (answer && !answer.accepted) counter.destroy(refusal(answer));
+  });
   progress.phase('migrating');
   try {
     const summary = await sendMigration(source.vm, source.guest, counter, precopy).catch(async (error: unknown) => {
@@ -105,6 +122,8 @@ async function send(source: MigrationSource, output: Writable, precopy: PrecopyO
     await piped;
     return summary;
   } catch (error) {
+    const answer = answering && (await answering);
+    if (answer && !answer.accepted) throw refusal(answer);
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EPIPE' || code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE') {
       throw new CliError(
@@ -118,18 +137,39 @@ async function send(source: MigrationSource, output: Writable, precopy: PrecopyO
   }
 }
 
+/** What the destination's answer says of the state it holds: the same as the one sent, or not. */
+function checkAnswer(answer: DestinationAnswer | null | undefined, state: StateDigest): { answer?: DestinationAnswer; matches?: boolean } {
+  if (answer === undefined) return {};
+  if (answer === null) throw new CliError('the destination closed the connection without answering: see its own message', 'io');
+  if (!answer.accepted) throw refusal(answer);
+  const matches = answer.state.memory === state.memory && (answer.state.vcpus === null || answer.state.vcpus === state.vcpus);
+  return { answer, matches };
+}
+
 function describeRounds(rounds: readonly RoundStats[]): string {
   return rounds.map((round) => `${round.pages}${round.paused ? ' (paused)' : ''}`).join(', ');
 }
 
-function describeSent(summary: MigrationSummary, target: string, where: string | undefined, state: StateDigest): string[] {
-  return [
+function describeSent(
+  summary: MigrationSummary,
+  target: string,
+  where: string | undefined,
+  state: StateDigest,
+  checked: ReturnType<typeof checkAnswer>,
+): string[] {
+  const lines = [
     `migrated to ${target}${where ? `; the guest ${where}` : ''}`,
     `  ${summary.rounds.length} rounds of ${describeRounds(summary.rounds)} pages, ${formatBytes(summary.bytes)} of memory and tags, ` +
       `stream ${formatBytes(summary.streamBytes)}; downtime ${summary.downtimeMilliseconds.toFixed(1)} ms`,
     `  state sent: memory and tags sha256 ${state.memory}`,
     `              vCPUs sha256 ${state.vcpus}`,
   ];
+  const answer = checked.answer;
+  if (answer?.accepted) {
+    const guest = answer.guest ? `; the resumed guest: ${answer.guest}` : '';
+    lines.push(`the destination accepted it: its state ${checked.matches ? 'is the state sent' : 'DIFFERS from the state sent'}${guest}`);
+  }
+  return lines;
 }
 
 async function sendAction(options: SendOptions): Promise<void> {
@@ -150,6 +190,8 @@ async function sendAction(options: SendOptions): Promise<void> {
     process.stdout.on('error', () => undefined);
     output = process.stdout;
   } else output = await connectTo(destination);
+  // Over a socket the destination answers; read from the start, so that a refusal stops the stream at once.
+  const answering = output instanceof Socket && destination.kind !== 'stdio' ? destinationAnswer(output) : undefined;
   let source: MigrationSource;
   try {
     source = options.kvm ? await (await import('./migrate-kvm.js')).startKvmSource(options) : simulatedSource(options, progress);
@@ -159,16 +201,26 @@ async function sendAction(options: SendOptions): Promise<void> {
   }
   try {
     if (people) report.write(`${source.description}\n`);
-    const summary = await send(source, output, precopy, progress);
-    const layout = streamLayoutOf(source.vm);
-    const state = stateDigest(source.vm, layout);
+    const summary = await send(source, output, answering, precopy, progress);
+    const state = stateDigest(source.vm, streamLayoutOf(source.vm));
+    const checked = checkAnswer(answering && (await answering), state);
     const where = source.pausePoint?.();
     const target = describeEndpoint(destination);
     if (options.json && !options.quiet) {
       const { rounds, downtimeMilliseconds, bytes, streamBytes } = summary;
-      report.write(`${toJson({ source: source.details, destination: target, rounds, downtimeMilliseconds, bytes, streamBytes, state })}\n`);
+      const answer = checked.answer && { ...checked.answer, stateMatches: checked.matches };
+      report.write(
+        `${toJson({ source: source.details, destination: target, rounds, downtimeMilliseconds, bytes, streamBytes, state, answer })}\n`,
+      );
     } else if (people) {
-      report.write(`${describeSent(summary, target, where, state).join('\n')}\n`);
+      report.write(`${describeSent(summary, target, where, state, checked).join('\n')}\n`);
+    }
+    const guestFailed = checked.answer?.accepted && checked.answer.guest !== undefined && checked.answer.guest !== 'verified';
+    if (checked.matches === false || guestFailed) {
+      const why =
+        checked.matches === false ? 'the state the destination received differs from the state sent' : 'the resumed guest did not verify';
+      process.stderr.write(`vmsnap: ${why}\n`);
+      process.exitCode = EXIT.differs;
     }
   } finally {
     await source.close();

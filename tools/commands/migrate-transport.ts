@@ -5,8 +5,11 @@
  * destination listens (`--listen`, like QEMU's `-incoming` or CRIU's page
  * server) and takes exactly one connection; port 0 lets the system choose,
  * and the chosen address is printed so a script can hand it to the source.
+ * Over a socket the destination answers (accepted with its state digest, or
+ * refused and why), as QEMU's return path does; a pipe has no way back.
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
+import type { StateDigest } from '../../src/live/state-digest.js';
 import { CliError } from '../cli-support.js';
 import { parseInteger } from '../units.js';
 
@@ -95,4 +98,58 @@ export async function listenOn(endpoint: Exclude<Endpoint, { kind: 'stdio' }>): 
   });
   first.catch(() => undefined);
   return { address, accept: () => first, close: () => server.close() };
+}
+
+/**
+ * What a destination answers its source over a socket, once it is done with the stream: one JSON line, then the
+ * end of the connection. A pipe has no way back, so over `-` the source learns nothing and each side reports alone.
+ */
+export type DestinationAnswer =
+  | { readonly accepted: true; readonly state: StateDigest; readonly guest?: string }
+  | { readonly accepted: false; readonly code: string; readonly message: string };
+
+/** How long a refusing destination keeps reading, so that its answer reaches a source still sending, not a reset. */
+const DRAIN_MS = 10_000;
+
+/** Sends `answer` and ends the connection. A refusal keeps reading (and dropping) what still comes until the source closes. */
+export async function answerSource(socket: Socket, answer: DestinationAnswer): Promise<void> {
+  if (socket.destroyed) return;
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.on('error', () => undefined);
+  socket.end(`${JSON.stringify(answer)}\n`);
+  if (answer.accepted) {
+    await new Promise<void>((resolve) => socket.once('finish', () => resolve()));
+    socket.destroy();
+    return;
+  }
+  // The receiver's reader stopped at the bad frame and left its 'readable' listener, which would keep the socket paused.
+  socket.removeAllListeners('readable');
+  socket.on('data', () => undefined);
+  socket.resume();
+  const timer = setTimeout(() => socket.destroy(), DRAIN_MS);
+  await closed;
+  clearTimeout(timer);
+}
+
+/** The destination's answer as it arrives on `socket` (while the source still sends, for a refusal); null if none came. */
+export function destinationAnswer(socket: Socket): Promise<DestinationAnswer | null> {
+  return new Promise((resolve) => {
+    let text = '';
+    const settle = (): void => {
+      const line = text.split('\n')[0];
+      try {
+        const answer = JSON.parse(line) as DestinationAnswer;
+        resolve(typeof answer === 'object' && answer !== null && typeof answer.accepted === 'boolean' ? answer : null);
+      } catch {
+        resolve(null);
+      }
+    };
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('utf8');
+      // Bounded: an answer is one short line.
+      if (text.includes('\n') || text.length > 64 * 1024) settle();
+    });
+    socket.once('close', settle);
+    socket.once('end', settle);
+  });
 }
