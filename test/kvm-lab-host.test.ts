@@ -11,7 +11,8 @@ import { findDebianMirror, findDebianSecurity, parseDeb822, parseOneLine } from 
 import { CpioWriter } from '../testkit/kvm-lab/host/cpio.js';
 import { arm64NativePackages } from '../testkit/kvm-lab/host/lab-packages.js';
 import { parseExitMarker } from '../testkit/kvm-lab/host/qemu-boot.js';
-import { formatResult, parseResults } from '../testkit/kvm-lab/lab-report.js';
+import { expectedLabCheckNames, labGroups } from '../testkit/kvm-lab/lab-plan.js';
+import { formatCrash, formatResult, parseCrashes, parseResults } from '../testkit/kvm-lab/lab-report.js';
 
 const work = mkdtempSync(join(tmpdir(), 'vmsnap-lab-host-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -142,6 +143,17 @@ describe('lab result lines', () => {
     const result = { name: 'conformance: round-trip', outcome: 'pass' as const, detail: 'ok "quoted"', ms: 12 };
     const serial = `[    1.0] kvm [1]: VHE mode initialized successfully\r\n${formatResult(result)}\r\nVMSNAP-LAB-RESULT {"name":"cut\n`;
     expect(parseResults(serial)).toEqual([result]);
+  });
+
+  test('a crashed group is its own line, apart from the results; every check belongs to exactly one group', () => {
+    const crash = { group: 'guest', signal: 'SIGSEGV', attempt: 1, lastCheck: 'guest: x', kernelLog: ['node[80]: unhandled exception'] };
+    const result = { name: 'guest: x', outcome: 'pass' as const, detail: 'ok', ms: 3 };
+    const serial = `${formatCrash(crash)}\r\n[ 9.0] reboot\n${formatResult(result)}\n`;
+    expect(parseCrashes(serial)).toEqual([crash]);
+    expect(parseResults(serial)).toEqual([result]);
+    const grouped = labGroups().flatMap((group) => group.checks.map((check) => check.name));
+    expect(grouped).toEqual(expectedLabCheckNames());
+    expect(new Set(labGroups().map((group) => group.name)).size).toBe(labGroups().length);
   });
 });
 

@@ -44,6 +44,8 @@ if /bin/busybox grep -q ${SHELL_ARGUMENT} /proc/cmdline; then
   /bin/busybox setsid /bin/busybox cttyhack /bin/sh
   /bin/busybox poweroff -f
 fi
+# A process killed by a fault gets a kernel log line with its pc, far and esr (lab-suite.ts prints it).
+echo 1 > /proc/sys/debug/exception-trace
 /usr/bin/node dist/${SUITE_ENTRY} ${quoted}
 code=$?
 # A crash (exit 128 + signal) is logged by the kernel below the console's "quiet" level.

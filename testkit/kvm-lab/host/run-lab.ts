@@ -4,17 +4,19 @@
  * kernel (LAB_KERNELS, both at once) with a timeout, and return each
  * kernel's results from its serial console.
  *
- * Node inside the emulated host died by a signal once (a segfault, cause not
- * found; /init prints the kernel log tail when it happens). Such a crash,
- * unlike a failed check, gets one more boot of that kernel; the first boot is
- * kept as the run's `flake`, so the test runner reports it and never hides it.
+ * Node inside the emulated host dies by a signal now and then (a segfault or
+ * a V8 fatal error, cause not found). Inside, each group of checks runs in a
+ * process of its own and a group whose process crashes runs once more
+ * (lab-suite.ts), reported in `crashes`. Should the suite's own process die,
+ * the kernel gets one more boot; the first boot is kept as the run's `flake`.
+ * Either way the test runner reports it and never hides it.
  *
  * The project must have been built for the lab (`npm run build:lab`) first:
  * the emulated host runs that build, not the TypeScript sources.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { type LabResult, parseResults } from '../lab-report.js';
+import { type LabCrash, type LabResult, parseCrashes, parseResults } from '../lab-report.js';
 import { buildInitramfs, LAB_BUILD, SUITE_ENTRY } from './initramfs.js';
 import {
   arm64NativePackages,
@@ -40,6 +42,8 @@ export interface LabRunOptions {
 /** One boot of one kernel: what the suite reported and how the boot ended. */
 export interface KernelBoot {
   readonly results: LabResult[];
+  /** Groups whose process died by a signal inside the host (each ran again, up to GROUP_ATTEMPTS times). */
+  readonly crashes: LabCrash[];
   readonly exitCode: number | null;
   readonly timedOut: boolean;
   readonly serialLog: string;
@@ -78,6 +82,7 @@ async function bootOnce(assets: LabAssets, kernel: PreparedKernel, initramfs: st
   const boot = await bootEmulatedHost(assets, { kernel, initramfs, timeoutMs, serialLog });
   return {
     results: parseResults(boot.serial),
+    crashes: parseCrashes(boot.serial),
     exitCode: boot.exitCode,
     timedOut: boot.timedOut,
     serialLog,
