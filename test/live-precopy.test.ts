@@ -79,6 +79,11 @@ describe('pre-copy against a guest that keeps writing', () => {
     expect(received.rounds).toBe(rounds.length);
     expect(received.pages).toBe(rounds.reduce((sum, round) => sum + round.pages, 0));
     expect(received.bytes).toBe(sent.streamBytes);
+    // The registers as sent at the pause are the registers received.
+    const hexOf = (vcpus: typeof sent.vcpus) =>
+      vcpus.map((vcpu) => ({ id: vcpu.id, registers: vcpu.registers.map((r) => `${r.id}=${Buffer.from(r.value).toString('hex')}`) }));
+    expect(hexOf(received.vcpus)).toEqual(hexOf(sent.vcpus));
+    expect(sent.vcpus.map((vcpu) => vcpu.id)).toEqual([0]);
     const comparison = compareVms(vm, received.vm);
     expect(comparison.differences).toEqual([]);
     expect(comparison.granulesCompared).toBe((RAM_PAGES * PAGE) / 16);

@@ -32,6 +32,8 @@ export interface MigrationReceipt<T extends VmTarget> {
   readonly rounds: number;
   readonly pages: number;
   readonly bytes: number;
+  /** The vCPU registers as the VCPU frames carried them (a target may keep none, as raw files, or read some back moved, as KVM's timer). */
+  readonly vcpus: readonly VcpuState[];
 }
 
 /** Reads exact byte counts from a stream of chunks. */
@@ -149,7 +151,7 @@ async function receive<T extends VmTarget>(
       }
       if (!(await reader.atEnd())) throw new MigrationStreamError('migration-bad-frame', reader.offset, 'bytes after the END frame');
       const vm = applier.finish(state.vcpus, offset);
-      return { vm, layout: state.layout!, rounds: state.rounds, pages: state.pages, bytes: reader.offset };
+      return { vm, layout: state.layout!, rounds: state.rounds, pages: state.pages, bytes: reader.offset, vcpus: state.vcpus };
     }
     state.frames++;
   }

@@ -4,13 +4,15 @@
  * stream was received. Equal digests say the destination holds what the paused
  * source held, granule for granule, whatever the rounds were: a check beyond
  * the stream's frame checksums, which only say the bytes arrived as they were
- * sent. Memory and tags are one digest, vCPU registers another, because raw
- * files keep no registers. Read in pieces of bounded size, whatever the guest's.
+ * sent. Memory and tags are read from each side's VM; the vCPU registers are
+ * digested as the stream carries them, sent and received, because raw files
+ * keep none and KVM reads some back moved (the virtual timer's counter). Memory
+ * is read in pieces of bounded size, whatever the guest's.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { GRANULE_SIZE } from '../format/constants.js';
 import { readGuestTags } from '../vm/tag-copy.js';
-import type { VmSource } from '../vm/vm.js';
+import type { VcpuState, VmSource } from '../vm/vm.js';
 import type { StreamLayout } from './stream-layout.js';
 
 /** Guest bytes read at once. */
@@ -19,8 +21,8 @@ const PIECE_BYTES = 1024 * 1024;
 export interface StateDigest {
   /** SHA-256 of every slot's memory, in the layout's order, and of the tags of its tagged slots: hex. */
   readonly memory: string;
-  /** SHA-256 of every vCPU's registers (id order, then register id and value): hex; null where the VM keeps no registers. */
-  readonly vcpus: string | null;
+  /** SHA-256 of every vCPU's registers (id order, then register id and value) as the stream carries them: hex. */
+  readonly vcpus: string;
 }
 
 function updateU64(hash: Hash, value: bigint): void {
@@ -52,22 +54,20 @@ export function memoryDigest(vm: VmSource, layout: StreamLayout): string {
   return hash.digest('hex');
 }
 
-/** The digest of every vCPU's registers, in vCPU id order. */
-export function vcpuDigest(vm: VmSource): string {
+/** The digest of vCPU register states (as the stream's VCPU frames carry them), in vCPU id and register id order. */
+export function vcpuDigest(vcpus: readonly VcpuState[]): string {
   const hash = createHash('sha256');
-  const vcpus = [...vm.vcpus()].sort((a, b) => a.id - b.id);
-  for (const vcpu of vcpus) {
+  for (const vcpu of [...vcpus].sort((a, b) => a.id - b.id)) {
     updateU64(hash, BigInt(vcpu.id));
-    for (const id of [...vcpu.registerIds()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
-      const value = vcpu.getRegister(id);
-      updateU64(hash, id);
-      updateU64(hash, BigInt(value.length));
-      hash.update(value);
+    for (const register of [...vcpu.registers].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
+      updateU64(hash, register.id);
+      updateU64(hash, BigInt(register.value.length));
+      hash.update(register.value);
     }
   }
   return hash.digest('hex');
 }
 
-export function stateDigest(vm: VmSource, layout: StreamLayout, keepsRegisters = true): StateDigest {
-  return { memory: memoryDigest(vm, layout), vcpus: keepsRegisters ? vcpuDigest(vm) : null };
+export function stateDigest(vm: VmSource, layout: StreamLayout, vcpus: readonly VcpuState[]): StateDigest {
+  return { memory: memoryDigest(vm, layout), vcpus: vcpuDigest(vcpus) };
 }

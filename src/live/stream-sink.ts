@@ -24,6 +24,8 @@ export class StreamSink implements PrecopySink {
   private rounds = 0;
   /** Bytes written, stream header included. */
   bytes = 0;
+  /** The vCPU registers sent, once finish() ran. */
+  vcpus: readonly VcpuState[] = [];
 
   constructor(private readonly output: Writable) {}
 
@@ -42,6 +44,7 @@ export class StreamSink implements PrecopySink {
   }
 
   async finish(vcpus: readonly VcpuState[]): Promise<void> {
+    this.vcpus = vcpus;
     for (const vcpu of vcpus) await this.frame('vcpu', encodeVcpu(vcpu));
     const frames = this.frames;
     await this.frame('end', encodeEnd({ rounds: this.rounds, vcpus: vcpus.length, frames }));
@@ -83,6 +86,8 @@ export class StreamSink implements PrecopySink {
 export interface MigrationSummary extends PrecopySummary {
   /** Bytes of the stream, header and frame overhead included. */
   readonly streamBytes: number;
+  /** The vCPU registers sent, as read at the pause. */
+  readonly vcpus: readonly VcpuState[];
 }
 
 /**
@@ -94,5 +99,5 @@ export async function sendMigration(vm: Vm, guest: LiveGuest, output: Writable, 
   const sink = new StreamSink(output);
   const summary = await precopy(vm, guest, sink, options);
   await new Promise<void>((resolve, reject) => output.end((error?: Error | null) => (error ? reject(error) : resolve())));
-  return { ...summary, streamBytes: sink.bytes };
+  return { ...summary, streamBytes: sink.bytes, vcpus: sink.vcpus };
 }

@@ -174,7 +174,7 @@ async function receiveAction(options: ReceiveOptions): Promise<void> {
   let state: ReturnType<typeof stateDigest>;
   try {
     // Digested before the guest resumes and changes it: the state the source sent.
-    state = stateDigest(received.vm, received.layout, target !== 'raw-files');
+    state = stateDigest(received.vm, received.layout, received.vcpus);
     outcome = await finish(target, received, options, progress, raw);
   } catch (error) {
     received.vm.close();
@@ -197,7 +197,7 @@ async function receiveAction(options: ReceiveOptions): Promise<void> {
       `received a ${received.layout.backend} guest from ${opened.from} into ${into}: ` +
         `${received.rounds} rounds, ${received.pages} pages, stream ${formatBytes(received.bytes)}`,
       `  state received: memory and tags sha256 ${state.memory}`,
-      ...(state.vcpus ? [`                  vCPUs sha256 ${state.vcpus}`] : []),
+      `                  vCPUs sha256 ${state.vcpus}`,
     ];
     if (outcome.saved)
       lines.push(`saved to ${outcome.saved.destination}: ${formatBytes(outcome.saved.fileBytes)} in ${outcome.saved.chunks} chunks`);

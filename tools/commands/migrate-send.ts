@@ -142,7 +142,7 @@ function checkAnswer(answer: DestinationAnswer | null | undefined, state: StateD
   if (answer === undefined) return {};
   if (answer === null) throw new CliError('the destination closed the connection without answering: see its own message', 'io');
   if (!answer.accepted) throw refusal(answer);
-  const matches = answer.state.memory === state.memory && (answer.state.vcpus === null || answer.state.vcpus === state.vcpus);
+  const matches = answer.state.memory === state.memory && answer.state.vcpus === state.vcpus;
   return { answer, matches };
 }
 
@@ -202,7 +202,7 @@ async function sendAction(options: SendOptions): Promise<void> {
   try {
     if (people) report.write(`${source.description}\n`);
     const summary = await send(source, output, answering, precopy, progress);
-    const state = stateDigest(source.vm, streamLayoutOf(source.vm));
+    const state = stateDigest(source.vm, streamLayoutOf(source.vm), summary.vcpus);
     const checked = checkAnswer(answering && (await answering), state);
     const where = source.pausePoint?.();
     const target = describeEndpoint(destination);
