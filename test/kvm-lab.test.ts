@@ -42,7 +42,8 @@ function flakeLine(id: string, flake: KernelBoot): string {
 
 function crashLine(id: string, crash: LabCrash): string {
   const where = crash.lastCheck ? ` in "${crash.lastCheck}"` : '';
-  return `FLAKE: kvm lab (${id}): the ${crash.group} group's node process died by ${crash.signal}${where} (run ${crash.attempt} of ${GROUP_ATTEMPTS})`;
+  const attempt = `run ${crash.attempt} of ${GROUP_ATTEMPTS}`;
+  return `FLAKE: kvm lab (${id}): the ${crash.group} group's node process died by ${crash.signal}${where} (${attempt})`;
 }
 
 describe.skipIf(!enabled)('emulated arm64 host with real KVM and MTE (set VMSNAP_KVM_LAB=1, or npm run test:kvm)', () => {
