@@ -17,6 +17,7 @@ import { readSnapshotStream } from '../src/reader/stream.js';
 import { ComparingTarget } from '../src/validate/comparing-target.js';
 import { GeneratedGuest } from '../src/workload/generated-guest.js';
 import { saveSnapshot } from '../src/writer/save.js';
+import { vmsnap } from './support/run-cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmsnap-sealed-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -65,6 +66,41 @@ describe('encrypted snapshot files', () => {
     expect(await code(openSnapshot(file, { threads: 0 }))).toBe('snapshot-encrypted');
     expect(await code(drain(readSnapshotStream(createReadStream(file), { threads: 0 })))).toBe('snapshot-encrypted');
     expect(await code(openSnapshot(file, { key: randomBytes(32), threads: 0 }))).toBe('sealed-file-invalid');
+  });
+
+  it('info without the key shows only the container (version, segments, length) and exits 2; with it, everything', async () => {
+    await saved;
+    const size = readFileSync(file).length;
+    const text = await vmsnap('info', file);
+    expect(text.code).toBe(2);
+    expect(text.out).toContain(`container version 1.0`);
+    expect(text.out).toContain(`(${size} bytes)`);
+    expect(text.out).not.toMatch(/flash0|regions \(|vmsnap format 1/);
+    expect(text.err).toMatch(/encrypted snapshot: give its key/);
+    const json = await vmsnap('info', file, '--json');
+    expect(json.code).toBe(2);
+    const shown = JSON.parse(json.out);
+    expect(Object.keys(shown).sort()).toEqual(['encrypted', 'file', 'keyNeeded', 'schemaVersion']);
+    const segments = Math.ceil((size - 64) / (DEFAULT_SEGMENT_SIZE + 16));
+    expect(shown.encrypted).toEqual({
+      containerVersion: '1.0',
+      aead: 'AES-256-GCM',
+      segmentSize: DEFAULT_SEGMENT_SIZE,
+      segments,
+      fileBytes: String(size),
+      snapshotBytes: String(size - 64 - 16 * segments),
+    });
+    const keyFile = join(dir, 'info.key');
+    writeFileSync(keyFile, key);
+    const withKey = await vmsnap('info', file, '--json', '--key-file', keyFile);
+    expect(withKey.code, withKey.err).toBe(0);
+    const info = JSON.parse(withKey.out);
+    expect(info.encrypted).toEqual(shown.encrypted);
+    expect(info.regions.map((r: { name: string }) => r.name)).toContain('flash0');
+    // A cut container is a damaged file (exit 1), key or not.
+    const cut = join(dir, 'info-cut.vmsnap');
+    writeFileSync(cut, readFileSync(file).subarray(0, 64 + 10));
+    expect((await vmsnap('info', cut)).code).toBe(1);
   });
 
   it('a file cut at a segment boundary, or with two segments swapped, is refused', async () => {

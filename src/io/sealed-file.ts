@@ -11,7 +11,7 @@
  * applies to the plaintext as it would to a plain file.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
-import { readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { VmsnapError } from '../format/errors.js';
 
 export const SEALED_MAGIC = Uint8Array.from([0x89, 0x56, 0x4d, 0x45, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -68,7 +68,8 @@ interface SealedHeader {
   readonly key: Buffer;
 }
 
-function decodeSealedHeader(bytes: Uint8Array, secret: Uint8Array | undefined, what: string): SealedHeader {
+/** The fields of a container header, checked; the key is not needed for them. */
+function sealedHeaderFields(bytes: Uint8Array, what: string): { major: number; minor: number; segmentSize: number } {
   if (bytes.length < SEALED_HEADER_LENGTH) throw new SealedFileError('sealed-file-invalid', `${what}: encrypted file header is truncated`);
   const header = bytes.subarray(0, SEALED_HEADER_LENGTH);
   const dv = new DataView(header.buffer, header.byteOffset, SEALED_HEADER_LENGTH);
@@ -79,8 +80,53 @@ function decodeSealedHeader(bytes: Uint8Array, secret: Uint8Array | undefined, w
     throw new SealedFileError('sealed-file-invalid', `${what}: encrypted file header has an unknown length or AEAD`);
   if (segmentSize < 4096 || segmentSize > 16 * 1024 * 1024 || segmentSize & (segmentSize - 1))
     throw new SealedFileError('sealed-file-invalid', `${what}: segment size ${segmentSize} is not a power of two in 4096..16777216`);
-  const key = fileKey(secretFor(secret, what), header.subarray(24, 56));
-  return { bytes: header.slice(), segmentSize, key };
+  return { major, minor: dv.getUint16(10, true), segmentSize };
+}
+
+function decodeSealedHeader(bytes: Uint8Array, secret: Uint8Array | undefined, what: string): SealedHeader {
+  const { segmentSize } = sealedHeaderFields(bytes, what);
+  const key = fileKey(secretFor(secret, what), bytes.subarray(24, 56));
+  return { bytes: bytes.slice(0, SEALED_HEADER_LENGTH), segmentSize, key };
+}
+
+/** The segments of an encrypted file of `fileSize` bytes and the length of the snapshot inside; refuses a cut file. */
+function sealedLayout(fileSize: bigint, segmentSize: number, what: string): { segments: number; plainSize: bigint } {
+  const stored = fileSize - BigInt(SEALED_HEADER_LENGTH);
+  const step = BigInt(segmentSize + TAG_LENGTH);
+  const segments = (stored + step - 1n) / step;
+  const lastStored = stored - (segments - 1n) * step;
+  if (stored <= 0n || lastStored <= BigInt(TAG_LENGTH))
+    throw new SealedFileError('sealed-file-invalid', `${what}: encrypted file of ${fileSize} bytes is cut inside a segment`);
+  return { segments: Number(segments), plainSize: stored - segments * BigInt(TAG_LENGTH) };
+}
+
+/** What an encrypted file shows without its key (spec/STORE.md section 8): its container and its length, nothing of the snapshot. */
+export interface SealedFileFacts {
+  /** The container's version, "major.minor". */
+  readonly containerVersion: string;
+  readonly aead: 'AES-256-GCM';
+  /** Plaintext bytes per segment. */
+  readonly segmentSize: number;
+  readonly segments: number;
+  readonly fileBytes: bigint;
+  /** The length of the plain snapshot inside. */
+  readonly snapshotBytes: bigint;
+}
+
+/** The container facts of the file at `path` when it is an encrypted snapshot, else null; a damaged container is refused. */
+export function readSealedFacts(path: string): SealedFileFacts | null {
+  const fd = openSync(path, 'r');
+  try {
+    const head = new Uint8Array(SEALED_HEADER_LENGTH);
+    const got = readSync(fd, head, 0, SEALED_HEADER_LENGTH, 0);
+    if (!isSealed(head.subarray(0, got))) return null;
+    const { major, minor, segmentSize } = sealedHeaderFields(head.subarray(0, got), path);
+    const fileBytes = BigInt(fstatSync(fd).size);
+    const { segments, plainSize } = sealedLayout(fileBytes, segmentSize, path);
+    return { containerVersion: `${major}.${minor}`, aead: 'AES-256-GCM', segmentSize, segments, fileBytes, snapshotBytes: plainSize };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function fileKey(secret: Uint8Array, salt: Uint8Array): Buffer {
@@ -185,14 +231,9 @@ export class SealedFileReader {
     const head = new Uint8Array(SEALED_HEADER_LENGTH);
     const got = fileSize >= BigInt(SEALED_HEADER_LENGTH) ? readSync(fd, head, 0, SEALED_HEADER_LENGTH, 0) : 0;
     this.header = decodeSealedHeader(head.subarray(0, got), secret, what);
-    const stored = fileSize - BigInt(SEALED_HEADER_LENGTH);
-    const step = BigInt(this.header.segmentSize + TAG_LENGTH);
-    const segments = (stored + step - 1n) / step;
-    const lastStored = stored - (segments - 1n) * step;
-    if (stored <= 0n || lastStored <= BigInt(TAG_LENGTH))
-      throw new SealedFileError('sealed-file-invalid', `${what}: encrypted file of ${fileSize} bytes is cut inside a segment`);
-    this.segments = Number(segments);
-    this.plainSize = stored - segments * BigInt(TAG_LENGTH);
+    const layout = sealedLayout(fileSize, this.header.segmentSize, what);
+    this.segments = layout.segments;
+    this.plainSize = layout.plainSize;
   }
 
   private segment(index: number): Uint8Array {

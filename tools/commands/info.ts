@@ -6,10 +6,14 @@
  * imported from a Linux process core, the process and its signal. For a diff
  * snapshot, also its parent and the pages it gives, and its chain as found
  * beside it (or named with --chain; only the links' first sections are read).
+ * For an encrypted file (spec/STORE.md section 8), its container too; without
+ * its key, only that (version, segments, length) can be read: info prints it
+ * and exits 2, as every command that reads the file without its key does.
  */
 import type { Command } from 'commander';
 import { type ProcessCore, readProcessCore } from '../../src/forensics/process-core.js';
 import { VmsnapError } from '../../src/format/errors.js';
+import { readSealedFacts, SealedFileError, type SealedFileFacts } from '../../src/io/sealed-file.js';
 import { openSnapshot } from '../../src/reader/open.js';
 import { describeSnapshot, type SnapshotInfo } from '../../src/reader/snapshot-info.js';
 import { resolveChain } from '../chain-options.js';
@@ -33,8 +37,17 @@ function chainInfo(file: string, chainOption: string | undefined): ChainInfo {
   }
 }
 
-function printInfo(info: SnapshotInfo, chain: ChainInfo | null, processCore: ProcessCore | null): void {
+function describeContainer(file: string, facts: SealedFileFacts): string {
+  return (
+    `${file}: encrypted vmsnap file, container version ${facts.containerVersion}, ${formatBytes(facts.fileBytes)} ` +
+    `(${facts.fileBytes} bytes): ${facts.aead}, ${facts.segments} segments of ${formatBytes(BigInt(facts.segmentSize))}, ` +
+    `a snapshot of ${facts.snapshotBytes} bytes inside`
+  );
+}
+
+function printInfo(info: SnapshotInfo, chain: ChainInfo | null, processCore: ProcessCore | null, sealed: SealedFileFacts | null): void {
   const f = info.format;
+  if (sealed) printLine(describeContainer(info.file, sealed));
   printLine(`${info.file}: vmsnap format ${f.version}, ${formatBytes(info.fileBytes)} (${info.fileBytes} bytes)`);
   if (info.diff) {
     printLine(
@@ -86,19 +99,34 @@ export function registerInfo(program: Command): void {
         'vmsnap info guest.vmsnap',
         'vmsnap info guest.vmsnap --json | jq .totals',
         'vmsnap info tuesday.vmsnap   # a diff: its parent and chain',
+        'vmsnap info sealed.vmsnap    # encrypted, no key: its container version and length only, exit code 2',
+        'vmsnap info sealed.vmsnap --key-file guest.key',
       ]),
     )
     .option('--chain <files>', "a diff's chain, oldest first, comma-separated (default: its parents found beside it)")
     .action(async (file: string, options: { json?: boolean; chain?: string }) => {
       // The summary needs the index, which a pipe delivers last; `vmsnap verify -` reads a pipe.
       if (file === '-') throw new CliError('info needs a file it can seek in; for a pipe use `vmsnap verify -`', 'usage');
-      const reader = await openSnapshot(file, { threads: 0 });
+      let reader: Awaited<ReturnType<typeof openSnapshot>>;
+      try {
+        reader = await openSnapshot(file, { threads: 0 });
+      } catch (error) {
+        if (!(error instanceof SealedFileError && error.code === 'snapshot-encrypted')) throw error;
+        // No key: what the container shows (nothing of the snapshot), then the usual refusal (exit 2).
+        const facts = readSealedFacts(file)!;
+        if (options.json) printJson({ file, encrypted: facts, keyNeeded: true });
+        else
+          printLine(`${describeContainer(file, facts)}\n  the snapshot (format version, regions, everything) needs its key: --key-file K`);
+        throw error;
+      }
+      // Opened, so a file that can be read again from the start.
+      const sealed = readSealedFacts(file);
       try {
         const info = await describeSnapshot(reader);
         const chain = reader.diff ? chainInfo(file, options.chain) : null;
         const processCore = await readProcessCore(reader);
-        if (options.json) printJson({ ...info, chain, processCore });
-        else printInfo(info, chain, processCore);
+        if (options.json) printJson({ ...info, chain, processCore, encrypted: sealed });
+        else printInfo(info, chain, processCore, sealed);
       } finally {
         await reader.close();
       }
