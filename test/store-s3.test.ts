@@ -18,6 +18,7 @@ import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3Engine } from '../src/store/s3-engine.js';
 import { type CephGateway, cephInstalled, startCephGateway } from '../testkit/store/ceph-rgw.js';
+import { storeChainCases } from '../testkit/store/chain-cases.js';
 import { storeCases } from '../testkit/store/store-cases.js';
 
 const enabled = process.env.VMSNAP_S3 === '1';
@@ -56,6 +57,7 @@ describe.skipIf(skip)(skip ? `S3 tier (skipped: ${skipReason})` : 'S3 tier again
   });
 
   storeCases('Ceph RGW (S3)', { engine: () => new S3Engine(BUCKET, `cases-${next++}/`, s3Options()) });
+  storeChainCases('Ceph RGW (S3)', { engine: () => new S3Engine(BUCKET, `cases-${next++}/`, s3Options()) });
 
   it('the CLI pushes, lists, restores and pulls through s3:// with the AWS environment variables', () => {
     const cli = join(resolve(import.meta.dirname, '..'), 'dist/tools/vmsnap.js');

@@ -9,9 +9,10 @@ import { createCipheriv, createHmac, hkdfSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { decodeMessagePack } from '../src/format/msgpack.js';
+import { packValue } from '../src/format/metadata.js';
+import { decodeMessagePack, type MessagePackValue } from '../src/format/msgpack.js';
 import { openChunk } from '../src/store/chunk-object.js';
-import { openManifest } from '../src/store/manifest.js';
+import { decodeManifest, openManifest } from '../src/store/manifest.js';
 import { TenantKeys } from '../src/store/tenant-keys.js';
 import { makeStoreVectors, VECTOR_SECRET } from '../testkit/store/store-vectors.js';
 
@@ -101,6 +102,28 @@ describe('spec/STORE.md vectors', async () => {
     expect(manifest.chunkNames.map((n) => Buffer.from(n).toString('hex'))).toEqual([vectors.ramChunk.name, vectors.tagChunk.name]);
     // The full manifest's plaintext stays version 1, byte for byte as before diffs.
     expect((decodeMessagePack(bytes(vectors.manifest.plaintext)) as Map<string, unknown>).get('version')).toBe(1n);
+  });
+
+  it('a manifest that breaks section 5 is refused (bad-manifest): versions, parent, changed-page maps', () => {
+    const full = decodeMessagePack(bytes(vectors.manifest.plaintext)) as Map<string, MessagePackValue>;
+    const diff = decodeMessagePack(bytes(vectors.diffManifest.plaintext)) as Map<string, MessagePackValue>;
+    const edited = (base: Map<string, MessagePackValue>, changes: Record<string, MessagePackValue | undefined>) => {
+      const map = new Map(base);
+      for (const [k, v] of Object.entries(changes)) v === undefined ? map.delete(k) : map.set(k, v);
+      return packValue(Object.fromEntries(map));
+    };
+    const refused = (plaintext: Uint8Array) => {
+      expect(() => decodeManifest(plaintext, 'test')).toThrow(expect.objectContaining({ code: 'bad-manifest' }));
+    };
+    expect(decodeManifest(edited(diff, {}), 'test').diff?.parentName).toBe('guest-1');
+    refused(edited(full, { version: 3n }));
+    refused(edited(full, { parent: 'guest-0' })); // a version 1 with a diff's keys
+    refused(edited(diff, { parent: undefined }));
+    refused(edited(diff, { changed: undefined }));
+    refused(edited(diff, { changed: Uint8Array.of(0x01, 0x00) })); // one map too many bytes
+    refused(edited(diff, { changed: Uint8Array.of(0x04) })); // a bit past the position's 2 pages
+    refused(edited(diff, { changed: Uint8Array.of(0x00) })); // carries nothing, yet names two chunks
+    refused(edited(diff, { version: 1n, parent: undefined, changed: undefined, chunks: new Uint8Array(32) }));
   });
 
   it('an encrypted file follows section 8', () => {

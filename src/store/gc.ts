@@ -5,6 +5,9 @@
  * (src/store/locks.ts explains why that makes it safe). It refuses as well
  * when a manifest does not open with the key: it cannot know which chunks
  * such a manifest references, and deleting them would destroy a snapshot.
+ * A chain needs nothing more: each link's manifest names its own chunks, and
+ * gc never removes a manifest (push --force will not replace a parent under
+ * its diffs), so what a diff's parents hold stays referenced by them.
  */
 import type { ChunkStore } from './chunk-store.js';
 import { StoreError } from './errors.js';

@@ -243,6 +243,22 @@ export function storeChainCases(label: string, setup: { engine(): StoreEngine })
           await store.engine.put(`${SNAPSHOTS_PREFIX}a`, genuine);
         }
         expect((await restoreStored(store, 'b')).vm).toBeDefined();
+
+        // A diff that names itself as its parent, with its own id (only a hostile writer makes one): a loop, refused.
+        const diffB = await store.readManifest('b');
+        await store.writeManifest('loop', {
+          ...diffB,
+          metadata: { ...diffB.metadata, snapshotId: diffB.metadata.parentId! },
+          diff: { ...diffB.diff!, parentName: 'loop' },
+        });
+        const looped = await restoreStored(store, 'loop');
+        expect(looped.error?.code).toBe('parent-mismatch');
+        expect(looped.error?.message).toMatch(/loops/);
+        expect(looped.created).toBe(0);
+        expect((await verifyAll(store, { threads: 0 })).problems.map((p) => [p.snapshot, p.code])).toContainEqual([
+          'loop',
+          'parent-mismatch',
+        ]);
       } finally {
         store.close();
         foreign.close();
