@@ -13,9 +13,11 @@ import {
   decodeReport,
   describeReport,
   GuestLayoutError,
+  GuestProtocolError,
   isSyncTagCheckFault,
   layoutForFill,
   MUTATOR,
+  mutatorAutoAnswers,
   mutatorGranuleIndex,
   mutatorLastStep,
   mutatorStepValue,
@@ -89,6 +91,16 @@ describe('mutator', () => {
     expect(seen.size).toBe(256);
     const untouched = [...Array(256).keys()].filter((index) => mutatorLastStep(layout, 10n, BigInt(index)) === null);
     expect(untouched).toHaveLength(246);
+  });
+
+  test('a vCPU thread that keeps the mutator going answers COMMAND and lets PROGRESS through, nothing else', () => {
+    const answers = mutatorAutoAnswers(0x0900_0000n, 512n);
+    expect(answers.loads).toEqual([{ address: 0x0900_0000n + PORT.command, value: 512n }]);
+    expect(answers.stores).toEqual([
+      { address: 0x0900_0000n + PORT.address },
+      { address: 0x0900_0000n + PORT.status, value: STATUS.progress },
+    ]);
+    expect(() => mutatorAutoAnswers(0x0900_0000n, 0n)).toThrow(GuestProtocolError);
   });
 
   test('mutator mode needs a power of two of granules', () => {

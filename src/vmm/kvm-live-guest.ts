@@ -12,6 +12,7 @@ import type { Vm } from '../vm/vm.js';
 import { GuestProtocolError } from './mte-guest-protocol.js';
 import { runnableVcpu } from './mte-guest-vmm.js';
 import { type VcpuStop, VcpuThread } from './vcpu-thread.js';
+import type { MmioAutoAnswers } from './vcpu-thread-protocol.js';
 
 export class KvmLiveGuest implements LiveGuest {
   /** How the vCPU stopped, once paused. */
@@ -25,10 +26,18 @@ export class KvmLiveGuest implements LiveGuest {
     private readonly thread: VcpuThread,
   ) {}
 
-  /** Starts vCPU 0 of `vm` (loaded, not yet run, or restored) on its own thread. */
-  static async start(vm: Vm): Promise<KvmLiveGuest> {
+  /**
+   * Starts vCPU 0 of `vm` (loaded, not yet run, or restored) on its own thread; the thread answers what
+   * `autoAnswers` covers (the mutator's commands: mutatorAutoAnswers) and runs on.
+   */
+  static async start(vm: Vm, autoAnswers?: MmioAutoAnswers): Promise<KvmLiveGuest> {
     const vcpu = runnableVcpu(vm);
-    return new KvmLiveGuest(vcpu, await VcpuThread.start(vcpu));
+    return new KvmLiveGuest(vcpu, await VcpuThread.start(vcpu, autoAnswers));
+  }
+
+  /** MMIO loads the thread answered by itself so far: for the mutator, the commands it has started. */
+  get answeredLoads(): number {
+    return this.thread.answeredLoads;
   }
 
   async pause(): Promise<void> {
@@ -37,6 +46,9 @@ export class KvmLiveGuest implements LiveGuest {
     this.stop = stop;
     if (stop.reason === 'exit') {
       if (stop.exit.reason !== 'mmio') throw new GuestProtocolError(`the guest stopped with ${JSON.stringify(stop.exit)}`);
+      this.vcpu.completePendingExit();
+    } else if (stop.pendingMmio) {
+      // An access the thread answered and KVM has not completed: complete it so the saved registers are past it.
       this.vcpu.completePendingExit();
     }
   }

@@ -29,6 +29,7 @@
  */
 import { VmsnapError } from '../format/errors.js';
 import { xRegisterId } from '../vm/arm64-registers.js';
+import type { MmioAutoAnswers } from './vcpu-thread-protocol.js';
 
 /** Report port registers: offsets from the port's IPA. COMMAND is a load (mutator mode); the others are stores. */
 export const PORT = { status: 0x00n, address: 0x08n, expected: 0x10n, actual: 0x18n, command: 0x20n } as const;
@@ -267,4 +268,17 @@ export function describeReport(report: GuestReport): string {
     case 'no-fault':
       return `loaded through ${hex(report.address)}, whose tag is wrong, without a tag check fault`;
   }
+}
+
+/**
+ * Mutator mode on a vCPU thread that keeps it mutating by itself: every COMMAND load is answered with
+ * `stepsPerCommand` and PROGRESS reports (the step count, then the status) are let through, so the guest
+ * mutates until the thread is stopped. Any other report stops the thread.
+ */
+export function mutatorAutoAnswers(port: bigint, stepsPerCommand: bigint): MmioAutoAnswers {
+  if (stepsPerCommand <= 0n) throw new GuestProtocolError('the mutator needs a positive number of steps per command');
+  return {
+    loads: [{ address: port + PORT.command, value: stepsPerCommand }],
+    stores: [{ address: port + PORT.address }, { address: port + PORT.status, value: STATUS.progress }],
+  };
 }

@@ -12,10 +12,12 @@ import { errnoError } from '../backends/kvm/errno.js';
 import type { KvmVcpu } from '../backends/kvm/kvm-vcpu.js';
 import { pthreadKill, SIGUSR2 } from '../backends/kvm/libc.js';
 import type { VcpuExit } from '../backends/kvm/vcpu-exit.js';
-import { CONTROL, type VcpuThreadData, type VcpuThreadMessage } from './vcpu-thread-protocol.js';
+import { CONTROL, type MmioAutoAnswers, type VcpuThreadData, type VcpuThreadMessage } from './vcpu-thread-protocol.js';
 
 /** Why the thread stopped: asked to, or the guest exited to the VMM first (its exit is still pending). */
-export type VcpuStop = { readonly reason: 'paused'; readonly entries: number } | { readonly reason: 'exit'; readonly exit: VcpuExit };
+export type VcpuStop =
+  | { readonly reason: 'paused'; readonly entries: number; readonly pendingMmio: boolean }
+  | { readonly reason: 'exit'; readonly exit: VcpuExit };
 
 const KICK_INTERVAL_MS = 1;
 const ignoreSignal = (): void => undefined;
@@ -35,12 +37,15 @@ export class VcpuThread {
     this.stopped = firstMessages;
   }
 
-  /** Starts running `vcpu` on a new thread; resolves once the thread is in its KVM_RUN loop. */
-  static async start(vcpu: KvmVcpu): Promise<VcpuThread> {
+  /**
+   * Starts running `vcpu` on a new thread; resolves once the thread is in its KVM_RUN loop. The thread answers the
+   * MMIO accesses `autoAnswers` covers itself and runs on; any other exit stops it.
+   */
+  static async start(vcpu: KvmVcpu, autoAnswers?: MmioAutoAnswers): Promise<VcpuThread> {
     // Without a handler SIGUSR2 would end the process; Node's handler makes it harmless, and KVM_RUN returns EINTR.
     process.on('SIGUSR2', ignoreSignal);
     const control = new SharedArrayBuffer(4 * Object.keys(CONTROL).length);
-    const data: VcpuThreadData = { fd: vcpu.fd, runSize: vcpu.runSize, control };
+    const data: VcpuThreadData = { fd: vcpu.fd, runSize: vcpu.runSize, control, autoAnswers };
     const worker = new Worker(new URL('./vcpu-thread-worker.js', import.meta.url), { workerData: data });
     let resolveStop: (stop: VcpuStop) => void = () => undefined;
     let rejectStop: (error: Error) => void = () => undefined;
@@ -51,7 +56,7 @@ export class VcpuThread {
     const thread = await new Promise<bigint>((resolve, reject) => {
       worker.on('message', (message: VcpuThreadMessage) => {
         if (message.kind === 'started') resolve(message.thread);
-        else if (message.kind === 'paused') resolveStop({ reason: 'paused', entries: message.entries });
+        else if (message.kind === 'paused') resolveStop({ reason: 'paused', entries: message.entries, pendingMmio: message.pendingMmio });
         else if (message.kind === 'exit') resolveStop({ reason: 'exit', exit: message.exit });
         else rejectStop(errnoError(message.errno, 'KVM_RUN', `vCPU ${vcpu.id} on its thread`));
       });
@@ -61,6 +66,11 @@ export class VcpuThread {
       });
     });
     return new VcpuThread(worker, new Int32Array(control), thread, stopped);
+  }
+
+  /** MMIO loads the thread has answered by itself so far (MmioAutoAnswers). */
+  get answeredLoads(): number {
+    return Atomics.load(this.flags, CONTROL.answeredLoads);
   }
 
   /** Resolves when the thread stops by itself (the guest exited to the VMM). */

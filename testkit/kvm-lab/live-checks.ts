@@ -1,8 +1,9 @@
 /**
  * Live checkpoints and migration on the real KVM (issue 8, items 3 to 5):
- * the MTE test guest fills memory and tags on its own vCPU thread while
- * pre-copy rounds, driven by the dirty log, copy it; the guest is paused only
- * for the last round. The checkpoint is restored into a new VM (or migrated
+ * the MTE test guest fills memory and tags (or, as the mutator, keeps
+ * changing them, its commands answered by its own vCPU thread) on its own
+ * vCPU thread while pre-copy rounds, driven by the dirty log, copy it; the
+ * guest is paused only for the last round. The checkpoint is restored into a new VM (or migrated
  * to another process) and resumed there: the guest finishes its fill if it
  * was paused in the middle, then verifies every granule and word.
  */
@@ -20,8 +21,14 @@ import { sendMigration } from '../../src/live/stream-sink.js';
 import { restoreSnapshot } from '../../src/reader/restore.js';
 import type { VmFactory } from '../../src/vm/vm.js';
 import { KvmLiveGuest } from '../../src/vmm/kvm-live-guest.js';
-import { describeReport, type GuestReport, type MteGuestLayout } from '../../src/vmm/mte-guest-protocol.js';
-import { loadMteTestGuest, runnableVcpu, runUntilReport } from '../../src/vmm/mte-guest-vmm.js';
+import {
+  describeReport,
+  type GuestReport,
+  type MteGuestLayout,
+  mutatorAutoAnswers,
+  mutatorGranuleIndex,
+} from '../../src/vmm/mte-guest-protocol.js';
+import { loadMteTestGuest, runnableVcpu, runUntilReport, stopMutator } from '../../src/vmm/mte-guest-vmm.js';
 import { parseKernelRelease } from '../conformance/kvm-target.js';
 import { tagCorruptingFactory } from '../tag-corruption.js';
 import { corruptionVerdict, type LabCheck, LabCheckFailure } from './lab-checks.js';
@@ -106,6 +113,55 @@ async function liveCheckpointFile(
   }
 }
 
+/** The mutator needs a power of two of fill granules: 2 MiB is 131072, far more than the steps one batch adds after the pause. */
+const MUTATOR_LAYOUT: MteGuestLayout = { ...LIVE_LAYOUT, fillLength: 2n * MIB };
+/** Steps per command the vCPU thread answers: a pause most likely falls inside a batch. */
+const MUTATOR_STEPS_PER_COMMAND = 512n;
+/** A bound against a guest that stopped asking, not a measure of speed. */
+const MUTATION_START_LIMIT_MS = 120_000;
+
+/** Waits until the mutator has started its second batch: step 0 is done and pre-copy copies a guest that mutates. */
+async function untilMutating(guest: KvmLiveGuest): Promise<void> {
+  const started = performance.now();
+  while (guest.answeredLoads < 2) {
+    if (performance.now() - started > MUTATION_START_LIMIT_MS)
+      throw new LabCheckFailure(`the mutator asked for ${guest.answeredLoads} commands in ${MUTATION_START_LIMIT_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** A live checkpoint of the mutator mid-mutation; returns the step count at the pause (x19) with the pre-copy summary. */
+async function liveMutatorCheckpoint(factory: KvmVmFactory, file: string): Promise<{ summary: PrecopySummary; steps: bigint }> {
+  const vm = factory.createVm();
+  try {
+    loadMteTestGuest(vm, MUTATOR_LAYOUT, 'mutator');
+    const guest = await KvmLiveGuest.start(vm, mutatorAutoAnswers(MUTATOR_LAYOUT.port, MUTATOR_STEPS_PER_COMMAND));
+    try {
+      await untilMutating(guest);
+      const { precopy } = await liveCheckpoint(vm, guest, file, { staging: stagingFactory(factory), precopy: { maxRounds: 2 } });
+      return { summary: precopy, steps: guest.register(19) };
+    } finally {
+      await guest.close();
+    }
+  } finally {
+    vm.close();
+  }
+}
+
+/** Restores a mutator checkpoint and resumes it: it finishes the batch it was in, then is told to verify. */
+async function resumeMutatorToVerdict(file: string, factory: VmFactory): Promise<{ report: GuestReport; steps: bigint | null }> {
+  const { vm } = await restoreSnapshot(file, factory);
+  try {
+    const vcpu = runnableVcpu(vm);
+    // Paused inside a batch, the guest reports PROGRESS first; paused at its COMMAND load, it takes the 0 and verifies.
+    const first = runUntilReport(vcpu, 0n);
+    if (first.status !== 'progress') return { report: first, steps: null };
+    return { report: stopMutator(vcpu), steps: first.steps };
+  } finally {
+    vm.close();
+  }
+}
+
 const DESTINATION = fileURLToPath(new URL('./migration-destination.js', import.meta.url));
 
 /** Migrates a running guest to a destination node process through a pipe; `damage` may alter the bytes on the way. */
@@ -168,6 +224,27 @@ export const LIVE_CHECKS: readonly LabCheck[] = [
       const damaging = tagCorruptingFactory(factory, DAMAGED_GRANULE);
       const damaged = corruptionVerdict(await resumeToVerdict(file, damaging.factory), damaging.corruption);
       return `${where}; ${rounds(summary)}; resumed in a new VM, the guest ${describeReport(report)}; with one tag damaged, ${damaged}`;
+    },
+  },
+  {
+    name: 'live: checkpoint the mutator mid-mutation (its vCPU thread answers its commands), restore, resume: verified; bad tag caught',
+    run: async ({ factory, scratchDirectory }) => {
+      const file = join(scratchDirectory, 'live-mutator.vmsnap');
+      const { summary, steps } = await liveMutatorCheckpoint(factory, file);
+      if (steps < MUTATOR_STEPS_PER_COMMAND) throw new LabCheckFailure(`paused after ${steps} steps: not in the middle of mutation`);
+      const { report, steps: resumedTo } = await resumeMutatorToVerdict(file, factory);
+      if (report.status !== 'verified')
+        throw new LabCheckFailure(`the resumed mutator (paused at step ${steps}) ${describeReport(report)}`);
+      // The granule of the last step before the pause: the steps left in that batch do not reach it again.
+      const index = mutatorGranuleIndex(MUTATOR_LAYOUT, steps - 1n);
+      const damaging = tagCorruptingFactory(factory, MUTATOR_LAYOUT.ramBase + MUTATOR_LAYOUT.fillOffset + index * 16n);
+      const damaged = corruptionVerdict((await resumeMutatorToVerdict(file, damaging.factory)).report, damaging.corruption);
+      // Paused between its PROGRESS stores (at a batch's end), the guest's report carries no step count: say which.
+      const went =
+        resumedTo === null
+          ? `took the command to verify at once and ${describeReport(report)}`
+          : `finished the batch it was in${resumedTo > 0n ? ` (step ${resumedTo})` : ''}, then ${describeReport(report)}`;
+      return `paused at step ${steps}; ${rounds(summary)}; resumed in a new VM, the guest ${went}; with one tag damaged, ${damaged}`;
     },
   },
   {
