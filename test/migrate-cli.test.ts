@@ -302,6 +302,18 @@ describe('vmsnap migrate usage', () => {
     expectOneLineError(exists, /exists/);
   });
 
+  // On a host with KVM these would run a guest; there the lab runs the KVM migration instead.
+  it.skipIf(existsSync('/dev/kvm'))('--kvm on a host without KVM: exit 3, one line saying what it needs, on either side', () => {
+    for (const args of [
+      ['migrate', 'receive', '--kvm'],
+      ['migrate', 'send', '--kvm', '--to', '-'],
+    ]) {
+      const run = vmsnap(args, Buffer.alloc(0));
+      expect(run.code).toBe(3);
+      expectOneLineError(run, /KVM is not usable here: .*needs an arm64 host with KVM and MTE/);
+    }
+  });
+
   it('a source with nobody listening: exit 3, one line', () => {
     const run = vmsnap(['migrate', 'send', ...SOURCE, '--to', `unix:${at('nobody.sock')}`]);
     expect(run.code).toBe(3);
