@@ -12,7 +12,7 @@ import { CpioWriter } from '../testkit/kvm-lab/host/cpio.js';
 import { arm64NativePackages } from '../testkit/kvm-lab/host/lab-packages.js';
 import { parseExitMarker } from '../testkit/kvm-lab/host/qemu-boot.js';
 import { expectedLabCheckNames, labGroups } from '../testkit/kvm-lab/lab-plan.js';
-import { formatCrash, formatResult, parseCrashes, parseResults } from '../testkit/kvm-lab/lab-report.js';
+import { formatCrash, formatFileLines, formatResult, parseCrashes, parseFiles, parseResults } from '../testkit/kvm-lab/lab-report.js';
 
 const work = mkdtempSync(join(tmpdir(), 'vmsnap-lab-host-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -143,6 +143,19 @@ describe('lab result lines', () => {
     const result = { name: 'conformance: round-trip', outcome: 'pass' as const, detail: 'ok "quoted"', ms: 12 };
     const serial = `[    1.0] kvm [1]: VHE mode initialized successfully\r\n${formatResult(result)}\r\nVMSNAP-LAB-RESULT {"name":"cut\n`;
     expect(parseResults(serial)).toEqual([result]);
+  });
+
+  test('a file handed over comes back whole through kernel messages; a missing part or a wrong digest is named', () => {
+    const bytes = new Uint8Array(200_000).map((_, i) => (i * 31) ^ (i >> 7));
+    const lines = formatFileLines('a.core', bytes);
+    expect(lines.length).toBeGreaterThan(1);
+    const serial = lines.map((line, i) => `[ ${i}.0] kvm: noise\r\n${line}\r\n`).join('');
+    const { files, broken } = parseFiles(serial);
+    expect(broken.size).toBe(0);
+    expect(new Uint8Array(files.get('a.core')!)).toEqual(bytes);
+    expect(parseFiles(lines.slice(1).join('\n')).broken.get('a.core')).toBe(`${lines.length - 1} of ${lines.length} parts arrived`);
+    const forged = lines.map((line) => line.replace(/"sha256":"[0-9a-f]{4}/, '"sha256":"0000'));
+    expect(parseFiles(forged.join('\n')).broken.get('a.core')).toBe('its SHA-256 does not match');
   });
 
   test('a crashed group is its own line, apart from the results; every check belongs to exactly one group', () => {

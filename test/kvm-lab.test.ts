@@ -11,11 +11,20 @@
  * inside the host, a boot whose suite died so is booted again, and each is
  * reported as a flake (a line here, an annotation, and the run's summary).
  */
-import { resolve } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { describe, expect, test } from 'vitest';
+import { exportCore } from '../src/forensics/core-export.js';
+import { importCore } from '../src/forensics/core-import.js';
+import { readProcessCore } from '../src/forensics/process-core.js';
+import { openSnapshot } from '../src/reader/open.js';
+import { PROCESS, PROCESS_CORE_FILE } from '../testkit/kvm-lab/forensics-checks.js';
 import { diedBySignal, type KernelBoot, type LabRun, runKvmLab } from '../testkit/kvm-lab/host/run-lab.js';
 import { expectedLabCheckNames } from '../testkit/kvm-lab/lab-plan.js';
 import { GROUP_ATTEMPTS, type LabCrash } from '../testkit/kvm-lab/lab-report.js';
+import { titled } from './support/external-tool.js';
+import { gdb, runGdb } from './support/gdb.js';
 
 const repositoryRoot = resolve(import.meta.dirname, '..');
 const enabled = process.env.VMSNAP_KVM_LAB === '1';
@@ -38,6 +47,44 @@ function flakeLine(id: string, flake: KernelBoot): string {
     `FLAKE: kvm lab (${id}): node in the emulated host died by signal ${(flake.exitCode ?? 0) - 128}; ` +
     `booted again (first boot's serial log ${flake.serialLog})`
   );
+}
+
+/**
+ * GDB on the kernel's core and on vmsnap's import then export of it, with the same commands: the fault (signal,
+ * si_code, the tagged address and both tags), registers, mappings, auxv, and tags and words of the tagged mapping.
+ */
+async function gdbOnKernelCore(id: string, core: Buffer): Promise<{ before: string; after: string; faultAddress: bigint }> {
+  const directory = mkdtempSync(join(tmpdir(), `vmsnap-lab-core-${id}-`));
+  try {
+    const original = join(directory, PROCESS_CORE_FILE);
+    writeFileSync(original, core);
+    const snapshot = join(directory, 'process.vmsnap');
+    const again = join(directory, 'process-again.core');
+    await importCore(original, snapshot);
+    const reader = await openSnapshot(snapshot);
+    let faultAddress: bigint;
+    try {
+      faultAddress = (await readProcessCore(reader))?.signal?.faultAddress ?? 0n;
+      await exportCore(reader, again);
+    } finally {
+      await reader.close();
+    }
+    const granule = faultAddress & 0x00ff_ffff_ffff_fff0n;
+    const commands = [
+      'info threads',
+      'p $_siginfo.si_signo',
+      'p $_siginfo.si_code',
+      'p/x $_siginfo._sifields._sigfault.si_addr',
+      'info registers pc sp x0 x19 tpidr tag_ctl',
+      'info proc mappings',
+      'info auxv',
+      `x/8gx 0x${(granule - 32n).toString(16)}`,
+      ...[-32n, -16n, 0n, 16n].map((offset) => `memory-tag print-allocation-tag 0x${(granule + offset).toString(16)}`),
+    ];
+    return { before: await runGdb(original, commands), after: await runGdb(again, commands), faultAddress };
+  } finally {
+    rmSync(directory, { recursive: true, force: true });
+  }
 }
 
 function crashLine(id: string, crash: LabCrash): string {
@@ -94,6 +141,23 @@ describe.skipIf(!enabled)('emulated arm64 host with real KVM and MTE (set VMSNAP
           expect(result?.outcome, result?.detail).toBe('pass');
         });
       }
+
+      test.skipIf(gdb.skip)(
+        titled("GDB reads the core the kernel wrote of the MTE process, and vmsnap's import and export of it, alike", gdb),
+        async () => {
+          const core = boot.files.get(PROCESS_CORE_FILE);
+          expect(core, boot.brokenFiles.get(PROCESS_CORE_FILE) ?? 'the forensics check handed over no core').toBeDefined();
+          const { before, after, faultAddress } = await gdbOnKernelCore(id, core!);
+          expect(before).toContain('Program terminated with signal SIGSEGV, Segmentation fault.');
+          expect(before).toMatch(/^\$2 = 9$/m); // SEGV_MTESERR
+          expect(before).toContain(
+            `Logical tag (0x${PROCESS.faultTag.toString(16)}) does not match the allocation tag (0x${PROCESS.tagOf(5).toString(16)}).`,
+          );
+          expect(before).toContain(`0x${faultAddress.toString(16)}`);
+          expect(before).toMatch(new RegExp(`tpidr\\s+0x${PROCESS.tls.toString(16)}`));
+          expect(after).toBe(before);
+        },
+      );
 
       test('the emulated host reported no check the plan does not know', () => {
         const known = new Set(expectedLabCheckNames());

@@ -14,7 +14,7 @@
  */
 
 import { spawnSync } from 'node:child_process';
-import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportCore } from '../../src/forensics/core-export.js';
 import { importCore } from '../../src/forensics/core-import.js';
@@ -31,8 +31,11 @@ import { type LabCheck, LabCheckFailure } from './lab-checks.js';
 
 const hex = (value: bigint): string => `0x${value.toString(16)}`;
 
+/** The name the kernel's core of the MTE process is handed to the host under. */
+export const PROCESS_CORE_FILE = 'mte-core-process.core';
+
 /** What testkit/mte-core-process/mte-core-process.S does, as numbers. */
-const PROCESS = {
+export const PROCESS = {
   length: 0x10000,
   faultGranule: 5n,
   faultTag: 7,
@@ -81,8 +84,10 @@ function checkProcessNotes(notes: ProcessCore): bigint {
 export const FORENSICS_CHECKS: readonly LabCheck[] = [
   {
     name: 'forensics: a Linux core of an MTE process killed by a tag check fault imports granule for granule, with its notes; exports back',
-    run: async ({ scratchDirectory }) => {
+    run: async ({ scratchDirectory, handOver }) => {
       const core = dumpedCore(scratchDirectory);
+      // The host side runs GDB on it and on vmsnap's import and export of it (test/kvm-lab.test.ts).
+      handOver(PROCESS_CORE_FILE, readFileSync(core));
       const file = join(scratchDirectory, 'process-core.vmsnap');
       await importCore(core, file);
       const reader = await openSnapshot(file);

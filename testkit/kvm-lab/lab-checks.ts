@@ -19,6 +19,8 @@ import { transferVmState } from './state-transfer.js';
 export interface LabContext {
   readonly factory: KvmVmFactory;
   readonly scratchDirectory: string;
+  /** Hands a file to the host side (lab-report.ts FILE lines), which keeps it by `name` for its own tests. */
+  readonly handOver: (name: string, bytes: Uint8Array) => void;
 }
 
 export interface LabCheck {

@@ -9,11 +9,19 @@
  *
  *   VMSNAP-LAB-CRASH {"group":...,"signal":...,"attempt":...,"lastCheck":...,"kernelLog":[...]}
  *
- * which the host side reports as a flake, never hides.
+ * which the host side reports as a flake, never hides, and files a check
+ * hands to the host (a core the kernel wrote, for GDB there), gzipped and in
+ * base64 parts:
+ *
+ *   VMSNAP-LAB-FILE {"name":...,"part":i,"parts":n,"sha256":...,"data":...}
  */
+
+import { createHash } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
 
 export const RESULT_MARKER = 'VMSNAP-LAB-RESULT';
 export const CRASH_MARKER = 'VMSNAP-LAB-CRASH';
+export const FILE_MARKER = 'VMSNAP-LAB-FILE';
 /** Runs of one group whose process dies by a signal: a crash on the last one fails the lab. */
 export const GROUP_ATTEMPTS = 2;
 
@@ -68,4 +76,47 @@ export function parseResults(serial: string): LabResult[] {
 
 export function parseCrashes(serial: string): LabCrash[] {
   return parseMarked<LabCrash>(serial, CRASH_MARKER);
+}
+
+interface FilePart {
+  readonly name: string;
+  readonly part: number;
+  readonly parts: number;
+  /** SHA-256 of the file (not of the gzip). */
+  readonly sha256: string;
+  readonly data: string;
+}
+
+/** Base64 characters per line: short enough for a console line. */
+const FILE_PART_CHARS = 3000;
+
+/** The lines that hand `bytes` to the host under `name` (a file name, no directories). */
+export function formatFileLines(name: string, bytes: Uint8Array): string[] {
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  const data = gzipSync(bytes).toString('base64');
+  const parts = Math.max(1, Math.ceil(data.length / FILE_PART_CHARS));
+  return Array.from({ length: parts }, (_, part) => {
+    const line: FilePart = { name, part, parts, sha256, data: data.slice(part * FILE_PART_CHARS, (part + 1) * FILE_PART_CHARS) };
+    return `${FILE_MARKER} ${JSON.stringify(line)}`;
+  });
+}
+
+/** The files handed over whole (every part there, the SHA-256 right), by name; the others by name with why not. */
+export function parseFiles(serial: string): { files: Map<string, Buffer>; broken: Map<string, string> } {
+  const byName = new Map<string, FilePart[]>();
+  for (const part of parseMarked<FilePart>(serial, FILE_MARKER)) byName.set(part.name, [...(byName.get(part.name) ?? []), part]);
+  const files = new Map<string, Buffer>();
+  const broken = new Map<string, string>();
+  for (const [name, parts] of byName) {
+    const { parts: count, sha256 } = parts[0];
+    const ordered = Array.from({ length: count }, (_, i) => parts.find((p) => p.part === i && p.sha256 === sha256));
+    if (ordered.some((p) => !p)) {
+      broken.set(name, `${ordered.filter(Boolean).length} of ${count} parts arrived`);
+      continue;
+    }
+    const bytes = gunzipSync(Buffer.from(ordered.map((p) => p!.data).join(''), 'base64'));
+    if (createHash('sha256').update(bytes).digest('hex') !== sha256) broken.set(name, 'its SHA-256 does not match');
+    else files.set(name, bytes);
+  }
+  return { files, broken };
 }

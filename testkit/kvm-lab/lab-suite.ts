@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { KvmVmFactory } from '../../src/backends/kvm/kvm-factory.js';
 import type { LabCheck, LabContext } from './lab-checks.js';
 import { type LabGroup, labGroups } from './lab-plan.js';
-import { formatCrash, formatResult, GROUP_ATTEMPTS, type LabResult } from './lab-report.js';
+import { formatCrash, formatFileLines, formatResult, GROUP_ATTEMPTS, type LabResult } from './lab-report.js';
 
 const GROUP_FLAG = '--group';
 const RUNNING = 'vmsnap lab: running ';
@@ -44,7 +44,11 @@ function selected(group: LabGroup, filters: readonly string[]): LabCheck[] {
 
 /** In a group's own process: its checks, one after another. */
 async function runGroup(group: LabGroup, filters: readonly string[]): Promise<number> {
-  const context: LabContext = { factory: new KvmVmFactory(), scratchDirectory: mkdtempSync(join(tmpdir(), 'vmsnap-lab-')) };
+  const context: LabContext = {
+    factory: new KvmVmFactory(),
+    scratchDirectory: mkdtempSync(join(tmpdir(), 'vmsnap-lab-')),
+    handOver: (name, bytes) => process.stdout.write(`${formatFileLines(name, bytes).join('\n')}\n`),
+  };
   let failed = 0;
   for (const check of selected(group, filters)) {
     // Names the check a crash (a signal that kills node) happened in.

@@ -16,7 +16,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { type LabCrash, type LabResult, parseCrashes, parseResults } from '../lab-report.js';
+import { type LabCrash, type LabResult, parseCrashes, parseFiles, parseResults } from '../lab-report.js';
 import { buildInitramfs, LAB_BUILD, SUITE_ENTRY } from './initramfs.js';
 import {
   arm64NativePackages,
@@ -44,6 +44,9 @@ export interface KernelBoot {
   readonly results: LabResult[];
   /** Groups whose process died by a signal inside the host (each ran again, up to GROUP_ATTEMPTS times). */
   readonly crashes: LabCrash[];
+  /** Files checks handed over (lab-report.ts), by name; and those that arrived broken, with why. */
+  readonly files: Map<string, Buffer>;
+  readonly brokenFiles: Map<string, string>;
   readonly exitCode: number | null;
   readonly timedOut: boolean;
   readonly serialLog: string;
@@ -80,9 +83,12 @@ export function diedBySignal(boot: KernelBoot): boolean {
 async function bootOnce(assets: LabAssets, kernel: PreparedKernel, initramfs: string, cache: string, timeoutMs: number, attempt: number) {
   const serialLog = join(cache, `serial-${kernel.kernel.id}${attempt > 1 ? `-attempt${attempt}` : ''}.log`);
   const boot = await bootEmulatedHost(assets, { kernel, initramfs, timeoutMs, serialLog });
+  const { files, broken } = parseFiles(boot.serial);
   return {
     results: parseResults(boot.serial),
     crashes: parseCrashes(boot.serial),
+    files,
+    brokenFiles: broken,
     exitCode: boot.exitCode,
     timedOut: boot.timedOut,
     serialLog,
