@@ -45,6 +45,13 @@ describe('registering only the named command', () => {
     });
   }
 
+  it('offers --key-file on the commands that read a snapshot, not on those that make their own guest or read a core', () => {
+    const leaves = full().commands.flatMap((command) => optionsByLeaf(command));
+    const withKey = (path: string) => leaves.some((leaf) => leaf.startsWith(`${path}: `) && leaf.includes('--key-file'));
+    for (const path of ['info', 'restore', 'verify', 'tags dump', 'export core', 'push', 'save']) expect(withKey(path), path).toBe(true);
+    for (const path of ['demo', 'run', 'migrate send', 'migrate receive', 'import core']) expect(withKey(path), path).toBe(false);
+  });
+
   it('registers every command for no command, an option or an unknown name', async () => {
     for (const argv of [
       ['node', 'vmsnap'],
