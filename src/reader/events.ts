@@ -16,7 +16,12 @@ export type SnapshotEvent =
   | { readonly type: 'diff'; readonly parentId: Uint8Array }
   /** A diff's changed-page map of the RAM (and tag) chunk that follows. */
   | { readonly type: 'changed'; readonly pages: ChangedPages }
-  | { readonly type: 'chunk'; readonly chunk: RamChunk | TagChunk }
+  /**
+   * A chunk, decoded and checked. `payload`, when the source has it, is the chunk's payload as stored (spec/FORMAT.md
+   * section 6, every rule checked): a consumer that stores the chunk again (push) keeps its encoding instead of
+   * compressing it anew.
+   */
+  | { readonly type: 'chunk'; readonly chunk: RamChunk | TagChunk; readonly payload?: Uint8Array }
   | { readonly type: 'vcpu'; readonly vcpu: VcpuState }
   | { readonly type: 'blob'; readonly blob: VmmBlob }
   /** A section this reader does not know and was allowed to skip. */
@@ -26,4 +31,9 @@ export type SnapshotEvent =
 export interface SnapshotEventSource {
   events(): AsyncIterable<SnapshotEvent>;
   close(): Promise<void>;
+}
+
+/** `payload` after it was decoded, or undefined when a worker thread took it (a transferred buffer is left empty). */
+export function keptPayload(payload: Uint8Array): Uint8Array | undefined {
+  return payload.byteLength > 0 ? payload : undefined;
 }

@@ -38,7 +38,7 @@ import { isSealed, SealedFileReader } from '../io/sealed-file.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
 import { timed, timedAsync } from '../parallel/phase-clock.js';
 import type { VcpuState } from '../vm/vm.js';
-import type { SnapshotEvent } from './events.js';
+import { keptPayload, type SnapshotEvent } from './events.js';
 import { readGuestMemory, readGuestTags } from './guest-range.js';
 import {
   checkPayloadLength,
@@ -363,11 +363,16 @@ class FileSnapshotReader implements SnapshotReader {
   }
 
   async readChunk(location: ChunkLocation): Promise<RamChunk | TagChunk> {
+    return (await this.readChunkAndPayload(location)).chunk;
+  }
+
+  /** The chunk at `location`, decoded and checked, with its payload as stored (when a worker did not take it). */
+  private async readChunkAndPayload(location: ChunkLocation): Promise<{ chunk: RamChunk | TagChunk; payload?: Uint8Array }> {
     const { section, payload } = timed('reading', () => this.readSection(location.offset, location.length, chunkType(location.kind)));
     const chunk = await decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk);
     // In a diff, a stored page must be a marked one: checked with the map, as the pipe reader checks it.
     if (this.diff) checkStoredPagesMarked(chunk, await this.readChangedPages(this.changedPagesOf(location)), this.header, this.regions);
-    return chunk;
+    return { chunk, payload: keptPayload(payload) };
   }
 
   async readRamChunk(location: ChunkLocation): Promise<RamChunk> {
@@ -410,18 +415,18 @@ class FileSnapshotReader implements SnapshotReader {
   async *events(ahead = Math.max(2, this.executor.threads * 2)): AsyncGenerator<SnapshotEvent> {
     yield { type: 'start', header: this.header, metadata: this.metadata };
     if (this.diff) yield { type: 'diff', parentId: this.diff.parentId };
-    const pending: Array<Promise<RamChunk | TagChunk>> = [];
+    const pending: Array<Promise<{ chunk: RamChunk | TagChunk; payload?: Uint8Array }>> = [];
     let next = 0;
     while (next < this.chunks.length || pending.length) {
       while (next < this.chunks.length && pending.length < ahead) {
-        const read = this.readChunk(this.chunks[next++]);
+        const read = this.readChunkAndPayload(this.chunks[next++]);
         read.catch(() => {}); // Observed when its turn comes; avoids an unhandled rejection meanwhile.
         pending.push(read);
       }
-      const chunk = await timedAsync('waiting on results', pending.shift()!);
+      const { chunk, payload } = await timedAsync('waiting on results', pending.shift()!);
       // A diff's map comes before the RAM chunk of its pages, as in the file.
       if (this.diff && chunk.kind === 'ram') yield { type: 'changed', pages: await this.readChangedPages(this.changedPagesOf(chunk)) };
-      yield { type: 'chunk', chunk };
+      yield { type: 'chunk', chunk, payload };
     }
     for (const vcpu of await this.vcpus()) yield { type: 'vcpu', vcpu };
     for (const blob of await this.blobs()) yield { type: 'blob', blob };

@@ -23,7 +23,7 @@ import type { ChangedPages, SnapshotMetadata } from '../format/model.js';
 import { checkPayload, decodeSectionHeader, type SectionHeader } from '../format/section.js';
 import { unsealedStream } from '../io/sealed-file.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
-import type { SnapshotEvent } from './events.js';
+import { keptPayload, type SnapshotEvent } from './events.js';
 import {
   checkStoredPagesMarked,
   decodeChangedPagesSection,
@@ -207,7 +207,7 @@ export async function* readSnapshotStream(stream: ByteSource, options: StreamRea
         executor ??= createChunkExecutor(options.threads);
         const chunk = await decodeChunk(executor, header, metadata!.regions, section, payload, role.chunk);
         if (changed) checkStoredPagesMarked(chunk, changed, header, metadata!.regions);
-        yield { type: 'chunk', chunk };
+        yield { type: 'chunk', chunk, payload: keptPayload(payload) };
         continue;
       }
       checkPayload(section, payload);

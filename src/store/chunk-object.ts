@@ -57,8 +57,10 @@ export function sealChunk(keys: TenantKeys, geometry: ChunkGeometry, name: Uint8
   const nonce = createHmac('sha256', key).update('nonce').update(plaintext).digest().subarray(0, NONCE_LENGTH);
   const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_LENGTH });
   cipher.setAAD(associatedData(header, name));
-  const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-  return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
+  // One copy into the object: GCM's final() adds no bytes, the tag comes from getAuthTag().
+  const body = cipher.update(plaintext);
+  const tail = cipher.final();
+  return Buffer.concat([header, nonce, body, tail, cipher.getAuthTag()]);
 }
 
 /**
@@ -84,7 +86,11 @@ export function openChunk(keys: TenantKeys, geometry: ChunkGeometry, name: Uint8
   decipher.setAAD(associatedData(header, name));
   decipher.setAuthTag(object.subarray(object.length - TAG_LENGTH));
   try {
-    return new Uint8Array(Buffer.concat([decipher.update(body), decipher.final()]));
+    // GCM's final() checks the tag and adds no bytes: the plaintext is handed on only once it authenticated.
+    const plaintext = decipher.update(body);
+    const tail = decipher.final();
+    const whole = tail.length ? Buffer.concat([plaintext, tail]) : plaintext;
+    return new Uint8Array(whole.buffer, whole.byteOffset, whole.byteLength);
   } catch {
     throw new StoreError(
       'chunk-not-authentic',

@@ -5,7 +5,7 @@
  * a reader, a concurrent push or a crash never sees half an object.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import type { StoredObject, StoreEngine } from './engine.js';
 import { StoreError } from './errors.js';
@@ -52,11 +52,30 @@ export class LocalEngine implements StoreEngine {
     }
   }
 
+  /** Directories this engine made or found: a push writes many objects into few of them. */
+  private readonly directories = new Set<string>();
+
+  /** Creates the temporary file of a put, and its directory when it is not there (or was removed since). */
+  private async openTemporary(directory: string): Promise<{ path: string; file: FileHandle }> {
+    const path = join(directory, `${TEMPORARY_MARK}${process.pid}-${randomBytes(6).toString('hex')}`);
+    if (!this.directories.has(directory)) {
+      await mkdir(directory, { recursive: true, mode: 0o700 });
+      this.directories.add(directory);
+    }
+    try {
+      return { path, file: await open(path, 'wx', 0o600) };
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+      this.directories.delete(directory);
+      await mkdir(directory, { recursive: true, mode: 0o700 });
+      this.directories.add(directory);
+      return { path, file: await open(path, 'wx', 0o600) };
+    }
+  }
+
   async put(key: string, bytes: Uint8Array): Promise<void> {
     const target = this.path(key);
-    await mkdir(dirname(target), { recursive: true, mode: 0o700 });
-    const temporary = join(dirname(target), `${TEMPORARY_MARK}${process.pid}-${randomBytes(6).toString('hex')}`);
-    const file = await open(temporary, 'wx', 0o600);
+    const { path: temporary, file } = await this.openTemporary(dirname(target));
     try {
       await file.writeFile(bytes);
       await file.sync();

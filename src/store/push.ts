@@ -18,6 +18,7 @@
 
 import { equalBytes } from '../format/bytes.js';
 import { bitmapLength } from '../format/chunk.js';
+import { CODEC } from '../format/constants.js';
 import type { ChunkKind, RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
 import type { VcpuState } from '../format/registers.js';
 import { jsonResult } from '../json.js';
@@ -33,7 +34,10 @@ import type { ManifestDiff } from './manifest.js';
 import { diffsOf, findParent } from './stored-chain.js';
 
 export interface PushOptions {
-  /** zstd level of the chunks stored, 1..9, 0 for none (default 1). */
+  /**
+   * zstd level of the chunks stored, 1..9, 0 for none. Default: each chunk keeps the encoding it has in the
+   * snapshot (no second compression); a chunk that comes without its payload is compressed at level 1.
+   */
   level?: number;
   /** Replace a snapshot of the same name (default: refuse); never one that diffs in the store depend on, unless it is the same snapshot. */
   force?: boolean;
@@ -67,6 +71,24 @@ export interface PushSummary {
 }
 
 /** The content a chunk is named by: all its RAM bytes, or its tags one byte per granule. */
+/** Where a chunk payload (spec/FORMAT.md section 6) keeps its region (u32), first page (u64) and encoding (u8). */
+const PAYLOAD_REGION_OFFSET = 0;
+const PAYLOAD_FIRST_PAGE_OFFSET = 8;
+const PAYLOAD_ENCODING_OFFSET = 16;
+
+/**
+ * A copy of a checked chunk payload with region 0 and first page 0: the plaintext of its chunk object
+ * (spec/STORE.md section 4). Nothing else in a payload depends on where the chunk is, so the encoding the
+ * snapshot already has is kept and the chunk is not compressed a second time.
+ */
+function positionFree(payload: Uint8Array): Uint8Array {
+  const plaintext = payload.slice();
+  const view = new DataView(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
+  view.setUint32(PAYLOAD_REGION_OFFSET, 0, true);
+  view.setBigUint64(PAYLOAD_FIRST_PAGE_OFFSET, 0n, true);
+  return plaintext;
+}
+
 function chunkContent(chunk: RamChunk | TagChunk): { kind: ChunkKind; content: Uint8Array } {
   return 'data' in chunk ? { kind: 'ram', content: chunk.data } : { kind: 'tags', content: chunk.tags };
 }
@@ -82,12 +104,13 @@ class ChunkUploader {
   constructor(
     private readonly store: ChunkStore,
     private readonly executor: ChunkExecutor,
-    private readonly level: number,
+    /** Undefined: keep each chunk's own encoding where its payload is known. */
+    private readonly level: number | undefined,
     private readonly parallel: number,
   ) {}
 
-  /** Queues one chunk; waits while too many are in flight. */
-  async add(chunk: RamChunk | TagChunk, pageSize: number): Promise<void> {
+  /** Queues one chunk (`stored`: its payload as the snapshot holds it, if known); waits while too many are in flight. */
+  async add(chunk: RamChunk | TagChunk, pageSize: number, stored?: Uint8Array): Promise<void> {
     const { kind, content } = chunkContent(chunk);
     const geometry: ChunkGeometry = { kind, pageSize, pageCount: chunk.pageCount };
     const name = nameChunk(this.store.keys, geometry, content);
@@ -98,31 +121,37 @@ class ChunkUploader {
       this.reused++;
       return;
     }
-    const done = this.upload(geometry, name, content);
+    const done = this.upload(geometry, name, content, stored);
     done.catch(() => {});
     this.seen.set(hex, done);
     this.inFlight.push(done);
     if (this.inFlight.length >= this.parallel) await this.inFlight.shift();
   }
 
-  private async upload(geometry: ChunkGeometry, name: Buffer, content: Uint8Array): Promise<void> {
+  private async upload(geometry: ChunkGeometry, name: Buffer, content: Uint8Array, stored?: Uint8Array): Promise<void> {
     const key = this.store.chunkKey(name);
     if ((await this.store.engine.size(key)) !== null) {
       this.reused++;
       return;
     }
+    const plaintext = stored && this.level === undefined ? positionFree(stored) : await this.encode(geometry, content);
+    const object = sealChunk(this.store.keys, geometry, name, plaintext);
+    await this.store.engine.put(key, object);
+    this.uploaded++;
+    this.bytesUploaded += BigInt(object.length);
+  }
+
+  /** The chunk payload for `content` at region 0, page 0, compressed anew. */
+  private async encode(geometry: ChunkGeometry, content: Uint8Array): Promise<Uint8Array> {
     const range = { region: 0, firstPage: 0, pageCount: geometry.pageCount, pageSize: geometry.pageSize };
     const encoded = (await this.executor.run({
       op: 'encode',
       kind: geometry.kind,
       range,
       input: content,
-      level: this.level,
+      level: this.level ?? 1,
     })) as EncodedChunk;
-    const object = sealChunk(this.store.keys, geometry, name, encoded.payload);
-    await this.store.engine.put(key, object);
-    this.uploaded++;
-    this.bytesUploaded += BigInt(object.length);
+    return encoded.payload;
   }
 
   async finish(): Promise<void> {
@@ -146,11 +175,10 @@ export async function pushSnapshot(
   // Replacing a parent would leave its diffs on a snapshot they are not diffs of: only the same snapshot again may.
   const dependents = exists ? await diffsOf(store, name) : [];
   const replaced = dependents.length ? (await store.readManifest(name)).metadata.snapshotId : null;
-  const level = options.level ?? 1;
   const marker = await beginPush(store.engine, options.waitMs ?? 60_000);
   const executor = createChunkExecutor(options.threads);
   try {
-    const uploader = new ChunkUploader(store, executor, level, options.parallel ?? 16);
+    const uploader = new ChunkUploader(store, executor, options.level, options.parallel ?? 16);
     let header: SnapshotHeader | undefined;
     let metadata: SnapshotMetadata | undefined;
     const vcpus: VcpuState[] = [];
@@ -185,7 +213,9 @@ export async function pushSnapshot(
         if (options.parent !== undefined && !diff)
           throw new ChainError('parent-mismatch', `${name} is a full snapshot: --parent is for a diff snapshot`);
         if (!carrying) continue; // The reader checked it is empty: a diff stores no page its map does not give.
-        await uploader.add(event.chunk, header!.pageSize);
+        // A payload compressed with another codec than zstd (none exists today) would not be a chunk object's plaintext.
+        const reusable = event.payload && (header!.codec === CODEC.zstd || event.payload[PAYLOAD_ENCODING_OFFSET] === 0);
+        await uploader.add(event.chunk, header!.pageSize, reusable ? event.payload : undefined);
         if ('data' in event.chunk) {
           guestBytesDone += BigInt(event.chunk.pageCount * header!.pageSize);
           options.onProgress?.({ guestBytesDone, guestBytesTotal });

@@ -170,6 +170,14 @@ export class StoredChain implements SnapshotEventSource {
     };
     for (const plan of plans) {
       const { grid } = plan;
+      const [only] = plan.contributions;
+      if (plan.contributions.length === 1 && positions[only.link][plan.position].changed === null) {
+        // One full link gives every page here (a full snapshot, or no newer link changed any): its chunk as decoded.
+        while (next < fetches.length && pending.length < ahead) fetchNext();
+        const { chunk } = await pending.shift()!;
+        yield { ...chunk, offset: 0n, length: 0n };
+        continue;
+      }
       const unit = grid.kind === 'ram' ? this.last.header.pageSize : this.last.header.pageSize / GRANULE_SIZE;
       const present = new Uint8Array(bitmapLength(grid.pageCount));
       const bytes = new Uint8Array(grid.pageCount * unit);

@@ -127,6 +127,42 @@ export function storeCases(label: string, setup: StoreCaseSetup): void {
       }
     });
 
+    it("push keeps each chunk's encoding from the snapshot unless given a level, and both restore", async () => {
+      await saved;
+      const raw = join(dir, `raw-${label}.vmsnap`);
+      await saveSnapshot(new GeneratedGuest(GUEST), raw, { threads: 0, level: 0 });
+      const encodings = async (store: ChunkStore, name: string) => {
+        const snapshot = await StoredSnapshot.open(store, name, { threads: 0 });
+        const seen = new Set<number>();
+        try {
+          for await (const stored of snapshot.chunks()) if (stored.payload.length > 40) seen.add(stored.payload[16]);
+        } finally {
+          await snapshot.close();
+        }
+        return [...seen].sort();
+      };
+      const kept = await fresh();
+      const recompressed = await fresh();
+      try {
+        const asSaved = await pushFile(kept, raw, 'raw');
+        // Saved uncompressed, stored as saved: every chunk object holds its content raw (encoding 0).
+        expect(await encodings(kept, 'raw')).toEqual([0]);
+        const reader = await openSnapshot(raw, { threads: 0 });
+        const level1 = await pushSnapshot(reader.events(), recompressed, 'raw', { threads: 0, level: 1, fileBytes: () => reader.fileSize });
+        await reader.close();
+        expect(await encodings(recompressed, 'raw')).toContain(1);
+        expect(level1.bytesUploaded).toBeLessThan(asSaved.bytesUploaded);
+        for (const store of [kept, recompressed]) {
+          const { comparison } = await restoreFromStore(store, 'raw', comparingFactory(GUEST));
+          expect(comparison.equal, JSON.stringify(comparison.differences)).toBe(true);
+          expect((await verifyStore(store, { threads: 0 })).ok).toBe(true);
+        }
+      } finally {
+        kept.close();
+        recompressed.close();
+      }
+    });
+
     it('a similar guest shares its identical chunks', async () => {
       await saved;
       const store = await fresh();

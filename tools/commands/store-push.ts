@@ -65,7 +65,11 @@ export function registerPush(program: Command): void {
       '--parent <name>',
       "a diff snapshot's parent in the store (default: the snapshot of the store with the diff's parent id); it must be pushed first",
     )
-    .option('--level <n>', 'zstd level of the stored chunks, 1..9, 0 for none (default 1)', integerOption('--level', 0, 9))
+    .option(
+      '--level <n>',
+      'compress the stored chunks anew at this zstd level, 1..9, 0 for none (default: keep the encoding each chunk has in the snapshot)',
+      integerOption('--level', 0, 9),
+    )
     .option('--force', 'replace a snapshot of the same name')
     .option('--threads <n>', 'encoding threads (default: one per core)', integerOption('--threads', 0, 256))
     .option('--json', 'print the summary as JSON')
