@@ -14,7 +14,7 @@ import { type CoreSegmentSpec, ElfCoreWriter, layoutCore } from '../src/forensic
 import { encodeNotes } from '../src/forensics/elf-notes.js';
 import { RegionNotTaggedError } from '../src/forensics/errors.js';
 import { checkPointer } from '../src/forensics/pointer-check.js';
-import { PROCESS_NOTES_BLOB } from '../src/forensics/process-notes.js';
+import { decodeProcessNotes, PROCESS_NOTES_BLOB } from '../src/forensics/process-notes.js';
 import { type SnapshotShow, showSnapshot } from '../src/forensics/snapshot-show.js';
 import { openSnapshot } from '../src/reader/open.js';
 import { PSTATE_ID, SP_EL1_ID, SP_ID } from '../src/vm/arm64-registers.js';
@@ -299,6 +299,46 @@ describe('a Linux MTE process core (shaped as the kernel writes one: see test/su
       await expect(checkPointer(reader, 0x0500_0000_0000_0000n | LINUX_CORE.loads.dontdump)).rejects.toBeInstanceOf(RegionNotTaggedError);
     } finally {
       await reader.close();
+    }
+  });
+});
+
+describe('kept notes that are damaged', () => {
+  it('leave info and show working, say why, and make export core refuse with a typed error naming the blob', async () => {
+    const vm = buildGuest({ regions: [{ slot: 0, name: 'ram', guestAddress: 0x4000_0000n, size: 0x10000n }] });
+    const snapshot = join(dir.path, 'bad-notes.vmsnap');
+    // A note record whose descsz runs past the end of the blob.
+    const bad = Buffer.alloc(20);
+    bad.writeUInt32LE(5, 0);
+    bad.writeUInt32LE(4096, 4);
+    bad.writeUInt32LE(1, 8);
+    bad.write('CORE', 12, 'latin1');
+    await saveSnapshot(vm, snapshot, { threads: 0, blobs: [{ name: PROCESS_NOTES_BLOB, data: bad }] });
+    vm.close();
+    const info = await vmsnap('info', snapshot);
+    expect(info.code).toBe(0);
+    expect(info.out).toMatch(/process core: its kept notes cannot be read: .*linux-core\.notes.*note of 4096 bytes runs past the end/);
+    const show = await vmsnap('show', snapshot, '--json');
+    expect(JSON.parse(show.out).processCore.problem).toMatch(/runs past the end/);
+    const exported = await vmsnap('export', 'core', snapshot, '-o', join(dir.path, 'bad-notes.core'));
+    expect(exported.code).not.toBe(0);
+    expect(exported.err).toMatch(/linux-core\.notes/);
+  });
+
+  it('decode to a report, never an exception, whatever their bytes', () => {
+    let seed = 12345;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed;
+    };
+    const types = [1, 2, 3, 6, 0x53494749, 0x46494c45, 0x401, 0x406, 0x409, 0x40a, 0x404];
+    for (let round = 0; round < 300; round++) {
+      const notes = Array.from({ length: 1 + (random() % 8) }, () => {
+        const desc = new Uint8Array(random() % 600);
+        for (let i = 0; i < desc.length; i++) desc[i] = random() & 0xff;
+        return { name: random() % 2 ? 'CORE' : 'LINUX', type: types[random() % types.length], desc };
+      });
+      expect(() => decodeProcessNotes(notes)).not.toThrow();
     }
   });
 });

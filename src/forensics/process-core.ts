@@ -9,12 +9,15 @@
 import { GRANULE_SIZE } from '../format/constants.js';
 import type { SnapshotReader } from '../format/model.js';
 import { jsonResult } from '../json.js';
-import { decodeNotes } from './elf-notes.js';
+import { decodeNotes, type ElfNote } from './elf-notes.js';
+import { ElfCoreFormatError } from './errors.js';
 import { decodeProcessNotes, PROCESS_NOTES_BLOB, type ProcessNotes } from './process-notes.js';
 
 export interface ProcessCore extends ProcessNotes {
   /** The allocation tag at the fault address (top byte ignored) when a tagged region holds it; else null. */
   readonly faultAllocationTag: number | null;
+  /** Why the kept notes could not be read (a damaged blob), or null: a report never fails on them. */
+  readonly problem: string | null;
 }
 
 /** A user address without its top byte (TBI): where a tagged pointer points. */
@@ -33,8 +36,15 @@ async function allocationTagAt(reader: SnapshotReader, address: bigint): Promise
 export async function readProcessCore(reader: SnapshotReader): Promise<ProcessCore | null> {
   if (!reader.blobSummaries.some((b) => b.name === PROCESS_NOTES_BLOB)) return null;
   const blob = (await reader.blobs()).find((b) => b.name === PROCESS_NOTES_BLOB)!;
-  const notes = decodeProcessNotes(decodeNotes(blob.data, `${reader.path} (blob ${PROCESS_NOTES_BLOB})`, 0n));
+  let records: ElfNote[];
+  try {
+    records = decodeNotes(blob.data, `${reader.path} (blob ${PROCESS_NOTES_BLOB})`, 0n);
+  } catch (error) {
+    if (!(error instanceof ElfCoreFormatError)) throw error;
+    return jsonResult({ ...decodeProcessNotes([]), faultAllocationTag: null, problem: error.message });
+  }
+  const notes = decodeProcessNotes(records);
   const fault = notes.signal?.faultAddress;
   const faultAllocationTag = fault === null || fault === undefined ? null : await allocationTagAt(reader, untagged(fault));
-  return jsonResult({ ...notes, faultAllocationTag });
+  return jsonResult({ ...notes, faultAllocationTag, problem: null });
 }

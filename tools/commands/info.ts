@@ -3,7 +3,8 @@
  * index alone (no chunk is decompressed, so it is instant on any size):
  * regions and their IPA ranges, chunk counts, the compression ratio, tag
  * bytes as a share of RAM, vCPUs, blobs and annotations; for a snapshot
- * imported from a Linux process core, the process and its signal. For a diff
+ * imported from a Linux process core, the process and its signal (read from
+ * the blob of its notes, and one tag chunk for the tag at the fault). For a diff
  * snapshot, also its parent and the pages it gives, and its chain as found
  * beside it (or named with --chain; only the links' first sections are read).
  * For an encrypted file (spec/STORE.md section 8), its container too; without

@@ -56,6 +56,10 @@ function printThread(t: ThreadNotes): void {
 
 /** The process and its signal, in two lines: what `info` says of a process core. */
 export function printProcessSummary(core: ProcessCore): void {
+  if (core.problem) {
+    printLine(`process core: its kept notes cannot be read: ${core.problem}`);
+    return;
+  }
   const p = core.process;
   printLine(`process core: ${p ? `${p.name} (pid ${p.pid}), "${p.args}"` : 'no NT_PRPSINFO'}`);
   printLine(`  signal: ${core.signal ? signalText(core.signal, core.faultAllocationTag) : 'none'}`);
@@ -64,6 +68,7 @@ export function printProcessSummary(core: ProcessCore): void {
 /** Everything the notes say: `show`. */
 export function printProcessCore(core: ProcessCore): void {
   printProcessSummary(core);
+  if (core.problem) return;
   const p = core.process;
   if (p) printLine(`  process: state ${p.state || '?'}, ppid ${p.ppid}, uid ${p.uid}, gid ${p.gid}`);
   for (const t of core.threads) printThread(t);
