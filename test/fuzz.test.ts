@@ -124,16 +124,18 @@ async function withReader(path: string, use: (reader: Awaited<ReturnType<typeof 
   }
 }
 
-/** Every reader's verdict on one file. */
-async function verdicts(bytes: Uint8Array, path: string): Promise<Outcome[]> {
-  writeFileSync(path, bytes);
-  const refusedBy = (report: { ok: boolean; problems: { message: string }[] }) => {
-    if (!report.ok) throw Object.assign(new VmsnapError('verify-refused', 'invalid-input', report.problems[0]?.message ?? ''), {});
-  };
+/** verify's report as an outcome: a refusal becomes the error the other readers throw. */
+const refusedBy = (report: { ok: boolean; problems: { message: string }[] }) => {
+  if (!report.ok) throw new VmsnapError('verify-refused', 'invalid-input', report.problems[0]?.message ?? '');
+};
+
+/** The readers that read a whole file: the file reader (with a diff's changed-page maps), the pipe reader, verify both ways. */
+async function wholeReaderOutcomes(bytes: Uint8Array, path: string, changedPages: boolean): Promise<Outcome[]> {
   return [
     await outcome('file reader', () =>
       withReader(path, async (reader) => {
         for (const chunk of reader.chunks) await (chunk.kind === 'ram' ? reader.readRamChunk(chunk) : reader.readTagChunk(chunk));
+        if (changedPages) for (const map of reader.changedPageMaps) await reader.readChangedPages(map);
         await reader.vcpus();
         await reader.blobs();
       }),
@@ -143,6 +145,27 @@ async function verdicts(bytes: Uint8Array, path: string): Promise<Outcome[]> {
     }),
     await outcome('verify', async () => refusedBy(await verifySnapshot(path, { threads: 0 }))),
     await outcome('verify -', async () => refusedBy(await verifySnapshot(stream(bytes), { threads: 0 }))),
+  ];
+}
+
+/** Refusals that are not typed invalid-input errors: a crash, or the wrong kind of error. */
+function untypedRefusals(outcomes: readonly Outcome[]): string[] {
+  const found: string[] = [];
+  for (const { reader, ok, error } of outcomes) {
+    if (ok) continue;
+    if (!(error instanceof VmsnapError)) found.push(`${reader} threw ${(error as Error)?.stack ?? String(error)}`);
+    else if (error.kind !== 'invalid-input') found.push(`${reader} refused with kind ${error.kind} (${error.code}): ${error.message}`);
+  }
+  return found;
+}
+
+const say = (o: Outcome) => `${o.reader}: ${o.ok ? 'accepts' : `refuses (${(o.error as VmsnapError)?.code ?? o.error})`}`;
+
+/** Every reader's verdict on one file. */
+async function verdicts(bytes: Uint8Array, path: string): Promise<Outcome[]> {
+  writeFileSync(path, bytes);
+  return [
+    ...(await wholeReaderOutcomes(bytes, path, false)),
     await outcome('restore', async () => (await restoreSnapshot(path, new SimulatedVmFactory(), { threads: 0 })).vm.close()),
     await outcome('restore -', async () => (await restoreSnapshot(stream(bytes), new SimulatedVmFactory(), { threads: 0 })).vm.close()),
     await outcome('info', () => withReader(path, (reader) => describeSnapshot(reader))),
@@ -173,15 +196,8 @@ function faults(outcomes: Outcome[]): string[] {
       found.push(`${part.reader} accepts a file whose fault lies in ${section}, which it reads`);
     }
   }
-  for (const { reader, ok, error } of outcomes) {
-    if (ok) continue;
-    if (!(error instanceof VmsnapError)) found.push(`${reader} threw ${(error as Error)?.stack ?? String(error)}`);
-    else if (error.kind !== 'invalid-input') found.push(`${reader} refused with kind ${error.kind} (${error.code}): ${error.message}`);
-  }
-  if (new Set(whole.map((o) => o.ok)).size > 1) {
-    const say = (o: Outcome) => `${o.reader}: ${o.ok ? 'accepts' : `refuses (${(o.error as VmsnapError)?.code ?? o.error})`}`;
-    found.push(`verdicts differ: ${whole.map(say).join('; ')}`);
-  }
+  found.push(...untypedRefusals(outcomes));
+  if (new Set(whole.map((o) => o.ok)).size > 1) found.push(`verdicts differ: ${whole.map(say).join('; ')}`);
   if (process.memoryUsage.rss() > RSS_CAP_BYTES) found.push(`resident memory ${process.memoryUsage.rss()} bytes passed the cap`);
   return found;
 }
@@ -193,24 +209,7 @@ function faults(outcomes: Outcome[]): string[] {
  */
 async function diffFaults(bytes: Uint8Array, path: string, parent: string): Promise<{ refused: boolean; found: string[] }> {
   writeFileSync(path, bytes);
-  const refusedBy = (report: { ok: boolean; problems: { message: string }[] }) => {
-    if (!report.ok) throw new VmsnapError('verify-refused', 'invalid-input', report.problems[0]?.message ?? '');
-  };
-  const whole = [
-    await outcome('file reader', () =>
-      withReader(path, async (reader) => {
-        for (const chunk of reader.chunks) await (chunk.kind === 'ram' ? reader.readRamChunk(chunk) : reader.readTagChunk(chunk));
-        for (const map of reader.changedPageMaps) await reader.readChangedPages(map);
-        await reader.vcpus();
-        await reader.blobs();
-      }),
-    ),
-    await outcome('pipe reader', async () => {
-      for await (const _event of readSnapshotStream(stream(bytes), { threads: 0 }));
-    }),
-    await outcome('verify', async () => refusedBy(await verifySnapshot(path, { threads: 0 }))),
-    await outcome('verify -', async () => refusedBy(await verifySnapshot(stream(bytes), { threads: 0 }))),
-  ];
+  const whole = await wholeReaderOutcomes(bytes, path, true);
   const chain = [
     await outcome('restore chain', async () =>
       (await restoreSnapshot(path, new SimulatedVmFactory(), { threads: 0, parents: [parent] })).vm.close(),
@@ -219,13 +218,7 @@ async function diffFaults(bytes: Uint8Array, path: string, parent: string): Prom
       (await restoreSnapshot(stream(bytes), new SimulatedVmFactory(), { threads: 0, parents: [parent] })).vm.close(),
     ),
   ];
-  const found: string[] = [];
-  for (const { reader, ok, error } of [...whole, ...chain]) {
-    if (ok) continue;
-    if (!(error instanceof VmsnapError)) found.push(`${reader} threw ${(error as Error)?.stack ?? String(error)}`);
-    else if (error.kind !== 'invalid-input') found.push(`${reader} refused with kind ${error.kind} (${error.code}): ${error.message}`);
-  }
-  const say = (o: Outcome) => `${o.reader}: ${o.ok ? 'accepts' : `refuses (${(o.error as VmsnapError)?.code ?? o.error})`}`;
+  const found = untypedRefusals([...whole, ...chain]);
   if (new Set(whole.map((o) => o.ok)).size > 1) found.push(`verdicts differ: ${whole.map(say).join('; ')}`);
   for (const o of chain) {
     if (!whole[0].ok && o.ok) found.push(`${o.reader} accepts a diff the readers refuse: ${whole.map(say).join('; ')}`);

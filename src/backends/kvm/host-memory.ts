@@ -21,7 +21,6 @@ import {
   MAP_SHARED,
   memfdCreate,
   mmap,
-  mmapAt,
   mprotect,
   munmap,
   type NativePointer,
@@ -70,7 +69,7 @@ export class HostMapping {
     if (!view) return;
     this.view = null;
     const where = `0x${this.address.toString(16)}+0x${this.size.toString(16)}`;
-    const reserve = mmapAt(this.address, this.size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    const reserve = mmap(this.address, this.size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
     if (isMapFailed(reserve)) {
       check(munmap(this.address, this.size), 'munmap', where);
       return;
@@ -80,7 +79,7 @@ export class HostMapping {
 }
 
 function mapOrThrow(size: number, flags: number, fd: number, what: string): HostMapping {
-  const pointer = mmap(null, size, PROT_READ | PROT_WRITE, flags, fd, 0);
+  const pointer = mmap(0n, size, PROT_READ | PROT_WRITE, flags, fd, 0);
   if (isMapFailed(pointer)) throw errnoError(lastErrno(), 'mmap', `${what}, ${size} bytes`);
   return new HostMapping(pointer, size);
 }

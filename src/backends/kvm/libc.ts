@@ -42,16 +42,8 @@ export const ioctlBuffer = libc.func('ioctl', 'int', ['int', 'unsigned long', 'v
   request: number,
   argument: Buffer,
 ) => number;
-export const mmap = libc.func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']) as (
-  address: null,
-  length: number | bigint,
-  protection: number,
-  flags: number,
-  fd: number,
-  offset: number,
-) => NativePointer;
-/** mmap at a given address (with MAP_FIXED: over what is there). */
-export const mmapAt = libc.func('mmap', 'void *', ['uint64_t', 'size_t', 'int', 'int', 'int', 'int64_t']) as (
+/** mmap with the address as a number: 0 lets the kernel choose; with MAP_FIXED it maps over what is there. */
+export const mmap = libc.func('mmap', 'void *', ['uint64_t', 'size_t', 'int', 'int', 'int', 'int64_t']) as (
   address: bigint,
   length: number | bigint,
   protection: number,
