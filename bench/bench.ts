@@ -6,7 +6,9 @@
  *      files: RAM image, tag file (one tag per granule), layout JSON;
  *   2. save:    vmsnap save (raw files -> snapshot)  vs  zstd -1 -T2 on RAM+tags  vs  cp;
  *   3. restore: vmsnap restore (snapshot -> raw files)  vs  zstd -d;
- *   4. check that the restored files equal the originals.
+ *   4. check that the restored files equal the originals;
+ *   5. unless --no-commands: every other command once, on the same guest and
+ *      snapshot, for its peak RSS (bench/command-rss.ts).
  *
  * With --sizes it does this for each size in turn and prints vmsnap's peak
  * memory across them: it must stay flat, whatever the guest size. A size
@@ -23,6 +25,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
+import { type CommandRss, measureCommands, printCommandRss } from './command-rss.js';
 import { filesEqual } from './compare-files.js';
 import { checkTools, measureInterleaved, type StepPlan } from './measure.js';
 import { type RawGuestFiles, writeRawGuest } from './raw-guest.js';
@@ -42,6 +45,7 @@ interface BenchOptions {
   dir?: string;
   keep?: boolean;
   json?: boolean;
+  commands: boolean;
 }
 
 function parseMiB(text: string): number {
@@ -67,10 +71,13 @@ function snapshotFacts(path: string): Snapshot {
   return { fileBytes: Number(info.fileBytes), tagBytes: Number(info.totals.tagBytes), guestBytes: Number(info.totals.guestBytes) };
 }
 
-/** Bytes the run of one size writes at most: raw files, their copy, the snapshot, zstd's output and the restored files. */
-function diskNeeded(sizeMiB: number): number {
+/**
+ * Bytes the run of one size writes at most: raw files, their copy, the snapshot, zstd's output and the restored files;
+ * the commands' step adds a restore's output and a core beside them.
+ */
+function diskNeeded(sizeMiB: number, commands: boolean): number {
   const ram = sizeMiB * MiB;
-  return Math.ceil(ram * (1 + 1 / 16) * 4.2);
+  return Math.ceil(ram * (1 + 1 / 16) * (commands ? 6.2 : 4.2));
 }
 
 function freeBytes(directory: string): number {
@@ -94,6 +101,7 @@ async function main(): Promise<void> {
     .option('--repeat <n>', 'runs per step; the median time is reported, and the highest peak RSS', '3')
     .option('--keep', 'keep the generated and written files')
     .option('--json', 'print the results as JSON')
+    .option('--no-commands', 'skip the peak RSS of every other command (bench/command-rss.ts)')
     .parse(process.argv);
   const options = program.opts<BenchOptions>();
   checkTools();
@@ -101,11 +109,13 @@ async function main(): Promise<void> {
   const sizes = (options.sizes ?? options.size ?? '1GiB').split(',').map(parseMiB);
   const base = options.dir ?? tmpdir();
   const log = (line: string) => (options.json ? process.stderr : process.stdout).write(`${line}\n`);
-  const results: BenchResult[] = [];
+  const results: (BenchResult & { commands?: { size: string; commands: CommandRss[] } })[] = [];
   for (const sizeMiB of sizes) {
-    if (diskNeeded(sizeMiB) > freeBytes(base)) {
+    if (diskNeeded(sizeMiB, options.commands) > freeBytes(base)) {
       const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
-      log(`skipping ${sizeMiB} MiB: it needs about ${gib(diskNeeded(sizeMiB))} free in ${base}, there are ${gib(freeBytes(base))}`);
+      log(
+        `skipping ${sizeMiB} MiB: it needs about ${gib(diskNeeded(sizeMiB, options.commands))} free in ${base}, there are ${gib(freeBytes(base))}`,
+      );
       continue;
     }
     const directory = mkdtempSync(join(base, 'vmsnap-bench-'));
@@ -113,16 +123,39 @@ async function main(): Promise<void> {
       const started = performance.now();
       const files = writeRawGuest(directory, { sizeMiB, seed: Number(options.seed), pageSize: Number(options.pageSize) });
       log(`generated ${sizeMiB} MiB guest as raw files in ${((performance.now() - started) / 1000).toFixed(1)} s (${directory})`);
-      const result = runSteps(directory, files, options);
-      results.push(result);
+      const result: BenchResult & { commands?: { size: string; commands: CommandRss[] } } = runSteps(directory, files, options);
       if (!options.json) printResult(result);
+      if (options.commands) {
+        const size = sizeMiB % 1024 ? `${sizeMiB} MiB` : `${sizeMiB / 1024} GiB`;
+        result.commands = { size, commands: runCommands(directory, files, sizeMiB, options) };
+      }
+      results.push(result);
       if (!result.restoredIdentical) process.exitCode = 1;
     } finally {
       if (!options.keep) rmSync(directory, { recursive: true, force: true });
     }
   }
   if (options.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
-  else if (results.length > 1) printRssCurve(results);
+  else {
+    if (results.length > 1) printRssCurve(results);
+    printCommandRss(results.flatMap((r) => (r.commands ? [r.commands] : [])));
+  }
+}
+
+/** Every other command's peak RSS, once each, on this size's guest and snapshot (bench/command-rss.ts). */
+function runCommands(directory: string, files: RawGuestFiles, sizeMiB: number, options: BenchOptions): CommandRss[] {
+  const threads = options.threads === undefined ? '' : ` --threads ${Number(options.threads)}`;
+  const context = {
+    vmsnap: `node ${quote(VMSNAP)}`,
+    ram: quote(files.ram),
+    tags: quote(files.tags),
+    layout: quote(files.layout),
+    size: `${sizeMiB}MiB`,
+    ramBytes: sizeMiB * MiB,
+    snapshot: quote(join(directory, 'guest.vmsnap')),
+    threads,
+  };
+  return measureCommands(directory, context, quote);
 }
 
 function runSteps(directory: string, files: RawGuestFiles, options: BenchOptions) {
