@@ -111,11 +111,10 @@ async function main(): Promise<void> {
   const log = (line: string) => (options.json ? process.stderr : process.stdout).write(`${line}\n`);
   const results: (BenchResult & { commands?: { size: string; commands: CommandRss[] } })[] = [];
   for (const sizeMiB of sizes) {
-    if (diskNeeded(sizeMiB, options.commands) > freeBytes(base)) {
+    const needed = diskNeeded(sizeMiB, options.commands);
+    if (needed > freeBytes(base)) {
       const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
-      log(
-        `skipping ${sizeMiB} MiB: it needs about ${gib(diskNeeded(sizeMiB, options.commands))} free in ${base}, there are ${gib(freeBytes(base))}`,
-      );
+      log(`skipping ${sizeMiB} MiB: it needs about ${gib(needed)} free in ${base}, there are ${gib(freeBytes(base))}`);
       continue;
     }
     const directory = mkdtempSync(join(base, 'vmsnap-bench-'));
