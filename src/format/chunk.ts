@@ -23,7 +23,7 @@ import { checksum } from './checksum.js';
 import { CHUNK_HEADER_LENGTH, ENCODING, GRANULE_SIZE, GUEST_BYTES_PER_TAG_BYTE } from './constants.js';
 import type { ChunkKind } from './model.js';
 import { forEachRun } from './page-runs.js';
-import { packTags, unpackTags } from './tag-packing.js';
+import { hasNonzeroTag, packTags, unpackTags } from './tag-packing.js';
 import type { ZstdCodec } from './zstd.js';
 
 export interface ChunkHeader {
@@ -61,8 +61,6 @@ export interface CompressionChoice {
   readonly level: number;
 }
 
-/** All-zero buffers to compare against, one per length, so zero tests run in native memcmp. */
-/** Pages of `ram` that are not all zero: the bitmap, and their bytes packed in order. */
 /**
  * Pages of `ram` that are not all zero: the bitmap, and their bytes packed in
  * order; `inPlace` packs them to the front of `ram` itself (no second buffer),
@@ -99,15 +97,14 @@ function gatherTagPages(range: ChunkRange, tags: Uint8Array): GatheredChunk {
   const granulesPerPage = pageSize / GRANULE_SIZE;
   const packedPerPage = granulesPerPage / 2;
   const bitmap = new Uint8Array(bitmapLength(pageCount));
+  // Most chunks carry no tag at all: one comparison answers for all their pages.
+  if (isAllZero(tags.subarray(0, pageCount * granulesPerPage))) return { bitmap, content: new Uint8Array(0), present: 0 };
   const content = new Uint8Array(pageCount * packedPerPage);
   let present = 0;
   for (let page = 0; page < pageCount; page++) {
     const granules = page * granulesPerPage;
     // Tags are 4 bits: only the low nibble of each byte counts.
-    if (isAllZero(tags.subarray(granules, granules + granulesPerPage))) continue;
-    let any = 0;
-    for (let g = 0; g < granulesPerPage; g++) any |= tags[granules + g] & 0xf;
-    if (any === 0) continue;
+    if (!hasNonzeroTag(tags.subarray(granules, granules + granulesPerPage))) continue;
     bitmap[page >>> 3] |= 1 << (page & 7);
     packTags(tags.subarray(granules, granules + granulesPerPage), content, present * granulesPerPage);
     present++;

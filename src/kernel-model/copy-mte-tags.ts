@@ -16,6 +16,7 @@
  */
 
 import { GRANULE_SIZE } from '../format/constants.js';
+import { keepLowNibbles } from '../format/tag-packing.js';
 import { type CopyMteTagsRequest, type ErrnoName, TAGS_FROM_GUEST, VmErrnoError } from '../vm/vm.js';
 import type { KernelBehaviour } from './kernel-version.js';
 import { hex, type MemslotTable, type ModelSlot } from './memslot-table.js';
@@ -29,6 +30,16 @@ export interface TagCopyContext {
   readonly behaviour: KernelBehaviour;
   readonly mteEnabled: boolean;
   readonly memslots: MemslotTable;
+}
+
+/** Pages copied with one store call at most: bounds the scratch space of a write (4 MiB of tags with 64 KiB pages). */
+const MAX_RUN_PAGES = 1024n;
+
+/** `source` with each byte's high nibble cleared, in `into`. */
+function lowNibbles(source: Uint8Array, into: Uint8Array): Uint8Array {
+  into.set(source);
+  keepLowNibbles(into);
+  return into;
 }
 
 /** Why a page could not be copied; becomes the thrown error if it was the first page. */
@@ -52,14 +63,15 @@ export function copyMteTags(context: TagCopyContext, request: CopyMteTagsRequest
   const pages = length / pageSize;
   const copier = new PageCopier(context.pageSize, request.buffer);
   let done = 0n;
-  for (let index = 0n; index < pages; index++) {
-    const ipa = guestIpa + index * pageSize;
-    const fault = copier.copyPage(context, ipa, Number(index), write);
-    if (fault) {
-      if (done === 0n) throw new VmErrnoError(fault.code, OPERATION, fault.detail);
+  // Page by page as the kernel goes, a run of pages in one memslot at a time: the first page that faults ends the copy.
+  while (done < length) {
+    const index = done / pageSize;
+    const run = copier.copyRun(context, guestIpa + done, Number(index), pages - index, write);
+    done += BigInt(run.pages) * pageSize;
+    if (run.fault) {
+      if (done === 0n) throw new VmErrnoError(run.fault.code, OPERATION, run.fault.detail);
       break;
     }
-    done += pageSize;
   }
   return returnValue(context.behaviour, done);
 }
@@ -88,28 +100,57 @@ function returnValue(behaviour: KernelBehaviour, done: bigint): number {
 /** Moves one page's tags between the guest and the user buffer; owns the scratch space. */
 class PageCopier {
   private readonly granulesPerPage: number;
-  private readonly scratch: Uint8Array;
+  private scratch = new Uint8Array(0);
 
   constructor(
     private readonly pageSize: number,
     private readonly buffer: Uint8Array | null,
   ) {
     this.granulesPerPage = pageSize / GRANULE_SIZE;
-    this.scratch = new Uint8Array(this.granulesPerPage);
   }
 
-  copyPage(context: TagCopyContext, ipa: bigint, pageIndex: number, write: boolean): PageFault | null {
+  /**
+   * Copies pages from `ipa` on (`pageIndex` of the request, at most `remaining`)
+   * while they stay in one memslot: what copying them one by one would do,
+   * with one store call per run of pages. Stops at the first page that faults.
+   */
+  copyRun(
+    context: TagCopyContext,
+    ipa: bigint,
+    pageIndex: number,
+    remaining: bigint,
+    write: boolean,
+  ): { pages: number; fault: PageFault | null } {
     const slot = context.memslots.find(ipa);
-    if (!slot) return new PageFault('EFAULT', `IPA ${hex(ipa)} has no memslot`);
+    if (!slot) return { pages: 0, fault: new PageFault('EFAULT', `IPA ${hex(ipa)} has no memslot`) };
     const mappingFault = write ? this.checkWritable(slot, ipa) : null;
-    if (mappingFault) return mappingFault;
+    if (mappingFault) return { pages: 0, fault: mappingFault };
     const page = Number((ipa - slot.info.guestAddress) / BigInt(this.pageSize));
+    const inSlot = Math.min(Number(remaining < MAX_RUN_PAGES ? remaining : MAX_RUN_PAGES), slot.storage.pageCount - page);
+    // Pages the user buffer covers whole; the page after them (if any in this run) is where the buffer ends.
+    const whole = Math.min(inSlot, Math.floor(this.userBytesAvailable(pageIndex * this.granulesPerPage, inSlot) / this.granulesPerPage));
+    if (whole > 0) {
+      if (write) this.writePages(slot, page, pageIndex * this.granulesPerPage, whole);
+      else this.readTags(slot, page, pageIndex * this.granulesPerPage, whole * this.granulesPerPage);
+    }
+    if (whole === inSlot) return { pages: whole, fault: null };
+    const endIpa = ipa + BigInt(whole * this.pageSize);
+    return { pages: whole, fault: this.copyPartialPage(context, slot, endIpa, page + whole, pageIndex + whole, write) };
+  }
+
+  /** The page where the user buffer ends (or a NULL buffer): what of it can be copied is, then it faults. */
+  private copyPartialPage(
+    context: TagCopyContext,
+    slot: ModelSlot,
+    ipa: bigint,
+    page: number,
+    pageIndex: number,
+    write: boolean,
+  ): PageFault {
     const userOffset = pageIndex * this.granulesPerPage;
-    const available = this.userBytesAvailable(userOffset);
-    const complete = write
-      ? this.writePage(context.behaviour, slot, page, userOffset, available)
-      : this.readPage(slot, page, userOffset, available);
-    if (complete) return null;
+    const available = this.userBytesAvailable(userOffset, 1);
+    if (write) this.writePartialPage(context.behaviour, slot, page, userOffset, available);
+    else if (available > 0) this.readTags(slot, page, userOffset, available);
     const where = `user buffer of ${this.buffer?.length ?? 0} bytes ends inside the tags of IPA ${hex(ipa)}`;
     return new PageFault('EFAULT', this.buffer ? where : `NULL user buffer at IPA ${hex(ipa)}`);
   }
@@ -124,38 +165,53 @@ class PageCopier {
     return null;
   }
 
-  /** How many of this page's tag bytes the user buffer maps (a NULL or short buffer maps fewer). */
-  private userBytesAvailable(userOffset: number): number {
+  /** How many tag bytes of `pages` pages from `userOffset` the user buffer maps (a NULL or short buffer maps fewer). */
+  private userBytesAvailable(userOffset: number, pages: number): number {
     if (!this.buffer) return 0;
-    return Math.max(0, Math.min(this.granulesPerPage, this.buffer.length - userOffset));
+    return Math.max(0, Math.min(pages * this.granulesPerPage, this.buffer.length - userOffset));
   }
 
-  /** mte_copy_tags_to_user, or clear_user for a page never tagged. */
-  private readPage(slot: ModelSlot, page: number, userOffset: number, available: number): boolean {
-    if (available > 0 && this.buffer) {
-      const destination = this.buffer.subarray(userOffset, userOffset + available);
-      if (slot.storage.tagAccess !== 'none' && slot.storage.isPageTagged(page)) slot.storage.readTags(page, 0, destination);
+  /**
+   * mte_copy_tags_to_user, or clear_user for pages never tagged: `granules`
+   * tags from the start of `page` on, one store call per run of tagged pages.
+   */
+  private readTags(slot: ModelSlot, page: number, userOffset: number, granules: number): void {
+    const storage = slot.storage;
+    const perPage = this.granulesPerPage;
+    const tagged = (p: number) => storage.tagAccess !== 'none' && storage.isPageTagged(page + p);
+    for (let first = 0; first * perPage < granules; ) {
+      const kind = tagged(first);
+      let end = first + 1;
+      while (end * perPage < granules && tagged(end) === kind) end++;
+      const destination = this.buffer!.subarray(userOffset + first * perPage, userOffset + Math.min(end * perPage, granules));
+      if (kind) storage.readTags(page + first, 0, destination);
       else destination.fill(0);
+      first = end;
     }
-    return available === this.granulesPerPage;
   }
 
-  /** mte_copy_tags_from_user: the hardware keeps only the low nibble of each byte. */
-  private writePage(behaviour: KernelBehaviour, slot: ModelSlot, page: number, userOffset: number, available: number): boolean {
+  /** mte_copy_tags_from_user for whole pages: the hardware keeps only the low nibble of each byte. */
+  private writePages(slot: ModelSlot, page: number, userOffset: number, pages: number): void {
+    const granules = pages * this.granulesPerPage;
+    slot.storage.writeTags(page, 0, lowNibbles(this.buffer!.subarray(userOffset, userOffset + granules), this.scratchOf(granules)));
+    for (let p = 0; p < pages; p++) slot.storage.markPageTagged(page + p);
+  }
+
+  /** The page the user buffer ends inside: 6.1 leaves it half written, 6.2+ clears its tags; 6.2+ marks it tagged. */
+  private writePartialPage(behaviour: KernelBehaviour, slot: ModelSlot, page: number, userOffset: number, available: number): void {
     const storage = slot.storage;
     if (available > 0 && this.buffer) {
-      const tags = this.scratch.subarray(0, available);
-      for (let i = 0; i < available; i++) tags[i] = this.buffer[userOffset + i] & 0x0f;
-      storage.writeTags(page, 0, tags);
+      storage.writeTags(page, 0, lowNibbles(this.buffer.subarray(userOffset, userOffset + available), this.scratchOf(available)));
     }
-    const complete = available === this.granulesPerPage;
-    if (complete) {
-      storage.markPageTagged(page);
-    } else if (behaviour.clearsTagsOnFaultedWrite) {
+    if (behaviour.clearsTagsOnFaultedWrite) {
       // 6.2+: "uaccess failed, don't leave stale tags", then the page counts as tagged.
       storage.clearPageTags(page);
       storage.markPageTagged(page);
     }
-    return complete;
+  }
+
+  private scratchOf(length: number): Uint8Array {
+    if (this.scratch.length < length) this.scratch = new Uint8Array(length);
+    return this.scratch.subarray(0, length);
   }
 }

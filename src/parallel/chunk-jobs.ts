@@ -35,6 +35,8 @@ export interface EncodeJob {
   readonly inputIsScratch?: boolean;
   /** zstd level, or 0 to store raw. */
   readonly level: number;
+  /** The caller writes the payload out and then gives it back (`scratch`): it may live in the executor's memory. */
+  readonly payloadIsScratch?: boolean;
 }
 
 export interface EncodedChunk {
@@ -42,6 +44,8 @@ export interface EncodedChunk {
   readonly payloadChecksum: bigint;
   /** The job's input, handed back so the writer can reuse its memory for the next chunk. */
   readonly input: Uint8Array;
+  /** Set when `payload` lives in the executor's memory: `ChunkExecutor.release` it once written. */
+  readonly scratch?: Uint8Array;
 }
 
 export interface DecodeJob {
@@ -123,7 +127,8 @@ async function encodeNative(job: EncodeJob, zstd: Libzstd): Promise<EncodedChunk
   const { content } = gathered;
   const prefix = chunkPrefixLength(job.range.pageCount);
   // Every byte of the payload is written below (header, bitmap, frame or raw content): no zero fill needed.
-  const payload = uninitialised(prefix + content.length);
+  const scratch = job.payloadIsScratch ? zstd.allocate(prefix + content.length) : undefined;
+  const payload = scratch ?? uninitialised(prefix + content.length);
   // Room for one byte less than the content: a frame that is not shorter must not be used (stored raw instead).
   const frameLength =
     job.level > 0 && content.length > 0
@@ -133,7 +138,7 @@ async function encodeNative(job: EncodeJob, zstd: Libzstd): Promise<EncodedChunk
   const stored = frameLength < 0 ? payload : payload.subarray(0, prefix + frameLength);
   return timed('checksums', () => {
     fillChunkPrefix(stored, job.range, gathered, frameLength >= 0);
-    return { payload: stored, payloadChecksum: checksum(stored), input: job.input };
+    return { payload: stored, payloadChecksum: checksum(stored), input: job.input, scratch };
   });
 }
 
@@ -142,18 +147,24 @@ async function decodeNative(job: DecodeJob, zstd: Libzstd): Promise<ChunkJobResu
   try {
     const header = readChunkHeader(job.payload);
     const opened = openChunkPayload(job.payload, header, job.kind, job.pageSize, job.zstd);
-    let content = opened.stored;
-    if (header.encoding === ENCODING.compressed) {
-      content = uninitialised(header.contentLength);
+    if (header.encoding !== ENCODING.compressed) {
+      const { bitmap, expanded } = timed('expanding', () => finishChunkDecode(opened, opened.stored));
+      return { header, bitmap: bitmap.slice(), expanded };
+    }
+    // Decoded in native memory, which zstd writes in place; the chunk handed out is on the heap.
+    const content = zstd.allocate(header.contentLength);
+    try {
       try {
         await zstd.decompressInto(opened.stored, content);
       } catch (error) {
         const message = `content does not decompress: ${(error as Error).message}`;
         throw new ChunkDecodeError(message, CHUNK_HEADER_LENGTH, 'decompression-failed');
       }
+      const { bitmap, expanded } = timed('expanding', () => finishChunkDecode(opened, content));
+      return { header, bitmap: bitmap.slice(), expanded: expanded === content ? content.slice() : expanded };
+    } finally {
+      zstd.release(content);
     }
-    const { bitmap, expanded } = timed('expanding', () => finishChunkDecode(opened, content));
-    return { header, bitmap: bitmap.slice(), expanded };
   } catch (error) {
     return asFailure(error);
   }

@@ -20,10 +20,24 @@ import { timedAsync } from './phase-clock.js';
 export interface ChunkExecutor {
   readonly threads: number;
   run(job: ChunkJob): Promise<ChunkJobResult>;
+  /**
+   * A buffer for chunk input that the executor's codec reads in place (native
+   * memory with the system libzstd): give it back with `release`.
+   */
+  allocate(length: number): Uint8Array;
+  release(bytes: Uint8Array): void;
   close(): Promise<void>;
 }
 
-class InlineExecutor implements ChunkExecutor {
+/** Plain memory, left to the garbage collector: the bundled codecs copy their input anyway. */
+abstract class HeapBuffers {
+  allocate(length: number): Uint8Array {
+    return new Uint8Array(length);
+  }
+  release(_bytes: Uint8Array): void {}
+}
+
+class InlineExecutor extends HeapBuffers implements ChunkExecutor {
   readonly threads = 0;
   run(job: ChunkJob): Promise<ChunkJobResult> {
     return runChunkJob(job);
@@ -78,10 +92,18 @@ class NativeExecutor implements ChunkExecutor {
       compressInto: (content, level, destination) =>
         gate.run(() => timedAsync('compression', zstd.compressInto(content, level, destination))),
       decompressInto: (frame, destination) => gate.run(() => timedAsync('decompression', zstd.decompressInto(frame, destination))),
+      allocate: (length) => zstd.allocate(length),
+      release: (bytes) => zstd.release(bytes),
     };
   }
   run(job: ChunkJob): Promise<ChunkJobResult> {
     return runChunkJobNative(job, this.zstd);
+  }
+  allocate(length: number): Uint8Array {
+    return this.zstd.allocate(length);
+  }
+  release(bytes: Uint8Array): void {
+    this.zstd.release(bytes);
   }
   async close(): Promise<void> {}
 }
@@ -97,7 +119,7 @@ interface WorkerSlot {
   busy: number;
 }
 
-class WorkerPool implements ChunkExecutor {
+class WorkerPool extends HeapBuffers implements ChunkExecutor {
   private readonly slots: WorkerSlot[];
   private readonly pending = new Map<number, Pending>();
   private nextId = 0;
@@ -108,6 +130,7 @@ class WorkerPool implements ChunkExecutor {
     script: URL,
     readonly threads: number,
   ) {
+    super();
     this.slots = Array.from({ length: threads }, () => {
       const slot: WorkerSlot = { worker: new Worker(script), busy: 0 };
       slot.worker.on('message', (message: { id: number; result?: ChunkJobResult; error?: string }) => this.settle(message));

@@ -48,6 +48,14 @@ export interface Libzstd {
   compressInto(content: Uint8Array, level: number, destination: Uint8Array): Promise<number>;
   /** Decodes one frame holding exactly `destination.length` bytes into `destination`. */
   decompressInto(frame: Uint8Array, destination: Uint8Array): Promise<void>;
+  /**
+   * `length` bytes of native memory, from a pool: the zstd calls read and
+   * write views of it in place, where any other buffer is copied in and out.
+   * Give it back with `release` once nothing reads it any more.
+   */
+  allocate(length: number): Uint8Array;
+  /** Returns memory from `allocate` (the whole view it gave) to the pool. */
+  release(bytes: Uint8Array): void;
 }
 
 function call(fn: AsyncFunction, ...args: unknown[]): Promise<number> {
@@ -64,21 +72,22 @@ function bind(): Libzstd {
   const createDCtx = lib.func('void *ZSTD_createDCtx()') as () => unknown;
   const setCParameter = lib.func('int64_t ZSTD_CCtx_setParameter(void *cctx, int param, int value)') as (...a: unknown[]) => number;
   const setDParameter = lib.func('int64_t ZSTD_DCtx_setParameter(void *dctx, int param, int value)') as (...a: unknown[]) => number;
-  const compress2 = lib.func('int64_t ZSTD_compress2(void *cctx, void *dst, size_t cap, const void *src, size_t size)') as AsyncFunction;
+  // Buffers pass as addresses (uintptr_t): a view inside native memory is its base plus its offset, with no copy.
+  const compress2 = lib.func('int64_t ZSTD_compress2(void *cctx, uintptr_t dst, size_t cap, uintptr_t src, size_t size)') as AsyncFunction;
   const decompressDCtx = lib.func(
-    'int64_t ZSTD_decompressDCtx(void *dctx, void *dst, size_t cap, const void *src, size_t size)',
+    'int64_t ZSTD_decompressDCtx(void *dctx, uintptr_t dst, size_t cap, uintptr_t src, size_t size)',
   ) as AsyncFunction;
   const errorName = lib.func('const char *ZSTD_getErrorName(size_t code)') as (code: bigint) => string;
   const describe = (result: number) => errorName(BigInt.asUintN(64, BigInt(result)));
 
-  // One work area per call in flight: a context is not safe to share between threads, and the
-  // call's input and output live in native memory, passed as pointers, so that koffi neither
-  // copies nor pins them. They live as long as the process; there are at most as many as calls in flight.
+  // One context per call in flight: a context is not safe to share between threads. Inputs and
+  // outputs outside native memory are staged in it (koffi would copy a typed array on every call).
+  const memory = new NativeMemory(koffi);
   const spareCompressors: WorkArea[] = [];
   const spareDecompressors: WorkArea[] = [];
   const compressor = () =>
     spareCompressors.pop() ??
-    newWorkArea(koffi, () => {
+    newWorkArea(() => {
       const context = createCCtx();
       setCParameter(context, C_CONTENT_SIZE_FLAG, 1);
       setCParameter(context, C_CHECKSUM_FLAG, 0);
@@ -86,7 +95,7 @@ function bind(): Libzstd {
     });
   const decompressor = () =>
     spareDecompressors.pop() ??
-    newWorkArea(koffi, () => {
+    newWorkArea(() => {
       const context = createDCtx();
       // checkFrame already refused windows over MAX_ZSTD_WINDOW (2^22); the decoder refuses them too.
       setDParameter(context, D_WINDOW_LOG_MAX, 22);
@@ -105,12 +114,12 @@ function bind(): Libzstd {
           setCParameter(area.context, C_COMPRESSION_LEVEL, level);
           area.level = level;
         }
-        area.input.fit(content.length).set(content);
-        const output = area.output.fit(destination.length);
-        const result = await call(compress2, area.context, area.output.pointer, destination.length, area.input.pointer, content.length);
+        const source = memory.staged(content, area, 'input');
+        const target = memory.addressOf(destination) ?? memory.stage(area, 'output', destination.length).address;
+        const result = await call(compress2, area.context, target, destination.length, source, content.length);
         if (result === -ERROR_DST_SIZE_TOO_SMALL) return -1;
         if (result < 0) throw new ZstdFrameError(`libzstd could not compress ${content.length} bytes: ${describe(result)}`);
-        destination.set(output.subarray(0, result));
+        memory.unstage(area, destination, result);
         return result;
       } finally {
         spareCompressors.push(area);
@@ -120,50 +129,122 @@ function bind(): Libzstd {
       checkFrame(frame, destination.length);
       const area = decompressor();
       try {
-        area.input.fit(frame.length).set(frame);
-        const output = area.output.fit(destination.length);
-        const result = await call(decompressDCtx, area.context, area.output.pointer, destination.length, area.input.pointer, frame.length);
+        const source = memory.staged(frame, area, 'input');
+        const target = memory.addressOf(destination) ?? memory.stage(area, 'output', destination.length).address;
+        const result = await call(decompressDCtx, area.context, target, destination.length, source, frame.length);
         if (result < 0) throw new ZstdFrameError(`zstd frame does not decode: ${describe(result)}`);
         if (result !== destination.length) {
           throw new ZstdFrameError(`zstd frame decoded to ${result} bytes, expected ${destination.length}`);
         }
-        destination.set(output.subarray(0, result));
+        memory.unstage(area, destination, result);
       } finally {
         spareDecompressors.push(area);
       }
     },
+    allocate: (length) => memory.allocate(length),
+    release: (bytes) => memory.release(bytes),
   };
 }
 
-/** Native memory for one call's input or output, grown as needed; `bytes` views it from JavaScript. */
-class NativeBuffer {
-  pointer: unknown = null;
-  private bytes = new Uint8Array(0);
-
-  constructor(private readonly koffi: typeof import('koffi')) {}
-
-  /** At least `length` bytes; the view of the first `length`. */
-  fit(length: number): Uint8Array {
-    if (this.bytes.length < length) {
-      if (this.pointer !== null) this.koffi.free(this.pointer);
-      // Whole MiB steps: chunks of one size keep their buffer.
-      const capacity = Math.ceil(length / 2 ** 20) * 2 ** 20;
-      this.pointer = this.koffi.alloc('uint8_t', capacity);
-      this.bytes = new Uint8Array(this.koffi.view(this.pointer, capacity));
-    }
-    return this.bytes.subarray(0, length);
-  }
+/** A block of native memory: its address for zstd, its bytes for JavaScript. */
+interface NativeBlock {
+  readonly address: number;
+  readonly bytes: Uint8Array;
 }
 
+/** A call's context, and the blocks that stage its input and output when they are not native memory. */
 interface WorkArea {
   readonly context: unknown;
-  readonly input: NativeBuffer;
-  readonly output: NativeBuffer;
+  input: NativeBlock | null;
+  output: NativeBlock | null;
   level: number;
 }
 
-function newWorkArea(koffi: typeof import('koffi'), create: () => unknown): WorkArea {
-  return { context: create(), input: new NativeBuffer(koffi), output: new NativeBuffer(koffi), level: 0 };
+function newWorkArea(create: () => unknown): WorkArea {
+  return { context: create(), input: null, output: null, level: 0 };
+}
+
+/** Blocks come in steps of 64 KiB, so chunks of one size keep reusing the same ones. */
+const BLOCK_STEP = 64 * 1024;
+/** A work area's staging block grows in whole MiB: a few sizes cover every chunk. */
+const STAGING_STEP = 2 ** 20;
+
+function capacityFor(length: number, step: number): number {
+  return Math.max(step, Math.ceil(length / step) * step);
+}
+
+/**
+ * Native memory for zstd's inputs and outputs. Blocks handed out by
+ * `allocate` are pooled by size (there are never more than the chunks in
+ * flight); `addressOf` knows every one of them, so a view of one goes to zstd
+ * as an address, not as a copy. A block never given back (its save failed
+ * halfway) is freed once no view of it is left.
+ */
+class NativeMemory {
+  private readonly addresses = new WeakMap<ArrayBufferLike, number>();
+  private readonly spare = new Map<number, NativeBlock[]>();
+  private readonly unreachable: FinalizationRegistry<unknown>;
+
+  constructor(private readonly koffi: typeof import('koffi')) {
+    this.unreachable = new FinalizationRegistry((pointer) => koffi.free(pointer));
+  }
+
+  private block(capacity: number): NativeBlock {
+    const pointer = this.koffi.alloc('uint8_t', capacity);
+    const address = Number(this.koffi.address(pointer));
+    const bytes = new Uint8Array(this.koffi.view(pointer, capacity));
+    this.addresses.set(bytes.buffer, address);
+    this.unreachable.register(bytes.buffer, pointer);
+    return { address, bytes };
+  }
+
+  allocate(length: number): Uint8Array {
+    return this.take(capacityFor(length, BLOCK_STEP)).bytes.subarray(0, length);
+  }
+
+  private take(capacity: number): NativeBlock {
+    return this.spare.get(capacity)?.pop() ?? this.block(capacity);
+  }
+
+  release(bytes: Uint8Array): void {
+    const address = this.addresses.get(bytes.buffer);
+    if (address === undefined || bytes.byteOffset !== 0) throw new RangeError('release takes a view that allocate gave');
+    const capacity = bytes.buffer.byteLength;
+    const list = this.spare.get(capacity) ?? [];
+    list.push({ address, bytes: new Uint8Array(bytes.buffer) });
+    this.spare.set(capacity, list);
+  }
+
+  /** The address of `bytes` when it is a view of native memory, else undefined. */
+  addressOf(bytes: Uint8Array): number | undefined {
+    const base = this.addresses.get(bytes.buffer);
+    return base === undefined ? undefined : base + bytes.byteOffset;
+  }
+
+  /** A work area's own block for one side of a call, grown to hold `length` bytes. */
+  stage(area: WorkArea, side: 'input' | 'output', length: number): NativeBlock {
+    const current = area[side];
+    if (current && current.bytes.length >= length) return current;
+    // Replaced blocks are kept by the pool: a view of them may still be around.
+    if (current) this.release(current.bytes);
+    const block = this.take(capacityFor(length, STAGING_STEP));
+    area[side] = block;
+    return block;
+  }
+
+  /** The address zstd reads `bytes` from: its own, or a copy of it in the area's input block. */
+  staged(bytes: Uint8Array, area: WorkArea, side: 'input'): number {
+    const address = this.addressOf(bytes);
+    if (address !== undefined) return address;
+    const block = this.stage(area, side, bytes.length);
+    block.bytes.set(bytes);
+    return block.address;
+  }
+
+  /** Copies a result out of the area's output block when `destination` was not native memory. */
+  unstage(area: WorkArea, destination: Uint8Array, length: number): void {
+    if (this.addressOf(destination) === undefined) destination.set(area.output!.bytes.subarray(0, length));
+  }
 }
 
 let loaded: Libzstd | null | undefined;

@@ -7,24 +7,40 @@
 import type { GridChunk } from '../format/chunk-grid.js';
 import { GRANULE_SIZE } from '../format/constants.js';
 import type { SnapshotRegion } from '../format/model.js';
+import type { ChunkExecutor } from '../parallel/chunk-pool.js';
 import { readGuestTags } from '../vm/tag-copy.js';
 import type { VmSource } from '../vm/vm.js';
 
 /**
  * Chunk input buffers, reused once a worker hands them back: a fresh buffer
  * per chunk costs a zero fill and a page fault per page, about as much as
- * reading the guest memory itself.
+ * reading the guest memory itself. They come from the chunk executor, whose
+ * codec then reads them in place (native memory with the system libzstd).
  */
 export class InputBuffers {
   private readonly spare = new Map<number, Uint8Array[]>();
 
+  constructor(private readonly executor: Pick<ChunkExecutor, 'allocate' | 'release'>) {}
+
+  private readonly handedOut = new WeakSet<Uint8Array>();
+
   take(length: number): Uint8Array {
-    return this.spare.get(length)?.pop() ?? new Uint8Array(length);
+    const reused = this.spare.get(length)?.pop();
+    if (reused) return reused;
+    const fresh = this.executor.allocate(length);
+    this.handedOut.add(fresh);
+    return fresh;
+  }
+
+  /** Gives every spare buffer back to the executor: the save is over. */
+  dispose(): void {
+    for (const list of this.spare.values()) for (const buffer of list) this.executor.release(buffer);
+    this.spare.clear();
   }
 
   giveBack(buffer: Uint8Array): void {
-    // Only whole buffers come back from workers (views were copied, not moved).
-    if (buffer.byteOffset !== 0 || buffer.byteLength !== buffer.buffer.byteLength) return;
+    // Buffers come back as handed out, or whole from a worker (a view it got was copied, not moved: not ours).
+    if (!this.handedOut.has(buffer) && (buffer.byteOffset !== 0 || buffer.byteLength !== buffer.buffer.byteLength)) return;
     const list = this.spare.get(buffer.length) ?? [];
     list.push(buffer);
     this.spare.set(buffer.length, list);

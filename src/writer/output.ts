@@ -16,6 +16,8 @@ export interface SnapshotOutput {
   /** Bytes written so far: the file offset of the next write. */
   readonly position: bigint;
   readonly description: string;
+  /** Whether `write` holds on to the bytes after it resolves (a stream queues them): the caller may not reuse them. */
+  readonly keepsBytes: boolean;
   write(bytes: Uint8Array): Promise<void>;
   /** Makes the snapshot durable and visible at its final place. */
   commit(): Promise<void>;
@@ -25,6 +27,7 @@ export interface SnapshotOutput {
 
 /** A snapshot file: written under a temporary name beside the target and renamed over it on commit. */
 export class FileOutput implements SnapshotOutput {
+  readonly keepsBytes = false;
   private written = 0n;
   private readonly file: TemporaryFile;
   private readonly writeback: WritebackPacer;
@@ -64,6 +67,7 @@ export class FileOutput implements SnapshotOutput {
 }
 
 export class StreamOutput implements SnapshotOutput {
+  readonly keepsBytes = true;
   private written = 0n;
   /** The first write error; later writes fail with it at once. */
   private failure: Error | undefined;

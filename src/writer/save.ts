@@ -179,7 +179,9 @@ class SectionWriter {
   constructor(private readonly output: SnapshotOutput) {}
 
   async write(type: string, payload: Uint8Array | EncodedChunk, chunk?: GridChunk): Promise<void> {
-    const bytes = payload instanceof Uint8Array ? payload : payload.payload;
+    // A stream keeps what it is given until it is flushed: a payload in reused memory goes to it as a copy.
+    const bytes =
+      payload instanceof Uint8Array ? payload : payload.scratch && this.output.keepsBytes ? payload.payload.slice() : payload.payload;
     const payloadChecksum = payload instanceof Uint8Array ? checksum(payload) : payload.payloadChecksum;
     const header = encodeSectionHeader(type, { length: bytes.length, checksum: payloadChecksum });
     const offset = this.output.position;
@@ -241,13 +243,16 @@ async function writeChunks(
   // Enough in flight to keep every worker busy while the oldest result is written.
   const maxInFlight = Math.max(2, executor.threads * 2 + 1);
   const inFlight: Array<{ chunk: GridChunk; result: Promise<EncodedChunk | Uint8Array> }> = [];
-  const buffers = new InputBuffers();
+  const buffers = new InputBuffers(executor);
   let count = 0;
   const drainOne = async () => {
     const { chunk, result } = inFlight.shift()!;
     const encoded = await timedAsync('waiting on results', result);
     await timedAsync('writing', sections.write(sectionType(chunk.kind), encoded, chunk));
-    if (!(encoded instanceof Uint8Array)) buffers.giveBack(encoded.input);
+    if (!(encoded instanceof Uint8Array)) {
+      buffers.giveBack(encoded.input);
+      if (encoded.scratch) executor.release(encoded.scratch);
+    }
     progress(chunk);
   };
   // In a diff, the RAM and tags of a range are read (and compared) once, for its changed-page map and its two chunks.
@@ -266,7 +271,16 @@ async function writeChunks(
         : timedAsync('reading', guest.read(chunk, buffers));
       // The input buffer is read into afresh for a later chunk (or was made for this one): the job may pack pages inside it.
       result = input.then(
-        (bytes) => executor.run({ op: 'encode', kind, range: job, input: bytes, level, inputIsScratch: true }) as Promise<EncodedChunk>,
+        (bytes) =>
+          executor.run({
+            op: 'encode',
+            kind,
+            range: job,
+            input: bytes,
+            level,
+            inputIsScratch: true,
+            payloadIsScratch: true,
+          }) as Promise<EncodedChunk>,
       );
     }
     result.catch(() => {}); // Observed in order by drainOne; avoids an unhandled rejection meanwhile.
@@ -275,6 +289,7 @@ async function writeChunks(
     if (inFlight.length >= maxInFlight) await drainOne();
   }
   while (inFlight.length) await drainOne();
+  buffers.dispose();
   return count;
 }
 

@@ -9,6 +9,8 @@ import { SegmentSealer } from '../io/sealed-file.js';
 import type { SnapshotOutput } from './output.js';
 
 export class SealedOutput implements SnapshotOutput {
+  /** The sealer copies what it is given into its segments. */
+  readonly keepsBytes = false;
   private plain = 0n;
   private readonly sealer: SegmentSealer;
 

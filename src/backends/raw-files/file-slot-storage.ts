@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 const readAsync = promisify(read);
 
 import { GRANULE_SIZE } from '../../format/constants.js';
-import { packTags, unpackTags } from '../../format/tag-packing.js';
+import { keepLowNibbles, packTags, unpackTags } from '../../format/tag-packing.js';
 import type { WritebackPacer } from '../../io/writeback.js';
 import type { SlotOffset, SlotPage, SlotStorage, TagAccess } from '../../kernel-model/slot-storage.js';
 import { VmErrnoError } from '../../vm/vm.js';
@@ -125,7 +125,7 @@ export class FileSlotStorage implements SlotStorage {
   private readonly granulesPerPage: number;
   private readonly tagged: Uint8Array;
   /** Read-modify-write space for packed tags that start or end mid-byte. */
-  private readonly scratch: Uint8Array;
+  private scratch: Uint8Array;
 
   constructor(
     readonly region: RawRegion,
@@ -185,7 +185,7 @@ export class FileSlotStorage implements SlotStorage {
     if (this.files.tagLayout === 'byte') {
       this.tagBlock.read(tagFd, destination, this.tagBase + granule, this.files.tagPath ?? '');
       // A VMM's file may carry junk in the high nibble; a tag is 4 bits.
-      for (let i = 0; i < destination.length; i++) destination[i] &= 0x0f;
+      keepLowNibbles(destination);
       return;
     }
     const { start, packed } = this.packedSpan(granule, destination.length);
@@ -222,6 +222,8 @@ export class FileSlotStorage implements SlotStorage {
   private packedSpan(granule: number, count: number): { start: number; packed: Uint8Array } {
     const start = granule >> 1;
     const end = (granule + count + 1) >> 1;
+    // The kernel model copies runs of pages at once: grow the space to the run.
+    if (this.scratch.length < end - start) this.scratch = new Uint8Array(end - start);
     return { start, packed: this.scratch.subarray(0, end - start) };
   }
 
