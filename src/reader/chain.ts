@@ -182,14 +182,24 @@ export class SnapshotChain implements SnapshotReader {
   /**
    * The guest's RAM (one byte per byte) or tags (one byte per granule) of
    * one grid chunk, merged: each page from the newest link that gives it.
+   * `into`, if given, is the chunk's buffer to fill (a caller that reads the
+   * whole guest passes the same few buffers round, so memory stays flat).
    */
-  async readMerged(kind: ChunkKind, region: number, firstPage: number): Promise<MergedChunk & { location: ChunkLocation }> {
+  async readMerged(
+    kind: ChunkKind,
+    region: number,
+    firstPage: number,
+    into?: Uint8Array,
+  ): Promise<MergedChunk & { location: ChunkLocation }> {
     const index = this.chunkIndex.get(chunkKey(kind, region, firstPage));
     if (index === undefined) throw new RangeError(`no ${kind} chunk at region ${region} page ${firstPage}`);
     const location = this.chunks[index];
     const { pageCount } = location;
     const unit = kind === 'ram' ? this.header.pageSize : this.header.pageSize / GRANULE_SIZE;
-    const merged: MergedChunk = { present: new Uint8Array(bitmapLength(pageCount)), bytes: new Uint8Array(pageCount * unit) };
+    if (into && into.length !== pageCount * unit) throw new RangeError(`readMerged: ${into.length} bytes given for ${pageCount * unit}`);
+    // A buffer handed in is reused from an earlier chunk: cleared, as a fresh one would be.
+    const bytes = into ? into.fill(0) : new Uint8Array(pageCount * unit);
+    const merged: MergedChunk = { present: new Uint8Array(bitmapLength(pageCount)), bytes };
     // Pages still to find, newest link first: a link's given pages hide the same pages of every older link.
     const wanted = new Uint8Array(bitmapLength(pageCount)).fill(0xff);
     for (let i = this.links.length - 1; i >= 0; i--) {

@@ -12,7 +12,10 @@
  * saves used. Memory: the chain's merged chunks, a few at a time.
  */
 import type { Writable } from 'node:stream';
+import type { GridChunk } from '../format/chunk-grid.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 import type { SnapshotChain } from '../reader/chain.js';
+import type { InputBuffers } from './chunk-input.js';
 import { type SaveOptions, type SaveSummary, writeSnapshot } from './save.js';
 
 export type FlattenOptions = Pick<SaveOptions, 'level' | 'threads' | 'force' | 'inputs' | 'onProgress'>;
@@ -25,9 +28,13 @@ export async function flattenChain(
   const blobs = await chain.blobs();
   const guest = {
     pageSize: chain.header.pageSize,
-    read: async (chunk: { kind: string; region: number; firstPage: number }) => {
+    // Into the writer's own input buffers: it hands every chunk's input back to them once encoded, so a fresh
+    // buffer per chunk would pile up there, the whole guest by the end (issue 10: 391 MiB for 256 MiB).
+    read: async (chunk: GridChunk, buffers: InputBuffers) => {
       if (chunk.kind === 'changed') throw new TypeError('a flattened snapshot has no changed-page maps');
-      return (await chain.readMerged(chunk.kind as 'ram' | 'tags', chunk.region, chunk.firstPage)).bytes;
+      const unit = chunk.kind === 'ram' ? guest.pageSize : guest.pageSize / GRANULE_SIZE;
+      const into = buffers.take(chunk.pageCount * unit);
+      return (await chain.readMerged(chunk.kind, chunk.region, chunk.firstPage, into)).bytes;
     },
     vcpus: () => chain.vcpus(),
   };
