@@ -39,7 +39,7 @@ export interface CommandContext {
   readonly layout: string;
   /** The guest RAM size, e.g. 1024MiB (demo, save --sim, migrate send). */
   readonly size: string;
-  /** The guest RAM size in bytes (tags dump covers all of it). */
+  /** The guest RAM size in bytes. */
   readonly ramBytes: number;
   /** The snapshot the speed steps saved (guest.vmsnap). */
   readonly snapshot: string;
@@ -111,8 +111,9 @@ export const COMMANDS: readonly CommandCase[] = [
   { name: 'show', command: (c) => `${c.vmsnap} show ${c.snapshot} > /dev/null` },
   { name: 'tags stats', command: (c) => `${c.vmsnap} tags stats ${c.snapshot} > /dev/null` },
   {
-    name: 'tags dump (all RAM)',
-    command: (c) => `${c.vmsnap} tags dump ${c.snapshot} --ipa ${RAM_IPA} --length ${c.ramBytes} > /dev/null`,
+    // A range tool: 256 MiB of tags is 1 M lines of text, minutes at 4 GiB for the whole RAM, and says the same.
+    name: 'tags dump (256 MiB)',
+    command: (c) => `${c.vmsnap} tags dump ${c.snapshot} --ipa ${RAM_IPA} --length ${Math.min(c.ramBytes, 256 * MiB)} > /dev/null`,
   },
   { name: 'tags diff', command: (c) => `${c.vmsnap} tags diff ${c.snapshot} ${c.path('sim2.vmsnap')} > /dev/null` },
   { name: 'tags diff --list', command: (c) => `${c.vmsnap} tags diff ${c.snapshot} ${c.path('sim2.vmsnap')} --list > /dev/null` },
