@@ -121,20 +121,24 @@ class ChunkUploader {
       this.reused++;
       return;
     }
-    const done = this.upload(geometry, name, content, stored);
+    // Where the stored payload is kept as it is, the content is not needed past naming: not holding it while the
+    // upload waits on the store keeps `parallel` decoded chunks (16 MiB at the default) out of memory.
+    const keepsPayload = stored !== undefined && this.level === undefined;
+    const done = this.upload(geometry, name, keepsPayload ? null : content, stored);
     done.catch(() => {});
     this.seen.set(hex, done);
     this.inFlight.push(done);
     if (this.inFlight.length >= this.parallel) await this.inFlight.shift();
   }
 
-  private async upload(geometry: ChunkGeometry, name: Buffer, content: Uint8Array, stored?: Uint8Array): Promise<void> {
+  /** `content` is null when `stored` is uploaded as it is (no level given). */
+  private async upload(geometry: ChunkGeometry, name: Buffer, content: Uint8Array | null, stored?: Uint8Array): Promise<void> {
     const key = this.store.chunkKey(name);
     if ((await this.store.engine.size(key)) !== null) {
       this.reused++;
       return;
     }
-    const plaintext = stored && this.level === undefined ? positionFree(stored) : await this.encode(geometry, content);
+    const plaintext = content === null ? positionFree(stored!) : await this.encode(geometry, content);
     const object = sealChunk(this.store.keys, geometry, name, plaintext);
     await this.store.engine.put(key, object);
     this.uploaded++;
