@@ -297,12 +297,41 @@ export function openChunkPayload(payload: Uint8Array, header: ChunkHeader, kind:
 
 /** Checks decoded content (its checksum, no stored zero page) and expands it to every page of the chunk's range. */
 export function finishChunkDecode(opened: OpenedChunk, content: Uint8Array): DecodedChunk {
+  checkChunkContent(opened, content);
   const { header, kind, pageSize, bitmap } = opened;
-  if (checksum(content) !== header.contentChecksum) throw new ChunkDecodeError('content checksum mismatch', 32, 'checksum-mismatch');
-  checkNoZeroPages(bitmap, header.pageCount, content, contentBytesPerPage(kind, pageSize), kind);
   const expanded =
     kind === 'ram' ? expandRam(bitmap, header.pageCount, content, pageSize) : expandTags(bitmap, header.pageCount, content, pageSize);
   return { header, bitmap, expanded };
+}
+
+/** Checks decoded content: its checksum, and that no stored page is one that must be left out. */
+export function checkChunkContent(opened: OpenedChunk, content: Uint8Array): void {
+  const { header, kind, pageSize, bitmap } = opened;
+  if (checksum(content) !== header.contentChecksum) throw new ChunkDecodeError('content checksum mismatch', 32, 'checksum-mismatch');
+  checkNoZeroPages(bitmap, header.pageCount, content, contentBytesPerPage(kind, pageSize), kind);
+}
+
+/**
+ * A RAM chunk from its present pages (`content`, checked), expanded to every
+ * page only when `data` is first read: a restore writes the present pages
+ * and never needs the zeros between them.
+ */
+export function ramChunkFromContent<L extends { readonly pageCount: number }>(
+  location: L,
+  present: Uint8Array,
+  content: Uint8Array,
+  pageSize: number,
+) {
+  let data: Uint8Array | undefined;
+  return {
+    ...location,
+    present,
+    content,
+    get data(): Uint8Array {
+      data ??= expandRam(present, location.pageCount, content, pageSize);
+      return data;
+    },
+  };
 }
 
 /**

@@ -74,6 +74,12 @@ export interface RamChunk extends ChunkLocation {
   readonly present: Uint8Array;
   /** pageCount * pageSize bytes. */
   readonly data: Uint8Array;
+  /**
+   * The present pages alone, in order, when the reader kept them so: `data` is
+   * then expanded from them when first read, and restore writes the present
+   * pages straight from here.
+   */
+  readonly content?: Uint8Array;
 }
 
 /** A decoded tag chunk: one byte per 16-byte granule (the ioctl layout), zeros for absent pages. */

@@ -10,6 +10,7 @@ import {
   type ChunkFaultCode,
   type ChunkHeader,
   type ChunkRange,
+  checkChunkContent,
   chunkPrefixLength,
   decodeChunkPayload,
   encodeChunkPayload,
@@ -61,7 +62,10 @@ export interface DecodeJob {
 export interface DecodedChunkResult {
   readonly header: ChunkHeader;
   readonly bitmap: Uint8Array;
-  readonly expanded: Uint8Array;
+  /** Every page of the range (tags one byte per granule); absent when `content` is given instead. */
+  readonly expanded?: Uint8Array;
+  /** A RAM chunk's present pages in order (checked), left to expand when read (ramChunkFromContent). */
+  readonly content?: Uint8Array;
 }
 
 /** A decode failure that crosses thread boundaries as plain data. */
@@ -160,8 +164,13 @@ async function decodeNative(job: DecodeJob, zstd: Libzstd): Promise<ChunkJobResu
         const message = `content does not decompress: ${(error as Error).message}`;
         throw new ChunkDecodeError(message, CHUNK_HEADER_LENGTH, 'decompression-failed');
       }
+      if (job.kind === 'ram') {
+        // Only the present pages are kept (out of native memory): the zeros between them are added if ever read.
+        timed('checksums', () => checkChunkContent(opened, content));
+        return { header, bitmap: opened.bitmap.slice(), content: timed('expanding', () => content.slice()) };
+      }
       const { bitmap, expanded } = timed('expanding', () => finishChunkDecode(opened, content));
-      return { header, bitmap: bitmap.slice(), expanded: expanded === content ? content.slice() : expanded };
+      return { header, bitmap: bitmap.slice(), expanded };
     } finally {
       zstd.release(content);
     }
@@ -177,5 +186,5 @@ export function transferables(result: ChunkJobResult | ChunkJob): ArrayBuffer[] 
   if ('failed' in result) return [];
   if ('op' in result) return owned(result.op === 'encode' ? result.input : result.payload);
   if ('payload' in result) return [...owned(result.payload), ...owned(result.input)];
-  return owned(result.expanded);
+  return result.expanded ? owned(result.expanded) : [];
 }

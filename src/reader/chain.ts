@@ -334,7 +334,9 @@ export async function* mergeOntoParents(
     const chunk = event.chunk;
     const merged = await parents.readMerged(chunk.kind, chunk.region, chunk.firstPage);
     copyPages(merged, chunk, changed!.changed, chunk.pageCount, merged.bytes.length / chunk.pageCount);
-    const base = { ...chunk, present: merged.present };
+    // The location alone: the merged pages replace the diff's (and any packed content it kept).
+    const { kind, region, firstPage, pageCount, offset, length } = chunk;
+    const base = { kind, region, firstPage, pageCount, offset, length, present: merged.present };
     yield { type: 'chunk', chunk: 'data' in chunk ? { ...base, data: merged.bytes } : { ...base, tags: merged.bytes } };
   }
   // A stream that ended right after META: nothing merged, and no link to check.

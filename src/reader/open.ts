@@ -10,7 +10,8 @@
  * bytes, except for the faults inside a chunk's content, which are found when
  * that chunk is read.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, read, readSync } from 'node:fs';
+import { promisify } from 'node:util';
 import type { GridChunk } from '../format/chunk-grid.js';
 import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, LIMITS, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { decodeDiffSection } from '../format/diff.js';
@@ -36,7 +37,7 @@ import type {
 import { checkPayload, decodeSectionHeader, type SectionHeader } from '../format/section.js';
 import { isSealed, SealedFileReader } from '../io/sealed-file.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
-import { timed, timedAsync } from '../parallel/phase-clock.js';
+import { timedAsync } from '../parallel/phase-clock.js';
 import type { VcpuState } from '../vm/vm.js';
 import { keptPayload, type SnapshotEvent } from './events.js';
 import { readGuestMemory, readGuestTags } from './guest-range.js';
@@ -58,6 +59,9 @@ export interface OpenOptions {
   /** The 32-byte secret of an encrypted snapshot file (spec/STORE.md section 8); default: the one set with setDefaultSnapshotKey. */
   key?: Uint8Array;
 }
+
+/** fs.read as a promise: a chunk section read on libuv's thread pool. */
+const readAt = promisify(read);
 
 /** Bytes read ahead for the small reads of opening (section and chunk headers): many small sections cost one read. */
 const HEADER_WINDOW = 16 * 1024;
@@ -90,12 +94,7 @@ class FileBytes {
   }
 
   read(offset: bigint, length: number, section: string): Uint8Array {
-    if (offset < 0n || offset + BigInt(length) > this.size) {
-      throw new SnapshotFormatError('truncated', `${length} bytes at this offset run past the end of the ${this.size}-byte file`, {
-        section,
-        offset,
-      });
-    }
+    this.checkInside(offset, length, section);
     const bytes = new Uint8Array(length);
     let done = 0;
     while (done < length) {
@@ -106,6 +105,35 @@ class FileBytes {
       done += n;
     }
     return bytes;
+  }
+
+  /**
+   * `read` on libuv's thread pool, for a plain file: a chunk is read while
+   * others decode. An encrypted file is decrypted on the calling thread.
+   */
+  async readAsync(offset: bigint, length: number, section: string): Promise<Uint8Array> {
+    if (this.sealed) return this.read(offset, length, section);
+    this.checkInside(offset, length, section);
+    // Every byte is read into below (or the read fails): no zero fill.
+    const buffer = Buffer.allocUnsafeSlow(length);
+    const bytes = new Uint8Array(buffer.buffer, buffer.byteOffset, length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await readAt(this.fd, bytes, done, length - done, Number(offset) + done);
+      if (bytesRead === 0)
+        throw new SnapshotFormatError('truncated', 'file ended while reading', { section, offset: offset + BigInt(done) });
+      done += bytesRead;
+    }
+    return bytes;
+  }
+
+  private checkInside(offset: bigint, length: number, section: string): void {
+    if (offset < 0n || offset + BigInt(length) > this.size) {
+      throw new SnapshotFormatError('truncated', `${length} bytes at this offset run past the end of the ${this.size}-byte file`, {
+        section,
+        offset,
+      });
+    }
   }
 
   /** A section's payload, as long as its header says (already checked against the limits). */
@@ -343,7 +371,20 @@ class FileSnapshotReader implements SnapshotReader {
 
   /** Reads a section the index located, checking its header against the index entry; the payload is checked by the caller. */
   private readSection(offset: bigint, length: bigint, type: string): { section: SectionHeader; payload: Uint8Array } {
-    const section = decodeSectionHeader(this.file.read(offset, SECTION_HEADER_LENGTH, type), offset);
+    const section = this.checkedSectionHeader(this.file.read(offset, SECTION_HEADER_LENGTH, type), offset, length, type);
+    return { section, payload: this.file.read(offset + BigInt(SECTION_HEADER_LENGTH), Number(section.payloadLength), type) };
+  }
+
+  /** readSection of a chunk, header and payload in one read off the calling thread (opening checked the length). */
+  private async readChunkSection(location: ChunkLocation): Promise<{ section: SectionHeader; payload: Uint8Array }> {
+    const type = chunkType(location.kind);
+    const bytes = await this.file.readAsync(location.offset, Number(location.length), type);
+    const section = this.checkedSectionHeader(bytes.subarray(0, SECTION_HEADER_LENGTH), location.offset, location.length, type);
+    return { section, payload: bytes.subarray(SECTION_HEADER_LENGTH) };
+  }
+
+  private checkedSectionHeader(bytes: Uint8Array, offset: bigint, length: bigint, type: string): SectionHeader {
+    const section = decodeSectionHeader(bytes, offset);
     if (section.type !== type || BigInt(SECTION_HEADER_LENGTH) + section.payloadLength !== length) {
       throw new SnapshotFormatError(
         'bad-index',
@@ -352,8 +393,8 @@ class FileSnapshotReader implements SnapshotReader {
         { section: type, offset },
       );
     }
-    const payloadLength = checkPayloadLength(section, this.header);
-    return { section, payload: this.file.read(offset + BigInt(SECTION_HEADER_LENGTH), payloadLength, type) };
+    checkPayloadLength(section, this.header);
+    return section;
   }
 
   private readChecked(entry: { offset: bigint; length: bigint }, type: string): { section: SectionHeader; payload: Uint8Array } {
@@ -368,7 +409,7 @@ class FileSnapshotReader implements SnapshotReader {
 
   /** The chunk at `location`, decoded and checked, with its payload as stored (when a worker did not take it). */
   private async readChunkAndPayload(location: ChunkLocation): Promise<{ chunk: RamChunk | TagChunk; payload?: Uint8Array }> {
-    const { section, payload } = timed('reading', () => this.readSection(location.offset, location.length, chunkType(location.kind)));
+    const { section, payload } = await timedAsync('reading', this.readChunkSection(location));
     const chunk = await decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk);
     // In a diff, a stored page must be a marked one: checked with the map, as the pipe reader checks it.
     if (this.diff) checkStoredPagesMarked(chunk, await this.readChangedPages(this.changedPagesOf(location)), this.header, this.regions);

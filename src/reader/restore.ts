@@ -21,7 +21,7 @@ import { VmsnapError } from '../format/errors.js';
 import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
 import { forEachRun } from '../format/page-runs.js';
 import { jsonResult } from '../json.js';
-import { timed } from '../parallel/phase-clock.js';
+import { timed, timedAsync } from '../parallel/phase-clock.js';
 import { writeGuestTags } from '../vm/tag-copy.js';
 import { memorySlotSpec, type VcpuState, type Vm, type VmFactory, type VmTarget } from '../vm/vm.js';
 import { ChainError, mergeOntoParents, openChain, type SnapshotChain, snapshotIdHex } from './chain.js';
@@ -98,6 +98,9 @@ function createTarget<T extends VmTarget>(factory: VmFactory<T>, header: Snapsho
   }
 }
 
+/** Memory writes restore keeps in flight on a target that writes asynchronously (files). */
+const MAX_PENDING_WRITES = 4;
+
 class RestoreTarget<T extends VmTarget> {
   ramPagesWritten = 0;
   tagCalls = 0;
@@ -114,18 +117,53 @@ class RestoreTarget<T extends VmTarget> {
     return this.metadata.regions[chunk.region].guestAddress + BigInt(chunk.firstPage) * BigInt(this.header.pageSize);
   }
 
-  writeRam(chunk: RamChunk): void {
+  async writeRam(chunk: RamChunk): Promise<void> {
     const base = this.chunkAddress(chunk);
     const pageSize = this.header.pageSize;
+    const runs: Array<[number, number]> = [];
     // Absent pages are zero, as a fresh VM's memory is: only present pages are written.
     forEachRun(
       chunk.pageCount,
       (page) => isPagePresent(chunk.present, page),
-      (firstPage, pages) => {
-        this.vm.writeMemory(base + BigInt(firstPage * pageSize), chunk.data.subarray(firstPage * pageSize, (firstPage + pages) * pageSize));
-        this.ramPagesWritten += pages;
+      (firstPage, pages) => runs.push([firstPage, pages]),
+    );
+    // From the present pages packed in order when the reader kept them so (no expansion), else from the expanded chunk.
+    let packed = 0;
+    for (const [firstPage, pages] of runs) {
+      const bytes = chunk.content
+        ? chunk.content.subarray(packed * pageSize, (packed + pages) * pageSize)
+        : chunk.data.subarray(firstPage * pageSize, (firstPage + pages) * pageSize);
+      await this.writeMemory(base + BigInt(firstPage * pageSize), bytes);
+      this.ramPagesWritten += pages;
+      packed += pages;
+    }
+  }
+
+  /** Memory writes in flight (writeMemoryAsync): a few at most, all settled before the VM is handed out or closed. */
+  private readonly pendingWrites = new Set<Promise<void>>();
+  private writeFailure: unknown;
+
+  private async writeMemory(guestAddress: bigint, bytes: Uint8Array): Promise<void> {
+    if (!this.vm.writeMemoryAsync) {
+      this.vm.writeMemory(guestAddress, bytes);
+      return;
+    }
+    while (this.pendingWrites.size >= MAX_PENDING_WRITES) await Promise.race(this.pendingWrites);
+    if (this.writeFailure !== undefined) throw this.writeFailure;
+    const write: Promise<void> = this.vm.writeMemoryAsync(guestAddress, bytes).then(
+      () => void this.pendingWrites.delete(write),
+      (error: unknown) => {
+        this.pendingWrites.delete(write);
+        this.writeFailure ??= error;
       },
     );
+    this.pendingWrites.add(write);
+  }
+
+  /** Waits for the memory writes in flight; throws the first that failed. */
+  async settleWrites(): Promise<void> {
+    await Promise.all(this.pendingWrites);
+    if (this.writeFailure !== undefined) throw this.writeFailure;
   }
 
   writeTags(chunk: TagChunk): void {
@@ -235,7 +273,7 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
       } else if (event.type === 'chunk') {
         if ('data' in event.chunk) {
           const chunk = event.chunk;
-          timed('writing', () => target!.writeRam(chunk));
+          await timedAsync('writing', target!.writeRam(chunk));
           guestBytesDone += BigInt(event.chunk.pageCount * target!.header.pageSize);
           options.onProgress?.({ guestBytesDone, guestBytesTotal });
         } else {
@@ -246,6 +284,7 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
       else if (event.type === 'blob') blobs.push(event.blob);
     }
     if (!target) throw new RestoreError('no-metadata', 'the snapshot ended before its metadata');
+    await target.settleWrites();
     // vCPUs last: a pipe's index is checked at its very end, so nothing runs before the whole file proved good.
     for (const state of vcpuStates) target.setVcpu(state);
     return {
@@ -263,6 +302,8 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
       }),
     };
   } catch (error) {
+    // No write may still be under way when the VM (and its files) is closed.
+    await target?.settleWrites().catch(() => {});
     target?.vm.close();
     throw error;
   } finally {

@@ -16,7 +16,14 @@
  */
 
 import { equalBytes } from '../format/bytes.js';
-import { bitmapLength, ChunkDecodeError, checkChunkFraming, contentBytesPerPage, readChunkHeader } from '../format/chunk.js';
+import {
+  bitmapLength,
+  ChunkDecodeError,
+  checkChunkFraming,
+  contentBytesPerPage,
+  ramChunkFromContent,
+  readChunkHeader,
+} from '../format/chunk.js';
 import { checkRegions, chunkGrid, type GridChunk, type GridKind, regionPageCount } from '../format/chunk-grid.js';
 import { CHUNK_HEADER_LENGTH, LIMITS, NO_REGION, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
 import { type DiffSection, decodeChangedPages, pageStoredUnmarked, readChangedPagesHeader } from '../format/diff.js';
@@ -409,9 +416,15 @@ export async function decodeChunk(
     offset: section.offset,
     length: BigInt(SECTION_HEADER_LENGTH) + section.payloadLength,
   };
-  return expected.kind === 'ram'
-    ? { ...location, present: decoded.bitmap, data: decoded.expanded }
-    : { ...location, present: decoded.bitmap, tags: decoded.expanded };
+  return decodedChunk(location, decoded, header.pageSize);
+}
+
+/** The chunk a decode job gave: a RAM chunk expands its present pages when first read, if the job left them packed. */
+export function decodedChunk(location: ChunkLocation, decoded: DecodedChunkResult, pageSize: number): RamChunk | TagChunk {
+  if (location.kind === 'tags') return { ...location, present: decoded.bitmap, tags: decoded.expanded! };
+  return decoded.content
+    ? ramChunkFromContent(location, decoded.bitmap, decoded.content, pageSize)
+    : { ...location, present: decoded.bitmap, data: decoded.expanded! };
 }
 
 /** A CHGP payload (its payload checksum already checked), checked against the grid: the changed-page map it holds. */

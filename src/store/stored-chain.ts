@@ -15,7 +15,7 @@
  * event, so a chain with a deleted chunk is refused before a VM is made.
  */
 import { equalBytes } from '../format/bytes.js';
-import { bitmapLength, isPagePresent } from '../format/chunk.js';
+import { bitmapLength, isPagePresent, ramChunkFromContent } from '../format/chunk.js';
 import type { DataGridChunk } from '../format/chunk-grid.js';
 import { GRANULE_SIZE } from '../format/constants.js';
 import type { RamChunk, TagChunk } from '../format/model.js';
@@ -175,7 +175,18 @@ export class StoredChain implements SnapshotEventSource {
         // One full link gives every page here (a full snapshot, or no newer link changed any): its chunk as decoded.
         while (next < fetches.length && pending.length < ahead) fetchNext();
         const { chunk } = await pending.shift()!;
-        yield { ...chunk, offset: 0n, length: 0n };
+        const place = {
+          kind: chunk.kind,
+          region: chunk.region,
+          firstPage: chunk.firstPage,
+          pageCount: chunk.pageCount,
+          offset: 0n,
+          length: 0n,
+        };
+        // A RAM chunk whose present pages came packed stays so (expanded only if read).
+        yield 'content' in chunk && chunk.content
+          ? ramChunkFromContent(place, chunk.present, chunk.content, this.last.header.pageSize)
+          : { ...chunk, offset: 0n, length: 0n };
         continue;
       }
       const unit = grid.kind === 'ram' ? this.last.header.pageSize : this.last.header.pageSize / GRANULE_SIZE;

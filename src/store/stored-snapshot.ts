@@ -16,6 +16,7 @@ import type { DecodedChunkResult } from '../parallel/chunk-jobs.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
 import { ChainError } from '../reader/chain.js';
 import type { SnapshotEvent } from '../reader/events.js';
+import { decodedChunk } from '../reader/sections.js';
 import { openChunk } from './chunk-object.js';
 import { type ChunkStore, shortName } from './chunk-store.js';
 import { StoreError } from './errors.js';
@@ -142,10 +143,7 @@ export class StoredSnapshot {
     if (decoded.header.region !== 0 || decoded.header.firstPage !== 0 || decoded.header.pageCount !== grid.pageCount)
       throw new StoreError('chunk-not-authentic', `${where}: the chunk payload is not placed at region 0, page 0`);
     const location = { kind: grid.kind, region: grid.region, firstPage: grid.firstPage, pageCount: grid.pageCount };
-    const chunk =
-      grid.kind === 'ram'
-        ? { ...location, offset: 0n, length: BigInt(object.length), present: decoded.bitmap, data: decoded.expanded }
-        : { ...location, offset: 0n, length: BigInt(object.length), present: decoded.bitmap, tags: decoded.expanded };
+    const chunk = decodedChunk({ ...location, offset: 0n, length: BigInt(object.length) }, decoded, this.header.pageSize);
     return { grid, payload, chunk, objectBytes: object.length };
   }
 

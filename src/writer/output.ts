@@ -7,10 +7,13 @@
  * named as the output) is written in order with backpressure.
  */
 
-import { writeSync } from 'node:fs';
+import { write } from 'node:fs';
 import type { Writable } from 'node:stream';
+import { promisify } from 'node:util';
 import { namingFile, TemporaryFile } from '../io/output-file.js';
 import { WritebackPacer } from '../io/writeback.js';
+
+const writeAt = promisify(write);
 
 export interface SnapshotOutput {
   /** Bytes written so far: the file offset of the next write. */
@@ -45,15 +48,17 @@ export class FileOutput implements SnapshotOutput {
     return this.written;
   }
 
+  /** On libuv's thread pool: the calling thread goes on with the next chunks while the kernel takes these bytes. */
   async write(bytes: Uint8Array): Promise<void> {
+    const position = Number(this.written);
+    this.written += BigInt(bytes.length);
     let done = 0;
     try {
-      while (done < bytes.length) done += writeSync(this.file.fd, bytes, done, bytes.length - done);
+      while (done < bytes.length) done += (await writeAt(this.file.fd, bytes, done, bytes.length - done, position + done)).bytesWritten;
     } catch (error) {
       // ENOSPC and EIO name no file by themselves.
       throw namingFile(error, this.description);
     }
-    this.written += BigInt(bytes.length);
     this.writeback.wrote(bytes.length);
   }
 
