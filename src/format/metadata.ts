@@ -7,7 +7,7 @@
  * ignored (a minor version may add keys). Lengths of strings are counted in
  * Unicode code points, as the spec counts characters.
  */
-import { Packr } from 'msgpackr';
+import { Packr } from 'msgpackr/pack';
 import { LIMITS } from './constants.js';
 import { SnapshotFormatError } from './errors.js';
 import type { SnapshotMetadata, SnapshotRegion, VmmBlob } from './model.js';
