@@ -199,7 +199,7 @@ export function measureCommands(directory: string, context: Omit<CommandContext,
         const step = measure(entry.name, command, outputs);
         results.push({ name: entry.name, command: entry.command(c), maxRssBytes: step.maxRssBytes, ms: step.ms });
       } catch (error) {
-        results.push({ name: entry.name, command: entry.command(c), maxRssBytes: Number.NaN, ms: Number.NaN, error: String(error) });
+        results.push({ name: entry.name, command: entry.command(c), maxRssBytes: Number.NaN, ms: Number.NaN, error: why(error) });
       }
       for (const path of entry.outputs ?? []) rmSync(file(path), { recursive: true, force: true });
       rmSync(tmp, { recursive: true, force: true });
@@ -208,6 +208,13 @@ export function measureCommands(directory: string, context: Omit<CommandContext,
     for (const path of kept) rmSync(file(path), { recursive: true, force: true });
   }
   return results;
+}
+
+/** vmsnap's own error lines from a failed step (GNU time's report left out), else the first line. */
+function why(error: unknown): string {
+  const text = String(error instanceof Error ? error.message : error);
+  const own = text.split('\n').filter((line) => line.startsWith('vmsnap: '));
+  return own.length ? own.join('; ') : text.split('\n')[0];
 }
 
 const mib = (bytes: number) => (Number.isNaN(bytes) ? 'failed' : `${(bytes / MiB).toFixed(1)} MiB`);

@@ -49,6 +49,17 @@ export class ComparingTarget implements VmTarget {
     this.pageSize = expected.pageSize;
   }
 
+  /**
+   * Buffers for the expected bytes, reused from call to call (each is done with before the call returns): a
+   * fresh one per write was a chunk of garbage per chunk restored, and the collector let tens of MiB of it pile up.
+   */
+  private readonly scratchBuffers = [new Uint8Array(0), new Uint8Array(0)];
+
+  private scratch(which: 0 | 1, length: number): Uint8Array {
+    if (this.scratchBuffers[which].length < length) this.scratchBuffers[which] = new Uint8Array(length);
+    return this.scratchBuffers[which].subarray(0, length);
+  }
+
   private note(difference: VmDifference): void {
     if (this.differences.length < this.limit) this.differences.push(difference);
   }
@@ -83,7 +94,7 @@ export class ComparingTarget implements VmTarget {
 
   writeMemory(guestAddress: GuestAddress, source: Uint8Array): void {
     const { record, firstPage } = this.record('write', guestAddress, source.length);
-    const expected = new Uint8Array(source.length);
+    const expected = this.scratch(0, source.length);
     this.expected.readMemory(guestAddress, expected);
     this.compareBytes('data', guestAddress, expected, source, 1);
     markPages(record.dataWritten, firstPage, Math.ceil(source.length / this.pageSize));
@@ -97,15 +108,11 @@ export class ComparingTarget implements VmTarget {
     if (!this.expected.mteEnabled) {
       this.note({ kind: 'tag', guestAddress: request.guestIpa, message: 'tags restored into a guest that has no MTE' });
     } else {
-      const expected = new Uint8Array(actual.length);
+      const expected = this.scratch(0, actual.length);
       readGuestTags(this.expected, request.guestIpa, expected);
-      this.compareBytes(
-        'tag',
-        request.guestIpa,
-        expected,
-        actual.map((tag) => tag & 0xf),
-        GRANULE_SIZE,
-      );
+      const masked = this.scratch(1, actual.length);
+      for (let i = 0; i < actual.length; i++) masked[i] = actual[i] & 0xf;
+      this.compareBytes('tag', request.guestIpa, expected, masked, GRANULE_SIZE);
     }
     markPages(record.tagsWritten, firstPage, length / this.pageSize);
     return length;
@@ -164,7 +171,7 @@ export class ComparingTarget implements VmTarget {
         count,
         (page) => !isMarked(record.dataWritten, first + page),
         (runFirst, pages) => {
-          const data = new Uint8Array(pages * this.pageSize);
+          const data = this.scratch(0, pages * this.pageSize);
           this.expected.readMemory(address + BigInt(runFirst * this.pageSize), data);
           this.checkZeros('data', address + BigInt(runFirst * this.pageSize), data, this.pageSize, 1);
         },
@@ -174,7 +181,7 @@ export class ComparingTarget implements VmTarget {
           count,
           (page) => !isMarked(record.tagsWritten, first + page),
           (runFirst, pages) => {
-            const tags = new Uint8Array((pages * this.pageSize) / GRANULE_SIZE);
+            const tags = this.scratch(0, (pages * this.pageSize) / GRANULE_SIZE);
             readGuestTags(this.expected, address + BigInt(runFirst * this.pageSize), tags);
             this.checkZeros('tag', address + BigInt(runFirst * this.pageSize), tags, this.pageSize / GRANULE_SIZE, GRANULE_SIZE);
           },

@@ -17,7 +17,7 @@ import {
   VmErrnoError,
   type VmSource,
 } from '../vm/vm.js';
-import { type GeneratedPages, generatePages } from './generate.js';
+import { type GeneratedPages, generatePages, type PageBuffers } from './generate.js';
 import { seedVcpuRegisters } from './vcpu-state.js';
 import { planWorkload, type Workload, type WorkloadOptions, type WorkloadRegion } from './workload-layout.js';
 
@@ -36,6 +36,7 @@ export class GeneratedGuest implements VmSource {
   readonly mteEnabled: boolean;
   private readonly cpus: Vcpu[] = [];
   private last: { region: WorkloadRegion; pages: GeneratedPages } | undefined;
+  private buffers: PageBuffers | undefined;
 
   constructor(options: GeneratedGuestOptions) {
     this.workload = planWorkload(options);
@@ -79,7 +80,12 @@ export class GeneratedGuest implements VmSource {
     const windowPages = Math.max(1, WINDOW_BYTES / this.pageSize);
     const first = firstPage - (firstPage % windowPages);
     const end = Math.min(region.pageCount, Math.max(first + windowPages, firstPage + pageCount));
-    const pages = generatePages(this.workload, region, first, end - first);
+    // Generated into the same buffers every time (they never leave this class: reads copy out of them), so that
+    // a pass over the guest is not a megabyte of garbage per window for the collector to catch up with (issue 10).
+    const bytes = (end - first) * this.pageSize;
+    if (!this.buffers || this.buffers.data.length < bytes)
+      this.buffers = { data: new Uint8Array(bytes), tags: new Uint8Array(bytes / GRANULE_SIZE) };
+    const pages = generatePages(this.workload, region, first, end - first, this.buffers);
     this.last = { region, pages };
     return { pages, from: firstPage - first };
   }
