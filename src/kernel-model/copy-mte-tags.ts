@@ -97,7 +97,7 @@ function returnValue(behaviour: KernelBehaviour, done: bigint): number {
   return behaviour.rejectsLengthAboveIntMax ? Number(done) : Number(BigInt.asIntN(32, done));
 }
 
-/** Moves one page's tags between the guest and the user buffer; owns the scratch space. */
+/** Moves tags between the guest and the user buffer, a run of pages at a time; owns the scratch space. */
 class PageCopier {
   private readonly granulesPerPage: number;
   private scratch = new Uint8Array(0);
