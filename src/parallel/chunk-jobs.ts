@@ -57,6 +57,11 @@ export interface DecodeJob {
   readonly zstd: boolean;
   readonly payload: Uint8Array;
   readonly payloadChecksum: bigint;
+  /**
+   * The caller gives a RAM chunk's `content` back (ChunkExecutor.release) once
+   * done with it: it may stay in the executor's memory instead of a copy.
+   */
+  readonly contentIsScratch?: boolean;
 }
 
 export interface DecodedChunkResult {
@@ -155,8 +160,9 @@ async function decodeNative(job: DecodeJob, zstd: Libzstd): Promise<ChunkJobResu
       const { bitmap, expanded } = timed('expanding', () => finishChunkDecode(opened, opened.stored));
       return { header, bitmap: bitmap.slice(), expanded };
     }
-    // Decoded in native memory, which zstd writes in place; the chunk handed out is on the heap.
+    // Decoded in native memory, which zstd writes in place.
     const content = zstd.allocate(header.contentLength);
+    let handedOut = false;
     try {
       try {
         await zstd.decompressInto(opened.stored, content);
@@ -165,14 +171,16 @@ async function decodeNative(job: DecodeJob, zstd: Libzstd): Promise<ChunkJobResu
         throw new ChunkDecodeError(message, CHUNK_HEADER_LENGTH, 'decompression-failed');
       }
       if (job.kind === 'ram') {
-        // Only the present pages are kept (out of native memory): the zeros between them are added if ever read.
+        // Only the present pages are kept: the zeros between them are added if ever read. On the heap,
+        // unless the caller gives the native block back itself.
         timed('checksums', () => checkChunkContent(opened, content));
-        return { header, bitmap: opened.bitmap.slice(), content: timed('expanding', () => content.slice()) };
+        handedOut = job.contentIsScratch === true;
+        return { header, bitmap: opened.bitmap.slice(), content: handedOut ? content : timed('expanding', () => content.slice()) };
       }
       const { bitmap, expanded } = timed('expanding', () => finishChunkDecode(opened, content));
       return { header, bitmap: bitmap.slice(), expanded };
     } finally {
-      zstd.release(content);
+      if (!handedOut) zstd.release(content);
     }
   } catch (error) {
     return asFailure(error);

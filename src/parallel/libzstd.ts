@@ -164,19 +164,23 @@ function newWorkArea(create: () => unknown): WorkArea {
   return { context: create(), input: null, output: null, level: 0 };
 }
 
-/** Blocks come in steps of 64 KiB, so chunks of one size keep reusing the same ones. */
-const BLOCK_STEP = 64 * 1024;
-/** A work area's staging block grows in whole MiB: a few sizes cover every chunk. */
-const STAGING_STEP = 2 ** 20;
+/** The smallest block: tag chunks of 1 MiB of guest memory fit it. */
+const SMALLEST_BLOCK = 64 * 1024;
 
-function capacityFor(length: number, step: number): number {
-  return Math.max(step, Math.ceil(length / step) * step);
+/**
+ * Blocks come in powers of two: chunks whose content varies in length (as
+ * many present pages as they have) share a handful of sizes, so the pool
+ * stays a few blocks per chunk in flight.
+ */
+function capacityFor(length: number): number {
+  let capacity = SMALLEST_BLOCK;
+  while (capacity < length) capacity *= 2;
+  return capacity;
 }
 
 /**
  * Native memory for zstd's inputs and outputs. Blocks handed out by
- * `allocate` are pooled by size (there are never more than the chunks in
- * flight); `addressOf` knows every one of them, so a view of one goes to zstd
+ * `allocate` are pooled by size (a few per chunk in flight); `addressOf` knows every one of them, so a view of one goes to zstd
  * as an address, not as a copy. A block never given back (its save failed
  * halfway) is freed once no view of it is left.
  */
@@ -199,7 +203,7 @@ class NativeMemory {
   }
 
   allocate(length: number): Uint8Array {
-    return this.take(capacityFor(length, BLOCK_STEP)).bytes.subarray(0, length);
+    return this.take(capacityFor(length)).bytes.subarray(0, length);
   }
 
   private take(capacity: number): NativeBlock {
@@ -227,7 +231,7 @@ class NativeMemory {
     if (current && current.bytes.length >= length) return current;
     // Replaced blocks are kept by the pool: a view of them may still be around.
     if (current) this.release(current.bytes);
-    const block = this.take(capacityFor(length, STAGING_STEP));
+    const block = this.take(capacityFor(length));
     area[side] = block;
     return block;
   }

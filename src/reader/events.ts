@@ -21,7 +21,16 @@ export type SnapshotEvent =
    * section 6, every rule checked): a consumer that stores the chunk again (push) keeps its encoding instead of
    * compressing it anew.
    */
-  | { readonly type: 'chunk'; readonly chunk: RamChunk | TagChunk; readonly payload?: Uint8Array }
+  | {
+      readonly type: 'chunk';
+      readonly chunk: RamChunk | TagChunk;
+      readonly payload?: Uint8Array;
+      /**
+       * Set when the source reuses the memory the chunk lives in (a file read with `transient`, as restore
+       * reads it): call it once done with the chunk, whose bytes may change after.
+       */
+      readonly release?: () => void;
+    }
   | { readonly type: 'vcpu'; readonly vcpu: VcpuState }
   | { readonly type: 'blob'; readonly blob: VmmBlob }
   /** A section this reader does not know and was allowed to skip. */

@@ -111,12 +111,15 @@ class FileBytes {
    * `read` on libuv's thread pool, for a plain file: a chunk is read while
    * others decode. An encrypted file is decrypted on the calling thread.
    */
-  async readAsync(offset: bigint, length: number, section: string): Promise<Uint8Array> {
-    if (this.sealed) return this.read(offset, length, section);
+  async readAsync(offset: bigint, length: number, section: string, into?: Uint8Array): Promise<Uint8Array> {
+    if (this.sealed && !into) return this.read(offset, length, section);
     this.checkInside(offset, length, section);
+    if (this.sealed) {
+      into!.set(this.read(offset, length, section));
+      return into!;
+    }
     // Every byte is read into below (or the read fails): no zero fill.
-    const buffer = Buffer.allocUnsafeSlow(length);
-    const bytes = new Uint8Array(buffer.buffer, buffer.byteOffset, length);
+    const bytes = into ?? uninitialised(length);
     let done = 0;
     while (done < length) {
       const { bytesRead } = await readAt(this.fd, bytes, done, length - done, Number(offset) + done);
@@ -376,9 +379,9 @@ class FileSnapshotReader implements SnapshotReader {
   }
 
   /** readSection of a chunk, header and payload in one read off the calling thread (opening checked the length). */
-  private async readChunkSection(location: ChunkLocation): Promise<{ section: SectionHeader; payload: Uint8Array }> {
+  private async readChunkSection(location: ChunkLocation, into?: Uint8Array): Promise<{ section: SectionHeader; payload: Uint8Array }> {
     const type = chunkType(location.kind);
-    const bytes = await this.file.readAsync(location.offset, Number(location.length), type);
+    const bytes = await this.file.readAsync(location.offset, Number(location.length), type, into);
     const section = this.checkedSectionHeader(bytes.subarray(0, SECTION_HEADER_LENGTH), location.offset, location.length, type);
     return { section, payload: bytes.subarray(SECTION_HEADER_LENGTH) };
   }
@@ -408,12 +411,40 @@ class FileSnapshotReader implements SnapshotReader {
   }
 
   /** The chunk at `location`, decoded and checked, with its payload as stored (when a worker did not take it). */
-  private async readChunkAndPayload(location: ChunkLocation): Promise<{ chunk: RamChunk | TagChunk; payload?: Uint8Array }> {
+  private async readChunkAndPayload(location: ChunkLocation): Promise<ReadChunk> {
     const { section, payload } = await timedAsync('reading', this.readChunkSection(location));
     const chunk = await decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk);
-    // In a diff, a stored page must be a marked one: checked with the map, as the pipe reader checks it.
-    if (this.diff) checkStoredPagesMarked(chunk, await this.readChangedPages(this.changedPagesOf(location)), this.header, this.regions);
+    await this.checkDiffPages(chunk, location);
     return { chunk, payload: keptPayload(payload) };
+  }
+
+  /**
+   * The chunk at `location` in memory the executor reuses: the section is read
+   * into it and a RAM chunk's content is decoded into it. `release` gives it back.
+   */
+  private async readTransientChunk(location: ChunkLocation): Promise<ReadChunk> {
+    const buffer = this.executor.allocate(Number(location.length));
+    const { section, payload } = await timedAsync('reading', this.readChunkSection(location, buffer));
+    const chunk = await decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk, true);
+    await this.checkDiffPages(chunk, location);
+    // A chunk stored raw may view its section; a compressed RAM chunk's content is executor memory.
+    const viewed = 'tags' in chunk ? chunk.tags : (chunk.content ?? chunk.data);
+    const held: Uint8Array[] = [];
+    if (viewed.buffer === buffer.buffer) held.push(buffer);
+    else this.executor.release(buffer);
+    if ('content' in chunk && chunk.content && chunk.content.buffer !== buffer.buffer) held.push(chunk.content);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      for (const bytes of held) this.executor.release(bytes);
+    };
+    return { chunk, release };
+  }
+
+  /** In a diff, a stored page must be a marked one: checked with the map, as the pipe reader checks it. */
+  private async checkDiffPages(chunk: RamChunk | TagChunk, location: ChunkLocation): Promise<void> {
+    if (this.diff) checkStoredPagesMarked(chunk, await this.readChangedPages(this.changedPagesOf(location)), this.header, this.regions);
   }
 
   async readRamChunk(location: ChunkLocation): Promise<RamChunk> {
@@ -452,22 +483,28 @@ class FileSnapshotReader implements SnapshotReader {
       });
   }
 
-  /** Every chunk in order, then vCPUs and blobs, decoding up to `ahead` chunks in parallel. */
-  async *events(ahead = Math.max(2, this.executor.threads * 2)): AsyncGenerator<SnapshotEvent> {
+  /**
+   * Every chunk in order, then vCPUs and blobs, decoding up to `ahead` chunks
+   * in parallel. With `transient`, chunks come in memory the reader reuses:
+   * each chunk event carries `release`, to call once done with the chunk, and
+   * no payload.
+   */
+  async *events(ahead = Math.max(2, this.executor.threads * 2), options: { transient?: boolean } = {}): AsyncGenerator<SnapshotEvent> {
     yield { type: 'start', header: this.header, metadata: this.metadata };
     if (this.diff) yield { type: 'diff', parentId: this.diff.parentId };
-    const pending: Array<Promise<{ chunk: RamChunk | TagChunk; payload?: Uint8Array }>> = [];
+    const pending: Array<Promise<ReadChunk>> = [];
     let next = 0;
     while (next < this.chunks.length || pending.length) {
       while (next < this.chunks.length && pending.length < ahead) {
-        const read = this.readChunkAndPayload(this.chunks[next++]);
+        const location = this.chunks[next++];
+        const read = options.transient ? this.readTransientChunk(location) : this.readChunkAndPayload(location);
         read.catch(() => {}); // Observed when its turn comes; avoids an unhandled rejection meanwhile.
         pending.push(read);
       }
-      const { chunk, payload } = await timedAsync('waiting on results', pending.shift()!);
+      const { chunk, payload, release } = await timedAsync('waiting on results', pending.shift()!);
       // A diff's map comes before the RAM chunk of its pages, as in the file.
       if (this.diff && chunk.kind === 'ram') yield { type: 'changed', pages: await this.readChangedPages(this.changedPagesOf(chunk)) };
-      yield { type: 'chunk', chunk, payload };
+      yield { type: 'chunk', chunk, payload, release };
     }
     for (const vcpu of await this.vcpus()) yield { type: 'vcpu', vcpu };
     for (const blob of await this.blobs()) yield { type: 'blob', blob };
@@ -480,6 +517,19 @@ class FileSnapshotReader implements SnapshotReader {
     closeSync(this.file.fd);
     await this.executor.close();
   }
+}
+
+/** A chunk as read: with its stored payload, or with the release of the reused memory it lives in. */
+interface ReadChunk {
+  readonly chunk: RamChunk | TagChunk;
+  readonly payload?: Uint8Array;
+  readonly release?: () => void;
+}
+
+/** A buffer without the zero fill, for bytes that are all read into. */
+function uninitialised(length: number): Uint8Array {
+  const buffer = Buffer.allocUnsafeSlow(length);
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, length);
 }
 
 function rangeKey(range: { region: number; firstPage: number }): string {

@@ -117,7 +117,8 @@ class RestoreTarget<T extends VmTarget> {
     return this.metadata.regions[chunk.region].guestAddress + BigInt(chunk.firstPage) * BigInt(this.header.pageSize);
   }
 
-  async writeRam(chunk: RamChunk): Promise<void> {
+  /** Writes the chunk's present pages; `done` runs once every write of them has finished (they may still be under way on return). */
+  async writeRam(chunk: RamChunk, done?: () => void): Promise<void> {
     const base = this.chunkAddress(chunk);
     const pageSize = this.header.pageSize;
     const runs: Array<[number, number]> = [];
@@ -129,24 +130,30 @@ class RestoreTarget<T extends VmTarget> {
     );
     // From the present pages packed in order when the reader kept them so (no expansion), else from the expanded chunk.
     let packed = 0;
+    const writes: Promise<void>[] = [];
     for (const [firstPage, pages] of runs) {
       const bytes = chunk.content
         ? chunk.content.subarray(packed * pageSize, (packed + pages) * pageSize)
         : chunk.data.subarray(firstPage * pageSize, (firstPage + pages) * pageSize);
-      await this.writeMemory(base + BigInt(firstPage * pageSize), bytes);
+      writes.push((await this.startWrite(base + BigInt(firstPage * pageSize), bytes)).finished);
       this.ramPagesWritten += pages;
       packed += pages;
     }
+    if (done) Promise.all(writes).then(done);
   }
 
   /** Memory writes in flight (writeMemoryAsync): a few at most, all settled before the VM is handed out or closed. */
   private readonly pendingWrites = new Set<Promise<void>>();
   private writeFailure: unknown;
 
-  private async writeMemory(guestAddress: bigint, bytes: Uint8Array): Promise<void> {
+  /**
+   * Starts writing `bytes` once fewer than MAX_PENDING_WRITES are in flight. `finished` (wrapped: awaiting
+   * it here would wait for the write) settles when it is done and never rejects: a failure is kept.
+   */
+  private async startWrite(guestAddress: bigint, bytes: Uint8Array): Promise<{ finished: Promise<void> }> {
     if (!this.vm.writeMemoryAsync) {
       this.vm.writeMemory(guestAddress, bytes);
-      return;
+      return { finished: Promise.resolve() };
     }
     while (this.pendingWrites.size >= MAX_PENDING_WRITES) await Promise.race(this.pendingWrites);
     if (this.writeFailure !== undefined) throw this.writeFailure;
@@ -158,6 +165,7 @@ class RestoreTarget<T extends VmTarget> {
       },
     );
     this.pendingWrites.add(write);
+    return { finished: write };
   }
 
   /** Waits for the memory writes in flight; throws the first that failed. */
@@ -198,16 +206,16 @@ function isEventSource(source: unknown): source is SnapshotEventSource {
 
 function eventsFrom(
   source: string | Readable | NodeJS.ReadableStream | SnapshotEventSource,
-  threads?: number,
-  idleTimeoutMs?: number,
-  key?: Uint8Array,
+  options: { threads?: number; idleTimeoutMs?: number; key?: Uint8Array; transient: boolean },
 ): { events: AsyncIterable<SnapshotEvent>; close(): Promise<void> } {
+  const { threads, idleTimeoutMs, key } = options;
   if (isEventSource(source)) return { events: source.events(), close: () => source.close() };
   if (typeof source === 'string' && source !== '-') {
     const opened = openSnapshot(source, { threads, key });
     return {
       events: (async function* () {
-        yield* (await opened).events();
+        const snapshot = await opened;
+        yield* snapshot.events(undefined, { transient: options.transient });
       })(),
       close: async () => (await opened.catch(() => null))?.close(),
     };
@@ -254,7 +262,8 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
 ): Promise<RestoredVm<T>> {
   const started = performance.now();
   const parents = options.parents?.length ? await openChain(options.parents, { threads: options.threads }) : undefined;
-  const { events: sourceEvents, close: closeSource } = eventsFrom(source, options.threads, options.idleTimeoutMs, options.key);
+  // Read into reused memory unless a chain merge keeps the chunks.
+  const { events: sourceEvents, close: closeSource } = eventsFrom(source, { ...options, transient: parents === undefined });
   const events = chainEvents(source, sourceEvents, parents);
   const close = async () => {
     await closeSource();
@@ -273,12 +282,14 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
       } else if (event.type === 'chunk') {
         if ('data' in event.chunk) {
           const chunk = event.chunk;
-          await timedAsync('writing', target!.writeRam(chunk));
+          // Memory a transient source reuses goes back to it once the pages are written.
+          await timedAsync('writing', target!.writeRam(chunk, event.release));
           guestBytesDone += BigInt(event.chunk.pageCount * target!.header.pageSize);
           options.onProgress?.({ guestBytesDone, guestBytesTotal });
         } else {
           const chunk = event.chunk;
           timed('writing', () => target!.writeTags(chunk));
+          event.release?.();
         }
       } else if (event.type === 'vcpu') vcpuStates.push(event.vcpu);
       else if (event.type === 'blob') blobs.push(event.blob);

@@ -386,6 +386,8 @@ export async function decodeChunk(
   section: SectionHeader,
   payload: Uint8Array,
   expected: GridChunk,
+  /** A RAM chunk's content may stay in the executor's memory: the caller releases it (DecodeJob.contentIsScratch). */
+  contentIsScratch = false,
 ): Promise<RamChunk | TagChunk> {
   const guestAddress = chunkAddress(regions, header, expected);
   const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
@@ -397,6 +399,7 @@ export async function decodeChunk(
     zstd: header.codec !== 0,
     payload,
     payloadChecksum: section.payloadChecksum,
+    contentIsScratch,
   });
   if ('failed' in result) {
     throw new SnapshotFormatError(result.code, result.message, {
