@@ -50,6 +50,7 @@ import {
   decodeChunk,
   expectedIndexEntry,
   indexEntryFault,
+  releaseOfTransient,
   SectionSequence,
 } from './sections.js';
 
@@ -422,24 +423,22 @@ class FileSnapshotReader implements SnapshotReader {
    * The chunk at `location` in memory the executor reuses: the section is read
    * into it and a RAM chunk's content is decoded into it. `release` gives it back.
    */
-  private async readTransientChunk(location: ChunkLocation): Promise<ReadChunk> {
+  private async readTransient(location: ChunkLocation): Promise<ReadChunk> {
     const buffer = this.executor.allocate(Number(location.length));
     const { section, payload } = await timedAsync('reading', this.readChunkSection(location, buffer));
     const chunk = await decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk, true);
     await this.checkDiffPages(chunk, location);
-    // A chunk stored raw may view its section; a compressed RAM chunk's content is executor memory.
-    const viewed = 'tags' in chunk ? chunk.tags : (chunk.content ?? chunk.data);
-    const held: Uint8Array[] = [];
-    if (viewed.buffer === buffer.buffer) held.push(buffer);
-    else this.executor.release(buffer);
-    if ('content' in chunk && chunk.content && chunk.content.buffer !== buffer.buffer) held.push(chunk.content);
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      for (const bytes of held) this.executor.release(bytes);
-    };
-    return { chunk, release };
+    return { chunk, release: releaseOfTransient(this.executor, chunk, buffer) };
+  }
+
+  /**
+   * readChunk in memory the reader reuses (see events' `transient`): for a
+   * caller done with each chunk before it asks for many more, such as verify.
+   * Call `release` once done with the chunk.
+   */
+  async readTransientChunk(location: ChunkLocation): Promise<{ chunk: RamChunk | TagChunk; release: () => void }> {
+    const { chunk, release } = await this.readTransient(location);
+    return { chunk, release: release! };
   }
 
   /** In a diff, a stored page must be a marked one: checked with the map, as the pipe reader checks it. */
@@ -497,7 +496,7 @@ class FileSnapshotReader implements SnapshotReader {
     while (next < this.chunks.length || pending.length) {
       while (next < this.chunks.length && pending.length < ahead) {
         const location = this.chunks[next++];
-        const read = options.transient ? this.readTransientChunk(location) : this.readChunkAndPayload(location);
+        const read = options.transient ? this.readTransient(location) : this.readChunkAndPayload(location);
         read.catch(() => {}); // Observed when its turn comes; avoids an unhandled rejection meanwhile.
         pending.push(read);
       }

@@ -221,7 +221,7 @@ function eventsFrom(
     };
   }
   const stream = source === '-' ? process.stdin : (source as Readable | NodeJS.ReadableStream);
-  return { events: readSnapshotStream(stream, { threads, idleTimeoutMs, key }), close: async () => {} };
+  return { events: readSnapshotStream(stream, { threads, idleTimeoutMs, key, transient: options.transient }), close: async () => {} };
 }
 
 function describeSource(source: string | Readable | NodeJS.ReadableStream | SnapshotEventSource): string {

@@ -422,6 +422,25 @@ export async function decodeChunk(
   return decodedChunk(location, decoded, header.pageSize);
 }
 
+/**
+ * What gives back the reused memory a transient chunk lives in: the buffer its
+ * section was read into (given back at once unless the chunk views it, as a
+ * chunk stored raw may) and a compressed RAM chunk's content (executor memory).
+ */
+export function releaseOfTransient(executor: Pick<ChunkExecutor, 'release'>, chunk: RamChunk | TagChunk, section: Uint8Array): () => void {
+  const viewed = 'tags' in chunk ? chunk.tags : (chunk.content ?? chunk.data);
+  const held: Uint8Array[] = [];
+  if (viewed.buffer === section.buffer) held.push(section);
+  else executor.release(section);
+  if ('content' in chunk && chunk.content && chunk.content.buffer !== section.buffer) held.push(chunk.content);
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    for (const bytes of held) executor.release(bytes);
+  };
+}
+
 /** The chunk a decode job gave: a RAM chunk expands its present pages when first read, if the job left them packed. */
 export function decodedChunk(location: ChunkLocation, decoded: DecodedChunkResult, pageSize: number): RamChunk | TagChunk {
   if (location.kind === 'tags') return { ...location, present: decoded.bitmap, tags: decoded.expanded! };

@@ -30,6 +30,7 @@ import {
   decodeChunk,
   expectedIndexEntry,
   indexEntryFault,
+  releaseOfTransient,
   SectionSequence,
 } from './sections.js';
 
@@ -115,9 +116,9 @@ class StreamBytes {
     return new SnapshotFormatError('truncated', `stream ended ${short} bytes short`, { section, offset: this.position });
   }
 
-  /** The next `length` bytes, in a buffer of their own (it may be handed to a worker thread). */
-  async read(length: number, section: string): Promise<Uint8Array> {
-    const out = new Uint8Array(length);
+  /** The next `length` bytes, in a buffer of their own (it may be handed to a worker thread), or in `into`. */
+  async read(length: number, section: string, into?: Uint8Array): Promise<Uint8Array> {
+    const out = into ?? new Uint8Array(length);
     let have = 0;
     while (have < length) {
       if (this.rest.length === 0) {
@@ -170,6 +171,11 @@ export interface StreamReadOptions {
   idleTimeoutMs?: number;
   /** The 32-byte secret of an encrypted snapshot (spec/STORE.md section 8); default: the one set with setDefaultSnapshotKey. */
   key?: Uint8Array;
+  /**
+   * Chunks come in memory the reader reuses: each chunk event carries
+   * `release`, to call once done with the chunk, and no payload.
+   */
+  transient?: boolean;
 }
 
 /** Reads a snapshot from a stream, yielding events in file order; throws a SnapshotFormatError at the first fault. */
@@ -201,15 +207,19 @@ export async function* readSnapshotStream(stream: ByteSource, options: StreamRea
         yield { type: 'skipped', sectionType: section.type, offset: section.offset };
         continue;
       }
-      const payload = await bytes.read(Number(section.payloadLength), section.type);
-      const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
       if (role.role === 'chunk') {
         executor ??= createChunkExecutor(options.threads);
-        const chunk = await decodeChunk(executor, header, metadata!.regions, section, payload, role.chunk);
+        const length = Number(section.payloadLength);
+        const reused = options.transient ? executor.allocate(length) : undefined;
+        const payload = await bytes.read(length, section.type, reused);
+        const chunk = await decodeChunk(executor, header, metadata!.regions, section, payload, role.chunk, reused !== undefined);
         if (changed) checkStoredPagesMarked(chunk, changed, header, metadata!.regions);
-        yield { type: 'chunk', chunk, payload: keptPayload(payload) };
+        if (reused) yield { type: 'chunk', chunk, release: releaseOfTransient(executor, chunk, reused) };
+        else yield { type: 'chunk', chunk, payload: keptPayload(payload) };
         continue;
       }
+      const payload = await bytes.read(Number(section.payloadLength), section.type);
+      const payloadOffset = section.offset + BigInt(SECTION_HEADER_LENGTH);
       checkPayload(section, payload);
       if (role.role === 'changed') {
         changed = decodeChangedPagesSection(header, metadata!.regions, section, payload, role.chunk);

@@ -149,17 +149,20 @@ async function verifyFile(path: string, options: VerifyOptions): Promise<VerifyR
     tally.regions(snapshot.regions);
     // Decode a few chunks ahead so every worker is busy; report each bad chunk and go on.
     const ahead = 4;
-    const reads = snapshot.chunks.map(() => null as Promise<RamChunk | TagChunk> | null);
+    // Each chunk is counted and let go: it is read into memory the reader reuses.
+    const reads = snapshot.chunks.map(() => null as Promise<{ chunk: RamChunk | TagChunk; release(): void }> | null);
     const start = (i: number) => {
       if (i < reads.length && !reads[i]) {
-        reads[i] = snapshot.readChunk(snapshot.chunks[i]);
+        reads[i] = snapshot.readTransientChunk(snapshot.chunks[i]);
         reads[i]!.catch(() => {});
       }
     };
     for (let i = 0; i < snapshot.chunks.length; i++) {
       for (let j = i; j < i + ahead; j++) start(j);
       try {
-        tally.chunk(await reads[i]!);
+        const { chunk, release } = await reads[i]!;
+        tally.chunk(chunk);
+        release();
       } catch (error) {
         tally.problems.push(problemFrom(error));
       }
@@ -187,12 +190,14 @@ async function verifyStream(
     for await (const event of readSnapshotStream(stream, {
       threads: options.threads,
       idleTimeoutMs: options.idleTimeoutMs,
+      transient: true,
     }) as AsyncIterable<SnapshotEvent>) {
       if (event.type === 'start') {
         version = [event.header.major, event.header.minor];
         tally.regions(event.metadata.regions);
       } else if (event.type === 'chunk') {
         tally.chunk(event.chunk);
+        event.release?.();
         bytesDone = event.chunk.offset + event.chunk.length;
         options.onProgress?.({ bytesDone, bytesTotal: null });
       } else if (event.type === 'vcpu') tally.vcpu();
