@@ -236,12 +236,6 @@ export class KernelModelVm implements Vm {
     slot.storage.writeMemory(offset, source);
   }
 
-  async writeMemoryAsync(guestAddress: GuestAddress, source: Uint8Array): Promise<void> {
-    const { slot, offset } = this.mapping(guestAddress, source.length, 'writeMemory');
-    if (slot.storage.writeMemoryAsync) await slot.storage.writeMemoryAsync(offset, source);
-    else slot.storage.writeMemory(offset, source);
-  }
-
   /** The VMM's mapping of a guest range: it must lie inside one memslot. */
   private mapping(guestAddress: GuestAddress, length: number, operation: string): { slot: ModelSlot; offset: number } {
     this.checkOpen(operation);

@@ -34,8 +34,6 @@ export interface SlotStorage {
   /** Optional asynchronous read, for stores backed by files. */
   readMemoryAsync?(offset: SlotOffset, destination: Uint8Array): Promise<void>;
   writeMemory(offset: SlotOffset, source: Uint8Array): void;
-  /** Optional asynchronous write, for stores backed by files (VmTarget.writeMemoryAsync). */
-  writeMemoryAsync?(offset: SlotOffset, source: Uint8Array): Promise<void>;
 
   /** The kernel's per-page "MTE tagged" flag (PG_mte_tagged): untagged pages read back as zero tags. */
   isPageTagged(page: SlotPage): boolean;

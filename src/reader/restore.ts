@@ -21,7 +21,7 @@ import { VmsnapError } from '../format/errors.js';
 import type { RamChunk, SnapshotHeader, SnapshotMetadata, TagChunk, VmmBlob } from '../format/model.js';
 import { forEachRun } from '../format/page-runs.js';
 import { jsonResult } from '../json.js';
-import { timed, timedAsync } from '../parallel/phase-clock.js';
+import { timed } from '../parallel/phase-clock.js';
 import { writeGuestTags } from '../vm/tag-copy.js';
 import { memorySlotSpec, type VcpuState, type Vm, type VmFactory, type VmTarget } from '../vm/vm.js';
 import { ChainError, mergeOntoParents, openChain, type SnapshotChain, snapshotIdHex } from './chain.js';
@@ -98,9 +98,6 @@ function createTarget<T extends VmTarget>(factory: VmFactory<T>, header: Snapsho
   }
 }
 
-/** Memory writes restore keeps in flight on a target that writes asynchronously (files). */
-const MAX_PENDING_WRITES = 4;
-
 class RestoreTarget<T extends VmTarget> {
   ramPagesWritten = 0;
   tagCalls = 0;
@@ -117,61 +114,24 @@ class RestoreTarget<T extends VmTarget> {
     return this.metadata.regions[chunk.region].guestAddress + BigInt(chunk.firstPage) * BigInt(this.header.pageSize);
   }
 
-  /** Writes the chunk's present pages; `done` runs once every write of them has finished (they may still be under way on return). */
-  async writeRam(chunk: RamChunk, done?: () => void): Promise<void> {
+  writeRam(chunk: RamChunk): void {
     const base = this.chunkAddress(chunk);
     const pageSize = this.header.pageSize;
-    const runs: Array<[number, number]> = [];
-    // Absent pages are zero, as a fresh VM's memory is: only present pages are written.
+    // Absent pages are zero, as a fresh VM's memory is: only present pages are written, from the present pages
+    // packed in order when the reader kept them so (no expansion), else from the expanded chunk.
+    let packed = 0;
     forEachRun(
       chunk.pageCount,
       (page) => isPagePresent(chunk.present, page),
-      (firstPage, pages) => runs.push([firstPage, pages]),
-    );
-    // From the present pages packed in order when the reader kept them so (no expansion), else from the expanded chunk.
-    let packed = 0;
-    const writes: Promise<void>[] = [];
-    for (const [firstPage, pages] of runs) {
-      const bytes = chunk.content
-        ? chunk.content.subarray(packed * pageSize, (packed + pages) * pageSize)
-        : chunk.data.subarray(firstPage * pageSize, (firstPage + pages) * pageSize);
-      writes.push((await this.startWrite(base + BigInt(firstPage * pageSize), bytes)).finished);
-      this.ramPagesWritten += pages;
-      packed += pages;
-    }
-    if (done) Promise.all(writes).then(done);
-  }
-
-  /** Memory writes in flight (writeMemoryAsync): a few at most, all settled before the VM is handed out or closed. */
-  private readonly pendingWrites = new Set<Promise<void>>();
-  private writeFailure: unknown;
-
-  /**
-   * Starts writing `bytes` once fewer than MAX_PENDING_WRITES are in flight. `finished` (wrapped: awaiting
-   * it here would wait for the write) settles when it is done and never rejects: a failure is kept.
-   */
-  private async startWrite(guestAddress: bigint, bytes: Uint8Array): Promise<{ finished: Promise<void> }> {
-    if (!this.vm.writeMemoryAsync) {
-      this.vm.writeMemory(guestAddress, bytes);
-      return { finished: Promise.resolve() };
-    }
-    while (this.pendingWrites.size >= MAX_PENDING_WRITES) await Promise.race(this.pendingWrites);
-    if (this.writeFailure !== undefined) throw this.writeFailure;
-    const write: Promise<void> = this.vm.writeMemoryAsync(guestAddress, bytes).then(
-      () => void this.pendingWrites.delete(write),
-      (error: unknown) => {
-        this.pendingWrites.delete(write);
-        this.writeFailure ??= error;
+      (firstPage, pages) => {
+        const bytes = chunk.content
+          ? chunk.content.subarray(packed * pageSize, (packed + pages) * pageSize)
+          : chunk.data.subarray(firstPage * pageSize, (firstPage + pages) * pageSize);
+        this.vm.writeMemory(base + BigInt(firstPage * pageSize), bytes);
+        this.ramPagesWritten += pages;
+        packed += pages;
       },
     );
-    this.pendingWrites.add(write);
-    return { finished: write };
-  }
-
-  /** Waits for the memory writes in flight; throws the first that failed. */
-  async settleWrites(): Promise<void> {
-    await Promise.all(this.pendingWrites);
-    if (this.writeFailure !== undefined) throw this.writeFailure;
   }
 
   writeTags(chunk: TagChunk): void {
@@ -282,8 +242,9 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
       } else if (event.type === 'chunk') {
         if ('data' in event.chunk) {
           const chunk = event.chunk;
+          timed('writing', () => target!.writeRam(chunk));
           // Memory a transient source reuses goes back to it once the pages are written.
-          await timedAsync('writing', target!.writeRam(chunk, event.release));
+          event.release?.();
           guestBytesDone += BigInt(event.chunk.pageCount * target!.header.pageSize);
           options.onProgress?.({ guestBytesDone, guestBytesTotal });
         } else {
@@ -295,7 +256,6 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
       else if (event.type === 'blob') blobs.push(event.blob);
     }
     if (!target) throw new RestoreError('no-metadata', 'the snapshot ended before its metadata');
-    await target.settleWrites();
     // vCPUs last: a pipe's index is checked at its very end, so nothing runs before the whole file proved good.
     for (const state of vcpuStates) target.setVcpu(state);
     return {
@@ -313,8 +273,6 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
       }),
     };
   } catch (error) {
-    // No write may still be under way when the VM (and its files) is closed.
-    await target?.settleWrites().catch(() => {});
     target?.vm.close();
     throw error;
   } finally {

@@ -176,14 +176,6 @@ export interface VmTarget {
   addMemorySlot(spec: MemorySlotSpec): void;
   /** Writes guest memory through the VMM's mapping (allowed on read-only slots: the VMM owns the mapping). */
   writeMemory(guestAddress: GuestAddress, source: Uint8Array): void;
-  /**
-   * The same write, asynchronous. Optional: a backend whose memory sits in
-   * files implements it so restore decodes the next chunks while the kernel
-   * takes these bytes. Restore leaves `source` alone until the promise settles,
-   * but may copy tags (copyMteTags) meanwhile: only a store whose memory and
-   * tags are independent (files) may offer it.
-   */
-  writeMemoryAsync?(guestAddress: GuestAddress, source: Uint8Array): Promise<void>;
   /** KVM_ARM_MTE_COPY_TAGS; restore asks only TAGS_TO_GUEST. */
   copyMteTags(request: CopyMteTagsRequest): number;
   /** KVM_CREATE_VCPU (and KVM_ARM_VCPU_INIT). */

@@ -6,11 +6,10 @@
  * region opened from existing files starts all tagged (the file holds its
  * tags), a region created for a restore starts untagged, as KVM's pages do.
  */
-import { read, readSync, write, writeSync } from 'node:fs';
+import { read, readSync, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const readAsync = promisify(read);
-const writeAsync = promisify(write);
 
 import { GRANULE_SIZE } from '../../format/constants.js';
 import { keepLowNibbles, packTags, unpackTags } from '../../format/tag-packing.js';
@@ -164,25 +163,11 @@ export class FileSlotStorage implements SlotStorage {
   }
 
   writeMemory(offset: SlotOffset, source: Uint8Array): void {
-    this.checkWritable();
-    writeFully(this.files.ramFd, source, this.ramBase + offset);
-    this.files.ramWriteback?.wrote(source.length);
-  }
-
-  /** On libuv's thread pool, so that a restore decodes the next chunks meanwhile. */
-  async writeMemoryAsync(offset: SlotOffset, source: Uint8Array): Promise<void> {
-    this.checkWritable();
-    const position = this.ramBase + offset;
-    let done = 0;
-    while (done < source.length)
-      done += (await writeAsync(this.files.ramFd, source, done, source.length - done, position + done)).bytesWritten;
-    this.files.ramWriteback?.wrote(source.length);
-  }
-
-  private checkWritable(): void {
     if (!this.files.writable) {
       throw new VmErrnoError('EBADF', 'writeMemory', `${this.files.ramPath} is open read-only (region ${this.region.name})`);
     }
+    writeFully(this.files.ramFd, source, this.ramBase + offset);
+    this.files.ramWriteback?.wrote(source.length);
   }
 
   isPageTagged(page: SlotPage): boolean {
