@@ -408,8 +408,15 @@ class FileSnapshotReader implements SnapshotReader {
    */
   private async readTransient(location: ChunkLocation): Promise<ReadChunk> {
     const buffer = this.executor.allocate(Number(location.length));
-    const { section, payload } = await timedAsync('reading', this.readChunkSection(location, buffer));
-    const chunk = await decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk, true);
+    let chunk: RamChunk | TagChunk;
+    try {
+      const { section, payload } = await timedAsync('reading', this.readChunkSection(location, buffer));
+      chunk = await decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk, true);
+    } catch (error) {
+      // A bad chunk (verify reads on past it) gives its buffer back at once.
+      this.executor.release(buffer);
+      throw error;
+    }
     await this.checkDiffPages(chunk, location);
     return { chunk, release: releaseOfTransient(this.executor, chunk, buffer) };
   }

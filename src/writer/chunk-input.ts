@@ -11,6 +11,9 @@ import type { ChunkExecutor } from '../parallel/chunk-pool.js';
 import { readGuestTags } from '../vm/tag-copy.js';
 import type { VmSource } from '../vm/vm.js';
 
+/** Spare buffers kept per length: more than the writer ever has in flight. */
+const MAX_SPARE_PER_LENGTH = 16;
+
 /**
  * Chunk input buffers, reused once a worker hands them back: a fresh buffer
  * per chunk costs a zero fill and a page fault per page, about as much as
@@ -42,6 +45,8 @@ export class InputBuffers {
     // Buffers come back as handed out, or whole from a worker (a view it got was copied, not moved: not ours).
     if (!this.handedOut.has(buffer) && (buffer.byteOffset !== 0 || buffer.byteLength !== buffer.buffer.byteLength)) return;
     const list = this.spare.get(buffer.length) ?? [];
+    // No more spares than chunks ever in flight: a buffer that came from elsewhere must not pile up here.
+    if (list.length >= MAX_SPARE_PER_LENGTH) return;
     list.push(buffer);
     this.spare.set(buffer.length, list);
   }
