@@ -4,6 +4,7 @@
  * out absent pages, packs tags, hashes and compresses; decoding checks the
  * payload checksum, decompresses, checks the content checksum and expands.
  */
+import { uninitialisedBytes } from '../format/bytes.js';
 import { checksum } from '../format/checksum.js';
 import {
   ChunkDecodeError,
@@ -125,19 +126,13 @@ export function runChunkJobNative(job: ChunkJob, zstd: Libzstd): Promise<ChunkJo
   return job.op === 'encode' ? encodeNative(job, zstd) : decodeNative(job, zstd);
 }
 
-/** A plain Uint8Array without the zero fill (decoders and encoders write every byte of it). */
-function uninitialised(length: number): Uint8Array {
-  const buffer = Buffer.allocUnsafeSlow(length);
-  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-}
-
 async function encodeNative(job: EncodeJob, zstd: Libzstd): Promise<EncodedChunk> {
   const gathered = timed('zero detection', () => gatherChunk(job.kind, job.range, job.input, job.inputIsScratch === true));
   const { content } = gathered;
   const prefix = chunkPrefixLength(job.range.pageCount);
   // Every byte of the payload is written below (header, bitmap, frame or raw content): no zero fill needed.
   const scratch = job.payloadIsScratch ? zstd.allocate(prefix + content.length) : undefined;
-  const payload = scratch ?? uninitialised(prefix + content.length);
+  const payload = scratch ?? uninitialisedBytes(prefix + content.length);
   // Room for one byte less than the content: a frame that is not shorter must not be used (stored raw instead).
   const frameLength =
     job.level > 0 && content.length > 0
