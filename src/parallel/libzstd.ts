@@ -180,9 +180,10 @@ function capacityFor(length: number): number {
 
 /**
  * Native memory for zstd's inputs and outputs. Blocks handed out by
- * `allocate` are pooled by size (a few per chunk in flight); `addressOf` knows every one of them, so a view of one goes to zstd
- * as an address, not as a copy. A block never given back (its save failed
- * halfway) is freed once no view of it is left.
+ * `allocate` are pooled by size (a few per chunk in flight); `addressOf`
+ * knows every one of them, so a view of one goes to zstd as an address, not
+ * as a copy. A block never given back (its save failed halfway) is freed once
+ * no view of it is left.
  */
 class NativeMemory {
   private readonly addresses = new WeakMap<ArrayBufferLike, number>();
