@@ -37,7 +37,7 @@ import type {
 import { checkPayload, decodeSectionHeader, type SectionHeader } from '../format/section.js';
 import { isSealed, SealedFileReader } from '../io/sealed-file.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
-import { timedAsync } from '../parallel/phase-clock.js';
+import { timed, timedAsync } from '../parallel/phase-clock.js';
 import type { VcpuState } from '../vm/vm.js';
 import { keptPayload, type SnapshotEvent } from './events.js';
 import { readGuestMemory, readGuestTags } from './guest-range.js';
@@ -91,9 +91,21 @@ class FileBytes {
     return this.window.subarray(Number(at), Number(at) + length);
   }
 
+  /**
+   * `length` bytes at `offset`, into `into` when given (reused memory), else
+   * into a buffer of their own (every byte is read into: no zero fill). On the
+   * calling thread: from the page cache this costs less than a hand-off to
+   * libuv's pool, whose threads are decompressing (a 1 GiB restore took
+   * 1.8-2.2 s this way, 2.5-2.7 s with its reads on the pool).
+   */
   read(offset: bigint, length: number, section: string, into?: Uint8Array): Uint8Array {
-    this.checkInside(offset, length, section);
-    const bytes = into ?? new Uint8Array(length);
+    if (offset < 0n || offset + BigInt(length) > this.size) {
+      throw new SnapshotFormatError('truncated', `${length} bytes at this offset run past the end of the ${this.size}-byte file`, {
+        section,
+        offset,
+      });
+    }
+    const bytes = into ?? uninitialisedBytes(length);
     let done = 0;
     while (done < length) {
       const n = this.sealed
@@ -103,25 +115,6 @@ class FileBytes {
       done += n;
     }
     return bytes;
-  }
-
-  /**
-   * `read` into `into` when given (reused memory), else into a buffer of its
-   * own without the zero fill. On the calling thread: from the page cache this
-   * costs less than a hand-off to libuv's pool, whose threads are decompressing
-   * (a 1 GiB restore took 1.8-2.2 s this way, 2.5-2.7 s with reads on the pool).
-   */
-  readInto(offset: bigint, length: number, section: string, into?: Uint8Array): Uint8Array {
-    return this.read(offset, length, section, into ?? uninitialisedBytes(length));
-  }
-
-  private checkInside(offset: bigint, length: number, section: string): void {
-    if (offset < 0n || offset + BigInt(length) > this.size) {
-      throw new SnapshotFormatError('truncated', `${length} bytes at this offset run past the end of the ${this.size}-byte file`, {
-        section,
-        offset,
-      });
-    }
   }
 
   /** A section's payload, as long as its header says (already checked against the limits). */
@@ -363,10 +356,10 @@ class FileSnapshotReader implements SnapshotReader {
     return { section, payload: this.file.read(offset + BigInt(SECTION_HEADER_LENGTH), Number(section.payloadLength), type) };
   }
 
-  /** readSection of a chunk, header and payload in one read off the calling thread (opening checked the length). */
-  private async readChunkSection(location: ChunkLocation, into?: Uint8Array): Promise<{ section: SectionHeader; payload: Uint8Array }> {
+  /** readSection of a chunk, header and payload in one read (opening checked the length), into `into` if given. */
+  private readChunkSection(location: ChunkLocation, into?: Uint8Array): { section: SectionHeader; payload: Uint8Array } {
     const type = chunkType(location.kind);
-    const bytes = this.file.readInto(location.offset, Number(location.length), type, into);
+    const bytes = this.file.read(location.offset, Number(location.length), type, into);
     const section = this.checkedSectionHeader(bytes.subarray(0, SECTION_HEADER_LENGTH), location.offset, location.length, type);
     return { section, payload: bytes.subarray(SECTION_HEADER_LENGTH) };
   }
@@ -397,21 +390,23 @@ class FileSnapshotReader implements SnapshotReader {
 
   /** The chunk at `location`, decoded and checked, with its payload as stored (when a worker did not take it). */
   private async readChunkAndPayload(location: ChunkLocation): Promise<ReadChunk> {
-    const { section, payload } = await timedAsync('reading', this.readChunkSection(location));
+    const { section, payload } = timed('reading', () => this.readChunkSection(location));
     const chunk = await decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk);
     await this.checkDiffPages(chunk, location);
     return { chunk, payload: keptPayload(payload) };
   }
 
   /**
-   * The chunk at `location` in memory the executor reuses: the section is read
-   * into it and a RAM chunk's content is decoded into it. `release` gives it back.
+   * The chunk at `location` in memory the reader reuses (see events'
+   * `transient`): the section is read into it and a RAM chunk's content is
+   * decoded into it. For a caller done with each chunk before it asks for many
+   * more, such as verify: call `release` once done with the chunk.
    */
-  private async readTransient(location: ChunkLocation): Promise<ReadChunk> {
+  async readTransientChunk(location: ChunkLocation): Promise<{ chunk: RamChunk | TagChunk; release: () => void }> {
     const buffer = this.executor.allocate(Number(location.length));
     let chunk: RamChunk | TagChunk;
     try {
-      const { section, payload } = await timedAsync('reading', this.readChunkSection(location, buffer));
+      const { section, payload } = timed('reading', () => this.readChunkSection(location, buffer));
       chunk = await decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk, true);
     } catch (error) {
       // A bad chunk (verify reads on past it) gives its buffer back at once.
@@ -420,16 +415,6 @@ class FileSnapshotReader implements SnapshotReader {
     }
     await this.checkDiffPages(chunk, location);
     return { chunk, release: releaseOfTransient(this.executor, chunk, buffer) };
-  }
-
-  /**
-   * readChunk in memory the reader reuses (see events' `transient`): for a
-   * caller done with each chunk before it asks for many more, such as verify.
-   * Call `release` once done with the chunk.
-   */
-  async readTransientChunk(location: ChunkLocation): Promise<{ chunk: RamChunk | TagChunk; release: () => void }> {
-    const { chunk, release } = await this.readTransient(location);
-    return { chunk, release: release! };
   }
 
   /** In a diff, a stored page must be a marked one: checked with the map, as the pipe reader checks it. */
@@ -487,7 +472,7 @@ class FileSnapshotReader implements SnapshotReader {
     while (next < this.chunks.length || pending.length) {
       while (next < this.chunks.length && pending.length < ahead) {
         const location = this.chunks[next++];
-        const read = options.transient ? this.readTransient(location) : this.readChunkAndPayload(location);
+        const read: Promise<ReadChunk> = options.transient ? this.readTransientChunk(location) : this.readChunkAndPayload(location);
         read.catch(() => {}); // Observed when its turn comes; avoids an unhandled rejection meanwhile.
         pending.push(read);
       }
