@@ -6,7 +6,7 @@
  *      files: RAM image, tag file (one tag per granule), layout JSON;
  *   2. save:    vmsnap save (raw files -> snapshot)  vs  zstd -1 -T2 on RAM+tags  vs  cp;
  *   3. restore: vmsnap restore (snapshot -> raw files)  vs  zstd -d;
- *   4. check that the restored files equal the originals;
+ *   4. check after every restore that the restored files equal the originals;
  *   5. unless --no-commands: every other command once, on the same guest and
  *      snapshot, for its peak RSS (bench/command-rss.ts).
  *
@@ -16,7 +16,9 @@
  *
  * Every step is a child process timed from outside, with its peak RSS from
  * GNU time, run --repeat times (median time, highest RSS). Before every run
- * the step's previous output is deleted and `sync` runs, untimed; vmsnap fsyncs what it writes, and zstd and cp are timed
+ * the step's previous output is deleted and `sync` runs, untimed; outputs no
+ * later step reads are deleted right after their run, so that a 16 GiB guest
+ * needs about 2.7 times its size free rather than 6; vmsnap fsyncs what it writes, and zstd and cp are timed
  * up to a `sync` after them, so every step pays for making its output durable.
  */
 import { execFileSync } from 'node:child_process';
@@ -72,12 +74,17 @@ function snapshotFacts(path: string): Snapshot {
 }
 
 /**
- * Bytes the run of one size writes at most: raw files, their copy, the snapshot, zstd's output and the restored files;
- * the commands' step adds a restore's output and a core beside them.
+ * Bytes a size needs free at most. The speed steps: the raw files, the
+ * snapshot and zstd's output (kept: later steps read them), and the largest
+ * output of one run (a copy of the raw files, or zstd -d's), since every
+ * other output is removed after its run. Snapshots are taken as a quarter of
+ * the data (the generated guest compresses about 5:1). The commands: the raw
+ * files, the snapshot, the files some commands keep for later ones (a second
+ * snapshot, a diff, a sparse core, a store) and one more output.
  */
-function diskNeeded(sizeMiB: number, commands: boolean): number {
-  const ram = sizeMiB * MiB;
-  return Math.ceil(ram * (1 + 1 / 16) * (commands ? 6.2 : 4.2));
+function diskNeeded(sizeMiB: number): { steps: number; commands: number } {
+  const data = sizeMiB * MiB * (1 + 1 / 16);
+  return { steps: Math.ceil(data * (2 + 2 / 4)), commands: Math.ceil(data * (1 + 5 / 4 + 1 / 2)) };
 }
 
 function freeBytes(directory: string): number {
@@ -111,10 +118,12 @@ async function main(): Promise<void> {
   const log = (line: string) => (options.json ? process.stderr : process.stdout).write(`${line}\n`);
   const results: (BenchResult & { commands?: { size: string; commands: CommandRss[] } })[] = [];
   for (const sizeMiB of sizes) {
-    const needed = diskNeeded(sizeMiB, options.commands);
-    if (needed > freeBytes(base)) {
-      const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
-      log(`skipping ${sizeMiB} MiB: it needs about ${gib(needed)} free in ${base}, there are ${gib(freeBytes(base))}`);
+    const needed = diskNeeded(sizeMiB);
+    const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+    const skip = (what: string, bytes: number) =>
+      log(`skipping ${what} at ${sizeMiB} MiB: it needs about ${gib(bytes)} free in ${base}, there are ${gib(freeBytes(base))}`);
+    if (needed.steps > freeBytes(base)) {
+      skip('every step', needed.steps);
       continue;
     }
     const directory = mkdtempSync(join(base, 'vmsnap-bench-'));
@@ -124,7 +133,10 @@ async function main(): Promise<void> {
       log(`generated ${sizeMiB} MiB guest as raw files in ${((performance.now() - started) / 1000).toFixed(1)} s (${directory})`);
       const result: BenchResult & { commands?: { size: string; commands: CommandRss[] } } = runSteps(directory, files, options);
       if (!options.json) printResult(result);
-      if (options.commands) {
+      // zstd's output served the speed steps only; the commands need its room.
+      rmSync(join(directory, 'guest.zst'), { force: true });
+      if (options.commands && needed.commands > freeBytes(base)) skip('the commands', needed.commands);
+      else if (options.commands) {
         const size = sizeMiB % 1024 ? `${sizeMiB} MiB` : `${sizeMiB / 1024} GiB`;
         result.commands = { size, commands: runCommands(directory, files, sizeMiB, options) };
       }
@@ -163,11 +175,17 @@ function runSteps(directory: string, files: RawGuestFiles, options: BenchOptions
   const threads = options.threads === undefined ? '' : ` --threads ${Number(options.threads)}`;
   const vmsnap = `node ${quote(VMSNAP)}`;
   const inputs = `${quote(files.ram)} ${quote(files.tags)}`;
+  // Every restore's output is compared with the originals, then removed with the other outputs no later step reads.
+  let restoredIdentical = true;
+  const checkRestored = () => {
+    restoredIdentical &&= filesEqual(files.ram, o('out.ram')) && filesEqual(files.tags, o('out.tags'));
+  };
   // vmsnap fsyncs what it writes; `sync` gives zstd and cp the same durability, so disk writeback is billed to everyone.
   const plan: StepPlan[] = [
     {
       name: 'vmsnap save -0',
       outputs: [o('stored.vmsnap')],
+      discard: true,
       phasesFile: o('phases-save-0.json'),
       command:
         `${vmsnap} save --level 0 --ram ${quote(files.ram)} --tags ${quote(files.tags)} ` +
@@ -182,21 +200,22 @@ function runSteps(directory: string, files: RawGuestFiles, options: BenchOptions
         `--layout ${quote(files.layout)} -o ${p('guest.vmsnap')} -q${threads}`,
     },
     { name: 'zstd -1 -T2', outputs: [o('guest.zst')], command: `zstd -1 -T2 -q -c ${inputs} > ${p('guest.zst')} && sync` },
-    { name: 'cp', outputs: [o('copy')], command: `mkdir ${p('copy')} && cp ${inputs} ${p('copy')}/ && sync` },
+    { name: 'cp', outputs: [o('copy')], discard: true, command: `mkdir ${p('copy')} && cp ${inputs} ${p('copy')}/ && sync` },
     {
       name: 'vmsnap restore',
       outputs: [o('out.ram'), o('out.tags')],
+      afterRun: checkRestored,
+      discard: true,
       phasesFile: o('phases-restore.json'),
       command: `${vmsnap} restore ${p('guest.vmsnap')} --ram-out ${p('out.ram')} --tags-out ${p('out.tags')} -q${threads}`,
     },
-    { name: 'zstd -d', outputs: [o('unzstd.bin')], command: `zstd -d -q -c ${p('guest.zst')} > ${p('unzstd.bin')} && sync` },
+    { name: 'zstd -d', outputs: [o('unzstd.bin')], discard: true, command: `zstd -d -q -c ${p('guest.zst')} > ${p('unzstd.bin')} && sync` },
   ];
   const steps = measureInterleaved(plan, Number(options.repeat));
   const byName = (name: string) => steps.find((s) => s.name === name)!;
   const snapshot = snapshotFacts(join(directory, 'guest.vmsnap'));
   const dataBytes = Number(files.ramBytes + files.tagFileBytes);
   const zstdBytes = statSync(join(directory, 'guest.zst')).size;
-  const restoredIdentical = filesEqual(files.ram, join(directory, 'out.ram')) && filesEqual(files.tags, join(directory, 'out.tags'));
   const saveRatio = byName('vmsnap save').ms / byName('zstd -1 -T2').ms;
   const restoreRatio = byName('vmsnap restore').ms / byName('zstd -d').ms;
   const storedRatio = byName('vmsnap save -0').ms / byName('cp').ms;

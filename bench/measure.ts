@@ -67,6 +67,14 @@ export interface StepPlan {
   readonly outputs: readonly string[];
   /** Where vmsnap writes its time by phase; absent for the other tools. */
   readonly phasesFile?: string;
+  /** Runs (untimed) after every run of the step: e.g. checks its output. */
+  readonly afterRun?: () => void;
+  /**
+   * Removes the outputs (untimed) right after every run, once `afterRun` has
+   * seen them: no later step reads them, and a 16 GiB guest's copies would
+   * not fit the disk all at once.
+   */
+  readonly discard?: boolean;
 }
 
 /**
@@ -79,6 +87,8 @@ export function measureInterleaved(plan: readonly StepPlan[], repeat: number): S
   for (let round = 0; round < Math.max(1, repeat); round++)
     plan.forEach((step, i) => {
       runs[i].push(measure(step.name, step.command, step.outputs, step.phasesFile));
+      step.afterRun?.();
+      if (step.discard) for (const path of step.outputs) rmSync(path, { recursive: true, force: true });
     });
   return plan.map((step, i) => {
     const times = runs[i].map((r) => r.ms);
