@@ -131,15 +131,53 @@ interface MergedChunk {
 
 /**
  * Copies pages `pages` (a bitmap) of a link's decoded chunk into `into`,
- * `unit` output bytes per page, with their present bits.
+ * `unit` output bytes per page, with their present bits. A RAM chunk whose
+ * present pages the reader kept packed (`content`) is copied from them, never
+ * expanded: no buffer of the chunk's size is made for it. A page `pages`
+ * names that the chunk does not store is zero.
  */
 function copyPages(into: MergedChunk, from: RamChunk | TagChunk, pages: Uint8Array, pageCount: number, unit: number): void {
-  const source = 'data' in from ? from.data : from.tags;
+  const packed = 'content' in from ? from.content : undefined;
+  const source = packed ?? ('tags' in from ? from.tags : from.data);
+  // The page's place in `source`: its rank among the present pages when packed, else the page itself.
+  let stored = 0;
   for (let page = 0; page < pageCount; page++) {
+    const present = isPagePresent(from.present, page);
+    const at = packed ? stored : page;
+    if (present) stored++;
     if (!isPagePresent(pages, page)) continue;
-    into.bytes.set(source.subarray(page * unit, (page + 1) * unit), page * unit);
-    if (isPagePresent(from.present, page)) into.present[page >>> 3] |= 1 << (page & 7);
-    else into.present[page >>> 3] &= ~(1 << (page & 7));
+    const target = into.bytes.subarray(page * unit, (page + 1) * unit);
+    if (present) {
+      target.set(source.subarray(at * unit, (at + 1) * unit));
+      into.present[page >>> 3] |= 1 << (page & 7);
+    } else {
+      target.fill(0);
+      into.present[page >>> 3] &= ~(1 << (page & 7));
+    }
+  }
+}
+
+/** Spare merged-chunk buffers kept per length: more than a chain reader ever has in flight. */
+const MAX_SPARE_MERGED = 4;
+
+/**
+ * Buffers for merged chunks, reused once their reader is done with them: a
+ * fresh one per chunk is external memory V8 frees only after some 64 MiB of
+ * it piled up (issue 10), so a whole-guest read would peak that much higher.
+ */
+class MergedBuffers {
+  private readonly spare = new Map<number, Uint8Array[]>();
+
+  /** A buffer of `length` bytes, zero-filled as a fresh one would be. */
+  take(length: number): Uint8Array {
+    return this.spare.get(length)?.pop()?.fill(0) ?? new Uint8Array(length);
+  }
+
+  giveBack(bytes: Uint8Array): void {
+    const list = this.spare.get(bytes.length) ?? [];
+    if (list.length >= MAX_SPARE_MERGED) return;
+    list.push(bytes);
+    this.spare.set(bytes.length, list);
   }
 }
 
@@ -213,7 +251,13 @@ export class SnapshotChain implements SnapshotReader {
         pages = wanted.map((bits, b) => bits & changed[b]);
         if (pages.every((bits) => bits === 0)) continue;
       }
-      copyPages(merged, await link.readChunk(at), pages, pageCount, unit);
+      // Read into the link's reused memory: the pages are copied out before it is released, so nothing keeps a view of it.
+      const { chunk, release } = await link.readTransientChunk(at);
+      try {
+        copyPages(merged, chunk, pages, pageCount, unit);
+      } finally {
+        release();
+      }
       for (let b = 0; b < wanted.length; b++) wanted[b] &= ~pages[b];
       if (!link.diff) break;
     }
@@ -301,6 +345,10 @@ export async function openChain(paths: readonly string[], options: OpenOptions =
  * front to back: a file's events or a pipe's) stands for on top of `parents`.
  * The last link must be a diff of the parents' last snapshot, with their
  * layout; chunks are merged as they arrive, each with the parents' same chunk.
+ * `events` may be transient (each chunk is copied from and released at once);
+ * every merged chunk event carries `release`, which hands its buffer back for
+ * a later chunk: a consumer that calls it keeps memory at a few chunks, one
+ * that does not leaves each to the garbage collector.
  */
 export async function* mergeOntoParents(
   parents: SnapshotChain,
@@ -310,6 +358,7 @@ export async function* mergeOntoParents(
   let start: Extract<SnapshotEvent, { type: 'start' }> | undefined;
   let checked = false;
   let changed: ChangedPages | undefined;
+  const buffers = new MergedBuffers();
   const parentFacts: LinkFacts = { ...facts(parents.last), name: parents.last.path };
   for await (const event of events) {
     if (event.type === 'start') {
@@ -332,12 +381,25 @@ export async function* mergeOntoParents(
       continue;
     }
     const chunk = event.chunk;
-    const merged = await parents.readMerged(chunk.kind, chunk.region, chunk.firstPage);
-    copyPages(merged, chunk, changed!.changed, chunk.pageCount, merged.bytes.length / chunk.pageCount);
+    const unit = chunk.kind === 'ram' ? parents.header.pageSize : parents.header.pageSize / GRANULE_SIZE;
+    let merged: MergedChunk;
+    try {
+      merged = await parents.readMerged(chunk.kind, chunk.region, chunk.firstPage, buffers.take(chunk.pageCount * unit));
+      copyPages(merged, chunk, changed!.changed, chunk.pageCount, unit);
+    } finally {
+      // The diff's pages are copied (or the merge failed): memory its reader reuses goes back to it now.
+      event.release?.();
+    }
     // The location alone: the merged pages replace the diff's (and any packed content it kept).
     const { kind, region, firstPage, pageCount, offset, length } = chunk;
-    const base = { kind, region, firstPage, pageCount, offset, length, present: merged.present };
-    yield { type: 'chunk', chunk: 'data' in chunk ? { ...base, data: merged.bytes } : { ...base, tags: merged.bytes } };
+    const { bytes, present } = merged;
+    const base = { kind, region, firstPage, pageCount, offset, length, present };
+    let released = false;
+    const release = () => {
+      if (!released) buffers.giveBack(bytes);
+      released = true;
+    };
+    yield { type: 'chunk', chunk: kind === 'ram' ? { ...base, data: bytes } : { ...base, tags: bytes }, release };
   }
   // A stream that ended right after META: nothing merged, and no link to check.
   if (start && !checked) {

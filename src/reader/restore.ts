@@ -222,8 +222,8 @@ export async function restoreSnapshot<T extends VmTarget = Vm>(
 ): Promise<RestoredVm<T>> {
   const started = performance.now();
   const parents = options.parents?.length ? await openChain(options.parents, { threads: options.threads }) : undefined;
-  // Read into reused memory unless a chain merge keeps the chunks.
-  const { events: sourceEvents, close: closeSource } = eventsFrom(source, { ...options, transient: parents === undefined });
+  // Read into reused memory: a chain merge copies each diff chunk's pages out before it releases it.
+  const { events: sourceEvents, close: closeSource } = eventsFrom(source, { ...options, transient: true });
   const events = chainEvents(source, sourceEvents, parents);
   const close = async () => {
     await closeSource();

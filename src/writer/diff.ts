@@ -118,14 +118,21 @@ async function markDiffering(
   input: Uint8Array,
   unit: number,
   changed: Uint8Array,
+  buffers: Pick<InputBuffers, 'take' | 'giveBack'>,
 ): Promise<void> {
-  const parent = await chain.readMerged(kind, chunk.region, chunk.firstPage);
-  for (let page = 0; page < chunk.pageCount; page++) {
-    if (isPagePresent(changed, page)) continue;
-    const ours = input.subarray(page * unit, (page + 1) * unit);
-    if (!pagesEqual(ours, parent.bytes.subarray(page * unit, (page + 1) * unit), kind === 'tags')) {
-      changed[page >>> 3] |= 1 << (page & 7);
+  // The parent's chunk in one of the writer's reused buffers, given back once compared: not a fresh one per chunk (issue 10).
+  const scratch = buffers.take(chunk.pageCount * unit);
+  try {
+    const parent = await chain.readMerged(kind, chunk.region, chunk.firstPage, scratch);
+    for (let page = 0; page < chunk.pageCount; page++) {
+      if (isPagePresent(changed, page)) continue;
+      const ours = input.subarray(page * unit, (page + 1) * unit);
+      if (!pagesEqual(ours, parent.bytes.subarray(page * unit, (page + 1) * unit), kind === 'tags')) {
+        changed[page >>> 3] |= 1 << (page & 7);
+      }
     }
+  } finally {
+    buffers.giveBack(scratch);
   }
 }
 
@@ -151,7 +158,7 @@ export async function prepareDiffRange(
   region: SnapshotRegion,
   chunk: GridChunk,
   plan: DiffPlan,
-  buffers: Pick<InputBuffers, 'take'>,
+  buffers: Pick<InputBuffers, 'take' | 'giveBack'>,
 ): Promise<{ changed: Uint8Array; ram: Uint8Array; tags: Uint8Array | null }> {
   const ram = await readChunkInput(vm, region, { ...chunk, kind: 'ram' }, buffers);
   const tags = region.mte ? await readChunkInput(vm, region, { ...chunk, kind: 'tags' }, buffers) : null;
@@ -159,8 +166,8 @@ export async function prepareDiffRange(
   const tagUnit = vm.pageSize / GRANULE_SIZE;
   if (plan.changedPageSets) givenPages(plan.changedPageSets, region, chunk, changed);
   else {
-    await markDiffering(plan.chain!, chunk, 'ram', ram, vm.pageSize, changed);
-    if (tags) await markDiffering(plan.chain!, chunk, 'tags', tags, tagUnit, changed);
+    await markDiffering(plan.chain!, chunk, 'ram', ram, vm.pageSize, changed, buffers);
+    if (tags) await markDiffering(plan.chain!, chunk, 'tags', tags, tagUnit, changed, buffers);
   }
   clearUnchanged(ram, vm.pageSize, chunk.pageCount, changed);
   if (tags) clearUnchanged(tags, tagUnit, chunk.pageCount, changed);
