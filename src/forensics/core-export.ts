@@ -91,6 +91,7 @@ async function writeRegion(
 ): Promise<void> {
   const pageSize = reader.header.pageSize;
   const pages = Number(region.size / BigInt(pageSize));
+  let packed = new Uint8Array(0);
   for await (const window of pageWindows(reader, region, 0, pages, { data: true, tags: memtagIndex !== null })) {
     const offset = BigInt(window.firstPage * pageSize);
     if (offset < fileSize) {
@@ -98,9 +99,11 @@ async function writeRegion(
       await writer.writeSegment(loadIndex, offset, window.data!.subarray(0, inFile));
     }
     if (memtagIndex === null || !window.tags) continue;
-    const packed = new Uint8Array(window.tags.length / 2);
-    packTags(window.tags, packed, 0);
-    await writer.writeSegment(memtagIndex, offset / BigInt(GUEST_BYTES_PER_TAG_BYTE), packed);
+    // One buffer for the packed tags of every window (writeSegment is done with it when it returns).
+    if (packed.length < window.tags.length / 2) packed = new Uint8Array(window.tags.length / 2);
+    const windowPacked = packed.subarray(0, window.tags.length / 2);
+    packTags(window.tags, windowPacked, 0);
+    await writer.writeSegment(memtagIndex, offset / BigInt(GUEST_BYTES_PER_TAG_BYTE), windowPacked);
   }
 }
 

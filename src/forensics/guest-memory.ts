@@ -4,20 +4,23 @@
  * different table, and the pointer scan looks up the tag of whatever granule
  * a pointer names. Decoding a whole chunk for each such read would cost a
  * chunk's decompression per descriptor, so the last few decoded chunks are
- * kept (least recently used first out). Memory stays bounded by
- * `cachedChunks` chunks, whatever the guest size.
+ * kept (least recently used first out), each in the memory the reader
+ * decoded it into (held-chunk.ts), given back when it leaves the cache; every
+ * read copies out of it. Memory stays bounded by `cachedChunks` chunks,
+ * whatever the guest size.
  */
 
 import { GRANULE_SIZE } from '../format/constants.js';
 import type { ChunkKind, ChunkLocation, SnapshotReader, SnapshotRegion } from '../format/model.js';
 import { regionEnd, regionHolding } from './addresses.js';
 import { AddressNotMappedError, hex, RegionNotTaggedError } from './errors.js';
+import { copyFromChunk, type HeldChunk, holdChunk } from './held-chunk.js';
 
 /** Chunks kept decoded: enough for the four or five tables of one walk plus the data being read. */
 const DEFAULT_CACHED_CHUNKS = 6;
 
 export class GuestMemory {
-  private readonly cache = new Map<ChunkLocation, Uint8Array>();
+  private readonly cache = new Map<ChunkLocation, HeldChunk>();
   /** Per region and kind, the chunks sorted by first page, for a binary search. */
   private readonly byRegion = new Map<string, ChunkLocation[]>();
   private readonly pageSize: bigint;
@@ -97,10 +100,11 @@ export class GuestMemory {
       const start = region.guestAddress + BigInt(location.firstPage) * this.pageSize;
       if (start >= to) break;
       const stop = start + chunkBytes(location);
-      const bytes = await this.decoded(location);
+      const chunk = await this.decoded(location);
       const a = from > start ? from : start;
       const b = to < stop ? to : stop;
-      out.set(bytes.subarray(Number((a - start) / BigInt(unit)), Number((b - start) / BigInt(unit))), Number((a - from) / BigInt(unit)));
+      const first = Number((a - start) / BigInt(unit));
+      copyFromChunk(chunk, first, Number((b - start) / BigInt(unit)), out, Number((a - from) / BigInt(unit)), Number(this.pageSize));
     }
   }
 
@@ -116,18 +120,27 @@ export class GuestMemory {
     return lo;
   }
 
-  private async decoded(location: ChunkLocation): Promise<Uint8Array> {
+  private async decoded(location: ChunkLocation): Promise<HeldChunk['chunk']> {
     const hit = this.cache.get(location);
     if (hit) {
       // Map order is insertion order: re-inserting makes this the most recently used.
       this.cache.delete(location);
       this.cache.set(location, hit);
-      return hit;
+      return hit.chunk;
     }
-    const bytes =
-      location.kind === 'ram' ? (await this.reader.readRamChunk(location)).data : (await this.reader.readTagChunk(location)).tags;
-    this.cache.set(location, bytes);
-    if (this.cache.size > this.cachedChunks) this.cache.delete(this.cache.keys().next().value as ChunkLocation);
-    return bytes;
+    const held = await holdChunk(this.reader, location);
+    this.cache.set(location, held);
+    if (this.cache.size > this.cachedChunks) {
+      const [oldest, evicted] = this.cache.entries().next().value as [ChunkLocation, HeldChunk];
+      this.cache.delete(oldest);
+      evicted.release();
+    }
+    return held.chunk;
+  }
+
+  /** Gives every cached chunk back to the reader; later reads decode again. */
+  close(): void {
+    for (const held of this.cache.values()) held.release();
+    this.cache.clear();
   }
 }

@@ -102,8 +102,17 @@ function taggedRanges(regions: readonly SnapshotRegion[]): { start: number; end:
 }
 
 export async function scanPointers(reader: SnapshotReader, options: PointerScanOptions = {}): Promise<PointerScanReport> {
+  const ownMemory = options.space ? null : new GuestMemory(reader);
+  try {
+    return await scanRegions(reader, options, ownMemory ?? options.space!.memory);
+  } finally {
+    // The chunks it holds go back to the reader (the caller's own memory is the caller's to close).
+    ownMemory?.close();
+  }
+}
+
+async function scanRegions(reader: SnapshotReader, options: PointerScanOptions, memory: GuestMemory): Promise<PointerScanReport> {
   const began = performance.now();
-  const memory = options.space?.memory ?? new GuestMemory(reader);
   const scanner = new CandidateResolver(memory, options);
   const ranges = taggedRanges(reader.regions);
   const regions = reader.regions.filter((r) => options.region === undefined || r.name === options.region);

@@ -1,15 +1,19 @@
 /**
  * Sequential reads of one region's pages, chunk by chunk.
  *
- * Every forensics pass walks regions front to back. The cursor keeps one
- * decoded chunk (the last one used), so each chunk is decoded once per pass
- * and memory stays bounded by the chunk size plus the window asked for,
- * whatever the guest size. Pages no chunk covers read as zeros, as absent
- * pages do.
+ * Every forensics pass walks regions front to back. The cursor holds one
+ * decoded chunk (the last one used), so each chunk is decoded once per pass,
+ * and gives it back to the reader when it moves on (held-chunk.ts: a file's
+ * chunks are decoded into memory the reader reuses). The windows pageWindows
+ * yields are two buffers reused from window to window. So memory stays bounded
+ * by the chunk size plus the window asked for, whatever the guest size, and no
+ * fresh buffer is made per chunk. Pages no chunk covers read as zeros, as
+ * absent pages do.
  */
 
 import { GRANULE_SIZE } from '../format/constants.js';
 import type { ChunkKind, ChunkLocation, SnapshotReader, SnapshotRegion } from '../format/model.js';
+import { copyFromChunk, type HeldChunk, holdChunk } from './held-chunk.js';
 
 /** Tag bytes (one per granule) of one page. */
 export function granulesPerPage(pageSize: number): number {
@@ -19,7 +23,7 @@ export function granulesPerPage(pageSize: number): number {
 export class RegionChunkCursor {
   private readonly locations: ChunkLocation[];
   private readonly bytesPerPage: number;
-  private cached: { location: ChunkLocation; bytes: Uint8Array } | null = null;
+  private held: { location: ChunkLocation; chunk: HeldChunk } | null = null;
 
   constructor(
     private readonly reader: SnapshotReader,
@@ -31,22 +35,41 @@ export class RegionChunkCursor {
     this.bytesPerPage = kind === 'ram' ? pageSize : granulesPerPage(pageSize);
   }
 
-  /** The bytes of pages [firstPage, firstPage + pageCount) of the region: guest data, or one tag per granule. */
-  async read(firstPage: number, pageCount: number): Promise<Uint8Array> {
-    const out = new Uint8Array(pageCount * this.bytesPerPage);
+  /**
+   * The bytes of pages [firstPage, firstPage + pageCount) of the region: guest
+   * data, or one tag per granule. Into `into` when given (at least that long;
+   * the returned view of it is the result), else into a buffer of its own.
+   */
+  async read(firstPage: number, pageCount: number, into?: Uint8Array): Promise<Uint8Array> {
+    const length = pageCount * this.bytesPerPage;
+    const out = into ? into.subarray(0, length) : new Uint8Array(length);
     const endPage = firstPage + pageCount;
+    let filled = firstPage;
     for (let i = this.firstOverlapping(firstPage); i < this.locations.length; i++) {
       const location = this.locations[i];
       if (location.firstPage >= endPage) break;
-      const bytes = await this.decoded(location);
       const from = Math.max(firstPage, location.firstPage);
       const to = Math.min(endPage, location.firstPage + location.pageCount);
-      out.set(
-        bytes.subarray((from - location.firstPage) * this.bytesPerPage, (to - location.firstPage) * this.bytesPerPage),
+      if (into && from > filled) out.fill(0, (filled - firstPage) * this.bytesPerPage, (from - firstPage) * this.bytesPerPage);
+      const chunk = await this.decoded(location);
+      copyFromChunk(
+        chunk,
+        (from - location.firstPage) * this.bytesPerPage,
+        (to - location.firstPage) * this.bytesPerPage,
+        out,
         (from - firstPage) * this.bytesPerPage,
+        this.reader.header.pageSize,
       );
+      filled = to;
     }
+    if (into && filled < endPage) out.fill(0, (filled - firstPage) * this.bytesPerPage);
     return out;
+  }
+
+  /** Gives the chunk held back to the reader; a later read decodes again. */
+  close(): void {
+    this.held?.chunk.release();
+    this.held = null;
   }
 
   /** Binary search: index of the first chunk that ends after `page`. */
@@ -62,15 +85,20 @@ export class RegionChunkCursor {
     return lo;
   }
 
-  private async decoded(location: ChunkLocation): Promise<Uint8Array> {
-    if (this.cached?.location === location) return this.cached.bytes;
-    const bytes = this.kind === 'ram' ? (await this.reader.readRamChunk(location)).data : (await this.reader.readTagChunk(location)).tags;
-    this.cached = { location, bytes };
-    return bytes;
+  private async decoded(location: ChunkLocation): Promise<HeldChunk['chunk']> {
+    if (this.held?.location === location) return this.held.chunk.chunk;
+    this.close();
+    const chunk = await holdChunk(this.reader, location);
+    this.held = { location, chunk };
+    return chunk.chunk;
   }
 }
 
-/** A window of consecutive pages of a region, with its tags and/or data. */
+/**
+ * A window of consecutive pages of a region, with its tags and/or data. Its
+ * bytes are valid until the next window is asked for (the buffers are reused):
+ * copy what must outlive the step.
+ */
 export interface PageWindow {
   readonly region: SnapshotRegion;
   readonly firstPage: number;
@@ -88,7 +116,7 @@ export interface WindowOptions {
   readonly windowPages?: number;
 }
 
-/** Walks pages [firstPage, endPage) of a region in windows, front to back. */
+/** Walks pages [firstPage, endPage) of a region in windows, front to back; each window's bytes live until the next step. */
 export async function* pageWindows(
   reader: SnapshotReader,
   region: SnapshotRegion,
@@ -97,17 +125,26 @@ export async function* pageWindows(
   options: WindowOptions,
 ): AsyncGenerator<PageWindow> {
   const windowPages = Math.max(1, options.windowPages ?? reader.header.pagesPerChunk ?? 256);
+  const pageSize = reader.header.pageSize;
   const tagCursor = options.tags && region.mte ? new RegionChunkCursor(reader, region, 'tags') : null;
   const ramCursor = options.data ? new RegionChunkCursor(reader, region, 'ram') : null;
-  for (let page = firstPage; page < endPage; page += windowPages) {
-    const pageCount = Math.min(windowPages, endPage - page);
-    yield {
-      region,
-      firstPage: page,
-      pageCount,
-      tags: tagCursor ? await tagCursor.read(page, pageCount) : null,
-      data: ramCursor ? await ramCursor.read(page, pageCount) : null,
-    };
+  const largest = Math.min(windowPages, Math.max(0, endPage - firstPage));
+  const tagWindow = tagCursor ? new Uint8Array(largest * granulesPerPage(pageSize)) : null;
+  const dataWindow = ramCursor ? new Uint8Array(largest * pageSize) : null;
+  try {
+    for (let page = firstPage; page < endPage; page += windowPages) {
+      const pageCount = Math.min(windowPages, endPage - page);
+      yield {
+        region,
+        firstPage: page,
+        pageCount,
+        tags: tagCursor ? await tagCursor.read(page, pageCount, tagWindow!) : null,
+        data: ramCursor ? await ramCursor.read(page, pageCount, dataWindow!) : null,
+      };
+    }
+  } finally {
+    tagCursor?.close();
+    ramCursor?.close();
   }
 }
 

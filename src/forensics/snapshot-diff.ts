@@ -201,10 +201,14 @@ async function diffRegion(
   const pages = Number(ra.size / BigInt(pageSize));
   const wanted = { tags: tagsCompared, data: options.data ?? true, windowPages: a.header.pagesPerChunk };
   const windowsB = pageWindows(b, rb, 0, pages, wanted);
-  for await (const wa of pageWindows(a, ra, 0, pages, wanted)) {
-    const next = await windowsB.next();
-    if (next.done) break;
-    compareWindows(wa, next.value, pageSize, diff, options);
+  try {
+    for await (const wa of pageWindows(a, ra, 0, pages, wanted)) {
+      const next = await windowsB.next();
+      if (next.done) break;
+      compareWindows(wa, next.value, pageSize, diff, options);
+    }
+  } finally {
+    await windowsB.return(undefined); // gives its held chunks back
   }
   return diff;
 }

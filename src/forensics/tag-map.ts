@@ -116,9 +116,13 @@ async function regionMap(
   const otherWindows = other
     ? pageWindows(other.reader, other.region, 0, pages, { ...wanted, tags: other.region.mte && region.mte })
     : null;
-  for await (const window of pageWindows(reader, region, 0, pages, wanted)) {
-    const next = otherWindows ? await otherWindows.next() : null;
-    countWindow(window, next && !next.done ? next.value : null, pageSize, counts, scale.pagesPerCell, pagesInState);
+  try {
+    for await (const window of pageWindows(reader, region, 0, pages, wanted)) {
+      const next = otherWindows ? await otherWindows.next() : null;
+      countWindow(window, next && !next.done ? next.value : null, pageSize, counts, scale.pagesPerCell, pagesInState);
+    }
+  } finally {
+    await otherWindows?.return(undefined); // gives its held chunks back
   }
   const cells = new Uint8Array(cellCount);
   for (let c = 0; c < cellCount; c++) cells[c] = cellState(counts, c * PAGE_STATE_COUNT);

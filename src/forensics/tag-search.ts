@@ -93,30 +93,45 @@ export async function* searchBytes(
   if (alignment < 1n) throw new ForensicsArgumentError('alignment must be at least 1');
   const pageSize = reader.header.pageSize;
   const needle = Buffer.from(pattern);
+  const keep = pattern.length - 1;
   for (const region of selectRegions(reader.regions, options.region, options.range)) {
     const pages = pagesInRange(region, pageSize, options.range);
     if (!pages) continue;
+    // The last pattern.length - 1 bytes before the window (and their granules' tags), for a match that straddles windows.
     let carry = Buffer.alloc(0);
     let carryTags: Uint8Array = new Uint8Array(0);
     for await (const window of pageWindows(reader, region, pages.firstPage, pages.endPage, { data: true, tags: true })) {
-      const data = Buffer.concat([carry, Buffer.from(window.data!.buffer, window.data!.byteOffset, window.data!.length)]);
-      const base = region.guestAddress + BigInt(window.firstPage) * BigInt(pageSize) - BigInt(carry.length);
+      const data = Buffer.from(window.data!.buffer, window.data!.byteOffset, window.data!.length);
+      const windowBase = region.guestAddress + BigInt(window.firstPage) * BigInt(pageSize);
       const tags = window.tags;
-      for (let at = data.indexOf(needle); at >= 0; at = data.indexOf(needle, at + 1)) {
-        const address = base + BigInt(at);
-        if (address % alignment) continue;
-        if (options.range && (address < options.range.start || address + BigInt(pattern.length) > options.range.end)) continue;
-        let tag: number | null = null;
-        if (tags) {
-          const granule = Math.floor((at - carry.length) / GRANULE_SIZE);
-          tag = granule >= 0 ? tags[granule] & 0xf : carryTags[carryTags.length + granule] & 0xf;
-        }
-        yield { region: region.name, address, tag };
+      const tagAt = (at: number) => {
+        const granule = Math.floor(at / GRANULE_SIZE);
+        return granule >= 0 ? tags![granule] & 0xf : carryTags[carryTags.length + granule] & 0xf;
+      };
+      const match = (at: number): PatternMatch | null => {
+        const address = windowBase + BigInt(at);
+        if (address % alignment) return null;
+        if (options.range && (address < options.range.start || address + BigInt(pattern.length) > options.range.end)) return null;
+        return { region: region.name, address, tag: tags ? tagAt(at) : null };
+      };
+      // Matches that start in the carry: searched in the carry and the window's first bytes only (the window is reused memory, not
+      // copied), then the window's own.
+      const seam = Buffer.concat([carry, data.subarray(0, keep)]);
+      for (let at = seam.indexOf(needle); at >= 0 && at < carry.length; at = seam.indexOf(needle, at + 1)) {
+        const found = match(at - carry.length);
+        if (found) yield found;
       }
-      // Keep the last pattern.length - 1 bytes (and their granules' tags) for a match that straddles the windows.
-      const keep = Math.min(pattern.length - 1, data.length);
-      carry = Buffer.from(data.subarray(data.length - keep));
-      carryTags = tags ? tags.slice(tags.length - Math.ceil(keep / GRANULE_SIZE) - 1) : new Uint8Array(0);
+      for (let at = data.indexOf(needle); at >= 0; at = data.indexOf(needle, at + 1)) {
+        const found = match(at);
+        if (found) yield found;
+      }
+      // The new carry: the last `keep` bytes of carry + window, copied out of the reused window.
+      const kept = Math.min(keep, carry.length + data.length);
+      carryTags = tags ? tags.slice(tags.length - Math.ceil(kept / GRANULE_SIZE) - 1) : new Uint8Array(0);
+      carry =
+        data.length >= keep
+          ? Buffer.from(data.subarray(data.length - keep))
+          : Buffer.concat([carry, data]).subarray(carry.length + data.length - kept);
     }
   }
 }
