@@ -19,7 +19,7 @@ export type SnapshotEvent =
   /**
    * A chunk, decoded and checked. `payload`, when the source has it, is the chunk's payload as stored (spec/FORMAT.md
    * section 6, every rule checked): a consumer that stores the chunk again (push) keeps its encoding instead of
-   * compressing it anew.
+   * compressing it anew. From a transient source it lives in the same reused memory: valid until `release`.
    */
   | {
       readonly type: 'chunk';

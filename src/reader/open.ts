@@ -400,21 +400,34 @@ class FileSnapshotReader implements SnapshotReader {
    * The chunk at `location` in memory the reader reuses (see events'
    * `transient`): the section is read into it and a RAM chunk's content is
    * decoded into it. For a caller done with each chunk before it asks for many
-   * more, such as verify: call `release` once done with the chunk.
+   * more, such as verify: call `release` once done with the chunk. With
+   * `withPayload`, the payload as stored (checked) is kept in that memory too,
+   * valid until `release`, for a caller that stores it again (push).
    */
-  async readTransientChunk(location: ChunkLocation): Promise<{ chunk: RamChunk | TagChunk; release: () => void }> {
+  async readTransientChunk(
+    location: ChunkLocation,
+    withPayload = false,
+  ): Promise<{ chunk: RamChunk | TagChunk; payload?: Uint8Array; release: () => void }> {
     const buffer = this.executor.allocate(Number(location.length));
     let chunk: RamChunk | TagChunk;
+    let payload: Uint8Array;
     try {
-      const { section, payload } = timed('reading', () => this.readChunkSection(location, buffer));
-      chunk = await decodeChunk(this.executor, this.header, this.regions, section, payload, location as GridChunk, true);
+      const read = timed('reading', () => this.readChunkSection(location, buffer));
+      payload = read.payload;
+      chunk = await decodeChunk(this.executor, this.header, this.regions, read.section, payload, location as GridChunk, true);
     } catch (error) {
       // A bad chunk (verify reads on past it) gives its buffer back at once.
       this.executor.release(buffer);
       throw error;
     }
-    await this.checkDiffPages(chunk, location);
-    return { chunk, release: releaseOfTransient(this.executor, chunk, buffer) };
+    const release = releaseOfTransient(this.executor, chunk, buffer, withPayload);
+    try {
+      await this.checkDiffPages(chunk, location);
+    } catch (error) {
+      release();
+      throw error;
+    }
+    return { chunk, payload: withPayload ? keptPayload(payload) : undefined, release };
   }
 
   /** In a diff, a stored page must be a marked one: checked with the map, as the pipe reader checks it. */
@@ -462,9 +475,12 @@ class FileSnapshotReader implements SnapshotReader {
    * Every chunk in order, then vCPUs and blobs, decoding up to `ahead` chunks
    * in parallel. With `transient`, chunks come in memory the reader reuses:
    * each chunk event carries `release`, to call once done with the chunk, and
-   * no payload.
+   * no payload unless `payloads` (then in that memory too, until `release`).
    */
-  async *events(ahead = Math.max(2, this.executor.threads * 2), options: { transient?: boolean } = {}): AsyncGenerator<SnapshotEvent> {
+  async *events(
+    ahead = Math.max(2, this.executor.threads * 2),
+    options: { transient?: boolean; payloads?: boolean } = {},
+  ): AsyncGenerator<SnapshotEvent> {
     yield { type: 'start', header: this.header, metadata: this.metadata };
     if (this.diff) yield { type: 'diff', parentId: this.diff.parentId };
     const pending: Array<Promise<ReadChunk>> = [];
@@ -472,7 +488,9 @@ class FileSnapshotReader implements SnapshotReader {
     while (next < this.chunks.length || pending.length) {
       while (next < this.chunks.length && pending.length < ahead) {
         const location = this.chunks[next++];
-        const read: Promise<ReadChunk> = options.transient ? this.readTransientChunk(location) : this.readChunkAndPayload(location);
+        const read: Promise<ReadChunk> = options.transient
+          ? this.readTransientChunk(location, options.payloads)
+          : this.readChunkAndPayload(location);
         read.catch(() => {}); // Observed when its turn comes; avoids an unhandled rejection meanwhile.
         pending.push(read);
       }

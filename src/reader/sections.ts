@@ -425,12 +425,18 @@ export async function decodeChunk(
 /**
  * What gives back the reused memory a transient chunk lives in: the buffer its
  * section was read into (given back at once unless the chunk views it, as a
- * chunk stored raw may) and a compressed RAM chunk's content (executor memory).
+ * chunk stored raw may, or `keepSection`: its payload is handed on too) and a
+ * compressed RAM chunk's content (executor memory).
  */
-export function releaseOfTransient(executor: Pick<ChunkExecutor, 'release'>, chunk: RamChunk | TagChunk, section: Uint8Array): () => void {
+export function releaseOfTransient(
+  executor: Pick<ChunkExecutor, 'release'>,
+  chunk: RamChunk | TagChunk,
+  section: Uint8Array,
+  keepSection = false,
+): () => void {
   const viewed = 'tags' in chunk ? chunk.tags : (chunk.content ?? chunk.data);
   const held: Uint8Array[] = [];
-  if (viewed.buffer === section.buffer) held.push(section);
+  if (keepSection || viewed.buffer === section.buffer) held.push(section);
   else executor.release(section);
   if ('content' in chunk && chunk.content && chunk.content.buffer !== section.buffer) held.push(chunk.content);
   let released = false;

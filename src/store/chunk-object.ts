@@ -10,7 +10,8 @@
  * another geometry fails authentication.
  */
 import { createCipheriv, createDecipheriv, createHmac } from 'node:crypto';
-import type { ChunkKind } from '../format/model.js';
+import { isPagePresent } from '../format/chunk.js';
+import type { ChunkKind, RamChunk, TagChunk } from '../format/model.js';
 import { StoreError } from './errors.js';
 import type { TenantKeys } from './tenant-keys.js';
 
@@ -40,9 +41,51 @@ export function chunkObjectHeader(geometry: ChunkGeometry): Uint8Array {
   return header;
 }
 
-/** The chunk's name: `content` is the RAM bytes of all its pages, or their tags one byte per granule. */
-export function nameChunk(keys: TenantKeys, geometry: ChunkGeometry, content: Uint8Array): Buffer {
+/**
+ * The chunk's name: `content` is the RAM bytes of all its pages, or their tags one byte per granule (whole, or
+ * in pieces in order: chunkContentPieces).
+ */
+export function nameChunk(keys: TenantKeys, geometry: ChunkGeometry, content: Uint8Array | Iterable<Uint8Array>): Buffer {
   return keys.chunkName(chunkObjectHeader(geometry), content);
+}
+
+/** One zero page per page size, shared: the absent pages of a packed chunk, named without a buffer of their own. */
+const zeroPages = new Map<number, Uint8Array>();
+
+/**
+ * A decoded chunk's content as nameChunk names it, in pieces: a RAM chunk whose present pages the reader kept
+ * packed gives runs of them and a shared zero page for each absent page, so it is named without being expanded
+ * (a buffer of the chunk's size per chunk is memory the garbage collector frees late: issue 10).
+ */
+export function* chunkContentPieces(chunk: RamChunk | TagChunk, pageSize: number): Generator<Uint8Array> {
+  if ('tags' in chunk) {
+    yield chunk.tags;
+    return;
+  }
+  const { content } = chunk;
+  if (!content) {
+    yield chunk.data;
+    return;
+  }
+  let zero = zeroPages.get(pageSize);
+  if (!zero) {
+    zero = new Uint8Array(pageSize);
+    zeroPages.set(pageSize, zero);
+  }
+  let stored = 0;
+  let page = 0;
+  while (page < chunk.pageCount) {
+    let end = page;
+    if (isPagePresent(chunk.present, page)) {
+      while (end < chunk.pageCount && isPagePresent(chunk.present, end)) end++;
+      yield content.subarray(stored * pageSize, (stored + end - page) * pageSize);
+      stored += end - page;
+    } else {
+      yield zero;
+      end++;
+    }
+    page = end;
+  }
 }
 
 function associatedData(header: Uint8Array, name: Uint8Array): Buffer {

@@ -66,13 +66,15 @@ function emptyChunk(kind: ChunkKind, region: number, firstPage: number, pageCoun
   return encodeChunkPayload(kind, { region, firstPage, pageCount, pageSize }, content, { codec: null, level: 0 });
 }
 
-/** The chunk payload moved to its place in the grid: region and first page are the only position it holds. */
+/**
+ * The chunk payload moved to its place in the grid: region and first page are the only position it holds. In
+ * place: the payload is pull's own (the object's plaintext, fetched for this position alone).
+ */
 function placed(payload: Uint8Array, region: number, firstPage: number): Uint8Array {
-  const out = payload.slice();
-  const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   dv.setUint32(0, region, true);
   dv.setBigUint64(8, BigInt(firstPage), true);
-  return out;
+  return payload;
 }
 
 export async function pullSnapshot(
@@ -111,7 +113,8 @@ export async function pullSnapshot(
       const guestBytesTotal = manifest.metadata.regions.reduce((sum, region) => sum + region.size, 0n);
       let guestBytesDone = 0n;
       let bytesFetched = 0n;
-      const stored = snapshot.chunks()[Symbol.asyncIterator]();
+      // Decoded (to be checked) in reused memory: only the payload is written, and the content released at once.
+      const stored = snapshot.chunks({ transient: true })[Symbol.asyncIterator]();
       // Chunk objects come in grid order: the positions a diff carries, each RAM then tags.
       const nextStored = async (): Promise<StoredChunk> => (await stored.next()).value as StoredChunk;
       for (const position of manifestPositions(manifest)) {
@@ -128,7 +131,11 @@ export async function pullSnapshot(
             continue;
           }
           const chunk = await nextStored();
-          checkGivenPages(chunk, changed, snapshot.describe(object));
+          try {
+            checkGivenPages(chunk, changed, snapshot.describe(object));
+          } finally {
+            chunk.release?.();
+          }
           await write(type, placed(chunk.payload, grid.region, grid.firstPage), grid);
           bytesFetched += BigInt(chunk.objectBytes);
         }

@@ -7,7 +7,9 @@
  * read and checked: an interrupted push leaves only unreferenced chunks
  * (which a second push reuses, and gc removes), never a manifest that names a
  * missing chunk. Chunks are hashed, encoded and uploaded with a bounded
- * number in flight: memory follows the chunk size, not the guest size.
+ * number in flight: memory follows the chunk size, not the guest size. The
+ * events may be transient (a file read into reused memory, with payloads):
+ * each chunk is released once what its upload needs is copied.
  *
  * A diff snapshot is stored as a diff (spec/STORE.md, "Manifests"): its
  * parent must be in the store already (found by snapshot id, or named), and
@@ -26,7 +28,7 @@ import type { EncodedChunk } from '../parallel/chunk-jobs.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
 import { ChainError } from '../reader/chain.js';
 import type { SnapshotEvent } from '../reader/events.js';
-import { type ChunkGeometry, nameChunk, sealChunk } from './chunk-object.js';
+import { type ChunkGeometry, chunkContentPieces, nameChunk, sealChunk } from './chunk-object.js';
 import type { ChunkStore } from './chunk-store.js';
 import { StoreError } from './errors.js';
 import { beginPush } from './locks.js';
@@ -70,7 +72,6 @@ export interface PushSummary {
   readonly durationMs: number;
 }
 
-/** The content a chunk is named by: all its RAM bytes, or its tags one byte per granule. */
 /** Where a chunk payload (spec/FORMAT.md section 6) keeps its region (u32), first page (u64) and encoding (u8). */
 const PAYLOAD_REGION_OFFSET = 0;
 const PAYLOAD_FIRST_PAGE_OFFSET = 8;
@@ -89,10 +90,6 @@ function positionFree(payload: Uint8Array): Uint8Array {
   return plaintext;
 }
 
-function chunkContent(chunk: RamChunk | TagChunk): { kind: ChunkKind; content: Uint8Array } {
-  return 'data' in chunk ? { kind: 'ram', content: chunk.data } : { kind: 'tags', content: chunk.tags };
-}
-
 class ChunkUploader {
   readonly names: Uint8Array[] = [];
   private readonly seen = new Map<string, Promise<void>>();
@@ -109,11 +106,16 @@ class ChunkUploader {
     private readonly parallel: number,
   ) {}
 
-  /** Queues one chunk (`stored`: its payload as the snapshot holds it, if known); waits while too many are in flight. */
+  /**
+   * Queues one chunk (`stored`: its payload as the snapshot holds it, if known); waits while too many are in
+   * flight. What the upload needs is copied before the first wait: the caller may release the chunk's memory
+   * (a transient read) once this returns.
+   */
   async add(chunk: RamChunk | TagChunk, pageSize: number, stored?: Uint8Array): Promise<void> {
-    const { kind, content } = chunkContent(chunk);
+    const kind: ChunkKind = 'tags' in chunk ? 'tags' : 'ram';
     const geometry: ChunkGeometry = { kind, pageSize, pageCount: chunk.pageCount };
-    const name = nameChunk(this.store.keys, geometry, content);
+    // Named from the packed present pages when the reader kept them so: no expansion to the chunk's size.
+    const name = nameChunk(this.store.keys, geometry, chunkContentPieces(chunk, pageSize));
     this.names.push(name);
     const hex = name.toString('hex');
     const earlier = this.seen.get(hex);
@@ -121,24 +123,26 @@ class ChunkUploader {
       this.reused++;
       return;
     }
-    // Where the stored payload is kept as it is, the content is not needed past naming: not holding it while the
-    // upload waits on the store keeps `parallel` decoded chunks (16 MiB at the default) out of memory.
+    // Where the stored payload is kept as it is, only its position-free copy (the compressed size) waits for the
+    // upload, not the decoded content: `parallel` decoded chunks (16 MiB at the default) stay out of memory.
     const keepsPayload = stored !== undefined && this.level === undefined;
-    const done = this.upload(geometry, name, keepsPayload ? null : content, stored);
+    const plaintext = keepsPayload ? positionFree(stored) : null;
+    const content = plaintext ? null : ('tags' in chunk ? chunk.tags : chunk.data).slice();
+    const done = this.upload(geometry, name, plaintext, content);
     done.catch(() => {});
     this.seen.set(hex, done);
     this.inFlight.push(done);
     if (this.inFlight.length >= this.parallel) await this.inFlight.shift();
   }
 
-  /** `content` is null when `stored` is uploaded as it is (no level given). */
-  private async upload(geometry: ChunkGeometry, name: Buffer, content: Uint8Array | null, stored?: Uint8Array): Promise<void> {
+  /** Either `plaintext` (the stored payload, position-free) or `content` to encode anew at the level given. */
+  private async upload(geometry: ChunkGeometry, name: Buffer, plaintext: Uint8Array | null, content: Uint8Array | null): Promise<void> {
     const key = this.store.chunkKey(name);
     if ((await this.store.engine.size(key)) !== null) {
       this.reused++;
       return;
     }
-    const plaintext = content === null ? positionFree(stored!) : await this.encode(geometry, content);
+    plaintext ??= await this.encode(geometry, content!);
     const object = sealChunk(this.store.keys, geometry, name, plaintext);
     await this.store.engine.put(key, object);
     this.uploaded++;
@@ -216,10 +220,16 @@ export async function pushSnapshot(
       } else if (event.type === 'chunk') {
         if (options.parent !== undefined && !diff)
           throw new ChainError('parent-mismatch', `${name} is a full snapshot: --parent is for a diff snapshot`);
-        if (!carrying) continue; // The reader checked it is empty: a diff stores no page its map does not give.
-        // A payload compressed with another codec than zstd (none exists today) would not be a chunk object's plaintext.
-        const reusable = event.payload && (header!.codec === CODEC.zstd || event.payload[PAYLOAD_ENCODING_OFFSET] === 0);
-        await uploader.add(event.chunk, header!.pageSize, reusable ? event.payload : undefined);
+        try {
+          // Not carrying: the reader checked it is empty, and a diff stores no page its map does not give.
+          // A payload compressed with another codec than zstd (none exists today) would not be a chunk object's plaintext.
+          const reusable = event.payload && (header!.codec === CODEC.zstd || event.payload[PAYLOAD_ENCODING_OFFSET] === 0);
+          if (carrying) await uploader.add(event.chunk, header!.pageSize, reusable ? event.payload : undefined);
+        } finally {
+          // A transient source's memory goes back to it: add copied what the upload needs.
+          event.release?.();
+        }
+        if (!carrying) continue;
         if ('data' in event.chunk) {
           guestBytesDone += BigInt(event.chunk.pageCount * header!.pageSize);
           options.onProgress?.({ guestBytesDone, guestBytesTotal });

@@ -29,6 +29,18 @@ export interface StoredChunk {
   readonly chunk: RamChunk | TagChunk;
   /** Bytes of the object as stored. */
   readonly objectBytes: number;
+  /**
+   * Set when the chunk was fetched `transient`: its RAM content is in the decoder's reused memory, given back
+   * by calling this once done with the chunk (its bytes may change after).
+   */
+  readonly release?: () => void;
+}
+
+export interface FetchOptions {
+  /** A RAM chunk's decoded content may stay in the decoder's reused memory: the caller calls `release`. */
+  readonly transient?: boolean;
+  /** The caller reads `payload` after the chunk is decoded (pull); default true. Without, it is not copied for the decoder. */
+  readonly payload?: boolean;
 }
 
 export interface StoredSnapshotOptions {
@@ -50,6 +62,17 @@ export function describeChunk(
     `snapshot ${name}, ${grid.kind === 'ram' ? 'RAM' : 'tag'} chunk of region ${region.name} pages ${grid.firstPage}..` +
     `${grid.firstPage + grid.pageCount - 1} (IPA 0x${ipa.toString(16)}), object ${shortName(grid.name)}`
   );
+}
+
+/** What gives a transient decode's RAM content back to the executor (once), or undefined when it owns none. */
+function releaseOfContent(executor: ChunkExecutor, decoded: DecodedChunkResult): (() => void) | undefined {
+  const { content } = decoded;
+  if (!content) return undefined;
+  let released = false;
+  return () => {
+    if (!released) executor.release(content);
+    released = true;
+  };
 }
 
 export class StoredSnapshot {
@@ -124,7 +147,7 @@ export class StoredSnapshot {
   }
 
   /** Fetches, authenticates and decodes one chunk. */
-  async fetchChunk(grid: DataGridChunk & { name: Uint8Array }): Promise<StoredChunk> {
+  async fetchChunk(grid: DataGridChunk & { name: Uint8Array }, options: FetchOptions = {}): Promise<StoredChunk> {
     const where = describeChunk(this.name, this.metadata, this.header.pageSize, grid);
     const object = await this.store.engine.get(this.store.chunkKey(grid.name));
     if (!object) throw new StoreError('chunk-missing', `${this.store.description}: chunk object missing: ${where}`);
@@ -135,31 +158,41 @@ export class StoredSnapshot {
       kind: grid.kind,
       pageSize: this.header.pageSize,
       zstd: true,
-      payload: payload.slice(),
+      // A worker pool takes the payload it decodes (transferred, left empty here): a copy when the caller reads it after.
+      payload: options.payload === false ? payload : payload.slice(),
       payloadChecksum: checksum(payload),
+      contentIsScratch: options.transient === true,
     });
     if ('failed' in result) throw new StoreError('chunk-not-authentic', `${where}: authentic but not a valid chunk: ${result.message}`);
     const decoded = result as DecodedChunkResult;
-    if (decoded.header.region !== 0 || decoded.header.firstPage !== 0 || decoded.header.pageCount !== grid.pageCount)
+    const release = options.transient ? releaseOfContent(this.executor, decoded) : undefined;
+    if (decoded.header.region !== 0 || decoded.header.firstPage !== 0 || decoded.header.pageCount !== grid.pageCount) {
+      release?.();
       throw new StoreError('chunk-not-authentic', `${where}: the chunk payload is not placed at region 0, page 0`);
+    }
     const location = { kind: grid.kind, region: grid.region, firstPage: grid.firstPage, pageCount: grid.pageCount };
     const chunk = decodedChunk({ ...location, offset: 0n, length: BigInt(object.length) }, decoded, this.header.pageSize);
-    return { grid, payload, chunk, objectBytes: object.length };
+    return { grid, payload, chunk, objectBytes: object.length, release };
   }
 
   /** Every chunk in grid order, up to `parallel` fetched ahead. */
-  async *chunks(): AsyncGenerator<StoredChunk> {
+  async *chunks(options: FetchOptions = {}): AsyncGenerator<StoredChunk> {
     const grids = manifestChunks(this.manifest);
     const ahead = this.options.parallel ?? 16;
     const pending: Promise<StoredChunk>[] = [];
     let next = 0;
-    while (next < grids.length || pending.length) {
-      while (next < grids.length && pending.length < ahead) {
-        const fetched = this.fetchChunk(grids[next++]);
-        fetched.catch(() => {});
-        pending.push(fetched);
+    try {
+      while (next < grids.length || pending.length) {
+        while (next < grids.length && pending.length < ahead) {
+          const fetched = this.fetchChunk(grids[next++], options);
+          fetched.catch(() => {});
+          pending.push(fetched);
+        }
+        yield await pending.shift()!;
       }
-      yield await pending.shift()!;
+    } finally {
+      // Left early (an error, or the consumer stopped): chunks fetched ahead give their reused memory back.
+      for (const fetched of pending) fetched.then((stored) => stored.release?.()).catch(() => {});
     }
   }
 
@@ -172,7 +205,9 @@ export class StoredSnapshot {
       throw new ChainError('missing-parent', `snapshot ${this.name} is a diff of ${this.manifest.diff.parentName}: read it with its chain`);
     await this.checkChunksPresent();
     yield { type: 'start', header: this.header, metadata: this.metadata };
-    for await (const stored of this.chunks()) yield { type: 'chunk', chunk: stored.chunk };
+    // In the decoder's reused memory: restore releases each chunk once written.
+    for await (const stored of this.chunks({ transient: true, payload: false }))
+      yield { type: 'chunk', chunk: stored.chunk, release: stored.release };
     for (const vcpu of this.manifest.vcpus) yield { type: 'vcpu', vcpu };
     for (const blob of this.manifest.blobs) yield { type: 'blob', blob };
   }

@@ -38,9 +38,15 @@ export class TenantKeys {
     this.checkKey = derive(secret, KEY_LABELS.check);
   }
 
-  /** A chunk's 32-byte name: HMAC-SHA256 over its role header and its content, one byte per tag granule for tags. */
-  chunkName(roleHeader: Uint8Array, content: Uint8Array): Buffer {
-    return createHmac('sha256', this.nameKey).update(roleHeader).update(content).digest();
+  /**
+   * A chunk's 32-byte name: HMAC-SHA256 over its role header and its content, one byte per tag granule for tags.
+   * The content may come in pieces (in order): the name is that of their concatenation.
+   */
+  chunkName(roleHeader: Uint8Array, content: Uint8Array | Iterable<Uint8Array>): Buffer {
+    const hmac = createHmac('sha256', this.nameKey).update(roleHeader);
+    if (content instanceof Uint8Array) hmac.update(content);
+    else for (const piece of content) hmac.update(piece);
+    return hmac.digest();
   }
 
   /** The AES-256-GCM key of the chunk so named. */

@@ -105,7 +105,9 @@ export function registerPush(program: Command): void {
         if (typeof input.source === 'string') {
           const reader = await openSnapshot(input.source, { threads: options.threads });
           try {
-            summary = await pushSnapshot(reader.events(), store, name, { ...common, fileBytes: () => reader.fileSize });
+            // Chunks in reused memory, each released once named and its stored payload copied (issue 10: peak memory).
+            const events = reader.events(undefined, { transient: true, payloads: true });
+            summary = await pushSnapshot(events, store, name, { ...common, fileBytes: () => reader.fileSize });
           } finally {
             await reader.close();
           }
