@@ -31,7 +31,7 @@ export function storeOptions(command: Command): Command {
     .option('--key-file <file>', 'the tenant key: 32 raw bytes (head -c 32 /dev/urandom > K)')
     .option('--endpoint <url>', 'S3 endpoint, e.g. http://127.0.0.1:7480 (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS)')
     .option('--s3-region <name>', 'S3 region (default: AWS_REGION, else us-east-1)')
-    .option('--parallel <n>', 'store requests in flight (default 16)', integerOption('--parallel', 1, 256));
+    .option('--parallel <n>', 'store requests in flight (default 16; 4 for a directory store)', integerOption('--parallel', 1, 256));
 }
 
 function secret(options: StoreCommandOptions): Uint8Array {

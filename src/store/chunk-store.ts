@@ -19,6 +19,9 @@ export const CHUNKS_PREFIX = 'chunks/';
 const MARKER_MAGIC = 'VMSS';
 const MARKER_LENGTH = 40;
 
+/** Requests in flight for a remote store (S3): enough to hide the round trips. */
+const DEFAULT_PARALLEL = 16;
+
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 
 export function checkSnapshotName(name: string): string {
@@ -90,6 +93,11 @@ export class ChunkStore {
 
   get description(): string {
     return this.engine.description;
+  }
+
+  /** Requests in flight when a command is not given --parallel: the engine's choice (4 for a directory), else 16. */
+  get parallel(): number {
+    return this.engine.parallel ?? DEFAULT_PARALLEL;
   }
 
   /**

@@ -14,6 +14,8 @@ export interface StoredObject {
 export interface StoreEngine {
   /** "directory /srv/snaps" or "s3://bucket/prefix": for messages. */
   readonly description: string;
+  /** Requests worth having in flight when the caller does not say (ChunkStore.parallel); default 16. */
+  readonly parallel?: number;
   /** The object's bytes, or null when there is none. */
   get(key: string): Promise<Uint8Array | null>;
   /** Its size, or null when there is none (one HEAD, no body). */

@@ -20,6 +20,12 @@ function isMissing(error: unknown): boolean {
 
 export class LocalEngine implements StoreEngine {
   readonly description: string;
+  /**
+   * A directory answers from the page cache or a local disk: a few requests keep the cores busy, and every one
+   * in flight holds a chunk object and its plaintext (issue 10: at 1 GiB, store verify peaked at 153 MiB with
+   * 16 in flight, 120 with 4).
+   */
+  readonly parallel = 4;
 
   constructor(readonly root: string) {
     this.description = `directory ${root}`;

@@ -45,7 +45,7 @@ export interface PushOptions {
   force?: boolean;
   /** For a diff: its parent's name in the store (default: the snapshot of the store with the diff's parent id). */
   parent?: string;
-  /** Chunks in flight (hashing, encoding, uploading); default 16. */
+  /** Chunks in flight (hashing, encoding, uploading); default: the store's (ChunkStore.parallel: 4 for a directory, 16 for S3). */
   parallel?: number;
   threads?: number;
   /** How long to wait for a running gc to end (default 60 s). */
@@ -124,7 +124,7 @@ class ChunkUploader {
       return;
     }
     // Where the stored payload is kept as it is, only its position-free copy (the compressed size) waits for the
-    // upload, not the decoded content: `parallel` decoded chunks (16 MiB at the default) stay out of memory.
+    // upload, not the decoded content: `parallel` decoded chunks (16 MiB at 16) stay out of memory.
     const keepsPayload = stored !== undefined && this.level === undefined;
     const plaintext = keepsPayload ? positionFree(stored) : null;
     const content = plaintext ? null : ('tags' in chunk ? chunk.tags : chunk.data).slice();
@@ -186,7 +186,7 @@ export async function pushSnapshot(
   const marker = await beginPush(store.engine, options.waitMs ?? 60_000);
   const executor = createChunkExecutor(options.threads);
   try {
-    const uploader = new ChunkUploader(store, executor, options.level, options.parallel ?? 16);
+    const uploader = new ChunkUploader(store, executor, options.level, options.parallel ?? store.parallel);
     let header: SnapshotHeader | undefined;
     let metadata: SnapshotMetadata | undefined;
     const vcpus: VcpuState[] = [];

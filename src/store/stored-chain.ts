@@ -155,7 +155,7 @@ export class StoredChain implements SnapshotEventSource {
       if (position.tags) plans.push({ grid: position.tags, position: at, contributions: planPosition(positions, at, 'tags') });
     }
     const fetches = plans.flatMap((plan) => plan.contributions.map((contribution) => ({ position: plan.position, contribution })));
-    const ahead = this.options.parallel ?? 16;
+    const ahead = this.options.parallel ?? this.store.parallel;
     const pending: Array<Promise<StoredChunk>> = [];
     let next = 0;
     const fetchNext = () => {

@@ -44,7 +44,7 @@ export interface FetchOptions {
 }
 
 export interface StoredSnapshotOptions {
-  /** Chunks fetched ahead of the one being handed on; default 16. */
+  /** Chunks fetched ahead of the one being handed on; default: the store's (ChunkStore.parallel: 4 for a directory, 16 for S3). */
   parallel?: number;
   threads?: number;
 }
@@ -136,7 +136,7 @@ export class StoredSnapshot {
           missing.push(describeChunk(this.name, this.metadata, this.header.pageSize, grid));
       }
     };
-    await Promise.all(Array.from({ length: this.options.parallel ?? 16 }, worker));
+    await Promise.all(Array.from({ length: this.options.parallel ?? this.store.parallel }, worker));
     if (missing.length) {
       throw new StoreError(
         'chunk-missing',
@@ -178,7 +178,7 @@ export class StoredSnapshot {
   /** Every chunk in grid order, up to `parallel` fetched ahead. */
   async *chunks(options: FetchOptions = {}): AsyncGenerator<StoredChunk> {
     const grids = manifestChunks(this.manifest);
-    const ahead = this.options.parallel ?? 16;
+    const ahead = this.options.parallel ?? this.store.parallel;
     const pending: Promise<StoredChunk>[] = [];
     let next = 0;
     try {

@@ -109,7 +109,7 @@ export async function verifyStore(
           return { fault: `${error.code} ${error.message}`, present: null };
         }
       };
-      await Promise.all(Array.from({ length: options.parallel ?? 16 }, worker));
+      await Promise.all(Array.from({ length: options.parallel ?? store.parallel }, worker));
     } finally {
       await snapshot.close();
     }
