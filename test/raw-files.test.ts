@@ -196,6 +196,36 @@ describe.each(['byte', 'packed'] as TagFileLayout[])('raw files with %s tags', (
     }
     expect(file.subarray(0, tagLayout === 'byte' ? 512 : 256).every((b) => b === 0)).toBe(true);
   });
+
+  it('gather tag writes across untouched pages without zeroing pages written out of order', () => {
+    const target = paths();
+    const vm = new RawFilesVmFactory({ paths: target, pageSize: 4096, tagLayout }).createVm();
+    vm.enableMte();
+    vm.addMemorySlot({ slot: 0, name: 'a', guestAddress: 0x1000_0000n, size: 16n * 4096n });
+    const page = (n: number) => 0x1000_0000n + BigInt(n) * 4096n;
+    const tagsOf = (value: number) => new Uint8Array(256).fill(value);
+    // Page 9 first; then 2, 5 (gap 3-4 never written) and 12 (gap 6-11 holds page 9): page 9 must keep its tags.
+    for (const [n, value] of [
+      [9, 9],
+      [2, 2],
+      [5, 5],
+      [12, 12],
+    ])
+      writeGuestTags(vm, page(n), tagsOf(value));
+    vm.close();
+    const file = readFileSync(target.tags!);
+    const tagAt = (granule: number) => (tagLayout === 'byte' ? file[granule] : (file[granule >> 1] >> ((granule & 1) * 4)) & 0x0f);
+    const written = new Map([
+      [2, 2],
+      [5, 5],
+      [9, 9],
+      [12, 12],
+    ]);
+    for (let n = 0; n < 16; n++) {
+      const tags = Array.from({ length: 256 }, (_, i) => tagAt(n * 256 + i));
+      expect(tags, `page ${n}`).toEqual(new Array(256).fill(written.get(n) ?? 0));
+    }
+  });
 });
 
 describe('raw files as a source', () => {

@@ -14,7 +14,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { type ChunkJob, type ChunkJobResult, runChunkJob, runChunkJobNative, transferables } from './chunk-jobs.js';
-import { type Libzstd, loadLibzstd } from './libzstd.js';
+import { INLINE_CALL_BYTES, type Libzstd, loadLibzstd } from './libzstd.js';
 import { timedAsync } from './phase-clock.js';
 
 export interface ChunkExecutor {
@@ -89,9 +89,15 @@ class NativeExecutor implements ChunkExecutor {
     this.zstd = {
       name: zstd.name,
       // Timed inside the gate: the time a call runs, not the time it waits for its turn.
+      // A small call runs on this thread (INLINE_CALL_BYTES): it takes no pool thread, so it does not wait for a turn.
       compressInto: (content, level, destination) =>
-        gate.run(() => timedAsync('compression', zstd.compressInto(content, level, destination))),
-      decompressInto: (frame, destination) => gate.run(() => timedAsync('decompression', zstd.decompressInto(frame, destination))),
+        content.length <= INLINE_CALL_BYTES
+          ? timedAsync('compression', zstd.compressInto(content, level, destination))
+          : gate.run(() => timedAsync('compression', zstd.compressInto(content, level, destination))),
+      decompressInto: (frame, destination) =>
+        destination.length <= INLINE_CALL_BYTES
+          ? timedAsync('decompression', zstd.decompressInto(frame, destination))
+          : gate.run(() => timedAsync('decompression', zstd.decompressInto(frame, destination))),
       allocate: (length) => zstd.allocate(length),
       release: (bytes) => zstd.release(bytes),
     };

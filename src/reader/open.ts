@@ -66,7 +66,9 @@ const HEADER_WINDOW = 16 * 1024;
 
 /** Positional reads that fail with a located error instead of returning short. */
 class FileBytes {
-  private window: Uint8Array = new Uint8Array(0);
+  /** Read into again for every window: a fresh buffer per section header was most of opening's time (garbage to collect). */
+  private readonly windowBuffer = uninitialisedBytes(HEADER_WINDOW);
+  private window: Uint8Array = this.windowBuffer.subarray(0, 0);
   private windowStart = 0n;
 
   constructor(
@@ -84,7 +86,7 @@ class FileBytes {
     const at = offset - this.windowStart;
     if (at < 0n || at + BigInt(length) > BigInt(this.window.length)) {
       const end = offset + BigInt(HEADER_WINDOW) < limit ? offset + BigInt(HEADER_WINDOW) : limit;
-      this.window = this.read(offset, Number(end - offset), section);
+      this.window = this.read(offset, Number(end - offset), section, this.windowBuffer.subarray(0, Number(end - offset)));
       this.windowStart = offset;
       return this.window.subarray(0, length);
     }
