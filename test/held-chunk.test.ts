@@ -12,7 +12,7 @@ import { SimulatedVm } from '../src/backends/simulated/simulated-vm.js';
 import { GuestMemory } from '../src/forensics/guest-memory.js';
 import { copyFromChunk, type HeldChunk } from '../src/forensics/held-chunk.js';
 import { pageWindows } from '../src/forensics/region-cursor.js';
-import { ramChunkFromContent } from '../src/format/chunk.js';
+import { ramChunkFromContent, tagChunkFromPacked } from '../src/format/chunk.js';
 import { GRANULE_SIZE } from '../src/format/constants.js';
 import type { ChunkLocation, SnapshotReader } from '../src/format/model.js';
 import { type FileSnapshot, openSnapshot } from '../src/reader/open.js';
@@ -160,6 +160,30 @@ describe('copyFromChunk', () => {
       copyFromChunk(chunk, from, to, out, 7, pageSize);
       expect(Buffer.from(out.subarray(7)).equals(Buffer.from(data.subarray(from, to))), `${from}..${to}`).toBe(true);
       expect(out.subarray(0, 7).every((b) => b === 0xee)).toBe(true);
+    }
+  });
+
+  it('copies any range of a packed tag chunk as its expanded tags read, zeros for absent pages', () => {
+    const pageSize = 64; // 4 granules a page
+    const pageCount = 12;
+    const present = new Uint8Array([0b0110_1101, 0b0000_0100]);
+    const presentPages = 6; // pages 0, 2, 3, 5, 6, 10
+    const packed = new Uint8Array((presentPages * 4) / 2).map((_, i) => ((i * 7) % 16) | ((((i * 5 + 3) % 15) + 1) << 4));
+    const location = { kind: 'tags' as const, region: 0, firstPage: 0, pageCount, offset: 0n, length: 0n };
+    const tags = tagChunkFromPacked(location, present, packed, pageSize).tags;
+    for (const [from, to] of [
+      [0, 48],
+      [1, 2],
+      [3, 9],
+      [7, 30],
+      [12, 16],
+      [21, 43],
+      [40, 44],
+    ]) {
+      const out = new Uint8Array(to - from + 3).fill(0xee);
+      copyFromChunk(tagChunkFromPacked(location, present, packed, pageSize), from, to, out, 3, pageSize);
+      expect(Array.from(out.subarray(3)), `${from}..${to}`).toEqual(Array.from(tags.subarray(from, to)));
+      expect(out.subarray(0, 3).every((b) => b === 0xee)).toBe(true);
     }
   });
 });

@@ -8,12 +8,15 @@
  * near 150 MiB that way. So the forensics readers hold a chunk only while they
  * need it, give it back (`release`) when they move on, and copy out the bytes
  * they keep, never a view: after `release` the memory holds another chunk.
- * A RAM chunk's present pages are copied from its packed content, so its
- * `data` is never expanded (that would be one more fresh buffer per chunk).
+ * A RAM chunk's present pages are copied from its packed content, and a tag
+ * chunk's tags unpacked from its packed tags, so neither `data` nor `tags` is
+ * ever expanded (that would be one more fresh buffer per chunk).
  */
 
 import { isPagePresent } from '../format/chunk.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 import type { ChunkLocation, RamChunk, SnapshotReader, TagChunk } from '../format/model.js';
+import { unpackTags } from '../format/tag-packing.js';
 
 /** A decoded chunk and what gives its memory back; the chunk must not be read after `release`. */
 export interface HeldChunk {
@@ -47,29 +50,48 @@ function presentBefore(bitmap: Uint8Array, page: number): number {
 /**
  * Copies units [from, to) of a chunk into `out` at `at`, where a unit is a
  * byte of guest data from the chunk's first page (RAM) or a tag byte, one per
- * granule (tags). Absent pages are written as zeros.
+ * granule (tags). Absent pages are written as zeros. Packed chunks (present
+ * pages only, tags two per byte) are copied and unpacked from there: their
+ * expanded `data` or `tags` is never made.
  */
 export function copyFromChunk(chunk: RamChunk | TagChunk, from: number, to: number, out: Uint8Array, at: number, pageSize: number): void {
   if ('tags' in chunk) {
-    out.set(chunk.tags.subarray(from, to), at);
+    const packed = chunk.packedTags;
+    if (!packed) out.set(chunk.tags.subarray(from, to), at);
+    else
+      copyPacked(chunk.present, pageSize / GRANULE_SIZE, from, to, out, at, (unit, length, into) =>
+        unpackTags(packed, unit, into.subarray(0, length)),
+      );
     return;
   }
   const content = chunk.content;
-  if (!content) {
-    out.set(chunk.data.subarray(from, to), at);
-    return;
-  }
-  // Packed content: walk runs of present and absent pages.
-  let page = Math.floor(from / pageSize);
-  let packed = presentBefore(chunk.present, page);
+  if (!content) out.set(chunk.data.subarray(from, to), at);
+  else copyPacked(chunk.present, pageSize, from, to, out, at, (unit, length, into) => into.set(content.subarray(unit, unit + length)));
+}
+
+/**
+ * Walks units [from, to) of a chunk whose present pages are stored packed, in
+ * runs of present and absent pages: `copy(unit, length, into)` copies `length`
+ * units from unit `unit` of the packed pages into `into`; absent pages are zeros.
+ */
+function copyPacked(
+  present: Uint8Array,
+  unitsPerPage: number,
+  from: number,
+  to: number,
+  out: Uint8Array,
+  at: number,
+  copy: (unit: number, length: number, into: Uint8Array) => void,
+): void {
+  let page = Math.floor(from / unitsPerPage);
+  let packed = presentBefore(present, page);
   while (from < to) {
-    const present = isPagePresent(chunk.present, page);
+    const isPresent = isPagePresent(present, page);
     let last = page;
-    while ((last + 1) * pageSize < to && isPagePresent(chunk.present, last + 1) === present) last++;
-    const end = Math.min(to, (last + 1) * pageSize);
-    if (present) {
-      const source = packed * pageSize + (from - page * pageSize);
-      out.set(content.subarray(source, source + (end - from)), at);
+    while ((last + 1) * unitsPerPage < to && isPagePresent(present, last + 1) === isPresent) last++;
+    const end = Math.min(to, (last + 1) * unitsPerPage);
+    if (isPresent) {
+      copy(packed * unitsPerPage + (from - page * unitsPerPage), end - from, out.subarray(at));
       packed += last - page + 1;
     } else out.fill(0, at, at + (end - from));
     at += end - from;

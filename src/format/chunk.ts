@@ -335,6 +335,30 @@ export function ramChunkFromContent<L extends { readonly pageCount: number }>(
 }
 
 /**
+ * A tag chunk from its present pages' packed tags (`packed`, checked),
+ * expanded to one byte per granule of every page only when `tags` is first
+ * read: a reader that copies tags out unpacks them itself, without a buffer
+ * per chunk.
+ */
+export function tagChunkFromPacked<L extends { readonly pageCount: number }>(
+  location: L,
+  present: Uint8Array,
+  packed: Uint8Array,
+  pageSize: number,
+) {
+  let tags: Uint8Array | undefined;
+  return {
+    ...location,
+    present,
+    packedTags: packed,
+    get tags(): Uint8Array {
+      tags ??= expandTags(present, location.pageCount, packed, pageSize);
+      return tags;
+    },
+  };
+}
+
+/**
  * Checks a chunk payload's internal consistency and expands it to every page
  * of its range. Lengths are checked before anything is allocated. Errors carry
  * the offset of the bad field inside the payload; the caller adds the section.

@@ -88,6 +88,12 @@ export interface TagChunk extends ChunkLocation {
   readonly present: Uint8Array;
   /** pageCount * pageSize / 16 bytes, each 0..15. */
   readonly tags: Uint8Array;
+  /**
+   * The present pages' tags alone, packed two per byte (the stored layout), in
+   * order, when the reader kept them so: `tags` is then expanded from them when
+   * first read.
+   */
+  readonly packedTags?: Uint8Array;
 }
 
 /**

@@ -59,8 +59,9 @@ export interface DecodeJob {
   readonly payload: Uint8Array;
   readonly payloadChecksum: bigint;
   /**
-   * The caller gives a RAM chunk's `content` back (ChunkExecutor.release) once
-   * done with it: it may stay in the executor's memory instead of a copy.
+   * The caller gives a chunk's `content` back (ChunkExecutor.release) once
+   * done with it: a RAM chunk's present pages, or a tag chunk's packed tags,
+   * may stay in the executor's memory instead of a copy (or an expansion).
    */
   readonly contentIsScratch?: boolean;
 }
@@ -70,7 +71,11 @@ export interface DecodedChunkResult {
   readonly bitmap: Uint8Array;
   /** Every page of the range (tags one byte per granule); absent when `content` is given instead. */
   readonly expanded?: Uint8Array;
-  /** A RAM chunk's present pages in order (checked), left to expand when read (ramChunkFromContent). */
+  /**
+   * A RAM chunk's present pages in order (checked), left to expand when read
+   * (ramChunkFromContent); with contentIsScratch, a tag chunk's packed tags of
+   * its present pages (tagChunkFromPacked).
+   */
   readonly content?: Uint8Array;
 }
 
@@ -171,6 +176,12 @@ async function decodeNative(job: DecodeJob, zstd: Libzstd): Promise<ChunkJobResu
         timed('checksums', () => checkChunkContent(opened, content));
         handedOut = job.contentIsScratch === true;
         return { header, bitmap: opened.bitmap.slice(), content: handedOut ? content : timed('expanding', () => content.slice()) };
+      }
+      if (job.contentIsScratch) {
+        // Tags stay packed in the caller's memory: it unpacks what it reads (no buffer per chunk).
+        timed('checksums', () => checkChunkContent(opened, content));
+        handedOut = true;
+        return { header, bitmap: opened.bitmap.slice(), content };
       }
       const { bitmap, expanded } = timed('expanding', () => finishChunkDecode(opened, content));
       return { header, bitmap: bitmap.slice(), expanded };

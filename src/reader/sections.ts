@@ -23,6 +23,7 @@ import {
   contentBytesPerPage,
   ramChunkFromContent,
   readChunkHeader,
+  tagChunkFromPacked,
 } from '../format/chunk.js';
 import { checkRegions, chunkGrid, type GridChunk, type GridKind, regionPageCount } from '../format/chunk-grid.js';
 import { CHUNK_HEADER_LENGTH, LIMITS, NO_REGION, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
@@ -386,7 +387,7 @@ export async function decodeChunk(
   section: SectionHeader,
   payload: Uint8Array,
   expected: GridChunk,
-  /** A RAM chunk's content may stay in the executor's memory: the caller releases it (DecodeJob.contentIsScratch). */
+  /** A chunk's content (RAM pages, packed tags) may stay in the executor's memory: the caller releases it (DecodeJob.contentIsScratch). */
   contentIsScratch = false,
 ): Promise<RamChunk | TagChunk> {
   const guestAddress = chunkAddress(regions, header, expected);
@@ -426,7 +427,8 @@ export async function decodeChunk(
  * What gives back the reused memory a transient chunk lives in: the buffer its
  * section was read into (given back at once unless the chunk views it, as a
  * chunk stored raw may, or `keepSection`: its payload is handed on too) and a
- * compressed RAM chunk's content (executor memory).
+ * compressed chunk's content (executor memory): a RAM chunk's present pages or
+ * a tag chunk's packed tags.
  */
 export function releaseOfTransient(
   executor: Pick<ChunkExecutor, 'release'>,
@@ -434,11 +436,13 @@ export function releaseOfTransient(
   section: Uint8Array,
   keepSection = false,
 ): () => void {
-  const viewed = 'tags' in chunk ? chunk.tags : (chunk.content ?? chunk.data);
+  // The packed content first: reading `tags` or `data` of a chunk that has it would expand it.
+  const content = 'tags' in chunk ? chunk.packedTags : chunk.content;
+  const viewed = content ?? ('tags' in chunk ? chunk.tags : chunk.data);
   const held: Uint8Array[] = [];
   if (keepSection || viewed.buffer === section.buffer) held.push(section);
   else executor.release(section);
-  if ('content' in chunk && chunk.content && chunk.content.buffer !== section.buffer) held.push(chunk.content);
+  if (content && content.buffer !== section.buffer) held.push(content);
   let released = false;
   return () => {
     if (released) return;
@@ -447,9 +451,13 @@ export function releaseOfTransient(
   };
 }
 
-/** The chunk a decode job gave: a RAM chunk expands its present pages when first read, if the job left them packed. */
+/** The chunk a decode job gave: its present pages (or tags) are expanded when first read, if the job left them packed. */
 export function decodedChunk(location: ChunkLocation, decoded: DecodedChunkResult, pageSize: number): RamChunk | TagChunk {
-  if (location.kind === 'tags') return { ...location, present: decoded.bitmap, tags: decoded.expanded! };
+  if (location.kind === 'tags') {
+    return decoded.content
+      ? tagChunkFromPacked(location, decoded.bitmap, decoded.content, pageSize)
+      : { ...location, present: decoded.bitmap, tags: decoded.expanded! };
+  }
   return decoded.content
     ? ramChunkFromContent(location, decoded.bitmap, decoded.content, pageSize)
     : { ...location, present: decoded.bitmap, data: decoded.expanded! };
