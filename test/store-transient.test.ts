@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isPagePresent } from '../src/format/chunk.js';
 import type { RamChunk } from '../src/format/model.js';
+import { openChain } from '../src/reader/chain.js';
 import { openSnapshot } from '../src/reader/open.js';
 import { restoreSnapshot } from '../src/reader/restore.js';
 import { chunkContentPieces, nameChunk } from '../src/store/chunk-object.js';
@@ -22,6 +23,7 @@ import { ChunkStore } from '../src/store/chunk-store.js';
 import { LocalEngine } from '../src/store/local-engine.js';
 import { pullSnapshot } from '../src/store/pull.js';
 import { pushSnapshot } from '../src/store/push.js';
+import { StoredChain } from '../src/store/stored-chain.js';
 import { StoredSnapshot } from '../src/store/stored-snapshot.js';
 import { TenantKeys } from '../src/store/tenant-keys.js';
 import { verifyStore } from '../src/store/verify.js';
@@ -113,6 +115,39 @@ describe('store commands on transient chunks', () => {
     const comparison = restored.vm.finish();
     restored.vm.close();
     expect(comparison.equal, JSON.stringify(comparison.differences)).toBe(true);
+  });
+
+  it('a chain in the store merges from transient decodes: restore gives the diff guest, held chunks keep their bytes', async () => {
+    const next = { ...GUEST, seed: 6 };
+    const diff = join(dir, 'diff.vmsnap');
+    const parent = await openChain([file], { threads: THREADS });
+    try {
+      await saveSnapshot(new GeneratedGuest(next), diff, { threads: THREADS, diff: { parent } });
+    } finally {
+      await parent.close();
+    }
+    await push(store, diff, 'd', true);
+    const factory = { backend: 'comparison', createVm: () => new ComparingTarget(new GeneratedGuest(next)) };
+    const restored = await restoreSnapshot(await StoredChain.open(store, 'd', { threads: THREADS }), factory, { threads: THREADS });
+    const comparison = restored.vm.finish();
+    restored.vm.close();
+    expect(comparison.equal, JSON.stringify(comparison.differences)).toBe(true);
+    expect(comparison.pagesCompared).toBeGreaterThan(0);
+
+    // Every chunk held, none released: later decodes must not write into any of them.
+    const chain = await StoredChain.open(store, 'd', { threads: THREADS });
+    const held: Array<{ bytes: Uint8Array; copy: Uint8Array }> = [];
+    try {
+      for await (const event of chain.events()) {
+        if (event.type !== 'chunk') continue;
+        const bytes = 'tags' in event.chunk ? event.chunk.tags : event.chunk.data;
+        held.push({ bytes, copy: bytes.slice() });
+      }
+    } finally {
+      await chain.close();
+    }
+    expect(held.length).toBeGreaterThan(0);
+    for (const [i, { bytes, copy }] of held.entries()) expect(Buffer.from(bytes).equals(copy), `chunk ${i}`).toBe(true);
     store.close();
   });
 });

@@ -124,7 +124,7 @@ function chunkKey(kind: ChunkKind, region: number, firstPage: number): string {
 }
 
 /** One chunk's pages, merged from the links: what a full snapshot's chunk would hold. */
-interface MergedChunk {
+export interface MergedChunk {
   readonly present: Uint8Array;
   readonly bytes: Uint8Array;
 }
@@ -136,7 +136,7 @@ interface MergedChunk {
  * expanded: no buffer of the chunk's size is made for it. A page `pages`
  * names that the chunk does not store is zero.
  */
-function copyPages(into: MergedChunk, from: RamChunk | TagChunk, pages: Uint8Array, pageCount: number, unit: number): void {
+export function copyPages(into: MergedChunk, from: RamChunk | TagChunk, pages: Uint8Array, pageCount: number, unit: number): void {
   const packed = 'content' in from ? from.content : undefined;
   const source = packed ?? ('tags' in from ? from.tags : from.data);
   // The page's place in `source`: its rank among the present pages when packed, else the page itself.
@@ -165,7 +165,7 @@ const MAX_SPARE_MERGED = 4;
  * fresh one per chunk is external memory V8 frees only after some 64 MiB of
  * it piled up (issue 10), so a whole-guest read would peak that much higher.
  */
-class MergedBuffers {
+export class MergedBuffers {
   private readonly spare = new Map<number, Uint8Array[]>();
 
   /** A buffer of `length` bytes, zero-filled as a fresh one would be. */

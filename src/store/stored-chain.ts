@@ -15,12 +15,12 @@
  * event, so a chain with a deleted chunk is refused before a VM is made.
  */
 import { equalBytes } from '../format/bytes.js';
-import { bitmapLength, isPagePresent, ramChunkFromContent } from '../format/chunk.js';
+import { bitmapLength, ramChunkFromContent } from '../format/chunk.js';
 import type { DataGridChunk } from '../format/chunk-grid.js';
 import { GRANULE_SIZE } from '../format/constants.js';
 import type { RamChunk, TagChunk } from '../format/model.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
-import { ChainError, layoutDifference, snapshotIdHex } from '../reader/chain.js';
+import { ChainError, copyPages, layoutDifference, MergedBuffers, snapshotIdHex } from '../reader/chain.js';
 import type { SnapshotEvent, SnapshotEventSource } from '../reader/events.js';
 import type { ChunkStore } from './chunk-store.js';
 import { StoreError } from './errors.js';
@@ -146,8 +146,12 @@ export class StoredChain implements SnapshotEventSource {
     for (const link of this.links) await link.checkChunksPresent();
   }
 
-  /** Each grid chunk merged over the links, in grid order, fetches running `parallel` ahead. */
-  private async *mergedChunks(): AsyncGenerator<RamChunk | TagChunk> {
+  /**
+   * Each grid chunk merged over the links, in grid order, fetches running `parallel` ahead. Chunks are decoded
+   * into reused memory: one a single full link gives is handed on with its `release`; merged ones are copied
+   * (from packed pages, unexpanded) into reused buffers, each link's chunk released once copied.
+   */
+  private async *mergedChunks(): AsyncGenerator<{ chunk: RamChunk | TagChunk; release?: () => void }> {
     const positions = this.links.map((link) => manifestPositions(link.manifest));
     const plans: Array<{ grid: DataGridChunk; position: number; contributions: Contribution[] }> = [];
     for (const [at, position] of positions[positions.length - 1].entries()) {
@@ -157,60 +161,81 @@ export class StoredChain implements SnapshotEventSource {
     const fetches = plans.flatMap((plan) => plan.contributions.map((contribution) => ({ position: plan.position, contribution })));
     const ahead = this.options.parallel ?? this.store.parallel;
     const pending: Array<Promise<StoredChunk>> = [];
+    const buffers = new MergedBuffers();
     let next = 0;
     const fetchNext = () => {
       const { position, contribution } = fetches[next++];
       const link = this.links[contribution.link];
-      const fetched = link.fetchChunk(contribution.grid).then((stored) => {
-        checkGivenPages(stored, positions[contribution.link][position].changed, link.describe(contribution.grid));
+      const fetched = link.fetchChunk(contribution.grid, { transient: true, payload: false }).then((stored) => {
+        try {
+          checkGivenPages(stored, positions[contribution.link][position].changed, link.describe(contribution.grid));
+        } catch (error) {
+          stored.release?.();
+          throw error;
+        }
         return stored;
       });
       fetched.catch(() => {});
       pending.push(fetched);
     };
-    for (const plan of plans) {
-      const { grid } = plan;
-      const [only] = plan.contributions;
-      if (plan.contributions.length === 1 && positions[only.link][plan.position].changed === null) {
-        // One full link gives every page here (a full snapshot, or no newer link changed any): its chunk as decoded.
-        while (next < fetches.length && pending.length < ahead) fetchNext();
-        const { chunk } = await pending.shift()!;
-        const place = {
-          kind: chunk.kind,
-          region: chunk.region,
-          firstPage: chunk.firstPage,
-          pageCount: chunk.pageCount,
+    const nextFetched = async () => {
+      while (next < fetches.length && pending.length < ahead) fetchNext();
+      return await pending.shift()!;
+    };
+    try {
+      for (const plan of plans) {
+        const { grid } = plan;
+        const [only] = plan.contributions;
+        if (plan.contributions.length === 1 && positions[only.link][plan.position].changed === null) {
+          // One full link gives every page here (a full snapshot, or no newer link changed any): its chunk as decoded.
+          const { chunk, release } = await nextFetched();
+          const place = {
+            kind: chunk.kind,
+            region: chunk.region,
+            firstPage: chunk.firstPage,
+            pageCount: chunk.pageCount,
+            offset: 0n,
+            length: 0n,
+          };
+          // A RAM chunk whose present pages came packed stays so (expanded only if read).
+          yield {
+            chunk:
+              'content' in chunk && chunk.content
+                ? ramChunkFromContent(place, chunk.present, chunk.content, this.last.header.pageSize)
+                : { ...chunk, offset: 0n, length: 0n },
+            release,
+          };
+          continue;
+        }
+        const unit = grid.kind === 'ram' ? this.last.header.pageSize : this.last.header.pageSize / GRANULE_SIZE;
+        const merged = { present: new Uint8Array(bitmapLength(grid.pageCount)), bytes: buffers.take(grid.pageCount * unit) };
+        for (const contribution of plan.contributions) {
+          const { chunk, release } = await nextFetched();
+          try {
+            copyPages(merged, chunk, contribution.pages, grid.pageCount, unit);
+          } finally {
+            release?.();
+          }
+        }
+        const location = {
+          kind: grid.kind,
+          region: grid.region,
+          firstPage: grid.firstPage,
+          pageCount: grid.pageCount,
           offset: 0n,
           length: 0n,
         };
-        // A RAM chunk whose present pages came packed stays so (expanded only if read).
-        yield 'content' in chunk && chunk.content
-          ? ramChunkFromContent(place, chunk.present, chunk.content, this.last.header.pageSize)
-          : { ...chunk, offset: 0n, length: 0n };
-        continue;
+        const { present, bytes } = merged;
+        let released = false;
+        const release = () => {
+          if (!released) buffers.giveBack(bytes);
+          released = true;
+        };
+        yield { chunk: grid.kind === 'ram' ? { ...location, present, data: bytes } : { ...location, present, tags: bytes }, release };
       }
-      const unit = grid.kind === 'ram' ? this.last.header.pageSize : this.last.header.pageSize / GRANULE_SIZE;
-      const present = new Uint8Array(bitmapLength(grid.pageCount));
-      const bytes = new Uint8Array(grid.pageCount * unit);
-      for (const contribution of plan.contributions) {
-        while (next < fetches.length && pending.length < ahead) fetchNext();
-        const { chunk } = await pending.shift()!;
-        const source = 'data' in chunk ? chunk.data : chunk.tags;
-        for (let page = 0; page < grid.pageCount; page++) {
-          if (!isPagePresent(contribution.pages, page) || !isPagePresent(chunk.present, page)) continue;
-          bytes.set(source.subarray(page * unit, (page + 1) * unit), page * unit);
-          present[page >>> 3] |= 1 << (page & 7);
-        }
-      }
-      const location = {
-        kind: grid.kind,
-        region: grid.region,
-        firstPage: grid.firstPage,
-        pageCount: grid.pageCount,
-        offset: 0n,
-        length: 0n,
-      };
-      yield grid.kind === 'ram' ? { ...location, present, data: bytes } : { ...location, present, tags: bytes };
+    } finally {
+      // Left early (an error, or the consumer stopped): chunks fetched ahead give their reused memory back.
+      for (const fetched of pending) fetched.then((stored) => stored.release?.()).catch(() => {});
     }
   }
 
@@ -219,7 +244,7 @@ export class StoredChain implements SnapshotEventSource {
     await this.checkChunksPresent();
     const { last } = this;
     yield { type: 'start', header: { ...last.header, minor: 0 }, metadata: last.metadata };
-    for await (const chunk of this.mergedChunks()) yield { type: 'chunk', chunk };
+    for await (const { chunk, release } of this.mergedChunks()) yield { type: 'chunk', chunk, release };
     for (const vcpu of last.manifest.vcpus) yield { type: 'vcpu', vcpu };
     for (const blob of last.manifest.blobs) yield { type: 'blob', blob };
   }
