@@ -53,7 +53,7 @@ describe('store commands on transient chunks', () => {
   const secret = randomBytes(32);
   let store: ChunkStore;
 
-  it('a packed RAM chunk is named as its expanded pages are', async () => {
+  it('a packed RAM or tag chunk is named as its expanded pages are', async () => {
     await saveSnapshot(new GeneratedGuest(GUEST), file, { threads: THREADS, pagesPerChunk: PAGES_PER_CHUNK });
     const keys = new TenantKeys(secret);
     const reader = await openSnapshot(file, { threads: THREADS });

@@ -38,6 +38,7 @@ import type {
 } from '../format/model.js';
 import type { VcpuState } from '../format/registers.js';
 import { checkPayload, decodeSectionHeader } from '../format/section.js';
+import { unpackTags } from '../format/tag-packing.js';
 import type { SnapshotEvent } from './events.js';
 import { readGuestMemory, readGuestTags } from './guest-range.js';
 import { type FileSnapshot, type OpenOptions, openSnapshot } from './open.js';
@@ -131,29 +132,32 @@ export interface MergedChunk {
 
 /**
  * Copies pages `pages` (a bitmap) of a link's decoded chunk into `into`,
- * `unit` output bytes per page, with their present bits. A RAM chunk whose
- * present pages the reader kept packed (`content`) is copied from them, never
- * expanded: no buffer of the chunk's size is made for it. A page `pages`
- * names that the chunk does not store is zero.
+ * `unit` output bytes per page, with their present bits. A chunk whose
+ * present pages the reader kept packed (RAM `content`, tags `packedTags` two
+ * per byte) is copied and unpacked from them, never expanded: no buffer of the
+ * chunk's size is made for it. A page `pages` names that the chunk does not
+ * store is zero.
  */
 export function copyPages(into: MergedChunk, from: RamChunk | TagChunk, pages: Uint8Array, pageCount: number, unit: number): void {
-  const packed = 'content' in from ? from.content : undefined;
-  const source = packed ?? ('tags' in from ? from.tags : from.data);
-  // The page's place in `source`: its rank among the present pages when packed, else the page itself.
+  const packedTags = 'tags' in from ? from.packedTags : undefined;
+  const packed = 'tags' in from ? undefined : from.content;
+  const source = packed ?? (packedTags ? undefined : 'tags' in from ? from.tags : from.data);
+  // The page's place among the stored pages when packed, else the page itself.
   let stored = 0;
   for (let page = 0; page < pageCount; page++) {
     const present = isPagePresent(from.present, page);
-    const at = packed ? stored : page;
+    const at = packed || packedTags ? stored : page;
     if (present) stored++;
     if (!isPagePresent(pages, page)) continue;
     const target = into.bytes.subarray(page * unit, (page + 1) * unit);
-    if (present) {
-      target.set(source.subarray(at * unit, (at + 1) * unit));
-      into.present[page >>> 3] |= 1 << (page & 7);
-    } else {
+    if (!present) {
       target.fill(0);
       into.present[page >>> 3] &= ~(1 << (page & 7));
+      continue;
     }
+    if (packedTags) unpackTags(packedTags, at * unit, target);
+    else target.set(source!.subarray(at * unit, (at + 1) * unit));
+    into.present[page >>> 3] |= 1 << (page & 7);
   }
 }
 

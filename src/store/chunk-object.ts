@@ -11,7 +11,9 @@
  */
 import { createCipheriv, createDecipheriv, createHmac } from 'node:crypto';
 import { isPagePresent } from '../format/chunk.js';
+import { GRANULE_SIZE } from '../format/constants.js';
 import type { ChunkKind, RamChunk, TagChunk } from '../format/model.js';
+import { unpackTags } from '../format/tag-packing.js';
 import { StoreError } from './errors.js';
 import type { TenantKeys } from './tenant-keys.js';
 
@@ -59,7 +61,8 @@ const zeroPages = new Map<number, Uint8Array>();
  */
 export function* chunkContentPieces(chunk: RamChunk | TagChunk, pageSize: number): Generator<Uint8Array> {
   if ('tags' in chunk) {
-    yield chunk.tags;
+    if (chunk.packedTags) yield* unpackedTagPieces(chunk, chunk.packedTags, pageSize);
+    else yield chunk.tags;
     return;
   }
   const { content } = chunk;
@@ -85,6 +88,18 @@ export function* chunkContentPieces(chunk: RamChunk | TagChunk, pageSize: number
       end++;
     }
     page = end;
+  }
+}
+
+/** Tags a decoder kept packed, one page at a time unpacked into one reused page of tags (each piece is read before the next). */
+function* unpackedTagPieces(chunk: TagChunk, packed: Uint8Array, pageSize: number): Generator<Uint8Array> {
+  const granules = pageSize / GRANULE_SIZE;
+  const page = new Uint8Array(granules);
+  let stored = 0;
+  for (let n = 0; n < chunk.pageCount; n++) {
+    if (isPagePresent(chunk.present, n)) unpackTags(packed, stored++ * granules, page);
+    else page.fill(0);
+    yield page;
   }
 }
 
