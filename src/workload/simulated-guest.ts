@@ -10,6 +10,7 @@
  */
 import { SimulatedVm } from '../backends/simulated/simulated-vm.js';
 import type { KernelVersion } from '../kernel-model/kernel-version.js';
+import type { SlotStorageFactory } from '../kernel-model/slot-storage.js';
 import { addWorkloadSlots, type FillProgress, type FillStats, fillVm } from './fill.js';
 import { seedVcpuRegisters } from './vcpu-state.js';
 import { planWorkload, type Workload, type WorkloadOptions } from './workload-layout.js';
@@ -21,6 +22,11 @@ export interface SimulatedGuestOptions extends WorkloadOptions {
   readonly vcpus?: number;
   /** Called as memory is generated: a guest of a few GiB takes seconds. */
   readonly onProgress?: FillProgress;
+  /**
+   * Where guest memory and tags live; default process memory. A file store (ScratchFilesStorageFactory) keeps a
+   * guest of any size out of the process, as `migrate send --sim` does; the guest is the same either way.
+   */
+  readonly storage?: SlotStorageFactory;
 }
 
 export interface SimulatedGuest {
@@ -32,7 +38,7 @@ export interface SimulatedGuest {
 /** A simulated VM with MTE on, its memslots filled with a generated workload, and vCPUs set up. */
 export function createSimulatedGuest(options: SimulatedGuestOptions): SimulatedGuest {
   const workload = planWorkload(options);
-  const vm = new SimulatedVm({ pageSize: workload.pageSize, kernelVersion: options.kernelVersion });
+  const vm = new SimulatedVm({ pageSize: workload.pageSize, kernelVersion: options.kernelVersion, storage: options.storage });
   addWorkloadSlots(vm, workload);
   const stats = fillVm(vm, workload, undefined, options.onProgress);
   for (let id = 0; id < (options.vcpus ?? 2); id++) seedVcpuRegisters(vm.createVcpu(id), workload);

@@ -11,14 +11,15 @@
 import type { Socket } from 'node:net';
 import type { Command } from 'commander';
 import type { RawFilesVm } from '../../src/backends/raw-files/raw-files-vm.js';
-import { SimulatedVmFactory } from '../../src/backends/simulated/simulated-vm.js';
+import { ScratchFilesStorageFactory } from '../../src/backends/raw-files/scratch-files.js';
+import { type SimulatedVm, SimulatedVmFactory } from '../../src/backends/simulated/simulated-vm.js';
 import { VmsnapError } from '../../src/format/errors.js';
 import { resolveOutput } from '../../src/io/output-file.js';
 import { MAX_IPA_BITS } from '../../src/kernel-model/memslot-table.js';
 import { type MigrationReceipt, receiveMigration } from '../../src/live/migration-receiver.js';
 import { stateDigest } from '../../src/live/state-digest.js';
 import { TagCopyError } from '../../src/vm/tag-copy.js';
-import type { Vm, VmFactory } from '../../src/vm/vm.js';
+import type { SnapshotRequirements, Vm, VmFactory } from '../../src/vm/vm.js';
 import { type SaveSummary, saveSnapshot } from '../../src/writer/save.js';
 import { CliError, describeSystemError, EXIT, toJson } from '../cli-support.js';
 import { helpAfter } from '../help.js';
@@ -83,11 +84,36 @@ async function openInput(options: ReceiveOptions): Promise<{ input: NodeJS.Reada
   }
 }
 
-function factoryFor(target: Target, raw: RawTargetFiles | undefined, kvm: VmFactory<Vm> | undefined): VmFactory<Vm> {
+/**
+ * Simulated VMs whose memory and tags are in scratch files (unlinked, sparse: ScratchFilesStorageFactory), not in
+ * this process: the receiver's memory does not grow with the guest, and guests beyond an in-memory slot's limit fit.
+ * close() frees the files of every VM made, once those VMs are closed.
+ */
+class ScratchSimulatedVmFactory implements VmFactory<SimulatedVm> {
+  readonly backend = 'simulated';
+  private readonly stores: ScratchFilesStorageFactory[] = [];
+
+  createVm(snapshot?: SnapshotRequirements): SimulatedVm {
+    const storage = new ScratchFilesStorageFactory();
+    this.stores.push(storage);
+    // The simulated VM keeps KVM's limits with the largest IPA space a KVM host offers, as restore's does.
+    return new SimulatedVmFactory({ adoptRegisters: true, ipaBits: MAX_IPA_BITS, storage }).createVm(snapshot);
+  }
+
+  close(): void {
+    for (const storage of this.stores.splice(0)) storage.close();
+  }
+}
+
+function factoryFor(
+  target: Target,
+  raw: RawTargetFiles | undefined,
+  kvm: VmFactory<Vm> | undefined,
+  scratch: ScratchSimulatedVmFactory | undefined,
+): VmFactory<Vm> {
   if (target === 'raw-files') return raw!.factory;
   if (target === 'kvm') return kvm!;
-  // The simulated VM keeps KVM's limits with the largest IPA space a KVM host offers, as restore's does.
-  return new SimulatedVmFactory({ adoptRegisters: true, ipaBits: MAX_IPA_BITS });
+  return scratch!;
 }
 
 interface Outcome {
@@ -132,6 +158,16 @@ async function finish(
 
 async function receiveAction(options: ReceiveOptions): Promise<void> {
   const target = checkTargetOptions(options);
+  const scratch = target === 'simulated' ? new ScratchSimulatedVmFactory() : undefined;
+  try {
+    await receiveInto(target, options, scratch);
+  } finally {
+    // The VM is closed by now, received or refused: its scratch files go.
+    scratch?.close();
+  }
+}
+
+async function receiveInto(target: Target, options: ReceiveOptions, scratch: ScratchSimulatedVmFactory | undefined): Promise<void> {
   // Every output is checked (and raw files made under temporary names) before anything is read.
   if (options.output !== undefined && options.output !== '-') resolveOutput(options.output, { force: options.force, streamable: true });
   if (options.output === '-' && process.stdout.isTTY)
@@ -159,7 +195,9 @@ async function receiveAction(options: ReceiveOptions): Promise<void> {
   try {
     progress.phase('receiving');
     // On failure receiveMigration closed the half-filled VM: nothing of it runs; temporary raw files go, targets stay.
-    received = await receiveMigration(counted(opened.input, progress), factoryFor(target, raw, kvm)).finally(() => progress.done());
+    received = await receiveMigration(counted(opened.input, progress), factoryFor(target, raw, kvm, scratch)).finally(() =>
+      progress.done(),
+    );
   } catch (error) {
     if (error instanceof TagCopyError && options.ramOut && !options.tagsOut) {
       const hint = `the stream carries MTE tags (the first at IPA ${hex(error.guestAddress)}); give --tags-out FILE to receive them`;

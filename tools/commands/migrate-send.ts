@@ -12,6 +12,7 @@ import type { Writable } from 'node:stream';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
+import { ScratchFilesStorageFactory } from '../../src/backends/raw-files/scratch-files.js';
 import type { LiveGuest, PrecopyOptions, RoundStats } from '../../src/live/precopy.js';
 import { streamLayoutOf } from '../../src/live/precopy.js';
 import { type StateDigest, stateDigest } from '../../src/live/state-digest.js';
@@ -48,13 +49,25 @@ interface MigrationSource {
   close(): Promise<void>;
 }
 
-/** The seeded simulated guest, filled in memory, with a mutator that keeps writing words and tags between the copies. */
+/**
+ * The seeded simulated guest, with a mutator that keeps writing words and tags between the copies. Its memory and
+ * tags are in scratch files (unlinked, sparse: ScratchFilesStorageFactory), not in this process, so that the
+ * sender's memory does not grow with the guest and guests beyond an in-memory slot's limit can be sent.
+ */
 function simulatedSource(options: SendOptions, progress: Progress): MigrationSource {
   const spec = parseSimGuest(options);
   progress.phase('generating guest');
+  const storage = new ScratchFilesStorageFactory();
   let generated: ReturnType<typeof createSimulatedGuest>;
   try {
-    generated = createSimulatedGuest({ ...spec, onProgress: (done, total) => progress.update(done, total) });
+    generated = createSimulatedGuest({ ...spec, storage, onProgress: (done, total) => progress.update(done, total) });
+  } catch (error) {
+    try {
+      storage.close();
+    } catch {
+      // The generation's own error says more; the files go with their descriptors either way.
+    }
+    throw error;
   } finally {
     progress.done();
   }
@@ -66,7 +79,10 @@ function simulatedSource(options: SendOptions, progress: Progress): MigrationSou
     guest: new MutatingSimulatedGuest(vm, { slot: ram.slot, seed: spec.seed }),
     description: `simulated guest, ${shape}, writing data and tags as it is sent`,
     details: { kind: 'simulated', guestBytes: BigInt(spec.sizeMiB) << 20n, seed: spec.seed, pageSize: spec.pageSize },
-    close: async () => vm.close(),
+    close: async () => {
+      vm.close();
+      storage.close();
+    },
   };
 }
 
