@@ -24,12 +24,15 @@ export function runGdb(core: string, commands: readonly string[]): Promise<strin
       ['-nx', '-batch', '-ex', 'set osabi GNU/Linux', '-ex', 'set pagination off', '-ex', `core-file ${core}`, '-x', script],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
+    // Kept apart and joined at the end: read from two pipes as they come, the two streams interleave differently
+    // from run to run (an error line landed inside a value's line under load), and runs are compared word for word.
     let out = '';
+    let errors = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (errors += d.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`${GDB} did not finish in ${GDB_TIMEOUT_MS} ms; output so far:\n${out.slice(-2000)}`));
+      reject(new Error(`${GDB} did not finish in ${GDB_TIMEOUT_MS} ms; output so far:\n${(out + errors).slice(-2000)}`));
     }, GDB_TIMEOUT_MS);
     child.on('error', (error) => {
       clearTimeout(timer);
@@ -38,7 +41,7 @@ export function runGdb(core: string, commands: readonly string[]): Promise<strin
     child.on('close', () => {
       clearTimeout(timer);
       // The command file's path is in GDB's error lines: the same words whichever file ran.
-      resolve(out.replaceAll(script, 'script'));
+      resolve((out + errors).replaceAll(script, 'script'));
     });
   }).finally(() => rmSync(directory, { recursive: true, force: true }));
 }
