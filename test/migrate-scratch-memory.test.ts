@@ -2,8 +2,9 @@
  * `migrate send --sim` and `migrate receive` keep the guest in scratch files
  * (issue 10): the guest, the stream and the digests are those of the
  * in-memory simulated VM; slots beyond an in-memory slot's limit fit; no file
- * is left behind; and the peak resident memory of both processes does not
- * grow with the guest (no timing assertion: memory only).
+ * is left behind; and the peak resident memory of both processes, and of
+ * `restore FILE` into the simulated VM, does not grow with the guest (no
+ * timing assertion: memory only).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -78,8 +79,8 @@ describe('the simulated guest over scratch files', () => {
   });
 });
 
-/** A shell pipeline of the CLI whose two processes each print their peak resident memory on exit. */
-function pipeline(sendArgs: string, receiveArgs: string, scratchDir: string): { send: number; receive: number; stderr: string } {
+/** A script that runs the CLI (`node peak-rss.mjs -- NAME ARGS...`) and prints `maxrss NAME KiB` on exit. */
+function peakRssWrapper(): string {
   const wrapper = join(dir, 'peak-rss.mjs');
   writeFileSync(
     wrapper,
@@ -88,6 +89,25 @@ process.on('exit', () => process.stderr.write('maxrss ' + side + ' ' + process.r
 process.argv.splice(2, 2);
 await import(${JSON.stringify(CLI)});\n`,
   );
+  return wrapper;
+}
+
+/** The peak resident memory of `vmsnap restore FILE -q` (into the simulated VM), its scratch files in `scratchDir`. */
+function restorePeak(file: string, scratchDir: string): number {
+  const run = spawnSync(process.execPath, [peakRssWrapper(), '--', 'restore', 'restore', file, '-q'], {
+    encoding: 'utf8',
+    timeout: 300_000,
+    env: { ...process.env, TMPDIR: scratchDir },
+  });
+  expect(run.status, run.stderr).toBe(0);
+  const match = /maxrss restore (\d+)/.exec(run.stderr);
+  expect(match, run.stderr).not.toBeNull();
+  return Number(match![1]) * 1024;
+}
+
+/** A shell pipeline of the CLI whose two processes each print their peak resident memory on exit. */
+function pipeline(sendArgs: string, receiveArgs: string, scratchDir: string): { send: number; receive: number; stderr: string } {
+  const wrapper = peakRssWrapper();
   const node = JSON.stringify(process.execPath);
   const run = spawnSync(
     'sh',
@@ -130,6 +150,21 @@ describe('vmsnap migrate send --sim | receive', () => {
     // A guest held in memory would add 192 MiB to each side; GC timing moves a peak by a few tens of MiB.
     expect(large.send - small.send).toBeLessThan(64 * MiB);
     expect(large.receive - small.receive).toBeLessThan(64 * MiB);
+    expect(readdirSync(scratchDir)).toEqual([]);
+  });
+});
+
+describe('vmsnap restore FILE into the simulated VM', () => {
+  it('the same peak for 64 MiB and 256 MiB, and no scratch file left', () => {
+    const scratchDir = join(dir, 'restore');
+    mkdirSync(scratchDir);
+    const [small, large] = ['64MiB', '256MiB'].map((size) => {
+      const file = join(dir, `restore-${size}.vmsnap`);
+      const saved = spawnSync(process.execPath, [CLI, 'save', '--sim', '--size', size, '-q', '-o', file], { encoding: 'utf8' });
+      expect(saved.status, saved.stderr).toBe(0);
+      return restorePeak(file, scratchDir);
+    });
+    expect(large - small).toBeLessThan(64 * MiB);
     expect(readdirSync(scratchDir)).toEqual([]);
   });
 });

@@ -11,20 +11,18 @@
 import type { Socket } from 'node:net';
 import type { Command } from 'commander';
 import type { RawFilesVm } from '../../src/backends/raw-files/raw-files-vm.js';
-import { ScratchFilesStorageFactory } from '../../src/backends/raw-files/scratch-files.js';
-import { type SimulatedVm, SimulatedVmFactory } from '../../src/backends/simulated/simulated-vm.js';
 import { VmsnapError } from '../../src/format/errors.js';
 import { resolveOutput } from '../../src/io/output-file.js';
-import { MAX_IPA_BITS } from '../../src/kernel-model/memslot-table.js';
 import { type MigrationReceipt, receiveMigration } from '../../src/live/migration-receiver.js';
 import { stateDigest } from '../../src/live/state-digest.js';
 import { TagCopyError } from '../../src/vm/tag-copy.js';
-import type { SnapshotRequirements, Vm, VmFactory } from '../../src/vm/vm.js';
+import type { Vm, VmFactory } from '../../src/vm/vm.js';
 import { type SaveSummary, saveSnapshot } from '../../src/writer/save.js';
 import { CliError, describeSystemError, EXIT, toJson } from '../cli-support.js';
 import { helpAfter } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';
 import { type RawTargetFiles, type RawTargetOptions, rawTargetFiles } from '../raw-files-options.js';
+import { ScratchSimulatedVmFactory } from '../scratch-vm.js';
 import { formatBytes, hex, integerOption } from '../units.js';
 import { answerSource, describeEndpoint, listenOn, parseEndpoint } from './migrate-transport.js';
 
@@ -81,27 +79,6 @@ async function openInput(options: ReceiveOptions): Promise<{ input: NodeJS.Reada
   } catch (error) {
     listener.close();
     throw error;
-  }
-}
-
-/**
- * Simulated VMs whose memory and tags are in scratch files (unlinked, sparse: ScratchFilesStorageFactory), not in
- * this process: the receiver's memory does not grow with the guest, and guests beyond an in-memory slot's limit fit.
- * close() frees the files of every VM made, once those VMs are closed.
- */
-class ScratchSimulatedVmFactory implements VmFactory<SimulatedVm> {
-  readonly backend = 'simulated';
-  private readonly stores: ScratchFilesStorageFactory[] = [];
-
-  createVm(snapshot?: SnapshotRequirements): SimulatedVm {
-    const storage = new ScratchFilesStorageFactory();
-    this.stores.push(storage);
-    // The simulated VM keeps KVM's limits with the largest IPA space a KVM host offers, as restore's does.
-    return new SimulatedVmFactory({ adoptRegisters: true, ipaBits: MAX_IPA_BITS, storage }).createVm(snapshot);
-  }
-
-  close(): void {
-    for (const storage of this.stores.splice(0)) storage.close();
   }
 }
 

@@ -1,9 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Command } from 'commander';
 import { RawFilesVm } from '../../src/backends/raw-files/raw-files-vm.js';
-import { SimulatedVmFactory } from '../../src/backends/simulated/simulated-vm.js';
 import type { SnapshotMetadata } from '../../src/format/model.js';
-import { MAX_IPA_BITS } from '../../src/kernel-model/memslot-table.js';
 import type { SnapshotEventSource } from '../../src/reader/events.js';
 import { type RestoreSummary, restoreSnapshot } from '../../src/reader/restore.js';
 import { isStoreReference } from '../../src/store/chunk-store.js';
@@ -19,6 +17,7 @@ import { CliError, EXIT, snapshotInput, toJson } from '../cli-support.js';
 import { helpAfter, printLine } from '../help.js';
 import { createProgress, type Progress } from '../progress.js';
 import { type RawTargetOptions, rawTargetFiles } from '../raw-files-options.js';
+import { ScratchSimulatedVmFactory } from '../scratch-vm.js';
 import { parseSimGuest, type SimGuestSpec } from '../sim-guest.js';
 import { openStoreReference, type StoreCommandOptions, storeOptions } from '../store-options.js';
 import { formatBytes, formatRate, hex, integerOption } from '../units.js';
@@ -244,10 +243,13 @@ export function registerRestore(program: Command): void {
   storeOptions(command).action(async (name: string, options: RestoreCommandOptions) => {
     checkTargetOptions(options);
     const input = await restoreInput(name, options);
+    // Into the simulated VM, the guest goes to scratch files, freed once the VM is closed.
+    const scratch = options.ramOut || options.compareSim ? undefined : new ScratchSimulatedVmFactory();
     try {
-      await restoreAction(name, input.source, input.inputs, { ...options, parents: input.parents });
+      await restoreAction(name, input.source, input.inputs, { ...options, parents: input.parents }, scratch);
     } finally {
       input.close();
+      scratch?.close();
     }
   });
 }
@@ -257,13 +259,11 @@ async function restoreAction(
   source: string | NodeJS.ReadableStream | SnapshotEventSource,
   inputs: string[],
   options: RestoreCommandOptions & { parents: string[] },
+  scratch: ScratchSimulatedVmFactory | undefined,
 ): Promise<void> {
   // Raw outputs are checked and made under temporary names before the snapshot is read.
   const rawFiles = options.ramOut ? rawTargetFiles({ ...options, ramOut: options.ramOut }, inputs) : undefined;
-  // The simulated VM keeps KVM's limits (memslot ids 0..32766) with the largest IPA space a KVM host offers (52 bits).
-  const factory: VmFactory<VmTarget> =
-    rawFiles?.factory ??
-    (options.compareSim ? comparingSimFactory(options) : new SimulatedVmFactory({ adoptRegisters: true, ipaBits: MAX_IPA_BITS }));
+  const factory: VmFactory<VmTarget> = rawFiles?.factory ?? (options.compareSim ? comparingSimFactory(options) : scratch!);
   const target = options.ramOut ? `raw files ${[options.ramOut, options.tagsOut].filter(Boolean).join(' + ')}` : 'a simulated VM';
   const targetDetails = options.ramOut
     ? {
