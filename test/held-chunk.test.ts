@@ -2,7 +2,8 @@
  * The forensics readers hold each chunk in memory the file reader reuses
  * (src/forensics/held-chunk.ts): what they return must be copies, never views
  * of that memory, and every chunk they take must go back. Checked on a guest
- * of many small chunks with absent pages, tags and data in every chunk, by
+ * of many small chunks with absent pages, tags and data in every chunk (random
+ * pages: RAM chunks stored raw, tag chunks compressed), by
  * reading each chunk's memory again (so released memory is overwritten) and
  * comparing with what the plain (non-reusing) reads give.
  */

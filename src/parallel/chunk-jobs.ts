@@ -64,6 +64,12 @@ export interface DecodeJob {
    * may stay in the executor's memory instead of a copy (or an expansion).
    */
   readonly contentIsScratch?: boolean;
+  /**
+   * A chunk stored raw (not compressed) may give its content as a view of
+   * `payload`, packed as stored, instead of an expansion: the caller keeps the
+   * payload until it is done with the chunk.
+   */
+  readonly contentMayViewPayload?: boolean;
 }
 
 export interface DecodedChunkResult {
@@ -74,7 +80,8 @@ export interface DecodedChunkResult {
   /**
    * A RAM chunk's present pages in order (checked), left to expand when read
    * (ramChunkFromContent); with contentIsScratch, a tag chunk's packed tags of
-   * its present pages (tagChunkFromPacked).
+   * its present pages (tagChunkFromPacked); with contentMayViewPayload, for a
+   * chunk stored raw, a view of the payload.
    */
   readonly content?: Uint8Array;
 }
@@ -157,6 +164,11 @@ async function decodeNative(job: DecodeJob, zstd: Libzstd): Promise<ChunkJobResu
     const header = readChunkHeader(job.payload);
     const opened = openChunkPayload(job.payload, header, job.kind, job.pageSize, job.zstd);
     if (header.encoding !== ENCODING.compressed) {
+      if (job.contentMayViewPayload) {
+        // The stored content is the packed content: no buffer per chunk for its expansion.
+        timed('checksums', () => checkChunkContent(opened, opened.stored));
+        return { header, bitmap: opened.bitmap.slice(), content: opened.stored };
+      }
       const { bitmap, expanded } = timed('expanding', () => finishChunkDecode(opened, opened.stored));
       return { header, bitmap: bitmap.slice(), expanded };
     }

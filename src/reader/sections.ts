@@ -387,7 +387,10 @@ export async function decodeChunk(
   section: SectionHeader,
   payload: Uint8Array,
   expected: GridChunk,
-  /** A chunk's content (RAM pages, packed tags) may stay in the executor's memory: the caller releases it (DecodeJob.contentIsScratch). */
+  /**
+   * A chunk's content (RAM pages, packed tags) may stay in the executor's memory, or for a chunk stored raw
+   * in `payload`: the caller releases both (releaseOfTransient; DecodeJob.contentIsScratch, contentMayViewPayload).
+   */
   contentIsScratch = false,
 ): Promise<RamChunk | TagChunk> {
   const guestAddress = chunkAddress(regions, header, expected);
@@ -401,6 +404,7 @@ export async function decodeChunk(
     payload,
     payloadChecksum: section.payloadChecksum,
     contentIsScratch,
+    contentMayViewPayload: contentIsScratch,
   });
   if ('failed' in result) {
     throw new SnapshotFormatError(result.code, result.message, {
