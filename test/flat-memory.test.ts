@@ -1,12 +1,13 @@
 /**
  * Memory bounded by the chunk, not by the guest (issue 10): saving the
  * generated guest, restoring it with --compare-sim and flattening a chain
- * hold no guest in memory, so their peak resident memory is the same for a
- * guest 4 times as large. Peak RSS is what the child process itself reports
- * at exit.
+ * hold no guest in memory, nor do restoring a chain and the store commands,
+ * so their peak resident memory is the same for a guest 4 times as large.
+ * Peak RSS is what the child process itself reports at exit.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -64,6 +65,38 @@ describe('commands on a chain hold no guest in memory', () => {
       return peakRss('flatten', full(size), diff(size), '-q', '-o', join(dir, `flat-${size}.vmsnap`));
     });
     expect(large - small).toBeLessThan(FLAT_MARGIN);
+  });
+
+  it('restore of a diff chain, push, pull and store verify: the same peak for 64 MiB and 256 MiB', () => {
+    // The chains flatten made above (made here when run alone); each step's peak at the larger size against the smaller's.
+    const key = join(dir, 'store.key');
+    writeFileSync(key, randomBytes(32), { mode: 0o600 });
+    const steps = (size: string): number[] => {
+      const store = join(dir, `store-${size}`);
+      if (!existsSync(diff(size))) {
+        peakRss('save', '--sim', '--size', size, '-q', '-o', full(size));
+        peakRss('save', '--sim', '--size', size, '--seed', '2', '--parent', full(size), '-q', '-o', diff(size));
+      }
+      return [
+        peakRss(
+          'restore',
+          diff(size),
+          '--chain',
+          `${full(size)},${diff(size)}`,
+          '-q',
+          '--ram-out',
+          join(dir, `r-${size}.ram`),
+          '--tags-out',
+          join(dir, `r-${size}.tags`),
+        ),
+        peakRss('push', full(size), store, '--key-file', key, '--name', 'full', '-q'),
+        peakRss('push', diff(size), store, '--key-file', key, '--name', 'diff', '-q'),
+        peakRss('pull', `${store}/full`, '--key-file', key, '-q', '-o', join(dir, `pulled-${size}.vmsnap`)),
+        peakRss('store', 'verify', store, '--key-file', key, '-q'),
+      ];
+    };
+    const [small, large] = sizes.map(steps);
+    for (const [i, peak] of large.entries()) expect(peak - small[i], `step ${i}`).toBeLessThan(FLAT_MARGIN);
   });
 });
 
