@@ -3,6 +3,8 @@
  * The `vmsnap` command. This file only builds the command tree; each
  * subcommand lives in tools/commands/ and calls the library.
  */
+// First: it sets a V8 flag that must hold before the modules below allocate.
+import './young-generation.js';
 import { Command } from 'commander';
 import { FORMAT_MAJOR, FORMAT_MINOR } from '../src/format/constants.js';
 import { VERSION } from '../src/version.js';
