@@ -13,7 +13,7 @@ import { SimulatedVm } from '../src/backends/simulated/simulated-vm.js';
 import { GuestMemory } from '../src/forensics/guest-memory.js';
 import { copyFromChunk, type HeldChunk } from '../src/forensics/held-chunk.js';
 import { pageWindows } from '../src/forensics/region-cursor.js';
-import { ramChunkFromContent, tagChunkFromPacked } from '../src/format/chunk.js';
+import { ramChunkFromContent, tagChunkFromPacked } from '../src/format/chunk-objects.js';
 import { GRANULE_SIZE } from '../src/format/constants.js';
 import type { ChunkLocation, SnapshotReader } from '../src/format/model.js';
 import { type FileSnapshot, openSnapshot } from '../src/reader/open.js';

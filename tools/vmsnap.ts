@@ -4,7 +4,7 @@
  * subcommand lives in tools/commands/ and calls the library.
  */
 // First: it sets a V8 flag that must hold before the modules below allocate.
-import './young-generation.js';
+import './heap-flags.js';
 import { Command } from 'commander';
 import { FORMAT_MAJOR, FORMAT_MINOR } from '../src/format/constants.js';
 import { VERSION } from '../src/version.js';

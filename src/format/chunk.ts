@@ -312,53 +312,6 @@ export function checkChunkContent(opened: OpenedChunk, content: Uint8Array): voi
 }
 
 /**
- * A RAM chunk from its present pages (`content`, checked), expanded to every
- * page only when `data` is first read: a restore writes the present pages
- * and never needs the zeros between them.
- */
-export function ramChunkFromContent<L extends { readonly pageCount: number }>(
-  location: L,
-  present: Uint8Array,
-  content: Uint8Array,
-  pageSize: number,
-) {
-  let data: Uint8Array | undefined;
-  return {
-    ...location,
-    present,
-    content,
-    get data(): Uint8Array {
-      data ??= expandRam(present, location.pageCount, content, pageSize);
-      return data;
-    },
-  };
-}
-
-/**
- * A tag chunk from its present pages' packed tags (`packed`, checked),
- * expanded to one byte per granule of every page only when `tags` is first
- * read: a reader that copies tags out unpacks them itself, without a buffer
- * per chunk.
- */
-export function tagChunkFromPacked<L extends { readonly pageCount: number }>(
-  location: L,
-  present: Uint8Array,
-  packed: Uint8Array,
-  pageSize: number,
-) {
-  let tags: Uint8Array | undefined;
-  return {
-    ...location,
-    present,
-    packedTags: packed,
-    get tags(): Uint8Array {
-      tags ??= expandTags(present, location.pageCount, packed, pageSize);
-      return tags;
-    },
-  };
-}
-
-/**
  * Checks a chunk payload's internal consistency and expands it to every page
  * of its range. Lengths are checked before anything is allocated. Errors carry
  * the offset of the bad field inside the payload; the caller adds the section.
@@ -393,7 +346,7 @@ function decodeContent(stored: Uint8Array, header: ChunkHeader, expect: ChunkExp
   }
 }
 
-function expandRam(bitmap: Uint8Array, pageCount: number, content: Uint8Array, pageSize: number): Uint8Array {
+export function expandRam(bitmap: Uint8Array, pageCount: number, content: Uint8Array, pageSize: number): Uint8Array {
   // Every page present: the content already is the chunk (a fresh buffer when it was decompressed).
   if (content.length === pageCount * pageSize) return content;
   const out = new Uint8Array(pageCount * pageSize);
@@ -409,7 +362,7 @@ function expandRam(bitmap: Uint8Array, pageCount: number, content: Uint8Array, p
   return out;
 }
 
-function expandTags(bitmap: Uint8Array, pageCount: number, content: Uint8Array, pageSize: number): Uint8Array {
+export function expandTags(bitmap: Uint8Array, pageCount: number, content: Uint8Array, pageSize: number): Uint8Array {
   const granulesPerPage = pageSize / GRANULE_SIZE;
   const out = new Uint8Array(pageCount * granulesPerPage);
   let next = 0;

@@ -17,6 +17,7 @@ import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { equalBytes } from '../format/bytes.js';
 import { bitmapLength, isPagePresent } from '../format/chunk.js';
+import { ramChunk, tagChunk } from '../format/chunk-objects.js';
 import { GRANULE_SIZE, HEADER_LENGTH, LIMITS, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
 import { VmsnapError } from '../format/errors.js';
 import { decodeHeader } from '../format/header.js';
@@ -265,13 +266,13 @@ export class SnapshotChain implements SnapshotReader {
       for (let b = 0; b < wanted.length; b++) wanted[b] &= ~pages[b];
       if (!link.diff) break;
     }
-    return { ...merged, location };
+    return { present: merged.present, bytes: merged.bytes, location };
   }
 
   async readChunk(location: ChunkLocation): Promise<RamChunk | TagChunk> {
     const merged = await this.readMerged(location.kind, location.region, location.firstPage);
-    const base = { ...merged.location, present: merged.present };
-    return location.kind === 'ram' ? { ...base, data: merged.bytes } : { ...base, tags: merged.bytes };
+    const { present, bytes } = merged;
+    return location.kind === 'ram' ? ramChunk(merged.location, present, bytes) : tagChunk(merged.location, present, bytes);
   }
 
   async readRamChunk(location: ChunkLocation): Promise<RamChunk> {
@@ -395,15 +396,13 @@ export async function* mergeOntoParents(
       event.release?.();
     }
     // The location alone: the merged pages replace the diff's (and any packed content it kept).
-    const { kind, region, firstPage, pageCount, offset, length } = chunk;
     const { bytes, present } = merged;
-    const base = { kind, region, firstPage, pageCount, offset, length, present };
     let released = false;
     const release = () => {
       if (!released) buffers.giveBack(bytes);
       released = true;
     };
-    yield { type: 'chunk', chunk: kind === 'ram' ? { ...base, data: bytes } : { ...base, tags: bytes }, release };
+    yield { type: 'chunk', chunk: chunk.kind === 'ram' ? ramChunk(chunk, present, bytes) : tagChunk(chunk, present, bytes), release };
   }
   // A stream that ended right after META: nothing merged, and no link to check.
   if (start && !checked) {

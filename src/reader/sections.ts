@@ -16,16 +16,9 @@
  */
 
 import { equalBytes } from '../format/bytes.js';
-import {
-  bitmapLength,
-  ChunkDecodeError,
-  checkChunkFraming,
-  contentBytesPerPage,
-  ramChunkFromContent,
-  readChunkHeader,
-  tagChunkFromPacked,
-} from '../format/chunk.js';
+import { bitmapLength, ChunkDecodeError, checkChunkFraming, contentBytesPerPage, readChunkHeader } from '../format/chunk.js';
 import { checkRegions, chunkGrid, type GridChunk, type GridKind, regionPageCount } from '../format/chunk-grid.js';
+import { ramChunk, ramChunkFromContent, tagChunk, tagChunkFromPacked } from '../format/chunk-objects.js';
 import { CHUNK_HEADER_LENGTH, LIMITS, NO_REGION, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
 import { type DiffSection, decodeChangedPages, pageStoredUnmarked, readChangedPagesHeader } from '../format/diff.js';
 import { type FormatErrorLocation, SnapshotFormatError } from '../format/errors.js';
@@ -460,11 +453,11 @@ export function decodedChunk(location: ChunkLocation, decoded: DecodedChunkResul
   if (location.kind === 'tags') {
     return decoded.content
       ? tagChunkFromPacked(location, decoded.bitmap, decoded.content, pageSize)
-      : { ...location, present: decoded.bitmap, tags: decoded.expanded! };
+      : tagChunk(location, decoded.bitmap, decoded.expanded!);
   }
   return decoded.content
     ? ramChunkFromContent(location, decoded.bitmap, decoded.content, pageSize)
-    : { ...location, present: decoded.bitmap, data: decoded.expanded! };
+    : ramChunk(location, decoded.bitmap, decoded.expanded!);
 }
 
 /** A CHGP payload (its payload checksum already checked), checked against the grid: the changed-page map it holds. */

@@ -62,6 +62,11 @@ export interface ManifestDiff {
 
 export type NamedGridChunk = DataGridChunk & { readonly name: Uint8Array };
 
+/** Field by field, not spread and extended: see src/format/chunk-objects.ts. */
+function namedGridChunk(grid: DataGridChunk, name: Uint8Array): NamedGridChunk {
+  return { kind: grid.kind, region: grid.region, firstPage: grid.firstPage, pageCount: grid.pageCount, name };
+}
+
 /** One position of the grid (a RAM chunk's pages and, in an MTE region, their tags), as a manifest stores it. */
 export interface ChunkPosition {
   readonly ram: DataGridChunk;
@@ -79,7 +84,7 @@ export function manifestPositions(manifest: Manifest): ChunkPosition[] {
   let name = 0;
   let at = 0;
   const named = (grid: DataGridChunk | null, carried: boolean): NamedGridChunk | null =>
-    grid && carried ? { ...grid, name: manifest.chunkNames[name++] } : null;
+    grid && carried ? namedGridChunk(grid, manifest.chunkNames[name++]) : null;
   const grid = [...chunkGrid(manifest.metadata.regions, manifest.pageSize, manifest.pagesPerChunk)];
   for (let i = 0; i < grid.length; i++) {
     const ram = grid[i];

@@ -15,8 +15,9 @@
  * event, so a chain with a deleted chunk is refused before a VM is made.
  */
 import { equalBytes } from '../format/bytes.js';
-import { bitmapLength, ramChunkFromContent } from '../format/chunk.js';
+import { bitmapLength } from '../format/chunk.js';
 import type { DataGridChunk } from '../format/chunk-grid.js';
+import { chunkLocation, ramChunk, ramChunkFromContent, tagChunk, tagChunkFromPacked } from '../format/chunk-objects.js';
 import { GRANULE_SIZE } from '../format/constants.js';
 import type { RamChunk, TagChunk } from '../format/model.js';
 import { type ChunkExecutor, createChunkExecutor } from '../parallel/chunk-pool.js';
@@ -189,22 +190,7 @@ export class StoredChain implements SnapshotEventSource {
         if (plan.contributions.length === 1 && positions[only.link][plan.position].changed === null) {
           // One full link gives every page here (a full snapshot, or no newer link changed any): its chunk as decoded.
           const { chunk, release } = await nextFetched();
-          const place = {
-            kind: chunk.kind,
-            region: chunk.region,
-            firstPage: chunk.firstPage,
-            pageCount: chunk.pageCount,
-            offset: 0n,
-            length: 0n,
-          };
-          // A RAM chunk whose present pages came packed stays so (expanded only if read).
-          yield {
-            chunk:
-              'content' in chunk && chunk.content
-                ? ramChunkFromContent(place, chunk.present, chunk.content, this.last.header.pageSize)
-                : { ...chunk, offset: 0n, length: 0n },
-            release,
-          };
+          yield { chunk: placedAnew(chunk, this.last.header.pageSize), release };
           continue;
         }
         const unit = grid.kind === 'ram' ? this.last.header.pageSize : this.last.header.pageSize / GRANULE_SIZE;
@@ -231,7 +217,7 @@ export class StoredChain implements SnapshotEventSource {
           if (!released) buffers.giveBack(bytes);
           released = true;
         };
-        yield { chunk: grid.kind === 'ram' ? { ...location, present, data: bytes } : { ...location, present, tags: bytes }, release };
+        yield { chunk: grid.kind === 'ram' ? ramChunk(location, present, bytes) : tagChunk(location, present, bytes), release };
       }
     } finally {
       // Left early (an error, or the consumer stopped): chunks fetched ahead give their reused memory back.
@@ -319,4 +305,15 @@ export async function diffsOf(store: ChunkStore, name: string): Promise<string[]
     }
   }
   return found;
+}
+
+/** A chunk fetched from the store, placed at offset 0 and length 0 (it is in no file), still packed if it came packed. */
+function placedAnew(chunk: RamChunk | TagChunk, pageSize: number): RamChunk | TagChunk {
+  const place = chunkLocation(chunk, 0n, 0n);
+  if ('tags' in chunk) {
+    return chunk.packedTags
+      ? tagChunkFromPacked(place, chunk.present, chunk.packedTags, pageSize)
+      : tagChunk(place, chunk.present, chunk.tags);
+  }
+  return chunk.content ? ramChunkFromContent(place, chunk.present, chunk.content, pageSize) : ramChunk(place, chunk.present, chunk.data);
 }

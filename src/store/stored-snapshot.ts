@@ -170,8 +170,9 @@ export class StoredSnapshot {
       release?.();
       throw new StoreError('chunk-not-authentic', `${where}: the chunk payload is not placed at region 0, page 0`);
     }
-    const location = { kind: grid.kind, region: grid.region, firstPage: grid.firstPage, pageCount: grid.pageCount };
-    const chunk = decodedChunk({ ...location, offset: 0n, length: BigInt(object.length) }, decoded, this.header.pageSize);
+    const { kind, region, firstPage, pageCount } = grid;
+    const location = { kind, region, firstPage, pageCount, offset: 0n, length: BigInt(object.length) };
+    const chunk = decodedChunk(location, decoded, this.header.pageSize);
     return { grid, payload, chunk, objectBytes: object.length, release };
   }
 

@@ -66,7 +66,16 @@ export async function verifyStore(
     }
     try {
       const grids = manifestPositions(snapshot.manifest).flatMap((p) =>
-        [p.ramChunk, p.tagChunk].filter((g): g is NamedGridChunk => g !== null).map((g) => ({ ...g, changed: p.changed })),
+        [p.ramChunk, p.tagChunk]
+          .filter((g): g is NamedGridChunk => g !== null)
+          .map((g) => ({
+            kind: g.kind,
+            region: g.region,
+            firstPage: g.firstPage,
+            pageCount: g.pageCount,
+            name: g.name,
+            changed: p.changed,
+          })),
       );
       const pageSize = BigInt(snapshot.header.pageSize);
       const total = grids.reduce((sum, g) => sum + (g.kind === 'ram' ? BigInt(g.pageCount) * pageSize : 0n), 0n);
