@@ -17,6 +17,7 @@ import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { equalBytes } from '../format/bytes.js';
 import { bitmapLength, isPagePresent } from '../format/chunk.js';
+import { GridPlaces } from '../format/chunk-grid.js';
 import { ramChunk, tagChunk } from '../format/chunk-objects.js';
 import { GRANULE_SIZE, HEADER_LENGTH, LIMITS, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
 import { VmsnapError } from '../format/errors.js';
@@ -121,8 +122,9 @@ function facts(link: FileSnapshot): LinkFacts {
   return { name: link.path, header: link.header, metadata: link.metadata, diffParent: link.diff?.parentId ?? null };
 }
 
-function chunkKey(kind: ChunkKind, region: number, firstPage: number): string {
-  return `${kind}:${region}:${firstPage}`;
+/** A chunk's slot in the chain's GridPlaces: its region and kind. */
+function chunkSlot(kind: ChunkKind, region: number): number {
+  return region * 2 + (kind === 'tags' ? 1 : 0);
 }
 
 /** One chunk's pages, merged from the links: what a full snapshot's chunk would hold. */
@@ -200,7 +202,7 @@ export class SnapshotChain implements SnapshotReader {
   readonly diff = null;
   readonly changedPageMaps: readonly ChangedPagesLocation[] = [];
   /** Chunk index by kind, region and first page: the same in every link. */
-  private readonly chunkIndex = new Map<string, number>();
+  private readonly chunkIndex: GridPlaces;
 
   constructor(
     /** The links, oldest (the full snapshot) first. */
@@ -215,7 +217,8 @@ export class SnapshotChain implements SnapshotReader {
     this.fileSize = last.fileSize;
     this.vcpuSummaries = last.vcpuSummaries;
     this.blobSummaries = last.blobSummaries;
-    for (const [i, chunk] of this.chunks.entries()) this.chunkIndex.set(chunkKey(chunk.kind, chunk.region, chunk.firstPage), i);
+    this.chunkIndex = new GridPlaces(this.header.pagesPerChunk);
+    for (const [i, chunk] of this.chunks.entries()) this.chunkIndex.set(chunkSlot(chunk.kind, chunk.region), chunk.firstPage, i);
   }
 
   get last(): FileSnapshot {
@@ -234,7 +237,7 @@ export class SnapshotChain implements SnapshotReader {
     firstPage: number,
     into?: Uint8Array,
   ): Promise<MergedChunk & { location: ChunkLocation }> {
-    const index = this.chunkIndex.get(chunkKey(kind, region, firstPage));
+    const index = this.chunkIndex.get(chunkSlot(kind, region), firstPage);
     if (index === undefined) throw new RangeError(`no ${kind} chunk at region ${region} page ${firstPage}`);
     const location = this.chunks[index];
     const { pageCount } = location;

@@ -12,7 +12,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { uninitialisedBytes } from '../format/bytes.js';
-import type { GridChunk } from '../format/chunk-grid.js';
+import { type GridChunk, GridPlaces } from '../format/chunk-grid.js';
 import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, LIMITS, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { decodeDiffSection } from '../format/diff.js';
 import { SnapshotFormatError } from '../format/errors.js';
@@ -334,10 +334,12 @@ class FileSnapshotReader implements SnapshotReader {
   ) {
     this.regions = metadata.regions;
     this.fileSize = file.size;
-    for (const map of changedPageMaps) this.mapByRange.set(rangeKey(map), map);
+    this.mapByRange = new GridPlaces(header.pagesPerChunk);
+    for (const [i, map] of changedPageMaps.entries()) this.mapByRange.set(map.region, map.firstPage, i);
   }
 
-  private readonly mapByRange = new Map<string, ChangedPagesLocation>();
+  /** Changed-page maps by region and first page: their positions in changedPageMaps. */
+  private readonly mapByRange: GridPlaces;
 
   async readChangedPages(location: ChangedPagesLocation): Promise<ChangedPages> {
     const { section, payload } = this.readChecked(location, SECTION.changedPages);
@@ -347,7 +349,8 @@ class FileSnapshotReader implements SnapshotReader {
 
   /** A diff's changed-page map of the chunk at `location`'s pages. */
   changedPagesOf(location: { region: number; firstPage: number }): ChangedPagesLocation {
-    const map = this.mapByRange.get(rangeKey(location));
+    const at = this.mapByRange.get(location.region, location.firstPage);
+    const map = at === undefined ? undefined : this.changedPageMaps[at];
     if (!map) throw new RangeError(`no changed-page map for region ${location.region} page ${location.firstPage}`);
     return map;
   }
@@ -519,10 +522,6 @@ interface ReadChunk {
   readonly chunk: RamChunk | TagChunk;
   readonly payload?: Uint8Array;
   readonly release?: () => void;
-}
-
-function rangeKey(range: { region: number; firstPage: number }): string {
-  return `${range.region}:${range.firstPage}`;
 }
 
 export type FileSnapshot = FileSnapshotReader;
