@@ -14,8 +14,8 @@
 import { expandRam, expandTags } from './chunk.js';
 import type { ChunkLocation, RamChunk, TagChunk } from './model.js';
 
-/** A copy of `location`, with another file offset and length if given (a chunk that came from elsewhere). */
-export function chunkLocation(location: ChunkLocation, offset = location.offset, length = location.length): ChunkLocation {
+/** `location` at another file offset and length (a chunk that came from elsewhere, such as the store). */
+export function chunkLocation(location: ChunkLocation, offset: bigint, length: bigint): ChunkLocation {
   const { kind, region, firstPage, pageCount } = location;
   return { kind, region, firstPage, pageCount, offset, length };
 }

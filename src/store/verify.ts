@@ -65,29 +65,22 @@ export async function verifyStore(
       }
     }
     try {
+      // Each chunk with its position's changed pages: a pair, not the chunk spread and extended (src/format/chunk-objects.ts).
       const grids = manifestPositions(snapshot.manifest).flatMap((p) =>
-        [p.ramChunk, p.tagChunk]
-          .filter((g): g is NamedGridChunk => g !== null)
-          .map((g) => ({
-            kind: g.kind,
-            region: g.region,
-            firstPage: g.firstPage,
-            pageCount: g.pageCount,
-            name: g.name,
-            changed: p.changed,
-          })),
+        [p.ramChunk, p.tagChunk].filter((g): g is NamedGridChunk => g !== null).map((grid) => ({ grid, changed: p.changed })),
       );
       const pageSize = BigInt(snapshot.header.pageSize);
-      const total = grids.reduce((sum, g) => sum + (g.kind === 'ram' ? BigInt(g.pageCount) * pageSize : 0n), 0n);
+      const total = grids.reduce((sum, { grid: g }) => sum + (g.kind === 'ram' ? BigInt(g.pageCount) * pageSize : 0n), 0n);
       let done = 0n;
       const queue = grids.slice().reverse();
       const worker = async () => {
-        for (let grid = queue.pop(); grid; grid = queue.pop()) {
+        for (let next = queue.pop(); next; next = queue.pop()) {
+          const { grid, changed } = next;
           const hex = Buffer.from(grid.name).toString('hex');
           if (!checked.has(hex)) checked.set(hex, await checkChunk(snapshot, grid));
           const { fault, present } = checked.get(hex)!;
           if (fault) problems.push({ snapshot: name, code: fault.split(' ')[0], message: fault.slice(fault.indexOf(' ') + 1) });
-          else if (grid.changed && present?.some((bits, b) => bits & ~grid.changed![b])) {
+          else if (changed && present?.some((bits, b) => bits & ~changed[b])) {
             const where = describeChunk(name, snapshot.metadata, snapshot.header.pageSize, grid);
             problems.push({ snapshot: name, code: 'bad-manifest', message: `${where}: stores a page its changed-page map does not give` });
           }
@@ -95,7 +88,7 @@ export async function verifyStore(
           options.onProgress?.(done, total);
         }
       };
-      const checkChunk = async (s: StoredSnapshot, grid: (typeof grids)[number]) => {
+      const checkChunk = async (s: StoredSnapshot, grid: NamedGridChunk) => {
         try {
           // Decoded in reused memory and named from the packed present pages (no expansion), then given back.
           const stored = await s.fetchChunk(grid, { transient: true, payload: false });
