@@ -4,7 +4,7 @@
  * junk in the high nibbles.
  */
 import { describe, expect, it } from 'vitest';
-import { hasNonzeroTag, keepLowNibbles, packTags, unpackTags } from '../src/format/tag-packing.js';
+import { hasNonzeroTag, keepLowNibbles, packTaggedPages, packTags, unpackTags } from '../src/format/tag-packing.js';
 
 function randomBytes(length: number, seed: number): Uint8Array {
   const bytes = new Uint8Array(length);
@@ -60,6 +60,35 @@ describe('tag packing', () => {
           junk[at] = 0xf3;
           expect(hasNonzeroTag(junk), `tag at ${at} of ${length}`).toBe(true);
         }
+      }
+  });
+
+  it('packs the tagged pages of a chunk like hasNonzeroTag and packTags page by page, aligned or not', () => {
+    for (const granulesPerPage of [256, 4096])
+      for (let offset = 0; offset < 4; offset++) {
+        const pages = 19;
+        const tags = randomBytes(pages * granulesPerPage + offset, granulesPerPage + offset).subarray(offset);
+        // Untagged pages: all zero, only high-nibble junk, or one tag at the page's last granule.
+        for (const page of [0, 3, 4, 11]) tags.fill(0, page * granulesPerPage, (page + 1) * granulesPerPage);
+        tags.fill(0xf0, 5 * granulesPerPage, 6 * granulesPerPage);
+        tags.fill(0, 7 * granulesPerPage, 8 * granulesPerPage);
+        tags[8 * granulesPerPage - 1] = 0x09;
+        const expectedBitmap = new Uint8Array(3);
+        const expected = new Uint8Array((pages * granulesPerPage) / 2);
+        let expectedPresent = 0;
+        for (let page = 0; page < pages; page++) {
+          const pageTags = tags.subarray(page * granulesPerPage, (page + 1) * granulesPerPage);
+          if (!hasNonzeroTag(pageTags)) continue;
+          expectedBitmap[page >>> 3] |= 1 << (page & 7);
+          referencePack(pageTags, expected, expectedPresent++ * granulesPerPage);
+        }
+        const bitmap = new Uint8Array(3);
+        const packed = new Uint8Array(expected.length + offset).subarray(offset);
+        const present = packTaggedPages(tags, granulesPerPage, packed, bitmap);
+        expect(present).toBe(pages - 5);
+        expect(present).toBe(expectedPresent);
+        expect(bitmap).toEqual(expectedBitmap);
+        expect(packed).toEqual(expected);
       }
   });
 });

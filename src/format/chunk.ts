@@ -23,7 +23,7 @@ import { checksum } from './checksum.js';
 import { CHUNK_HEADER_LENGTH, ENCODING, GRANULE_SIZE, GUEST_BYTES_PER_TAG_BYTE } from './constants.js';
 import type { ChunkKind } from './model.js';
 import { forEachRun } from './page-runs.js';
-import { hasNonzeroTag, packTags, unpackTags } from './tag-packing.js';
+import { packTaggedPages, unpackTags } from './tag-packing.js';
 import type { ZstdCodec } from './zstd.js';
 
 export interface ChunkHeader {
@@ -100,15 +100,8 @@ function gatherTagPages(range: ChunkRange, tags: Uint8Array): GatheredChunk {
   // Most chunks carry no tag at all: one comparison answers for all their pages.
   if (isAllZero(tags.subarray(0, pageCount * granulesPerPage))) return { bitmap, content: new Uint8Array(0), present: 0 };
   const content = new Uint8Array(pageCount * packedPerPage);
-  let present = 0;
-  for (let page = 0; page < pageCount; page++) {
-    const granules = page * granulesPerPage;
-    // Tags are 4 bits: only the low nibble of each byte counts.
-    if (!hasNonzeroTag(tags.subarray(granules, granules + granulesPerPage))) continue;
-    bitmap[page >>> 3] |= 1 << (page & 7);
-    packTags(tags.subarray(granules, granules + granulesPerPage), content, present * granulesPerPage);
-    present++;
-  }
+  // Tags are 4 bits: only the low nibble of each byte counts.
+  const present = packTaggedPages(tags.subarray(0, pageCount * granulesPerPage), granulesPerPage, content, bitmap);
   return { bitmap, content: content.subarray(0, present * packedPerPage), present };
 }
 

@@ -85,3 +85,47 @@ export function hasNonzeroTag(tags: Uint8Array): boolean {
   while (i < tags.length) if (tags[i++] & 0x0f) return true;
   return false;
 }
+
+/**
+ * Packs the pages of `tags` (one tag per byte, `granulesPerPage` per page)
+ * that hold a nonzero tag into `packed`, in page order, and marks them in
+ * `bitmap`; answers how many there were. The same as hasNonzeroTag and
+ * packTags page by page, in one pass over 32-bit words with no view per
+ * page (a 1 GiB save gathered 263,000 pages through three views each).
+ */
+export function packTaggedPages(tags: Uint8Array, granulesPerPage: number, packed: Uint8Array, bitmap: Uint8Array): number {
+  const pageCount = tags.length / granulesPerPage;
+  if (!LITTLE_ENDIAN || tags.byteOffset % 4 !== 0 || packed.byteOffset % 2 !== 0 || granulesPerPage % 4 !== 0) {
+    return packTaggedPagesBytewise(tags, granulesPerPage, packed, bitmap);
+  }
+  const from = new Uint32Array(tags.buffer, tags.byteOffset, tags.length / 4);
+  const to = new Uint16Array(packed.buffer, packed.byteOffset, packed.length >>> 1);
+  const wordsPerPage = granulesPerPage / 4;
+  let present = 0;
+  for (let page = 0, first = 0; page < pageCount; page++, first += wordsPerPage) {
+    const end = first + wordsPerPage;
+    let w = first;
+    while (w < end && (from[w] & 0x0f0f0f0f) === 0) w++;
+    if (w === end) continue;
+    bitmap[page >>> 3] |= 1 << (page & 7);
+    let out = present * wordsPerPage;
+    for (w = first; w < end; w++) {
+      const four = from[w];
+      to[out++] = (four & 0x0f) | ((four >>> 4) & 0xf0) | ((four >>> 8) & 0x0f00) | ((four >>> 12) & 0xf000);
+    }
+    present++;
+  }
+  return present;
+}
+
+function packTaggedPagesBytewise(tags: Uint8Array, granulesPerPage: number, packed: Uint8Array, bitmap: Uint8Array): number {
+  let present = 0;
+  for (let page = 0; page * granulesPerPage < tags.length; page++) {
+    const pageTags = tags.subarray(page * granulesPerPage, (page + 1) * granulesPerPage);
+    if (!hasNonzeroTag(pageTags)) continue;
+    bitmap[page >>> 3] |= 1 << (page & 7);
+    packTags(pageTags, packed, present * granulesPerPage);
+    present++;
+  }
+  return present;
+}

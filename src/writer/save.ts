@@ -240,8 +240,9 @@ async function writeChunks(
   progress: (chunk: GridChunk) => void,
   diff: DiffWrite | null,
 ): Promise<number> {
-  // Enough in flight to keep every worker busy while the oldest result is written.
-  const maxInFlight = Math.max(2, executor.threads * 2 + 1);
+  // Enough in flight that every call has a chunk read and gathered behind it while the oldest result is written:
+  // two RAM chunks per call, tag chunks between them (the bench's 1 GiB save ran about 5% faster than with one per call).
+  const maxInFlight = Math.max(2, executor.threads * 4 + 1);
   const inFlight: Array<{ chunk: GridChunk; result: Promise<EncodedChunk | Uint8Array> }> = [];
   const buffers = new InputBuffers(executor);
   let count = 0;
