@@ -7,9 +7,8 @@ import { PassThrough, type Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { resolveOutput } from '../../src/io/output-file.js';
 import { openChain, snapshotIdHex } from '../../src/reader/chain.js';
-import { readSnapshotStream } from '../../src/reader/stream.js';
 import { isStoreReference } from '../../src/store/chunk-store.js';
-import { type PushSummary, pushSnapshot } from '../../src/store/push.js';
+import type { PushSummary } from '../../src/store/push.js';
 import { readKeyFile } from '../../src/store/tenant-keys.js';
 import type { VmSource } from '../../src/vm/vm.js';
 import { type SaveOptions, type SaveSummary, saveSnapshot } from '../../src/writer/save.js';
@@ -21,7 +20,6 @@ import { collect, type WriterFlags, writerOptions } from '../save-options.js';
 import { planSaveSource, type SourceOptions } from '../sources.js';
 import { openStoreReference, type StoreCommandOptions, storeOptions } from '../store-options.js';
 import { formatBytes, formatRate, integerOption, percent, sizeOption } from '../units.js';
-import { describePush } from './store-push.js';
 
 export interface SaveCommandOptions extends SourceOptions, WriterFlags, StoreCommandOptions {
   encrypt?: boolean;
@@ -65,6 +63,11 @@ export function describeSave(summary: SaveSummary): string {
  * reads it as a pipe reader would (every check) and stores its chunks; no file is written.
  */
 async function saveToStore(vm: VmSource, reference: string, options: SaveCommandOptions, saveOptions: SaveOptions, progress: Progress) {
+  // Loaded here, not with the command: a save to a file does not pay for the push path's modules at start.
+  const [{ pushSnapshot }, { readSnapshotStream }] = await Promise.all([
+    import('../../src/store/push.js'),
+    import('../../src/reader/stream.js'),
+  ]);
   const { store, name } = await openStoreReference(reference, options, true);
   try {
     const pipe = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
@@ -202,6 +205,7 @@ export function registerSave(program: Command): void {
       };
       if (toStore) {
         const { summary, pushed } = await saveToStore(source.vm, options.output, options, writeOptions, progress);
+        const { describePush } = await import('./store-push.js');
         if (people) report.write(`${describeSave(summary)}\n${describePush(pushed)}\n`);
         else if (options.json && !options.quiet) report.write(`${toJson({ source: planned.details, ...summary, pushed })}\n`);
         return;
