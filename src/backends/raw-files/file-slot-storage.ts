@@ -13,6 +13,7 @@ const readAsync = promisify(read);
 
 import { GRANULE_SIZE } from '../../format/constants.js';
 import { keepLowNibbles, packTags, unpackTags } from '../../format/tag-packing.js';
+import type { ReadAhead } from '../../io/read-ahead.js';
 import type { WritebackPacer } from '../../io/writeback.js';
 import type { SlotOffset, SlotPage, SlotStorage, TagAccess } from '../../kernel-model/slot-storage.js';
 import { VmErrnoError } from '../../vm/vm.js';
@@ -28,6 +29,8 @@ export interface RawFileHandles {
   readonly writable: boolean;
   /** Paces writeback of the RAM file while a restore writes it. */
   readonly ramWriteback?: WritebackPacer;
+  /** Keeps the kernel reading the RAM file ahead while a save reads it. */
+  readonly ramReadAhead?: ReadAhead;
 }
 
 /** A positioned read that must fill `destination`; a file shorter than its layout is an error. */
@@ -166,6 +169,7 @@ export class FileSlotStorage implements SlotStorage {
   /** On libuv's thread pool, so that a save reads ahead while it compresses. */
   async readMemoryAsync(offset: SlotOffset, destination: Uint8Array): Promise<void> {
     const position = this.ramBase + offset;
+    this.files.ramReadAhead?.reading(position, destination.length);
     let done = 0;
     while (done < destination.length) {
       const { bytesRead } = await readAsync(this.files.ramFd, destination, done, destination.length - done, position + done);

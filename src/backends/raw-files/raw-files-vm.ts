@@ -19,6 +19,7 @@
  * Memory stays bounded: files are read and written at offsets, never whole.
  */
 import { closeSync, fstatSync, fsyncSync, openSync, writeFileSync } from 'node:fs';
+import { ReadAhead } from '../../io/read-ahead.js';
 import { WritebackPacer } from '../../io/writeback.js';
 import { KernelModelVm } from '../../kernel-model/kernel-model-vm.js';
 import type { KernelVersion } from '../../kernel-model/kernel-version.js';
@@ -181,7 +182,15 @@ export function openRawFiles(options: OpenRawFilesOptions): RawFilesVm {
   checkTagFilePresence(paths, layout);
   const ramFd = openSync(paths.ram, 'r');
   const tagFd = paths.tags === undefined ? undefined : openSync(paths.tags, 'r');
-  const files: RawFileHandles = { ramFd, ramPath: paths.ram, tagFd, tagPath: paths.tags, tagLayout: layout.tagLayout, writable: false };
+  const files: RawFileHandles = {
+    ramFd,
+    ramPath: paths.ram,
+    tagFd,
+    tagPath: paths.tags,
+    tagLayout: layout.tagLayout,
+    writable: false,
+    ramReadAhead: new ReadAhead(ramFd),
+  };
   try {
     checkFileSizes(files, layout);
     const vm = new RawFilesVm(files, new ExistingFilesStorageFactory(layout, files), layout.tagLayout, {
