@@ -192,11 +192,10 @@ const BLOCK_ALIGNMENT = 4096;
  * aligned ones 0.17 s.
  */
 function pageAlignedAllocator(koffi: typeof import('koffi')): NativeAllocator {
-  const fallback: NativeAllocator = { alloc: (length) => koffi.alloc('uint8_t', length), free: (pointer) => koffi.free(pointer) };
   try {
-    const process = koffi.load(null);
-    const alignedAlloc = process.func('void *aligned_alloc(size_t alignment, size_t size)') as (a: number, n: number) => unknown;
-    const free = process.func('void free(void *pointer)') as (pointer: unknown) => void;
+    const libc = koffi.load(null);
+    const alignedAlloc = libc.func('void *aligned_alloc(size_t alignment, size_t size)') as (a: number, n: number) => unknown;
+    const free = libc.func('void free(void *pointer)') as (pointer: unknown) => void;
     return {
       alloc(length) {
         const pointer = alignedAlloc(BLOCK_ALIGNMENT, length);
@@ -206,7 +205,7 @@ function pageAlignedAllocator(koffi: typeof import('koffi')): NativeAllocator {
       free,
     };
   } catch {
-    return fallback;
+    return { alloc: (length) => koffi.alloc('uint8_t', length), free: (pointer) => koffi.free(pointer) };
   }
 }
 

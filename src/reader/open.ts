@@ -55,7 +55,7 @@ import {
 } from './sections.js';
 
 export interface OpenOptions {
-  /** Worker threads for chunk decoding; 0 decodes inline. Default: one per core. */
+  /** Chunks decoded at once; 0 decodes inline. Default: one per core, one more with the system libzstd (createChunkExecutor). */
   threads?: number;
   /** The 32-byte secret of an encrypted snapshot file (spec/STORE.md section 8); default: the one set with setDefaultSnapshotKey. */
   key?: Uint8Array;

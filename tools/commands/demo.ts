@@ -65,7 +65,11 @@ export function registerDemo(program: Command): void {
     .option('--page-size <bytes>', 'host page size: 4096, 16384 or 65536 (default 4096)')
     .option('-o, --output <file>', 'keep the snapshot here (default: a temporary file, removed afterwards)')
     .option('--force', 'with --output: replace an existing file')
-    .option('--threads <n>', 'worker threads (default: one per core)', integerOption('--threads', 0, 256))
+    .option(
+      '--threads <n>',
+      'compression threads (default: one per core, one more with the system libzstd)',
+      integerOption('--threads', 0, 256),
+    )
     .option('--json', 'print the steps and results as JSON')
     .option('-q, --quiet', 'no progress bars')
     .addHelpText('after', helpAfter(['vmsnap demo', 'vmsnap demo --size 1GiB --page-size 65536', 'vmsnap demo --json | jq .steps']))

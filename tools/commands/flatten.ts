@@ -42,7 +42,11 @@ export function registerFlatten(program: Command): void {
       'zstd level the chain was saved with, 0..9 (default 1, as save): a file does not record it, and it decides the bytes',
       integerOption('--level', 0, 99),
     )
-    .option('--threads <n>', 'threads (default: one per core; 0 works on the main thread)', integerOption('--threads', 0, 256))
+    .option(
+      '--threads <n>',
+      'threads (default: one per core, one more with the system libzstd; 0 works on the main thread)',
+      integerOption('--threads', 0, 256),
+    )
     .option('--force', 'replace an existing file (never one of the chain)')
     .option('--json', 'print the summary as JSON (to standard error when the snapshot goes to standard output)')
     .option('-q, --quiet', 'no progress bar and no summary')

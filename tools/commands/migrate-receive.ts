@@ -243,7 +243,11 @@ export function registerMigrateReceive(migrate: Command): void {
       "restore into a new VM on this host's KVM and resume the MTE test guest; exits 4 unless it verifies every tag and word",
     )
     .option('--force', 'replace existing output files')
-    .option('--threads <n>', 'with -o: compression threads (default: one per core; 0: the main thread)', integerOption('--threads', 0, 256))
+    .option(
+      '--threads <n>',
+      'with -o: compression threads (default: one per core, one more with the system libzstd; 0: the main thread)',
+      integerOption('--threads', 0, 256),
+    )
     .option('--json', 'print the rounds, the state digest and what became of the guest as JSON')
     .option('-q, --quiet', 'no progress bar and no summary (a --listen port 0 is still printed)')
     .addHelpText(

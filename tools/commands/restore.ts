@@ -222,7 +222,7 @@ export function registerRestore(program: Command): void {
     .option('--size <bytes>', 'with --compare-sim: the guest RAM size (default: the one the snapshot records)')
     .option(
       '--threads <n>',
-      'decompression threads (default: one per core; 0 decodes on the main thread)',
+      'zstd calls at once (default: one per core, one more with the system libzstd; 0 decodes on the main thread)',
       integerOption('--threads', 0, 256),
     )
     .option('--json', 'print the summary (and comparison) as JSON')

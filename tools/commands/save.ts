@@ -127,7 +127,7 @@ export function registerSave(program: Command): void {
     )
     .option(
       '--threads <n>',
-      'compression threads (default: one per core; 0 compresses on the main thread)',
+      'zstd calls at once (default: one per core, one more with the system libzstd; 0 compresses on the main thread)',
       integerOption('--threads', 0, 256),
     )
     .option('--annotate <key=value>', 'record an annotation in the snapshot (repeatable)', collect, [])

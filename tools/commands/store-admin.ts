@@ -114,7 +114,11 @@ export function registerStore(program: Command): void {
     'vmsnap store verify /srv/snapshots --key-file tenant.key',
     'vmsnap store verify s3://fleet/snaps --key-file tenant.key --json | jq .problems',
   ])
-    .option('--threads <n>', 'decoding threads (default: one per core)', integerOption('--threads', 0, 256))
+    .option(
+      '--threads <n>',
+      'decoding threads (default: one per core, one more with the system libzstd)',
+      integerOption('--threads', 0, 256),
+    )
     .action(async (location: string, options: AdminOptions) => {
       const opened = await openStore(location, options);
       const progress = createProgress(options);

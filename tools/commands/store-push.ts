@@ -71,7 +71,11 @@ export function registerPush(program: Command): void {
       integerOption('--level', 0, 9),
     )
     .option('--force', 'replace a snapshot of the same name')
-    .option('--threads <n>', 'encoding threads (default: one per core)', integerOption('--threads', 0, 256))
+    .option(
+      '--threads <n>',
+      'encoding threads (default: one per core, one more with the system libzstd)',
+      integerOption('--threads', 0, 256),
+    )
     .option('--json', 'print the summary as JSON')
     .option('-q, --quiet', 'no progress bar and no summary')
     .addHelpText(
@@ -153,7 +157,11 @@ export function registerPull(program: Command): void {
   )
     .requiredOption('-o, --output <file>', 'snapshot file to write, or - for standard output')
     .option('--force', 'replace an existing file')
-    .option('--threads <n>', 'checking threads (default: one per core)', integerOption('--threads', 0, 256))
+    .option(
+      '--threads <n>',
+      'checking threads (default: one per core, one more with the system libzstd)',
+      integerOption('--threads', 0, 256),
+    )
     .option('--json', 'print the summary as JSON (to standard error when the snapshot goes to standard output)')
     .option('-q, --quiet', 'no progress bar and no summary')
     .addHelpText(

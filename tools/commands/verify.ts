@@ -112,7 +112,11 @@ export function registerVerify(program: Command): void {
     .description('Check a snapshot completely (structure, every checksum, every chunk) without restoring it')
     .argument('<source>', 'snapshot file, or - for standard input')
     .option('--json', 'machine-readable report on standard output')
-    .option('--threads <n>', 'decoding threads (default: one per core; 0 decodes on the main thread)', integerOption('--threads', 0, 256))
+    .option(
+      '--threads <n>',
+      'decoding threads (default: one per core, one more with the system libzstd; 0 decodes on the main thread)',
+      integerOption('--threads', 0, 256),
+    )
     .option(
       '--idle-timeout <ms>',
       `with -: give up when the stream sends nothing for this long (default ${DEFAULT_IDLE_TIMEOUT_MS}; 0 waits forever)`,
