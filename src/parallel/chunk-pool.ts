@@ -74,9 +74,9 @@ class Gate {
 
 /**
  * Chunk jobs on the calling thread, their zstd calls on libuv's pool, no more
- * than `threads` at once: the pool's other threads stay free for the reads
- * and writeback that feed and drain them (more calls than cores would only
- * take turns on the same cores while a read waits behind them).
+ * than `threads` at once (by default one more than the cores, see
+ * createChunkExecutor): the pool's other threads stay free for the reads and
+ * writeback that feed and drain them.
  */
 class NativeExecutor implements ChunkExecutor {
   private readonly zstd: Libzstd;
