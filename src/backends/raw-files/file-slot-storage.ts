@@ -6,11 +6,7 @@
  * region opened from existing files starts all tagged (the file holds its
  * tags), a region created for a restore starts untagged, as KVM's pages do.
  */
-import { read, readSync, writeSync } from 'node:fs';
-import { promisify } from 'node:util';
-
-const readAsync = promisify(read);
-
+import { readSync, writeSync } from 'node:fs';
 import { GRANULE_SIZE } from '../../format/constants.js';
 import { keepLowNibbles, packTags, unpackTags } from '../../format/tag-packing.js';
 import type { ReadAhead } from '../../io/read-ahead.js';
@@ -166,17 +162,17 @@ export class FileSlotStorage implements SlotStorage {
     readFully(this.files.ramFd, destination, this.ramBase + offset, this.files.ramPath);
   }
 
-  /** On libuv's thread pool, so that a save reads ahead while it compresses. */
+  /**
+   * The writer's chunk reads, in order: the kernel is kept reading ahead
+   * (ReadAhead), and the pread itself runs on the calling thread, as the
+   * writes do (writer/output.ts). From the page cache it costs less than the
+   * round trip through libuv's pool, whose wake-ups took cores from the zstd
+   * calls (the bench's 1 GiB save: about 6% faster, alternating runs).
+   */
   async readMemoryAsync(offset: SlotOffset, destination: Uint8Array): Promise<void> {
     const position = this.ramBase + offset;
     this.files.ramReadAhead?.reading(position, destination.length);
-    let done = 0;
-    while (done < destination.length) {
-      const { bytesRead } = await readAsync(this.files.ramFd, destination, done, destination.length - done, position + done);
-      if (bytesRead === 0)
-        throw new RangeError(`${this.files.ramPath}: ends at ${position + done}, before ${position + destination.length}`);
-      done += bytesRead;
-    }
+    readFully(this.files.ramFd, destination, position, this.files.ramPath);
   }
 
   writeMemory(offset: SlotOffset, source: Uint8Array): void {
