@@ -28,6 +28,8 @@ export async function flattenChain(
   const blobs = await chain.blobs();
   const guest = {
     pageSize: chain.header.pageSize,
+    // Each merge in flight holds its links' decoded chunks too (GuestInput.ramChunksPerCall).
+    ramChunksPerCall: 1,
     // Into the writer's own input buffers: it hands every chunk's input back to them once encoded, so a fresh
     // buffer per chunk would pile up there, the whole guest by the end (issue 10: 391 MiB for 256 MiB).
     read: async (chunk: GridChunk, buffers: InputBuffers) => {

@@ -211,6 +211,14 @@ function sectionType(kind: GridChunk['kind']): string {
  */
 export interface GuestInput {
   readonly pageSize: number;
+  /**
+   * RAM chunks the writer keeps in flight per zstd call (default 2, 1 in a
+   * diff): a VM's read holds one input buffer each, where a chain's merge
+   * (flatten) or a diff's comparison also holds the decoded chunks of the
+   * snapshots it reads (two per call took a 16 GiB flatten from 112 to 132
+   * MiB peak RSS, a 1 GiB diff save from 91 to 114).
+   */
+  readonly ramChunksPerCall?: number;
   /** RAM bytes of the chunk's pages, or their tags one byte per granule. */
   read(chunk: GridChunk, buffers: InputBuffers): Promise<Uint8Array>;
   vcpus(): Promise<VcpuState[]>;
@@ -241,9 +249,10 @@ async function writeChunks(
   diff: DiffWrite | null,
 ): Promise<number> {
   // Enough RAM chunks in flight to keep every call busy while the oldest result is written; they hold the memory.
-  // Tag chunks (1/16 of the bytes) and changed-page maps ride along uncounted. Two RAM chunks per call ran the
-  // bench's 1 GiB save about 5% faster but took flatten of a 16 GiB chain from 112 to 132 MiB peak RSS.
-  const maxRamInFlight = Math.max(2, executor.threads * 2 + 1);
+  // Tag chunks (1/16 of the bytes) and changed-page maps ride along uncounted: a save from raw files went from 1.04x
+  // to 0.95x the time of zstd -1 -T2 with reads on the calling thread (file-slot-storage.ts) and this window.
+  const perCall = diff ? 1 : (guest.ramChunksPerCall ?? 2);
+  const maxRamInFlight = Math.max(2, executor.threads * perCall + 1);
   const inFlight: Array<{ chunk: GridChunk; result: Promise<EncodedChunk | Uint8Array> }> = [];
   let ramInFlight = 0;
   const buffers = new InputBuffers(executor);
