@@ -102,8 +102,10 @@ export {
 // The format's values and constants.
 export type {
   ChangedPages,
+  ChangedPagesList,
   ChangedPagesLocation,
   ChunkKind,
+  ChunkList,
   ChunkLocation,
   DiffInfo,
   GuestAddress,

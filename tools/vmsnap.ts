@@ -5,6 +5,8 @@
  */
 // First: it sets a V8 flag that must hold before the modules below allocate.
 import './heap-flags.js';
+// Before any thread allocates: the malloc arenas the pool threads will share.
+import './malloc-arenas.js';
 import { Command } from 'commander';
 import { FORMAT_MAJOR, FORMAT_MINOR } from '../src/format/constants.js';
 import { VERSION } from '../src/version.js';

@@ -11,7 +11,7 @@
  */
 
 import { GRANULE_SIZE } from '../format/constants.js';
-import type { ChunkKind, ChunkLocation, SnapshotReader, SnapshotRegion } from '../format/model.js';
+import type { ChunkKind, ChunkList, SnapshotReader, SnapshotRegion } from '../format/model.js';
 import { regionEnd, regionHolding } from './addresses.js';
 import { AddressNotMappedError, hex, RegionNotTaggedError } from './errors.js';
 import { copyFromChunk, type HeldChunk, holdChunk } from './held-chunk.js';
@@ -20,23 +20,27 @@ import { copyFromChunk, type HeldChunk, holdChunk } from './held-chunk.js';
 const DEFAULT_CACHED_CHUNKS = 6;
 
 export class GuestMemory {
-  private readonly cache = new Map<ChunkLocation, HeldChunk>();
-  /** Per region and kind, the chunks sorted by first page, for a binary search. */
-  private readonly byRegion = new Map<string, ChunkLocation[]>();
+  /** Decoded chunks by their position in `chunks`. */
+  private readonly cache = new Map<number, HeldChunk>();
+  /** Per region and kind, the chunks' positions sorted by first page, for a binary search: no location is kept per chunk. */
+  private readonly byRegion = new Map<string, number[]>();
   private readonly pageSize: bigint;
+  private readonly chunks: ChunkList;
 
   constructor(
     readonly reader: SnapshotReader,
     private readonly cachedChunks = DEFAULT_CACHED_CHUNKS,
   ) {
     this.pageSize = BigInt(reader.header.pageSize);
-    for (const location of reader.chunks) {
-      const key = `${location.kind}:${location.region}`;
+    const chunks = reader.chunks;
+    this.chunks = chunks;
+    for (let i = 0; i < chunks.length; i++) {
+      const key = `${chunks.kindOf(i)}:${chunks.regionOf(i)}`;
       const list = this.byRegion.get(key) ?? [];
       this.byRegion.set(key, list);
-      list.push(location);
+      list.push(i);
     }
-    for (const list of this.byRegion.values()) list.sort((a, b) => a.firstPage - b.firstPage);
+    for (const list of this.byRegion.values()) list.sort((a, b) => chunks.firstPageOf(a) - chunks.firstPageOf(b));
   }
 
   get regions(): readonly SnapshotRegion[] {
@@ -93,14 +97,13 @@ export class GuestMemory {
   /** Copies [from, to) of one region into `out` (which starts at `from`); pages no chunk covers stay zero. */
   private async copyFromRegion(kind: ChunkKind, region: SnapshotRegion, from: bigint, to: bigint, out: Uint8Array, unit: number) {
     const list = this.byRegion.get(`${kind}:${region.index}`) ?? [];
-    const chunkBytes = (c: ChunkLocation) => BigInt(c.pageCount) * this.pageSize;
     let i = this.firstChunkEndingAfter(list, from - region.guestAddress);
     for (; i < list.length; i++) {
-      const location = list[i];
-      const start = region.guestAddress + BigInt(location.firstPage) * this.pageSize;
+      const position = list[i];
+      const start = region.guestAddress + BigInt(this.chunks.firstPageOf(position)) * this.pageSize;
       if (start >= to) break;
-      const stop = start + chunkBytes(location);
-      const chunk = await this.decoded(location);
+      const stop = start + BigInt(this.chunks.pageCountOf(position)) * this.pageSize;
+      const chunk = await this.decoded(position);
       const a = from > start ? from : start;
       const b = to < stop ? to : stop;
       const first = Number((a - start) / BigInt(unit));
@@ -108,30 +111,30 @@ export class GuestMemory {
     }
   }
 
-  private firstChunkEndingAfter(list: readonly ChunkLocation[], offset: bigint): number {
+  private firstChunkEndingAfter(list: readonly number[], offset: bigint): number {
     const page = Number(offset / this.pageSize);
     let lo = 0;
     let hi = list.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (list[mid].firstPage + list[mid].pageCount <= page) lo = mid + 1;
+      if (this.chunks.firstPageOf(list[mid]) + this.chunks.pageCountOf(list[mid]) <= page) lo = mid + 1;
       else hi = mid;
     }
     return lo;
   }
 
-  private async decoded(location: ChunkLocation): Promise<HeldChunk['chunk']> {
-    const hit = this.cache.get(location);
+  private async decoded(position: number): Promise<HeldChunk['chunk']> {
+    const hit = this.cache.get(position);
     if (hit) {
       // Map order is insertion order: re-inserting makes this the most recently used.
-      this.cache.delete(location);
-      this.cache.set(location, hit);
+      this.cache.delete(position);
+      this.cache.set(position, hit);
       return hit.chunk;
     }
-    const held = await holdChunk(this.reader, location);
-    this.cache.set(location, held);
+    const held = await holdChunk(this.reader, this.chunks[position]);
+    this.cache.set(position, held);
     if (this.cache.size > this.cachedChunks) {
-      const [oldest, evicted] = this.cache.entries().next().value as [ChunkLocation, HeldChunk];
+      const [oldest, evicted] = this.cache.entries().next().value as [number, HeldChunk];
       this.cache.delete(oldest);
       evicted.release();
     }

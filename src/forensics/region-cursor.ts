@@ -12,7 +12,7 @@
  */
 
 import { GRANULE_SIZE } from '../format/constants.js';
-import type { ChunkKind, ChunkLocation, SnapshotReader, SnapshotRegion } from '../format/model.js';
+import type { ChunkKind, ChunkList, SnapshotReader, SnapshotRegion } from '../format/model.js';
 import { copyFromChunk, type HeldChunk, holdChunk } from './held-chunk.js';
 
 /** Tag bytes (one per granule) of one page. */
@@ -21,16 +21,22 @@ export function granulesPerPage(pageSize: number): number {
 }
 
 export class RegionChunkCursor {
-  private readonly locations: ChunkLocation[];
+  private readonly chunks: ChunkList;
+  /** Positions in `chunks` of this region's chunks of `kind`, by first page: a location is made only for a chunk read. */
+  private readonly positions: Int32Array;
   private readonly bytesPerPage: number;
-  private held: { location: ChunkLocation; chunk: HeldChunk } | null = null;
+  private held: { position: number; chunk: HeldChunk } | null = null;
 
   constructor(
     private readonly reader: SnapshotReader,
     readonly region: SnapshotRegion,
     readonly kind: ChunkKind,
   ) {
-    this.locations = reader.chunks.filter((c) => c.kind === kind && c.region === region.index).sort((a, b) => a.firstPage - b.firstPage);
+    const chunks = reader.chunks;
+    this.chunks = chunks;
+    const mine: number[] = [];
+    for (let i = 0; i < chunks.length; i++) if (chunks.kindOf(i) === kind && chunks.regionOf(i) === region.index) mine.push(i);
+    this.positions = Int32Array.from(mine.sort((a, b) => chunks.firstPageOf(a) - chunks.firstPageOf(b)));
     const pageSize = reader.header.pageSize;
     this.bytesPerPage = kind === 'ram' ? pageSize : granulesPerPage(pageSize);
   }
@@ -45,17 +51,18 @@ export class RegionChunkCursor {
     const out = into ? into.subarray(0, length) : new Uint8Array(length);
     const endPage = firstPage + pageCount;
     let filled = firstPage;
-    for (let i = this.firstOverlapping(firstPage); i < this.locations.length; i++) {
-      const location = this.locations[i];
-      if (location.firstPage >= endPage) break;
-      const from = Math.max(firstPage, location.firstPage);
-      const to = Math.min(endPage, location.firstPage + location.pageCount);
+    for (let i = this.firstOverlapping(firstPage); i < this.positions.length; i++) {
+      const position = this.positions[i];
+      const chunkFirst = this.chunks.firstPageOf(position);
+      if (chunkFirst >= endPage) break;
+      const from = Math.max(firstPage, chunkFirst);
+      const to = Math.min(endPage, chunkFirst + this.chunks.pageCountOf(position));
       if (into && from > filled) out.fill(0, (filled - firstPage) * this.bytesPerPage, (from - firstPage) * this.bytesPerPage);
-      const chunk = await this.decoded(location);
+      const chunk = await this.decoded(position);
       copyFromChunk(
         chunk,
-        (from - location.firstPage) * this.bytesPerPage,
-        (to - location.firstPage) * this.bytesPerPage,
+        (from - chunkFirst) * this.bytesPerPage,
+        (to - chunkFirst) * this.bytesPerPage,
         out,
         (from - firstPage) * this.bytesPerPage,
         this.reader.header.pageSize,
@@ -75,21 +82,21 @@ export class RegionChunkCursor {
   /** Binary search: index of the first chunk that ends after `page`. */
   private firstOverlapping(page: number): number {
     let lo = 0;
-    let hi = this.locations.length;
+    let hi = this.positions.length;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      const c = this.locations[mid];
-      if (c.firstPage + c.pageCount <= page) lo = mid + 1;
+      const c = this.positions[mid];
+      if (this.chunks.firstPageOf(c) + this.chunks.pageCountOf(c) <= page) lo = mid + 1;
       else hi = mid;
     }
     return lo;
   }
 
-  private async decoded(location: ChunkLocation): Promise<HeldChunk['chunk']> {
-    if (this.held?.location === location) return this.held.chunk.chunk;
+  private async decoded(position: number): Promise<HeldChunk['chunk']> {
+    if (this.held?.position === position) return this.held.chunk.chunk;
     this.close();
-    const chunk = await holdChunk(this.reader, location);
-    this.held = { location, chunk };
+    const chunk = await holdChunk(this.reader, this.chunks[position]);
+    this.held = { position, chunk };
     return chunk.chunk;
   }
 }

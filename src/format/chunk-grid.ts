@@ -77,26 +77,3 @@ export function* chunkGrid(
     }
   }
 }
-
-/**
- * Where each chunk of a grid sits in a list, by slot (a region, or a region
- * and kind) and first page: an array of list positions per slot, with no
- * string key or object per chunk (a 16 GiB guest has 32 thousand chunks per
- * snapshot, and a chain's links each had a key per chunk: issue 10).
- */
-export class GridPlaces {
-  private readonly bySlot: number[][] = [];
-
-  constructor(private readonly pagesPerChunk: number) {}
-
-  set(slot: number, firstPage: number, position: number): void {
-    this.bySlot[slot] ??= [];
-    this.bySlot[slot][firstPage / this.pagesPerChunk] = position;
-  }
-
-  /** The position of the chunk that starts at `firstPage`; undefined where none does. */
-  get(slot: number, firstPage: number): number | undefined {
-    if (firstPage % this.pagesPerChunk !== 0) return undefined;
-    return this.bySlot[slot]?.[firstPage / this.pagesPerChunk];
-  }
-}

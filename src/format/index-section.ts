@@ -49,13 +49,22 @@ export function encodeIndex(entries: readonly IndexEntry[]): Uint8Array {
  * guest with 1 MiB chunks and tags).
  */
 export class IndexBuilder {
-  private bytes = new Uint8Array(64 * INDEX_ENTRY_LENGTH);
+  private bytes: Uint8Array;
   private count = 0;
+
+  /**
+   * `expected`: the entries the caller expects, when it knows: room for them
+   * is made at once, not doubled up to (a 16 GiB guest's 1.5 MiB index grew to
+   * 3 MiB, both buffers alive at the last doubling: issue 10).
+   */
+  constructor(expected = 64) {
+    this.bytes = new Uint8Array(Math.max(1, expected) * INDEX_ENTRY_LENGTH);
+  }
 
   add(entry: IndexEntry): void {
     const at = this.count * INDEX_ENTRY_LENGTH;
     if (at + INDEX_ENTRY_LENGTH > this.bytes.length) {
-      const grown = new Uint8Array(this.bytes.length * 2);
+      const grown = new Uint8Array(Math.max(this.bytes.length * 2, 64 * INDEX_ENTRY_LENGTH));
       grown.set(this.bytes);
       this.bytes = grown;
     }

@@ -68,6 +68,21 @@ export interface ChunkLocation {
   readonly length: bigint;
 }
 
+/**
+ * Every chunk of a snapshot, in file order: an array of ChunkLocation whose
+ * elements are made when read (kept compact: issue 10), so compare them by
+ * their fields, never by identity. Its fields can also be read by position
+ * without making an element.
+ */
+export interface ChunkList extends ReadonlyArray<ChunkLocation> {
+  kindOf(i: number): ChunkKind;
+  regionOf(i: number): number;
+  firstPageOf(i: number): number;
+  pageCountOf(i: number): number;
+  /** The position of the chunk of `kind` over `region`'s pages from `firstPage`, or -1 if there is none. */
+  positionOf(kind: ChunkKind, region: number, firstPage: number): number;
+}
+
 /** A decoded RAM chunk: every page of its range, absent (all-zero) pages filled with zeros. */
 export interface RamChunk extends ChunkLocation {
   /** One bit per page, LSB first: set where the page was stored (not all zero). */
@@ -111,6 +126,12 @@ export interface ChangedPagesLocation {
   readonly length: bigint;
 }
 
+/** A diff's changed-page maps, in file order: an array whose elements are made when read, as ChunkList's. */
+export interface ChangedPagesList extends ReadonlyArray<ChangedPagesLocation> {
+  /** The position of the map of `region`'s pages from `firstPage`, or -1 if there is none. */
+  positionOf(region: number, firstPage: number): number;
+}
+
 export interface ChangedPages extends ChangedPagesLocation {
   /** One bit per page, LSB first: set where the diff gives the page (its RAM and its tags). */
   readonly changed: Uint8Array;
@@ -147,8 +168,8 @@ export interface SnapshotReader {
   readonly header: SnapshotHeader;
   readonly metadata: SnapshotMetadata;
   readonly regions: readonly SnapshotRegion[];
-  /** Every chunk in file order. */
-  readonly chunks: readonly ChunkLocation[];
+  /** Every chunk in file order (each element made when read: compare by fields). */
+  readonly chunks: ChunkList;
   readonly fileSize: bigint;
   /** The VCPU sections in file order, as checked when the file was opened: vcpus() decodes them. */
   readonly vcpuSummaries: readonly VcpuSummary[];
@@ -161,7 +182,7 @@ export interface SnapshotReader {
    */
   readonly diff: DiffInfo | null;
   /** A diff's changed-page maps, one per RAM chunk, in file order (empty for a full snapshot). */
-  readonly changedPageMaps: readonly ChangedPagesLocation[];
+  readonly changedPageMaps: ChangedPagesList;
 
   readRamChunk(location: ChunkLocation): Promise<RamChunk>;
   readTagChunk(location: ChunkLocation): Promise<TagChunk>;

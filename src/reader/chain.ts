@@ -17,17 +17,18 @@ import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { equalBytes } from '../format/bytes.js';
 import { bitmapLength, isPagePresent } from '../format/chunk.js';
-import { GridPlaces } from '../format/chunk-grid.js';
 import { ramChunk, tagChunk } from '../format/chunk-objects.js';
 import { GRANULE_SIZE, HEADER_LENGTH, LIMITS, SECTION, SECTION_HEADER_LENGTH } from '../format/constants.js';
 import { VmsnapError } from '../format/errors.js';
+import { changedPagesList, GridTable } from '../format/grid-table.js';
 import { decodeHeader } from '../format/header.js';
 import { decodeMetadata } from '../format/metadata.js';
 import type {
   BlobSummary,
   ChangedPages,
-  ChangedPagesLocation,
+  ChangedPagesList,
   ChunkKind,
+  ChunkList,
   ChunkLocation,
   RamChunk,
   SnapshotHeader,
@@ -122,11 +123,6 @@ function facts(link: FileSnapshot): LinkFacts {
   return { name: link.path, header: link.header, metadata: link.metadata, diffParent: link.diff?.parentId ?? null };
 }
 
-/** A chunk's slot in the chain's GridPlaces: its region and kind. */
-function chunkSlot(kind: ChunkKind, region: number): number {
-  return region * 2 + (kind === 'tags' ? 1 : 0);
-}
-
 /** One chunk's pages, merged from the links: what a full snapshot's chunk would hold. */
 export interface MergedChunk {
   readonly present: Uint8Array;
@@ -194,15 +190,13 @@ export class SnapshotChain implements SnapshotReader {
   readonly header: SnapshotHeader;
   readonly metadata: SnapshotMetadata;
   readonly regions: readonly SnapshotRegion[];
-  readonly chunks: readonly ChunkLocation[];
+  readonly chunks: ChunkList;
   readonly fileSize: bigint;
   readonly vcpuSummaries: readonly VcpuSummary[];
   readonly blobSummaries: readonly BlobSummary[];
   /** The merged view is a full guest: not a diff. */
   readonly diff = null;
-  readonly changedPageMaps: readonly ChangedPagesLocation[] = [];
-  /** Chunk index by kind, region and first page: the same in every link. */
-  private readonly chunkIndex: GridPlaces;
+  readonly changedPageMaps: ChangedPagesList = changedPagesList(new GridTable(1, 0));
 
   constructor(
     /** The links, oldest (the full snapshot) first. */
@@ -217,8 +211,6 @@ export class SnapshotChain implements SnapshotReader {
     this.fileSize = last.fileSize;
     this.vcpuSummaries = last.vcpuSummaries;
     this.blobSummaries = last.blobSummaries;
-    this.chunkIndex = new GridPlaces(this.header.pagesPerChunk);
-    for (const [i, chunk] of this.chunks.entries()) this.chunkIndex.set(chunkSlot(chunk.kind, chunk.region), chunk.firstPage, i);
   }
 
   get last(): FileSnapshot {
@@ -237,9 +229,10 @@ export class SnapshotChain implements SnapshotReader {
     firstPage: number,
     into?: Uint8Array,
   ): Promise<MergedChunk & { location: ChunkLocation }> {
-    const index = this.chunkIndex.get(chunkSlot(kind, region), firstPage);
-    if (index === undefined) throw new RangeError(`no ${kind} chunk at region ${region} page ${firstPage}`);
-    const location = this.chunks[index];
+    // A chunk's position is the same in every link: the grid's (checked when each was opened), as the layouts are equal.
+    const index = this.last.chunkTable.positionOf(kind, region, firstPage);
+    if (index < 0) throw new RangeError(`no ${kind} chunk at region ${region} page ${firstPage}`);
+    const location = this.last.chunkTable.chunkAt(index);
     const { pageCount } = location;
     const unit = kind === 'ram' ? this.header.pageSize : this.header.pageSize / GRANULE_SIZE;
     if (into && into.length !== pageCount * unit) throw new RangeError(`readMerged: ${into.length} bytes given for ${pageCount * unit}`);
@@ -250,7 +243,7 @@ export class SnapshotChain implements SnapshotReader {
     const wanted = new Uint8Array(bitmapLength(pageCount)).fill(0xff);
     for (let i = this.links.length - 1; i >= 0; i--) {
       const link = this.links[i];
-      const at = link.chunks[index];
+      const at = link.chunkTable.chunkAt(index);
       let pages = wanted;
       if (link.diff) {
         const map = link.changedPagesOf(at);
@@ -312,7 +305,8 @@ export class SnapshotChain implements SnapshotReader {
   /** The merged guest as the events of one full snapshot: start, every chunk merged, vCPUs, blobs. */
   async *events(): AsyncGenerator<SnapshotEvent> {
     yield { type: 'start', header: this.header, metadata: this.metadata };
-    for (const location of this.chunks) yield { type: 'chunk', chunk: await this.readChunk(location) };
+    const table = this.last.chunkTable;
+    for (let i = 0; i < table.length; i++) yield { type: 'chunk', chunk: await this.readChunk(table.chunkAt(i)) };
     for (const vcpu of await this.vcpus()) yield { type: 'vcpu', vcpu };
     for (const blob of await this.blobs()) yield { type: 'blob', blob };
   }

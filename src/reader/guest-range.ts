@@ -5,13 +5,13 @@
  * read a chunk.
  */
 import { GRANULE_SIZE } from '../format/constants.js';
-import type { ChunkLocation, RamChunk, SnapshotHeader, SnapshotRegion, TagChunk } from '../format/model.js';
+import type { ChunkList, ChunkLocation, RamChunk, SnapshotHeader, SnapshotRegion, TagChunk } from '../format/model.js';
 
 /** What a range read needs of a reader. */
 export interface ChunkSource {
   readonly header: SnapshotHeader;
   readonly regions: readonly SnapshotRegion[];
-  readonly chunks: readonly ChunkLocation[];
+  readonly chunks: ChunkList;
   readChunk(location: ChunkLocation): Promise<RamChunk | TagChunk>;
 }
 
@@ -36,12 +36,14 @@ async function gather(
   const u = BigInt(unit);
   const start = guestAddress - region.guestAddress;
   const end = start + BigInt(length);
-  for (const location of source.chunks) {
-    if (location.kind !== kind || location.region !== region.index) continue;
-    const chunkStart = BigInt(location.firstPage) * pageSize;
-    const chunkEnd = chunkStart + BigInt(location.pageCount) * pageSize;
+  const chunks = source.chunks;
+  for (let i = 0; i < chunks.length; i++) {
+    if (chunks.kindOf(i) !== kind || chunks.regionOf(i) !== region.index) continue;
+    const chunkStart = BigInt(chunks.firstPageOf(i)) * pageSize;
+    const chunkEnd = chunkStart + BigInt(chunks.pageCountOf(i)) * pageSize;
     if (chunkEnd <= start || chunkStart >= end) continue;
-    const chunk = await source.readChunk(location);
+    // The location is made only for a chunk the range needs.
+    const chunk = await source.readChunk(chunks[i]);
     const bytes = 'data' in chunk ? chunk.data : chunk.tags;
     const from = start > chunkStart ? start : chunkStart;
     const to = end < chunkEnd ? end : chunkEnd;

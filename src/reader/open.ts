@@ -12,17 +12,20 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { uninitialisedBytes } from '../format/bytes.js';
-import { type GridChunk, GridPlaces } from '../format/chunk-grid.js';
+import type { GridChunk } from '../format/chunk-grid.js';
 import { HEADER_LENGTH, INDEX_ENTRY_LENGTH, LIMITS, SECTION, SECTION_HEADER_LENGTH, TRAILER_LENGTH } from '../format/constants.js';
 import { decodeDiffSection } from '../format/diff.js';
 import { SnapshotFormatError } from '../format/errors.js';
+import { changedPagesList, chunkList, GridTable } from '../format/grid-table.js';
 import { decodeHeader } from '../format/header.js';
 import { decodeIndexEntry, decodeTrailer, type IndexEntry, indexEntryCount } from '../format/index-section.js';
 import { decodeBlob, decodeMetadata, decodeVcpu } from '../format/metadata.js';
 import type {
   BlobSummary,
   ChangedPages,
+  ChangedPagesList,
   ChangedPagesLocation,
+  ChunkList,
   ChunkLocation,
   DiffInfo,
   RamChunk,
@@ -186,12 +189,12 @@ function readTrailerAndIndex(file: FileBytes): { index: Uint8Array; indexSection
  */
 interface WalkedSections {
   metadata: SnapshotMetadata;
-  chunks: ChunkLocation[];
+  chunks: GridTable;
   others: SectionEntry[];
   vcpus: VcpuSummary[];
   blobs: BlobSummary[];
   diff: DiffInfo | null;
-  changedMaps: ChangedPagesLocation[];
+  changedMaps: GridTable;
 }
 
 function walkSections(file: FileBytes, header: SnapshotHeader, index: Uint8Array, indexSection: SectionHeader): WalkedSections {
@@ -200,12 +203,12 @@ function walkSections(file: FileBytes, header: SnapshotHeader, index: Uint8Array
   const count = indexEntryCount(index, payloadOffset);
   const sequence = new SectionSequence(header);
   let metadata: SnapshotMetadata | undefined;
-  const chunks: ChunkLocation[] = [];
+  const chunks = new GridTable(header.pagesPerChunk);
   const others: SectionEntry[] = [];
   const vcpus: VcpuSummary[] = [];
   const blobs: BlobSummary[] = [];
   let diffParent: Uint8Array | null = null;
-  const changedMaps: ChangedPagesLocation[] = [];
+  const changedMaps = new GridTable(header.pagesPerChunk);
   let changedPages = 0n;
   let next = BigInt(HEADER_LENGTH);
   const indexView = new DataView(index.buffer, index.byteOffset, index.byteLength);
@@ -239,8 +242,7 @@ function walkSections(file: FileBytes, header: SnapshotHeader, index: Uint8Array
         const map = decodeChangedPagesSection(header, metadata!.regions, section, payload, role.chunk);
         const fault = indexEntryFault(entry, expected, i, entryOffset);
         if (fault) throw fault;
-        const { changed: _bits, ...location } = map;
-        changedMaps.push(location);
+        changedMaps.push('changed', map.region, map.firstPage, map.pageCount, map.offset, map.length, map.changedCount);
         changedPages += BigInt(map.changedCount);
         break;
       }
@@ -274,7 +276,7 @@ function walkSections(file: FileBytes, header: SnapshotHeader, index: Uint8Array
         }
         const { kind, region, firstPage, pageCount } = role.chunk;
         if (kind === 'changed') throw new TypeError('a chunk role holds a RAM or tag chunk');
-        chunks.push({ kind, region, firstPage, pageCount, offset: section.offset, length: entry.length });
+        chunks.push(kind, region, firstPage, pageCount, section.offset, entry.length);
         break;
       }
       case 'ancillary':
@@ -296,6 +298,8 @@ function walkSections(file: FileBytes, header: SnapshotHeader, index: Uint8Array
       offset: indexOffset,
     });
   sequence.finish(indexSection);
+  chunks.trim();
+  changedMaps.trim();
   const diff = diffParent ? { parentId: diffParent, changedPages } : null;
   return { metadata: metadata!, chunks, others, vcpus, blobs, diff, changedMaps };
 }
@@ -318,28 +322,28 @@ function printable(text: string): string {
 class FileSnapshotReader implements SnapshotReader {
   readonly regions: readonly SnapshotRegion[];
   readonly fileSize: bigint;
+  readonly chunks: ChunkList;
+  readonly changedPageMaps: ChangedPagesList;
 
   constructor(
     readonly path: string,
     private readonly file: FileBytes,
     readonly header: SnapshotHeader,
     readonly metadata: SnapshotMetadata,
-    readonly chunks: readonly ChunkLocation[],
+    /** The chunks' rows: `chunks` seen as columns, read by position without making a location. */
+    readonly chunkTable: GridTable,
     private readonly others: readonly SectionEntry[],
     readonly vcpuSummaries: readonly VcpuSummary[],
     readonly blobSummaries: readonly BlobSummary[],
     readonly diff: DiffInfo | null,
-    readonly changedPageMaps: readonly ChangedPagesLocation[],
+    private readonly changedMapTable: GridTable,
     private readonly executor: ChunkExecutor,
   ) {
     this.regions = metadata.regions;
     this.fileSize = file.size;
-    this.mapByRange = new GridPlaces(header.pagesPerChunk);
-    for (const [i, map] of changedPageMaps.entries()) this.mapByRange.set(map.region, map.firstPage, i);
+    this.chunks = chunkList(chunkTable);
+    this.changedPageMaps = changedPagesList(changedMapTable);
   }
-
-  /** Changed-page maps by region and first page: their positions in changedPageMaps. */
-  private readonly mapByRange: GridPlaces;
 
   async readChangedPages(location: ChangedPagesLocation): Promise<ChangedPages> {
     const { section, payload } = this.readChecked(location, SECTION.changedPages);
@@ -349,10 +353,9 @@ class FileSnapshotReader implements SnapshotReader {
 
   /** A diff's changed-page map of the chunk at `location`'s pages. */
   changedPagesOf(location: { region: number; firstPage: number }): ChangedPagesLocation {
-    const at = this.mapByRange.get(location.region, location.firstPage);
-    const map = at === undefined ? undefined : this.changedPageMaps[at];
-    if (!map) throw new RangeError(`no changed-page map for region ${location.region} page ${location.firstPage}`);
-    return map;
+    const at = this.changedMapTable.positionOf('changed', location.region, location.firstPage);
+    if (at < 0) throw new RangeError(`no changed-page map for region ${location.region} page ${location.firstPage}`);
+    return this.changedMapTable.changedPagesAt(at);
   }
 
   /** Reads a section the index located, checking its header against the index entry; the payload is checked by the caller. */
@@ -490,9 +493,9 @@ class FileSnapshotReader implements SnapshotReader {
     if (this.diff) yield { type: 'diff', parentId: this.diff.parentId };
     const pending: Array<Promise<ReadChunk>> = [];
     let next = 0;
-    while (next < this.chunks.length || pending.length) {
-      while (next < this.chunks.length && pending.length < ahead) {
-        const location = this.chunks[next++];
+    while (next < this.chunkTable.length || pending.length) {
+      while (next < this.chunkTable.length && pending.length < ahead) {
+        const location = this.chunkTable.chunkAt(next++);
         const read: Promise<ReadChunk> = options.transient
           ? this.readTransientChunk(location, options.payloads)
           : this.readChunkAndPayload(location);

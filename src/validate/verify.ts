@@ -150,24 +150,27 @@ async function verifyFile(path: string, options: VerifyOptions): Promise<VerifyR
     // Decode a few chunks ahead so every worker is busy; report each bad chunk and go on.
     const ahead = 4;
     // Each chunk is counted and let go: it is read into memory the reader reuses.
-    const reads = snapshot.chunks.map(() => null as Promise<{ chunk: RamChunk | TagChunk; release(): void }> | null);
+    const table = snapshot.chunkTable;
+    // The reads in flight by position: a few, not a slot per chunk of the file.
+    const reads = new Map<number, Promise<{ chunk: RamChunk | TagChunk; release(): void }>>();
     const start = (i: number) => {
-      if (i < reads.length && !reads[i]) {
-        reads[i] = snapshot.readTransientChunk(snapshot.chunks[i]);
-        reads[i]!.catch(() => {});
+      if (i < table.length && !reads.has(i)) {
+        const read = snapshot.readTransientChunk(table.chunkAt(i));
+        read.catch(() => {});
+        reads.set(i, read);
       }
     };
-    for (let i = 0; i < snapshot.chunks.length; i++) {
+    for (let i = 0; i < table.length; i++) {
       for (let j = i; j < i + ahead; j++) start(j);
       try {
-        const { chunk, release } = await reads[i]!;
+        const { chunk, release } = await reads.get(i)!;
         tally.chunk(chunk);
         release();
       } catch (error) {
         tally.problems.push(problemFrom(error));
       }
-      reads[i] = null;
-      options.onProgress?.({ bytesDone: snapshot.chunks[i].offset + snapshot.chunks[i].length, bytesTotal: snapshot.fileSize });
+      reads.delete(i);
+      options.onProgress?.({ bytesDone: table.offsetOf(i) + table.lengthOf(i), bytesTotal: snapshot.fileSize });
     }
     // Every VCPU and BLOB payload was read and checked when the file was opened.
     for (const _vcpu of snapshot.vcpuSummaries) tally.vcpu();

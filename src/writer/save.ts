@@ -118,6 +118,19 @@ export class SaveError extends VmsnapError {
   }
 }
 
+/** The sections of a file but its vCPUs: META, DIFF, the grid's chunks (and changed-page maps), the blobs. */
+function sectionsBeforeVcpus(
+  regions: readonly SnapshotRegion[],
+  pageSize: number,
+  pagesPerChunk: number,
+  blobs: number,
+  diff: boolean,
+): number {
+  const perChunk = (region: SnapshotRegion) => (region.mte ? 2 : 1) + (diff ? 1 : 0);
+  const chunks = regions.reduce((n, region) => n + Math.ceil(regionPageCount(region, pageSize) / pagesPerChunk) * perChunk(region), 0);
+  return 1 + (diff ? 1 : 0) + chunks + blobs;
+}
+
 /** Refuses, before anything is written, a file the readers would refuse (spec/FORMAT.md, limits). */
 function checkWithinLimits(
   regions: readonly SnapshotRegion[],
@@ -126,9 +139,7 @@ function checkWithinLimits(
   blobs: readonly VmmBlob[],
   diff: boolean,
 ): void {
-  const perChunk = (region: SnapshotRegion) => (region.mte ? 2 : 1) + (diff ? 1 : 0);
-  const chunks = regions.reduce((n, region) => n + Math.ceil(regionPageCount(region, pageSize) / pagesPerChunk) * perChunk(region), 0);
-  const sections = 1 + (diff ? 1 : 0) + chunks + blobs.length;
+  const sections = sectionsBeforeVcpus(regions, pageSize, pagesPerChunk, blobs.length, diff);
   if (sections > LIMITS.sections) {
     throw new SaveError(`${sections} sections pass the format's ${LIMITS.sections}: give a larger chunk size (pages per chunk)`);
   }
@@ -173,10 +184,15 @@ function chooseChunking(vm: VmSource, options: SaveOptions): { pagesPerChunk: nu
 
 /** Writes sections and remembers where each one went, for the index. */
 class SectionWriter {
-  readonly index = new IndexBuilder();
+  readonly index: IndexBuilder;
   tagBytes = 0n;
 
-  constructor(private readonly output: SnapshotOutput) {}
+  constructor(
+    private readonly output: SnapshotOutput,
+    expectedSections: number,
+  ) {
+    this.index = new IndexBuilder(expectedSections);
+  }
 
   async write(type: string, payload: Uint8Array | EncodedChunk, chunk?: GridChunk): Promise<void> {
     // A stream keeps what it is given until it is flushed: a payload in reused memory goes to it as a copy.
@@ -373,7 +389,9 @@ export async function writeSnapshot(
   const output = options.encryptionKey ? new SealedOutput(plainOutput, options.encryptionKey) : plainOutput;
   const executor = createChunkExecutor(options.threads);
   try {
-    const sections = new SectionWriter(output);
+    // Room for every section's index entry at once, a few vCPUs included (more grow it).
+    const expected = sectionsBeforeVcpus(regions, pageSize, pagesPerChunk, options.blobs?.length ?? 0, diff !== null) + 8;
+    const sections = new SectionWriter(output, expected);
     const codec = level > 0 ? CODEC.zstd : CODEC.none;
     await output.write(encodeHeader(pageSize, pagesPerChunk, codec, diff ? DIFF_FORMAT_MINOR : FORMAT_MINOR));
     await sections.write(SECTION.metadata, encodeMetadata(metadata));
