@@ -1,13 +1,15 @@
 /**
  * ReadAhead: which ranges it asks the kernel to read ahead of a sequential
  * reader (recorded through an injected posix_fadvise), and that it starts
- * over where a reader jumps. The real call is exercised by every save from
- * raw files (koffi present); here the arithmetic.
+ * over where a reader jumps; and that the raw-file backend asks it only for
+ * RAM reads that follow on from the last one. The real call is exercised by
+ * every save from raw files (koffi present); here the arithmetic.
  */
-import { closeSync, openSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { FileSlotStorage } from '../src/backends/raw-files/file-slot-storage.js';
 import { READ_AHEAD_STEP, READ_AHEAD_WINDOW, ReadAhead } from '../src/io/read-ahead.js';
 
 const MiB = 1024 * 1024;
@@ -70,6 +72,33 @@ describe('read-ahead advice', () => {
       expect(bytes.every((b) => b === 1)).toBe(true);
     } finally {
       closeSync(fd);
+    }
+  });
+});
+
+describe('raw-file RAM reads', () => {
+  it('advise ahead of reads that follow on from the last one, not of a lone read', () => {
+    const path = join(tmpdir(), `vmsnap-read-ahead-slot-${process.pid}`);
+    writeFileSync(path, Buffer.alloc(4 * MiB, 2));
+    const fd = openSync(path, 'r');
+    try {
+      const { calls, fadvise } = recorder();
+      const ramReadAhead = new ReadAhead(7, fadvise);
+      const region = { name: 'ram', slot: 0, guestAddress: 0n, size: 4n * BigInt(MiB), mte: false, readOnly: true, fileOffset: 0n };
+      const files = { ramFd: fd, ramPath: path, tagLayout: 'byte' as const, writable: false, ramReadAhead };
+      const storage = new FileSlotStorage(region, files, 4096, false);
+      const bytes = new Uint8Array(MiB);
+      storage.readMemory(2 * MiB, bytes);
+      expect(calls).toEqual([]);
+      storage.readMemory(3 * MiB, bytes);
+      expect(calls[0]).toEqual([3 * MiB, READ_AHEAD_STEP]);
+      expect(bytes.every((b) => b === 2)).toBe(true);
+      calls.length = 0;
+      storage.readMemory(0, bytes);
+      expect(calls).toEqual([]);
+    } finally {
+      closeSync(fd);
+      unlinkSync(path);
     }
   });
 });

@@ -5,8 +5,8 @@
  * when it asks for them. With a save's chunk reads issued from several pool
  * threads at once, the kernel's own readahead fell behind: the bench's 1 GiB
  * save from a cold page cache took 4.3-4.5 s without this advice, 3.6-4.2 s
- * with it. The reads now run in order on the calling thread, which must not
- * wait on the device while zstd calls finish behind it.
+ * with it. A compressing save now reads in order on the calling thread,
+ * which must not wait on the device while zstd calls finish behind it.
  *
  * posix_fadvise comes from the process's libc through koffi, loaded here
  * lazily and only when a reader asks; without koffi (an optional dependency)

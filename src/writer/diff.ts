@@ -159,8 +159,9 @@ export async function prepareDiffRange(
   chunk: GridChunk,
   plan: DiffPlan,
   buffers: Pick<InputBuffers, 'take' | 'giveBack'>,
+  onCallingThread: boolean,
 ): Promise<{ changed: Uint8Array; ram: Uint8Array; tags: Uint8Array | null }> {
-  const ram = await readChunkInput(vm, region, { ...chunk, kind: 'ram' }, buffers);
+  const ram = await readChunkInput(vm, region, { ...chunk, kind: 'ram' }, buffers, onCallingThread);
   const tags = region.mte ? await readChunkInput(vm, region, { ...chunk, kind: 'tags' }, buffers) : null;
   const changed = new Uint8Array(bitmapLength(chunk.pageCount));
   const tagUnit = vm.pageSize / GRANULE_SIZE;

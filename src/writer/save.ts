@@ -240,10 +240,10 @@ export interface GuestInput {
   vcpus(): Promise<VcpuState[]>;
 }
 
-function vmInput(vm: VmSource, regions: readonly SnapshotRegion[]): GuestInput {
+function vmInput(vm: VmSource, regions: readonly SnapshotRegion[], readsOnCallingThread: boolean): GuestInput {
   return {
     pageSize: vm.pageSize,
-    read: (chunk, buffers) => readChunkInput(vm, regions[chunk.region], chunk, buffers),
+    read: (chunk, buffers) => readChunkInput(vm, regions[chunk.region], chunk, buffers, readsOnCallingThread),
     vcpus: async () => vcpuStates(vm),
   };
 }
@@ -252,6 +252,8 @@ function vmInput(vm: VmSource, regions: readonly SnapshotRegion[]): GuestInput {
 interface DiffWrite {
   readonly plan: DiffPlan;
   readonly vm: VmSource;
+  /** As readChunkInput's `onCallingThread`. */
+  readonly readsOnCallingThread: boolean;
 }
 
 async function writeChunks(
@@ -289,7 +291,10 @@ async function writeChunks(
   for (const chunk of chunkGrid(regions, guest.pageSize, pagesPerChunk, diff !== null)) {
     let result: Promise<EncodedChunk | Uint8Array>;
     if (chunk.kind === 'changed') {
-      const inputs = timedAsync('reading', prepareDiffRange(diff!.vm, regions[chunk.region], chunk, diff!.plan, buffers));
+      const inputs = timedAsync(
+        'reading',
+        prepareDiffRange(diff!.vm, regions[chunk.region], chunk, diff!.plan, buffers, diff!.readsOnCallingThread),
+      );
       range = inputs;
       result = inputs.then((prepared) => encodeChangedPages(chunk.region, chunk.firstPage, chunk.pageCount, prepared.changed));
     } else {
@@ -357,11 +362,13 @@ export async function saveSnapshot(
     regions,
     annotations: { backend: vm.backend, ...options.annotations },
   };
-  return writeSnapshot(vmInput(vm, regions), metadata, destination, {
+  // Compressing, the pool is busy with zstd calls: reads run on the calling thread (readChunkInput).
+  const readsOnCallingThread = level > 0;
+  return writeSnapshot(vmInput(vm, regions, readsOnCallingThread), metadata, destination, {
     ...options,
     pagesPerChunk,
     level,
-    diff: diff && { plan: diff, vm },
+    diff: diff && { plan: diff, vm, readsOnCallingThread },
   });
 }
 
