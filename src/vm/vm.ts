@@ -146,8 +146,9 @@ export interface VmSource {
   readMemory(guestAddress: GuestAddress, destination: Uint8Array): void;
   /**
    * The same read, asynchronous. Optional: a backend whose memory sits in
-   * files implements it so the writer can read ahead while it compresses; the
-   * writer falls back to readMemory otherwise.
+   * files implements it so that a stored save (level 0) reads ahead while it
+   * checksums and writes. A compressing save calls readMemory (libuv's pool
+   * is busy with its zstd calls), as the writer does without this.
    */
   readMemoryAsync?(guestAddress: GuestAddress, destination: Uint8Array): Promise<void>;
   /**

@@ -268,7 +268,7 @@ async function writeChunks(
 ): Promise<number> {
   // Enough RAM chunks in flight to keep every call busy while the oldest result is written; they hold the memory.
   // Tag chunks (1/16 of the bytes) and changed-page maps ride along uncounted: a save from raw files went from 1.04x
-  // to 0.95x the time of zstd -1 -T2 with reads on the calling thread (file-slot-storage.ts) and this window.
+  // to 0.95x the time of zstd -1 -T2 with reads on the calling thread (readChunkInput) and this window.
   const perCall = diff ? 1 : (guest.ramChunksPerCall ?? 2);
   const maxRamInFlight = Math.max(2, executor.threads * perCall + 1);
   const inFlight: Array<{ chunk: GridChunk; result: Promise<EncodedChunk | Uint8Array> }> = [];
