@@ -93,21 +93,12 @@ export class GridTable {
     return this.#pageCounts[i];
   }
 
-  countOf(i: number): number {
-    return this.#counts[i];
-  }
-
   offsetOf(i: number): bigint {
     return BigInt(this.#offsets[i]);
   }
 
   lengthOf(i: number): bigint {
     return BigInt(this.#lengths[i]);
-  }
-
-  /** The file offset just past row i's section, as a number: for progress. */
-  endOf(i: number): number {
-    return this.#offsets[i] + this.#lengths[i];
   }
 
   /** The row of `kind` over `region`'s pages from `firstPage`, or -1. */
