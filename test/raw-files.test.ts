@@ -226,6 +226,39 @@ describe.each(['byte', 'packed'] as TagFileLayout[])('raw files with %s tags', (
       expect(tags, `page ${n}`).toEqual(new Array(256).fill(written.get(n) ?? 0));
     }
   });
+
+  it('gather RAM writes across small holes, read them back before they reach the file, and keep far holes sparse', () => {
+    const target = paths();
+    const vm = new RawFilesVmFactory({ paths: target, pageSize: 4096, tagLayout }).createVm();
+    vm.addMemorySlot({ slot: 0, name: 'a', guestAddress: 0x1000_0000n, size: 1024n * 4096n });
+    const page = (n: number) => 0x1000_0000n + BigInt(n) * 4096n;
+    const pageOf = (value: number) => new Uint8Array(4096).fill(value);
+    // Page 9 first; then 2, 5 (pages 3-4 never written: gathered as zeros) and 12 (gap 6-11 holds page 9,
+    // which must survive); 600 lies past the largest hole that is filled, so the file stays sparse there.
+    const written = new Map([
+      [9, 9],
+      [2, 2],
+      [5, 5],
+      [12, 12],
+      [600, 60],
+    ]);
+    for (const [n, value] of written) vm.writeMemory(page(n), pageOf(value));
+    const back = new Uint8Array(4096);
+    vm.readMemory(page(5), back);
+    expect(back.every((b) => b === 5)).toBe(true);
+    vm.writeMemory(page(13), pageOf(13));
+    written.set(13, 13);
+    vm.close();
+    const file = readFileSync(target.ram);
+    for (let n = 0; n < 1024; n++) {
+      const bytes = file.subarray(n * 4096, (n + 1) * 4096);
+      expect(
+        bytes.every((b) => b === (written.get(n) ?? 0)),
+        `page ${n}`,
+      ).toBe(true);
+    }
+    expect(statSync(target.ram).blocks * 512).toBeLessThan(512 * 1024);
+  });
 });
 
 describe('raw files as a source', () => {

@@ -49,44 +49,65 @@ export function writeFully(fd: number, source: Uint8Array, position: number): vo
 }
 
 /**
- * Tag writes come one page at a time (the kernel's TO_GUEST loop): 256 bytes
- * a page. Consecutive ones are gathered and written together, instead of one
- * pwrite each; anything that reads the tag file flushes first. A write a
- * little further on is gathered too when the caller vouches that the file
- * holds zeros from the gap on (`gapIsZero`: never written since it was
- * created empty): the gap is written as zeros, so a restore's runs of tagged
- * pages with untagged ones between cost one pwrite per 256 KiB, not one per
- * run (the bench's 1 GiB guest: 7865 pwrites before, 215 after).
+ * Gathers small positioned writes into one. Tag writes come one page at a
+ * time (the kernel's TO_GUEST loop: 256 bytes a page), and a restore writes
+ * RAM one run of present pages at a time; one pwrite each cost a syscall and,
+ * on a sparse file, an extent apiece. Consecutive writes are gathered, and so
+ * is a write a little further on (at most `maxGap` bytes) when the caller
+ * vouches that the file holds zeros from the gap on (`gapIsZero`: never
+ * written since it was created empty): the gap is written as zeros. Anything
+ * that reads the file flushes first. The bench's 1 GiB restore: tag pwrites
+ * 7865 -> 215; RAM pwrites 12788 -> about 1100, with 0.1 s less CPU in the
+ * writes and a third less in the final fsync (fewer, longer extents).
  */
-class TagWriteCombiner {
-  private readonly buffer = new Uint8Array(256 * 1024);
+class WriteCombiner {
+  /** Made at the first write it gathers: a region that is only read holds none. */
+  private buffer: Uint8Array | null = null;
   private fd = -1;
   private position = 0;
   private length = 0;
 
+  constructor(
+    private readonly bufferBytes: number,
+    private readonly maxGap: number,
+  ) {}
+
   write(fd: number, position: number, bytes: Uint8Array, gapIsZero?: (start: number) => boolean): void {
     const end = this.position + this.length;
-    const fits = position + bytes.length - this.position <= this.buffer.length;
-    const follows = fd === this.fd && this.length > 0 && position >= end && fits && (position === end || gapIsZero?.(end) === true);
+    const fits = position + bytes.length - this.position <= this.bufferBytes;
+    const follows =
+      fd === this.fd &&
+      this.length > 0 &&
+      position >= end &&
+      position - end <= this.maxGap &&
+      fits &&
+      (position === end || gapIsZero?.(end) === true);
     if (!follows) {
       this.flush();
-      if (bytes.length > this.buffer.length) {
+      // A long write gains nothing from a copy: it goes out as it is.
+      if (bytes.length > this.bufferBytes / 4) {
         writeFully(fd, bytes, position);
         return;
       }
       this.fd = fd;
       this.position = position;
     }
+    this.buffer ??= new Uint8Array(this.bufferBytes);
     this.buffer.fill(0, this.length, position - this.position);
     this.buffer.set(bytes, position - this.position);
     this.length = position - this.position + bytes.length;
   }
 
   flush(): void {
-    if (this.length > 0) writeFully(this.fd, this.buffer.subarray(0, this.length), this.position);
+    if (this.length > 0) writeFully(this.fd, this.buffer!.subarray(0, this.length), this.position);
     this.length = 0;
   }
 }
+
+/** RAM runs gather into writes of up to 1 MiB, across holes of up to 32 KiB (as `zstd -d` leaves holes of 32 KiB and more). */
+const RAM_WRITE_BUFFER = 1024 * 1024;
+const RAM_MAX_GAP = 32 * 1024;
+const TAG_WRITE_BUFFER = 256 * 1024;
 
 /**
  * Tag reads also come one page at a time (the kernel's FROM_GUEST loop). A
@@ -141,6 +162,8 @@ export class FileSlotStorage implements SlotStorage {
   private readonly createdEmpty: boolean;
   /** The end of the furthest tag-file write this region made. */
   private tagsWrittenEnd = 0;
+  /** The end of the furthest RAM-file write this region made. */
+  private ramWrittenEnd = 0;
 
   constructor(
     readonly region: RawRegion,
@@ -159,7 +182,8 @@ export class FileSlotStorage implements SlotStorage {
     this.scratch = new Uint8Array(this.granulesPerPage);
   }
 
-  private readonly pendingTags = new TagWriteCombiner();
+  private readonly pendingTags = new WriteCombiner(TAG_WRITE_BUFFER, TAG_WRITE_BUFFER);
+  private readonly pendingRam = new WriteCombiner(RAM_WRITE_BUFFER, RAM_MAX_GAP);
   private readonly tagBlock = new TagReadAhead();
 
   /** Where the last read ended: a read that starts there goes on through the file in order. */
@@ -170,6 +194,7 @@ export class FileSlotStorage implements SlotStorage {
     // A reader going through the file in order (a compressing save's chunk reads) is kept read ahead; a lone read is not.
     if (position === this.readEnd) this.files.ramReadAhead?.reading(position, destination.length);
     this.readEnd = position + destination.length;
+    this.pendingRam.flush();
     readFully(this.files.ramFd, destination, position, this.files.ramPath);
   }
 
@@ -177,6 +202,7 @@ export class FileSlotStorage implements SlotStorage {
   async readMemoryAsync(offset: SlotOffset, destination: Uint8Array): Promise<void> {
     const position = this.ramBase + offset;
     this.files.ramReadAhead?.reading(position, destination.length);
+    this.pendingRam.flush();
     let done = 0;
     while (done < destination.length) {
       const { bytesRead } = await readAsync(this.files.ramFd, destination, done, destination.length - done, position + done);
@@ -190,7 +216,9 @@ export class FileSlotStorage implements SlotStorage {
     if (!this.files.writable) {
       throw new VmErrnoError('EBADF', 'writeMemory', `${this.files.ramPath} is open read-only (region ${this.region.name})`);
     }
-    writeFully(this.files.ramFd, source, this.ramBase + offset);
+    const position = this.ramBase + offset;
+    this.pendingRam.write(this.files.ramFd, position, source, this.ramNeverWritten);
+    this.ramWrittenEnd = Math.max(this.ramWrittenEnd, position + source.length);
     this.files.ramWriteback?.wrote(source.length);
   }
 
@@ -254,6 +282,7 @@ export class FileSlotStorage implements SlotStorage {
    * write again to gather the writes on either side.
    */
   private readonly neverWritten = (start: number): boolean => this.createdEmpty && start >= this.tagsWrittenEnd;
+  private readonly ramNeverWritten = (start: number): boolean => this.createdEmpty && start >= this.ramWrittenEnd;
 
   /** The tag-file bytes covering granules [granule, granule + count) in the packed layout. */
   private packedSpan(granule: number, count: number): { start: number; packed: Uint8Array } {
@@ -273,9 +302,10 @@ export class FileSlotStorage implements SlotStorage {
 
   /** The RAM and tag files are shared by all regions; the VM syncs and closes them. */
   flush(): void {
+    this.pendingRam.flush();
     this.pendingTags.flush();
   }
   close(): void {
-    this.pendingTags.flush();
+    this.flush();
   }
 }
