@@ -3,8 +3,8 @@
  * The `vmsnap` command. This file only builds the command tree; each
  * subcommand lives in tools/commands/ and calls the library.
  */
-// First: it sets a V8 flag that must hold before the modules below allocate.
-import './heap-flags.js';
+// First: it sets V8 flags that must hold before the modules below allocate and run.
+import './v8-flags.js';
 // Before any thread allocates: the malloc arenas the pool threads will share.
 import './malloc-arenas.js';
 import { Command } from 'commander';
