@@ -76,7 +76,7 @@ export class ScratchFilesStorageFactory implements SlotStorageFactory {
     if (this.closed) return;
     this.closed = true;
     try {
-      // Gathered tag writes go before the descriptors do, as the VM's close would have sent them.
+      // Gathered RAM and tag writes go before the descriptors do, as the VM's close would have sent them.
       for (const storage of this.slots.storages) storage.close();
     } finally {
       this.closeFiles();
